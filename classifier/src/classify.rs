@@ -1,0 +1,523 @@
+//! Frame → [`PacketMeta`].
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::err::ip::LaxHeaderSliceError;
+use etherparse::{
+    Ethernet2Slice, Ipv6ExtensionSlice, LaxIpSlice, LinuxSllProtocolType, LinuxSllSlice,
+    SingleVlanSlice,
+};
+use tapwatch_capture::{Frame, LinkType};
+
+use crate::config::{ClassifierConfig, Transport};
+use crate::meta::*;
+use crate::tenant::TenantMap;
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const ETH_ARP: u16 = 0x0806;
+const ETH_VLAN: u16 = 0x8100;
+const ETH_QINQ: u16 = 0x88a8;
+const ETH_QINQ_OLD: u16 = 0x9100;
+const ETH_MPLS: u16 = 0x8847;
+const ETH_MPLS_MC: u16 = 0x8848;
+
+/// Labels packets. Cheap to share across threads by reference; holds no per-packet state.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    tenants: TenantMap,
+    /// Port → custom type index + 1 (0: none), for TCP and UDP.
+    tcp_ports: Box<[u8]>,
+    udp_ports: Box<[u8]>,
+    custom_names: Vec<String>,
+}
+
+impl Default for Classifier {
+    fn default() -> Classifier {
+        Classifier::new(TenantMap::default(), &ClassifierConfig::default())
+    }
+}
+
+/// Where a malformed header stopped parsing.
+#[inline]
+fn malformed(meta: &mut PacketMeta, layer: &'static str, reason: &'static str) {
+    meta.kind = ProtocolType::Malformed;
+    meta.malformed = Some(Malformed { layer, reason });
+}
+
+impl Classifier {
+    /// A classifier with a tenant map and extra port mappings.
+    pub fn new(tenants: TenantMap, config: &ClassifierConfig) -> Classifier {
+        let mut tcp_ports = vec![0u8; 65536].into_boxed_slice();
+        let mut udp_ports = vec![0u8; 65536].into_boxed_slice();
+        let mut custom_names: Vec<String> = Vec::new();
+        for m in config.port.iter().take(250) {
+            let idx = match custom_names.iter().position(|n| *n == m.name) {
+                Some(i) => i,
+                None => {
+                    custom_names.push(m.name.clone());
+                    custom_names.len() - 1
+                }
+            };
+            let table = match m.transport {
+                Transport::Tcp => &mut tcp_ports,
+                Transport::Udp => &mut udp_ports,
+            };
+            table[m.port as usize] = idx as u8 + 1;
+        }
+        Classifier {
+            tenants,
+            tcp_ports,
+            udp_ports,
+            custom_names,
+        }
+    }
+
+    /// The tenant map in use.
+    pub fn tenants(&self) -> &TenantMap {
+        &self.tenants
+    }
+
+    /// Name of a protocol type, custom ones included.
+    pub fn type_name(&self, kind: ProtocolType) -> &str {
+        match kind {
+            ProtocolType::Custom(i) => self
+                .custom_names
+                .get(i as usize)
+                .map(String::as_str)
+                .unwrap_or("custom"),
+            other => other.name(),
+        }
+    }
+
+    /// Number of protocol-type indices in use (built-ins plus custom types).
+    pub fn type_count(&self) -> usize {
+        ProtocolType::BUILTIN + self.custom_names.len()
+    }
+
+    /// The protocol type at a dense index (see [`ProtocolType::index`]).
+    pub fn type_at(&self, index: usize) -> Option<ProtocolType> {
+        ProtocolType::builtin(index).or_else(|| {
+            let i = index.checked_sub(ProtocolType::BUILTIN)?;
+            (i < self.custom_names.len()).then_some(ProtocolType::Custom(i as u8))
+        })
+    }
+
+    /// Labels one frame. Never panics; malformed headers are reported in the result.
+    #[inline]
+    pub fn classify(&self, frame: &Frame<'_>) -> PacketMeta {
+        let data = frame.data;
+        let mut meta = PacketMeta::empty(
+            frame.ts_ns,
+            frame.wire_len,
+            data.len() as u32,
+            frame.interface,
+        );
+        if (data.len() as u32) < frame.wire_len {
+            // Length errors in a frame the snaplen cut are not the sender's fault.
+            meta.flags |= FLAG_SNAPPED_HEADER;
+        }
+        match frame.link {
+            LinkType::Ethernet => match Ethernet2Slice::from_slice_without_fcs(data) {
+                Ok(eth) => self.ether(&mut meta, eth.ether_type().0, eth.payload_slice()),
+                Err(_) => malformed(&mut meta, "ethernet", "too short"),
+            },
+            LinkType::LinuxSll => match LinuxSllSlice::from_slice(data) {
+                Ok(sll) => match sll.protocol_type() {
+                    LinuxSllProtocolType::EtherType(et) => {
+                        self.ether(&mut meta, et.0, sll.payload_slice())
+                    }
+                    _ => meta.kind = ProtocolType::NonIp,
+                },
+                Err(_) => malformed(&mut meta, "linux_sll", "too short"),
+            },
+            LinkType::LinuxSll2 => match data.get(20..) {
+                Some(payload) => {
+                    self.ether(&mut meta, u16::from_be_bytes([data[0], data[1]]), payload)
+                }
+                None => malformed(&mut meta, "linux_sll2", "too short"),
+            },
+            LinkType::Null | LinkType::Loop => match data.get(..4) {
+                Some(h) => {
+                    let family = if frame.link == LinkType::Loop {
+                        u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+                    } else {
+                        // Written in the capturing host's byte order: try both.
+                        let le = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+                        if le > 0xffff {
+                            le.swap_bytes()
+                        } else {
+                            le
+                        }
+                    };
+                    match family {
+                        2 | 10 | 24 | 28 | 30 => self.ip(&mut meta, &data[4..]),
+                        _ => meta.kind = ProtocolType::NonIp,
+                    }
+                }
+                None => malformed(&mut meta, "loopback", "too short"),
+            },
+            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => self.ip(&mut meta, data),
+            LinkType::Other(_) => malformed(&mut meta, "link", "unsupported link type"),
+        }
+        if let Some(src) = meta.src {
+            meta.tenant = self.tenants.lookup(src);
+        }
+        meta
+    }
+
+    /// From an ether type on: VLAN tags, MPLS labels, then IP or ARP.
+    #[inline]
+    fn ether(&self, meta: &mut PacketMeta, mut ether_type: u16, mut payload: &[u8]) {
+        for _ in 0..4 {
+            match ether_type {
+                ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD => match SingleVlanSlice::from_slice(payload) {
+                    Ok(vlan) => {
+                        let id = vlan.vlan_identifier().value();
+                        if meta.outer_vlan.is_none() {
+                            meta.outer_vlan = Some(id);
+                        } else if meta.inner_vlan.is_none() {
+                            meta.inner_vlan = Some(id);
+                        }
+                        ether_type = vlan.ether_type().0;
+                        payload = vlan.payload_slice();
+                    }
+                    Err(_) => return self.short(meta, "vlan"),
+                },
+                _ => break,
+            }
+        }
+        match ether_type {
+            ETH_IPV4 | ETH_IPV6 => self.ip(meta, payload),
+            ETH_ARP => meta.kind = ProtocolType::Arp,
+            ETH_MPLS | ETH_MPLS_MC => {
+                // Pop labels to the bottom of the stack, then guess the payload by version.
+                let mut rest = payload;
+                loop {
+                    let Some(label) = rest.get(..4) else {
+                        return self.short(meta, "mpls");
+                    };
+                    rest = &rest[4..];
+                    if label[2] & 1 == 1 {
+                        break;
+                    }
+                }
+                match rest.first().map(|b| b >> 4) {
+                    Some(4) | Some(6) => self.ip(meta, rest),
+                    _ => meta.kind = ProtocolType::NonIp,
+                }
+            }
+            _ => meta.kind = ProtocolType::NonIp,
+        }
+    }
+
+    /// A header cut short: malformed, unless the capture's snaplen did the cutting.
+    #[inline]
+    fn short(&self, meta: &mut PacketMeta, layer: &'static str) {
+        if meta.flags & FLAG_SNAPPED_HEADER != 0 {
+            meta.kind = ProtocolType::NonIp;
+        } else {
+            malformed(meta, layer, "too short");
+        }
+    }
+
+    #[inline]
+    fn ip(&self, meta: &mut PacketMeta, data: &[u8]) {
+        let (ip, ext_err) = match LaxIpSlice::from_slice(data) {
+            Ok(v) => v,
+            Err(LaxHeaderSliceError::Len(_)) => {
+                let layer = match data.first().map(|b| b >> 4) {
+                    Some(6) => "ipv6",
+                    _ => "ipv4",
+                };
+                return self.short(meta, layer);
+            }
+            Err(LaxHeaderSliceError::Content(e)) => {
+                use etherparse::err::ip::HeaderError::*;
+                let (layer, reason) = match e {
+                    UnsupportedIpVersion { .. } => ("ip", "unsupported version"),
+                    Ipv4HeaderLengthSmallerThanHeader { .. } => {
+                        ("ipv4", "header length below 20 bytes")
+                    }
+                };
+                return malformed(meta, layer, reason);
+            }
+        };
+        let payload = match &ip {
+            LaxIpSlice::Ipv4(v4) => {
+                let h = v4.header();
+                meta.src = Some(IpAddr::V4(Ipv4Addr::from(h.source())));
+                meta.dst = Some(IpAddr::V4(Ipv4Addr::from(h.destination())));
+                if h.fragments_offset().value() != 0 {
+                    meta.fragment = Fragment::Later;
+                } else if h.more_fragments() {
+                    meta.fragment = Fragment::First;
+                }
+                v4.payload()
+            }
+            LaxIpSlice::Ipv6(v6) => {
+                let h = v6.header();
+                meta.src = Some(IpAddr::V6(Ipv6Addr::from(h.source())));
+                meta.dst = Some(IpAddr::V6(Ipv6Addr::from(h.destination())));
+                if v6.payload().fragmented {
+                    meta.fragment = Fragment::First;
+                    for ext in v6.extensions().clone() {
+                        if let Ipv6ExtensionSlice::Fragment(f) = ext {
+                            if f.fragment_offset().value() != 0 {
+                                meta.fragment = Fragment::Later;
+                            }
+                        }
+                    }
+                }
+                v6.payload()
+            }
+        };
+        meta.ip_proto = payload.ip_number.0;
+        if ext_err.is_some() {
+            return self.short_or_bad(meta, "ip_extension", payload.payload.len());
+        }
+        if meta.fragment == Fragment::Later {
+            meta.kind = ProtocolType::IpFragment;
+            return;
+        }
+        self.transport(meta, payload.payload);
+    }
+
+    #[inline]
+    fn short_or_bad(&self, meta: &mut PacketMeta, layer: &'static str, _have: usize) {
+        if meta.flags & FLAG_SNAPPED_HEADER != 0 {
+            meta.kind = ProtocolType::OtherIp;
+        } else {
+            malformed(meta, layer, "invalid or cut short");
+        }
+    }
+
+    /// Transport header fields straight from the IP payload, so that first fragments and
+    /// snaplen-cut headers keep their ports and flags.
+    #[inline]
+    fn transport(&self, meta: &mut PacketMeta, p: &[u8]) {
+        match meta.ip_proto {
+            6 => {
+                if p.len() < 14 {
+                    return self.transport_short(meta, "tcp");
+                }
+                meta.src_port = u16::from_be_bytes([p[0], p[1]]);
+                meta.dst_port = u16::from_be_bytes([p[2], p[3]]);
+                meta.tcp_seq = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+                meta.tcp_ack = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+                let flags = p[13];
+                meta.tcp_flags = flags;
+                let header_len = usize::from(p[12] >> 4) * 4;
+                if header_len < 20 {
+                    return malformed(meta, "tcp", "data offset below 5");
+                }
+                let (syn, ack, fin, rst) = (
+                    flags & 0x02 != 0,
+                    flags & 0x10 != 0,
+                    flags & 0x01 != 0,
+                    flags & 0x04 != 0,
+                );
+                meta.kind = if syn && !ack {
+                    ProtocolType::TcpSyn
+                } else if syn {
+                    ProtocolType::TcpSynAck
+                } else if rst {
+                    ProtocolType::TcpRst
+                } else if fin {
+                    ProtocolType::TcpFin
+                } else {
+                    let payload = p.get(header_len..).unwrap_or(&[]);
+                    let custom = self.custom(&self.tcp_ports, meta);
+                    if let Some(kind) = custom {
+                        kind
+                    } else if !payload.is_empty()
+                        || (p.len() < header_len && meta.wire_len > meta.cap_len)
+                    {
+                        tcp_payload_type(meta, payload)
+                    } else if ack {
+                        ProtocolType::TcpAck
+                    } else {
+                        ProtocolType::TcpOther
+                    }
+                };
+                if p.len() < header_len {
+                    self.note_short_header(meta, "tcp");
+                }
+            }
+            17 => {
+                if p.len() < 8 {
+                    return self.transport_short(meta, "udp");
+                }
+                meta.src_port = u16::from_be_bytes([p[0], p[1]]);
+                meta.dst_port = u16::from_be_bytes([p[2], p[3]]);
+                meta.kind = match self.custom(&self.udp_ports, meta) {
+                    Some(kind) => kind,
+                    None => udp_payload_type(meta, &p[8..]),
+                };
+            }
+            1 | 58 => {
+                if p.len() < 2 {
+                    return self
+                        .transport_short(meta, if meta.ip_proto == 1 { "icmp" } else { "icmpv6" });
+                }
+                meta.detail = Detail::Icmp {
+                    ty: p[0],
+                    code: p[1],
+                };
+                meta.kind = if meta.ip_proto == 1 {
+                    ProtocolType::Icmp
+                } else {
+                    ProtocolType::Icmpv6
+                };
+            }
+            _ => meta.kind = ProtocolType::OtherIp,
+        }
+    }
+
+    #[inline]
+    fn custom(&self, table: &[u8], meta: &PacketMeta) -> Option<ProtocolType> {
+        let by_dst = table.get(meta.dst_port as usize).copied().unwrap_or(0);
+        let idx = if by_dst != 0 {
+            by_dst
+        } else {
+            table.get(meta.src_port as usize).copied().unwrap_or(0)
+        };
+        (idx != 0).then(|| ProtocolType::Custom(idx - 1))
+    }
+
+    fn transport_short(&self, meta: &mut PacketMeta, layer: &'static str) {
+        if meta.flags & FLAG_SNAPPED_HEADER != 0 || meta.fragment == Fragment::First {
+            meta.kind = ProtocolType::OtherIp;
+        } else {
+            malformed(meta, layer, "too short");
+        }
+    }
+
+    fn note_short_header(&self, meta: &mut PacketMeta, layer: &'static str) {
+        if meta.flags & FLAG_SNAPPED_HEADER == 0 && meta.fragment == Fragment::No {
+            malformed(meta, layer, "options cut short");
+        }
+    }
+}
+
+/// Label for TCP payload from its first bytes.
+#[inline]
+fn tcp_payload_type(meta: &PacketMeta, payload: &[u8]) -> ProtocolType {
+    if let [t @ 20..=23, 3, minor, ..] = payload {
+        if *minor <= 4 {
+            return match t {
+                20 => ProtocolType::TlsChangeCipherSpec,
+                21 => ProtocolType::TlsAlert,
+                22 => ProtocolType::TlsHandshake,
+                _ => ProtocolType::TlsApplicationData,
+            };
+        }
+    }
+    let port = |p: u16| meta.src_port == p || meta.dst_port == p;
+    if port(179) && payload.len() >= 16 && payload[..16].iter().all(|b| *b == 0xff) {
+        return ProtocolType::Bgp;
+    }
+    if port(53) {
+        return ProtocolType::Dns;
+    }
+    if is_http_request(payload) {
+        return ProtocolType::HttpRequest;
+    }
+    ProtocolType::TcpData
+}
+
+#[inline]
+fn is_http_request(p: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    match p.first() {
+        Some(b'G' | b'P' | b'H' | b'D' | b'O' | b'C' | b'T') => {
+            METHODS.iter().any(|m| p.starts_with(m))
+        }
+        _ => false,
+    }
+}
+
+/// Label for UDP payload from ports and first bytes.
+#[inline]
+fn udp_payload_type(meta: &mut PacketMeta, payload: &[u8]) -> ProtocolType {
+    let port = |p: u16| meta.dst_port == p || meta.src_port == p;
+    if port(3784) || port(4784) {
+        if let Some(bfd) = parse_bfd(payload) {
+            meta.detail = Detail::Bfd(bfd);
+            return if port(4784) {
+                ProtocolType::BfdMultihop
+            } else {
+                ProtocolType::BfdControl
+            };
+        }
+    }
+    if meta.dst_port == 3785 {
+        return ProtocolType::BfdEcho;
+    }
+    if port(53) || port(5353) || port(5355) {
+        return ProtocolType::Dns;
+    }
+    if let Some(version) = quic_long_header(payload) {
+        meta.detail = Detail::Quic { version };
+        return ProtocolType::Quic;
+    }
+    ProtocolType::Udp
+}
+
+/// RFC 5880 §4.1 mandatory section: version 1, at least 24 bytes.
+fn parse_bfd(p: &[u8]) -> Option<BfdControl> {
+    let h = p.get(..24)?;
+    if h[0] >> 5 != 1 || h[2] == 0 || usize::from(h[3]) < 24 {
+        return None;
+    }
+    let be = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    Some(BfdControl {
+        diag: h[0] & 0x1f,
+        state: match h[1] >> 6 {
+            0 => BfdState::AdminDown,
+            1 => BfdState::Down,
+            2 => BfdState::Init,
+            _ => BfdState::Up,
+        },
+        flags: h[1] & 0x3f,
+        detect_mult: h[2],
+        my_disc: be(4),
+        your_disc: be(8),
+        desired_min_tx_us: be(12),
+        required_min_rx_us: be(16),
+    })
+}
+
+/// QUIC long header (RFC 9000 §17.2) with a known version, or a gQUIC public header
+/// with a version tag ("Q0xx").
+fn quic_long_header(p: &[u8]) -> Option<u32> {
+    let b0 = *p.first()?;
+    if b0 & 0x80 != 0 {
+        let v = p.get(1..5)?;
+        let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        let known = version == 0
+            || version == 1
+            || version == 0x6b33_43cf
+            || version >> 8 == 0x00ff_0000
+            || (v[0] == b'Q' && v[1].is_ascii_digit())
+            || version & 0x0f0f_0f0f == 0x0a0a_0a0a;
+        return known.then_some(version);
+    }
+    // gQUIC public header: flags with the version bit, an 8-byte connection id, "Q0xx".
+    if b0 & 0x01 != 0 && b0 & 0x08 != 0 {
+        let v = p.get(9..13)?;
+        if v[0] == b'Q' && v[1..].iter().all(u8::is_ascii_digit) {
+            return Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+        }
+    }
+    None
+}

@@ -1,0 +1,406 @@
+//! The small `Copy` record each packet becomes.
+use std::net::IpAddr;
+
+/// Frame-size buckets, by wire length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum SizeClass {
+    /// 64 bytes or less.
+    UpTo64,
+    /// 65 to 128 bytes.
+    UpTo128,
+    /// 129 to 256 bytes.
+    UpTo256,
+    /// 257 to 512 bytes.
+    UpTo512,
+    /// 513 to 1024 bytes.
+    UpTo1024,
+    /// 1025 to 1518 bytes.
+    UpTo1518,
+    /// More than 1518 bytes.
+    Jumbo,
+}
+
+impl SizeClass {
+    /// Every class, smallest first.
+    pub const ALL: [SizeClass; 7] = [
+        SizeClass::UpTo64,
+        SizeClass::UpTo128,
+        SizeClass::UpTo256,
+        SizeClass::UpTo512,
+        SizeClass::UpTo1024,
+        SizeClass::UpTo1518,
+        SizeClass::Jumbo,
+    ];
+
+    /// The class of a frame of `wire_len` bytes.
+    #[inline]
+    pub fn of(wire_len: u32) -> SizeClass {
+        match wire_len {
+            0..=64 => SizeClass::UpTo64,
+            65..=128 => SizeClass::UpTo128,
+            129..=256 => SizeClass::UpTo256,
+            257..=512 => SizeClass::UpTo512,
+            513..=1024 => SizeClass::UpTo1024,
+            1025..=1518 => SizeClass::UpTo1518,
+            _ => SizeClass::Jumbo,
+        }
+    }
+
+    /// Stable label used in summaries, JSON and storage.
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeClass::UpTo64 => "0-64",
+            SizeClass::UpTo128 => "65-128",
+            SizeClass::UpTo256 => "129-256",
+            SizeClass::UpTo512 => "257-512",
+            SizeClass::UpTo1024 => "513-1024",
+            SizeClass::UpTo1518 => "1025-1518",
+            SizeClass::Jumbo => "jumbo",
+        }
+    }
+}
+
+/// What a packet is, from its headers and the first bytes of its payload only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProtocolType {
+    /// TCP SYN without ACK: a connection setup.
+    TcpSyn,
+    /// TCP SYN+ACK.
+    TcpSynAck,
+    /// TCP with FIN.
+    TcpFin,
+    /// TCP with RST.
+    TcpRst,
+    /// TCP ACK with no payload.
+    TcpAck,
+    /// TCP with payload not recognised below.
+    TcpData,
+    /// TCP with neither SYN, ACK, FIN nor RST (scans, corrupt flags).
+    TcpOther,
+    /// TLS handshake record (content type 22).
+    TlsHandshake,
+    /// TLS application data record (23).
+    TlsApplicationData,
+    /// TLS alert record (21).
+    TlsAlert,
+    /// TLS change-cipher-spec record (20).
+    TlsChangeCipherSpec,
+    /// Plain-text HTTP request line.
+    HttpRequest,
+    /// BGP message (TCP 179 with the 16-byte marker).
+    Bgp,
+    /// DNS, mDNS or LLMNR (UDP or TCP 53, 5353, 5355).
+    Dns,
+    /// QUIC long-header packet (IETF versions and gQUIC).
+    Quic,
+    /// BFD single-hop control packet (UDP 3784).
+    BfdControl,
+    /// BFD echo packet (UDP 3785).
+    BfdEcho,
+    /// BFD multihop control packet (UDP 4784).
+    BfdMultihop,
+    /// UDP not recognised otherwise.
+    Udp,
+    /// ICMP (the type is in [`PacketMeta::detail`]).
+    Icmp,
+    /// ICMPv6 (the type is in [`PacketMeta::detail`]).
+    Icmpv6,
+    /// IP fragment after the first: no transport header.
+    IpFragment,
+    /// IP with another transport protocol.
+    OtherIp,
+    /// ARP.
+    Arp,
+    /// A frame that carries no IP or ARP.
+    NonIp,
+    /// A packet whose headers are malformed; see [`PacketMeta::malformed`].
+    Malformed,
+    /// A type configured by port (index into the classifier's custom names).
+    Custom(u8),
+}
+
+impl ProtocolType {
+    /// Number of built-in types; custom types are indexed after them.
+    pub const BUILTIN: usize = 26;
+
+    /// Dense index: built-ins `0..BUILTIN`, then custom types.
+    #[inline]
+    pub fn index(self) -> usize {
+        use ProtocolType::*;
+        match self {
+            TcpSyn => 0,
+            TcpSynAck => 1,
+            TcpFin => 2,
+            TcpRst => 3,
+            TcpAck => 4,
+            TcpData => 5,
+            TcpOther => 6,
+            TlsHandshake => 7,
+            TlsApplicationData => 8,
+            TlsAlert => 9,
+            TlsChangeCipherSpec => 10,
+            HttpRequest => 11,
+            Bgp => 12,
+            Dns => 13,
+            Quic => 14,
+            BfdControl => 15,
+            BfdEcho => 16,
+            BfdMultihop => 17,
+            Udp => 18,
+            Icmp => 19,
+            Icmpv6 => 20,
+            IpFragment => 21,
+            OtherIp => 22,
+            Arp => 23,
+            NonIp => 24,
+            Malformed => 25,
+            Custom(i) => Self::BUILTIN + i as usize,
+        }
+    }
+
+    /// The built-in type at `index`, `None` for custom indices.
+    pub fn builtin(index: usize) -> Option<ProtocolType> {
+        use ProtocolType::*;
+        const ALL: [ProtocolType; ProtocolType::BUILTIN] = [
+            TcpSyn,
+            TcpSynAck,
+            TcpFin,
+            TcpRst,
+            TcpAck,
+            TcpData,
+            TcpOther,
+            TlsHandshake,
+            TlsApplicationData,
+            TlsAlert,
+            TlsChangeCipherSpec,
+            HttpRequest,
+            Bgp,
+            Dns,
+            Quic,
+            BfdControl,
+            BfdEcho,
+            BfdMultihop,
+            Udp,
+            Icmp,
+            Icmpv6,
+            IpFragment,
+            OtherIp,
+            Arp,
+            NonIp,
+            Malformed,
+        ];
+        ALL.get(index).copied()
+    }
+
+    /// Stable label of a built-in type (custom types are named by the classifier config).
+    pub fn name(self) -> &'static str {
+        use ProtocolType::*;
+        match self {
+            TcpSyn => "tcp_syn",
+            TcpSynAck => "tcp_syn_ack",
+            TcpFin => "tcp_fin",
+            TcpRst => "tcp_rst",
+            TcpAck => "tcp_ack",
+            TcpData => "tcp_data",
+            TcpOther => "tcp_other",
+            TlsHandshake => "tls_handshake",
+            TlsApplicationData => "tls_application_data",
+            TlsAlert => "tls_alert",
+            TlsChangeCipherSpec => "tls_change_cipher_spec",
+            HttpRequest => "http_request",
+            Bgp => "bgp",
+            Dns => "dns",
+            Quic => "quic",
+            BfdControl => "bfd_control",
+            BfdEcho => "bfd_echo",
+            BfdMultihop => "bfd_multihop",
+            Udp => "udp",
+            Icmp => "icmp",
+            Icmpv6 => "icmpv6",
+            IpFragment => "ip_fragment",
+            OtherIp => "other_ip",
+            Arp => "arp",
+            NonIp => "non_ip",
+            Malformed => "malformed",
+            Custom(_) => "custom",
+        }
+    }
+
+    /// Whether this is one of the TCP-flag or TCP-payload types.
+    pub fn is_tcp(self) -> bool {
+        self.index() <= ProtocolType::Bgp.index()
+    }
+}
+
+/// Fragmentation state of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Fragment {
+    /// Not a fragment.
+    #[default]
+    No,
+    /// First fragment: offset 0, more fragments follow; transport header present.
+    First,
+    /// A later fragment: no transport header.
+    Later,
+}
+
+/// BFD session state (RFC 5880 §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BfdState {
+    /// AdminDown (0).
+    AdminDown,
+    /// Down (1).
+    Down,
+    /// Init (2).
+    Init,
+    /// Up (3).
+    Up,
+}
+
+/// The fields of a BFD control packet (RFC 5880 §4.1) that session tracking needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BfdControl {
+    /// Diagnostic code.
+    pub diag: u8,
+    /// Session state.
+    pub state: BfdState,
+    /// Poll, final, control-plane-independent, authentication, demand and multipoint bits.
+    pub flags: u8,
+    /// Detect time multiplier.
+    pub detect_mult: u8,
+    /// My discriminator.
+    pub my_disc: u32,
+    /// Your discriminator.
+    pub your_disc: u32,
+    /// Desired minimum transmit interval, µs.
+    pub desired_min_tx_us: u32,
+    /// Required minimum receive interval, µs.
+    pub required_min_rx_us: u32,
+}
+
+/// Protocol-specific detail derived from headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Detail {
+    /// Nothing beyond the common fields.
+    #[default]
+    None,
+    /// BFD control packet fields.
+    Bfd(BfdControl),
+    /// ICMP or ICMPv6 type and code.
+    Icmp {
+        /// Type.
+        ty: u8,
+        /// Code.
+        code: u8,
+    },
+    /// QUIC long-header version.
+    Quic {
+        /// Version field (0 for version negotiation).
+        version: u32,
+    },
+}
+
+/// Why a packet's headers could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Malformed {
+    /// The header that failed, e.g. `"ipv4"`.
+    pub layer: &'static str,
+    /// What was wrong, e.g. `"too short"`.
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.layer, self.reason)
+    }
+}
+
+/// Tenant index in the classifier's tenant map; 0 is `unassigned`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TenantId(pub u16);
+
+impl TenantId {
+    /// Sources that no tenant prefix covers.
+    pub const UNASSIGNED: TenantId = TenantId(0);
+}
+
+/// Bit in [`PacketMeta::flags`]: the capture's snaplen cut a header short.
+pub const FLAG_SNAPPED_HEADER: u8 = 1;
+
+/// Everything tapwatch keeps of one packet: header fields and derived labels, no payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// Capture time, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length on the wire.
+    pub wire_len: u32,
+    /// Bytes captured.
+    pub cap_len: u32,
+    /// Interface the frame came from.
+    pub interface: u32,
+    /// Size bucket of `wire_len`.
+    pub size_class: SizeClass,
+    /// The label.
+    pub kind: ProtocolType,
+    /// Outer VLAN id (802.1Q, or the 802.1ad S-tag).
+    pub outer_vlan: Option<u16>,
+    /// Inner VLAN id (QinQ C-tag).
+    pub inner_vlan: Option<u16>,
+    /// Source address (IP packets only).
+    pub src: Option<IpAddr>,
+    /// Destination address (IP packets only).
+    pub dst: Option<IpAddr>,
+    /// IP protocol number (after IPv6 extension headers); 0 without IP.
+    pub ip_proto: u8,
+    /// Fragmentation state.
+    pub fragment: Fragment,
+    /// Source port (TCP/UDP), else 0.
+    pub src_port: u16,
+    /// Destination port (TCP/UDP), else 0.
+    pub dst_port: u16,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, …).
+    pub tcp_flags: u8,
+    /// TCP sequence number.
+    pub tcp_seq: u32,
+    /// TCP acknowledgement number.
+    pub tcp_ack: u32,
+    /// Tenant of the source address.
+    pub tenant: TenantId,
+    /// Protocol-specific fields.
+    pub detail: Detail,
+    /// Why the headers are unusable, if they are.
+    pub malformed: Option<Malformed>,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+}
+
+impl PacketMeta {
+    /// A record with only the frame-level fields set.
+    #[inline]
+    pub fn empty(ts_ns: u64, wire_len: u32, cap_len: u32, interface: u32) -> PacketMeta {
+        PacketMeta {
+            ts_ns,
+            wire_len,
+            cap_len,
+            interface,
+            size_class: SizeClass::of(wire_len),
+            kind: ProtocolType::NonIp,
+            outer_vlan: None,
+            inner_vlan: None,
+            src: None,
+            dst: None,
+            ip_proto: 0,
+            fragment: Fragment::No,
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            tenant: TenantId::UNASSIGNED,
+            detail: Detail::None,
+            malformed: None,
+            flags: 0,
+        }
+    }
+}
