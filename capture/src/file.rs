@@ -92,6 +92,7 @@ pub struct FileReader {
     pending: usize,
     current: Option<Current>,
     finished: bool,
+    lengths_maybe_swapped: bool,
     stats: SourceStats,
     warnings: Vec<String>,
 }
@@ -170,6 +171,7 @@ impl FileReader {
             pending: 0,
             current: None,
             finished: false,
+            lengths_maybe_swapped: false,
             stats: SourceStats::default(),
             warnings: Vec::new(),
         };
@@ -192,6 +194,7 @@ impl FileReader {
             ));
         }
         let major = self.u16_at(h, 4);
+        let minor = self.u16_at(h, 6);
         let snaplen = self.u32_at(h, 16);
         let linktype = self.u32_at(h, 20);
         if major != 2 {
@@ -202,6 +205,8 @@ impl FileReader {
             iface.mul = 1;
         }
         self.interfaces.push(iface);
+        // Writers before format 2.3 could swap the two lengths; libpcap swaps them back.
+        self.lengths_maybe_swapped = minor < 3;
         self.window.consume(24);
         Ok(())
     }
@@ -212,6 +217,14 @@ impl FileReader {
             format,
             offset,
             reason,
+        }
+    }
+
+    /// Size of the input in bytes when it is a memory-mapped file (not gzip, not a stream).
+    pub fn size_hint(&self) -> Option<u64> {
+        match &self.window {
+            Window::Mapped { map, .. } => Some(map.len() as u64),
+            Window::Stream { .. } => None,
         }
     }
 
@@ -348,8 +361,11 @@ impl FileReader {
         let h = self.window.bytes();
         let sec = u64::from(self.u32_at(h, 0));
         let frac = u64::from(self.u32_at(h, 4));
-        let caplen = self.u32_at(h, 8);
-        let origlen = self.u32_at(h, 12);
+        let mut caplen = self.u32_at(h, 8);
+        let mut origlen = self.u32_at(h, 12);
+        if self.lengths_maybe_swapped && caplen > origlen {
+            std::mem::swap(&mut caplen, &mut origlen);
+        }
         let iface = self.interfaces[0];
         let limit = iface.snaplen.max(PCAP_MAX_CAPLEN);
         if caplen > limit {
@@ -552,6 +568,10 @@ impl FrameSource for FileReader {
 
     fn stats(&self) -> SourceStats {
         self.stats
+    }
+
+    fn position(&self) -> u64 {
+        self.window.offset()
     }
 }
 

@@ -83,4 +83,8 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
     /// Counters so far.
     fn stats(&self) -> SourceStats;
+    /// Bytes of input consumed so far (for progress), where the source knows.
+    fn position(&self) -> u64 {
+        0
+    }
 }

@@ -69,4 +69,8 @@ impl FrameSource for MergedReader {
         }
         total
     }
+
+    fn position(&self) -> u64 {
+        self.readers.iter().map(FrameSource::position).sum()
+    }
 }

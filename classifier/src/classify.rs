@@ -2,10 +2,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::err::ip::LaxHeaderSliceError;
-use etherparse::{
-    Ethernet2Slice, Ipv6ExtensionSlice, LaxIpSlice, LinuxSllProtocolType, LinuxSllSlice,
-    SingleVlanSlice,
-};
+use etherparse::{Ethernet2Slice, Ipv6ExtensionSlice, LaxIpSlice, SingleVlanSlice};
 use tapwatch_capture::{Frame, LinkType};
 
 use crate::config::{ClassifierConfig, Transport};
@@ -121,14 +118,13 @@ impl Classifier {
                 Ok(eth) => self.ether(&mut meta, eth.ether_type().0, eth.payload_slice()),
                 Err(_) => malformed(&mut meta, "ethernet", "too short"),
             },
-            LinkType::LinuxSll => match LinuxSllSlice::from_slice(data) {
-                Ok(sll) => match sll.protocol_type() {
-                    LinuxSllProtocolType::EtherType(et) => {
-                        self.ether(&mut meta, et.0, sll.payload_slice())
-                    }
-                    _ => meta.kind = ProtocolType::NonIp,
-                },
-                Err(_) => malformed(&mut meta, "linux_sll", "too short"),
+            // Cooked headers are read directly: etherparse rejects some valid ARPHRD values
+            // (loopback among them) that Linux writes into SLL headers.
+            LinkType::LinuxSll => match data.get(16..) {
+                Some(payload) => {
+                    self.cooked(&mut meta, u16::from_be_bytes([data[14], data[15]]), payload)
+                }
+                None => malformed(&mut meta, "linux_sll", "too short"),
             },
             LinkType::LinuxSll2 => match data.get(20..) {
                 Some(payload) => {
@@ -163,6 +159,17 @@ impl Classifier {
             meta.tenant = self.tenants.lookup(src);
         }
         meta
+    }
+
+    /// Linux cooked headers carry an ether type, or below 0x0600 a Linux protocol number
+    /// (802.3, 802.2 LLC, CAN, …) that is not IP.
+    #[inline]
+    fn cooked(&self, meta: &mut PacketMeta, protocol: u16, payload: &[u8]) {
+        if protocol < 0x0600 {
+            meta.kind = ProtocolType::NonIp;
+        } else {
+            self.ether(meta, protocol, payload);
+        }
     }
 
     /// From an ether type on: VLAN tags, MPLS labels, then IP or ARP.

@@ -1,1 +1,224 @@
-fn main() {}
+//! `tapwatch`: passive traffic-pattern anomaly detector for relays and load balancers.
+//!
+//! The binary parses flags, loads configuration and wires the library crates together;
+//! the logic lives in `tapwatch-capture`, `tapwatch-classifier` and `tapwatch-analyzer`.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod config;
+mod live;
+mod output;
+mod replay;
+
+/// Passive traffic-pattern anomaly detector for relays and load balancers.
+///
+/// tapwatch reads packets from a mirror (SPAN/TAP) port or from pcap/pcapng files,
+/// labels every packet by size class, protocol type and tenant from its headers alone
+/// (payloads are never decrypted or stored), and reports the shape of the traffic.
+#[derive(Parser, Debug)]
+#[command(name = "tapwatch", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  # Summarise the bundled demo capture, with its tenants file
+  tapwatch replay data/demo.pcap --tenants data/demo-tenants.toml
+
+  # Several files (pcap, pcapng, .gz) merged in timestamp order, as JSON for scripts
+  tapwatch replay day1.pcap.gz day2.pcapng --format json | jq .by_protocol_type
+
+  # Replay at 10x capture speed so time-based behaviour plays out on the wall clock
+  tapwatch replay trace.pcap --pace 10x
+
+  # Watch a mirror port with 2 fan-out workers for 60 s (needs CAP_NET_RAW)
+  tapwatch run --interface eth1 --workers 2 --duration 60
+
+  # Only UDP, with a filter compiled by tcpdump
+  tcpdump -ddd udp > udp.bpf && tapwatch run --interface eth1 --bpf-file udp.bpf
+
+  # Write the bundled demo capture again
+  tapwatch scenario demo --out data/demo.pcap";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read capture files and print a traffic summary.
+    ///
+    /// Files may be pcap (either byte order, µs or ns timestamps), pcapng (any number of
+    /// interfaces, per-interface link types and resolutions), or either one gzip-compressed;
+    /// `-` reads standard input. Several files are merged into one stream in timestamp order.
+    /// A truncated or corrupt tail is reported with its byte offset; every packet before it counts.
+    #[command(
+        after_help = "Examples:\n  tapwatch replay data/demo.pcap --tenants data/demo-tenants.toml\n  tapwatch replay a.pcap b.pcapng.gz --format json\n  zcat big.pcap.gz | tapwatch replay - --pace realtime"
+    )]
+    Replay(ReplayArgs),
+    /// Capture live from an interface (a mirror port) and print a summary at the end.
+    ///
+    /// Uses a memory-mapped TPACKET_V3 ring per worker joined in one PACKET_FANOUT group
+    /// (`--backend ring`, the default), or the portable pnet path (`--backend pnet`).
+    /// Stops on SIGINT/SIGTERM, after `--duration`, or after `--count` packets.
+    #[command(
+        after_help = "Examples:\n  tapwatch run --interface eth1\n  tapwatch run --interface eth1 --workers 2 --duration 30 --format json\n  tapwatch run --interface veth1 --backend pnet --count 1000"
+    )]
+    Run(RunArgs),
+    /// Write a seeded, labelled scenario capture (e.g. the bundled demo).
+    #[command(after_help = "Example:\n  tapwatch scenario demo --out data/demo.pcap --seed 1")]
+    Scenario(ScenarioArgs),
+}
+
+/// Output format of the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned tables for people.
+    Text,
+    /// One JSON object for scripts.
+    Json,
+}
+
+/// When to draw the progress bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// When standard error is a terminal.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Options shared by `replay` and `run`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Tenants file: `[[tenant]]` tables with `name` and `prefixes` (CIDR, IPv4 or IPv6).
+    /// Sources matched by no prefix are tenant `unassigned`.
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// Config file (TOML); `[classifier]` may add `[[classifier.port]]` protocol types.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// How many top sources to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Capture files (pcap, pcapng, optionally .gz); `-` for standard input.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Replay pace: `fast` (as fast as possible), `realtime`, or a factor such as `10x`.
+    #[arg(long, default_value = "fast", value_name = "PACE")]
+    pace: tapwatch_capture::Pace,
+    /// With a paced replay, capture gaps longer than this many seconds are shortened to it.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    max_gap: f64,
+    /// Progress bar with packets/s on standard error.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Also print one line per packet with its labels (to standard error), like `tcpdump -r`.
+    #[arg(long)]
+    print_packets: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Interface to capture on (put in promiscuous mode unless --no-promisc).
+    #[arg(long, short = 'i', value_name = "IFACE")]
+    interface: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Capture path: `ring` (TPACKET_V3 + fan-out) or `pnet` (portable).
+    #[arg(long, default_value = "ring")]
+    backend: tapwatch_capture::live::Backend,
+    /// Capture workers (one socket each, flows spread by the kernel's fan-out hash).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// Classic BPF program as printed by `tcpdump -ddd EXPR` (or `-dd`).
+    #[arg(long, value_name = "FILE")]
+    bpf_file: Option<PathBuf>,
+    /// Leave the interface out of promiscuous mode.
+    #[arg(long)]
+    no_promisc: bool,
+    /// Ring size per worker, MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    ring_mib: u32,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Stop after at least this many packets.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct ScenarioArgs {
+    /// Scenario name.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(tapwatch_analyzer::scenario::NAMES))]
+    name: String,
+    /// Output pcap file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Random seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(a) => replay::run(replay::ReplayOptions {
+            files: &a.files,
+            common: &a.common,
+            pace: a.pace,
+            max_gap: a.max_gap,
+            progress: a.progress,
+            print_packets: a.print_packets,
+        }),
+        Command::Run(a) => live::run(live::LiveArgs {
+            interface: a.interface,
+            common: a.common,
+            backend: a.backend,
+            workers: a.workers,
+            bpf_file: a.bpf_file,
+            promiscuous: !a.no_promisc,
+            ring_mib: a.ring_mib,
+            duration: a.duration,
+            count: a.count,
+        }),
+        Command::Scenario(a) => scenario(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapwatch: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let builder = tapwatch_analyzer::scenario::generate(&a.name, a.seed)
+        .with_context(|| format!("unknown scenario {:?}", a.name))?;
+    let file =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let n = builder
+        .write(std::io::BufWriter::new(file))
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "tapwatch: wrote {n} packets of scenario {:?} (seed {}) to {}",
+        a.name,
+        a.seed,
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,1 +1,7 @@
+//! End-to-end tests: the real `tapwatch` binary against real captures, real tools
+//! (tcpdump, tshark) and real interfaces (veth pairs in namespaces the tests create).
 
+mod common;
+mod live_capture;
+mod replay_cli;
+mod shared_pcaps;

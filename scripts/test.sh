@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs tapwatch's whole test suite on a fresh machine with only the Rust toolchain:
+# installs the reference tools the tests compare against (tcpdump, tshark) and iproute2
+# for the veth/namespace live-capture tests, then runs `cargo test --workspace`.
+#
+# Live-capture tests need root (CAP_NET_ADMIN to create namespaces); under CI=true they
+# fail rather than skip when something they need is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v tcpdump >/dev/null 2>&1 || packages+=(tcpdump)
+command -v tshark >/dev/null 2>&1 || packages+=(tshark)
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
+command -v gzip >/dev/null 2>&1 || packages+=(gzip)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing ${packages[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+exec cargo test --workspace --locked "$@"

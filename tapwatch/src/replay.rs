@@ -1,0 +1,163 @@
+//! `tapwatch replay`: files → classifier → totals → summary.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tapwatch_analyzer::Totals;
+use tapwatch_capture::{FileReader, FrameSource, MergedReader, Pace, Pacer, SourceStats};
+use tapwatch_classifier::Classifier;
+
+use crate::{output, CommonArgs, ProgressMode};
+
+/// Packets between progress updates (keeps the per-packet loop free of clock reads).
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// What `tapwatch replay` was asked to do.
+pub struct ReplayOptions<'a> {
+    pub files: &'a [PathBuf],
+    pub common: &'a CommonArgs,
+    pub pace: Pace,
+    pub max_gap: f64,
+    pub progress: ProgressMode,
+    pub print_packets: bool,
+}
+
+pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
+    let ReplayOptions {
+        files,
+        common,
+        pace,
+        max_gap,
+        progress,
+        print_packets,
+    } = o;
+    let classifier = crate::config::classifier(common)?;
+    let mut readers = Vec::with_capacity(files.len());
+    for f in files {
+        let reader = if f.as_os_str() == "-" {
+            FileReader::from_reader("<stdin>", std::io::stdin())?
+        } else {
+            FileReader::open(f)?
+        };
+        readers.push(reader);
+    }
+    let total_size: Option<u64> = readers.iter().map(FileReader::size_hint).sum();
+    let show = match progress {
+        ProgressMode::Always => true,
+        ProgressMode::Never => false,
+        ProgressMode::Auto => std::io::stderr().is_terminal(),
+    };
+    let bar = progress_bar(show, total_size);
+    let max_gap = Duration::try_from_secs_f64(max_gap.max(0.0)).context("--max-gap")?;
+    let mut pacer = Pacer::new(pace, max_gap);
+    let started = Instant::now();
+    let mut totals = Totals::new(classifier.type_count());
+    let (stats, warnings) = if readers.len() == 1 {
+        let mut r = readers.pop().expect("one reader");
+        drive(
+            &mut r,
+            &classifier,
+            &mut totals,
+            &mut pacer,
+            &bar,
+            print_packets,
+        )?;
+        (r.stats(), r.take_warnings())
+    } else {
+        let mut m = MergedReader::new(readers);
+        drive(
+            &mut m,
+            &classifier,
+            &mut totals,
+            &mut pacer,
+            &bar,
+            print_packets,
+        )?;
+        let warnings = m
+            .readers_mut()
+            .iter_mut()
+            .flat_map(FileReader::take_warnings)
+            .collect();
+        (m.stats(), warnings)
+    };
+    bar.finish_and_clear();
+    for w in &warnings {
+        eprintln!("tapwatch: warning: {w}");
+    }
+    let elapsed = started.elapsed();
+    output::print_summary(
+        &classifier,
+        &totals,
+        &stats,
+        &warnings,
+        elapsed,
+        common,
+        &output::Origin::Files(files.len()),
+    )
+}
+
+#[inline]
+fn drive<S: FrameSource>(
+    source: &mut S,
+    classifier: &Classifier,
+    totals: &mut Totals,
+    pacer: &mut Pacer,
+    bar: &ProgressBar,
+    print_packets: bool,
+) -> anyhow::Result<()> {
+    let mut next_tick = PROGRESS_EVERY;
+    while let Some(frame) = source.next_frame()? {
+        pacer.wait(frame.ts_ns);
+        let meta = classifier.classify(&frame);
+        totals.add(&meta);
+        if print_packets {
+            bar.suspend(|| {
+                eprintln!(
+                    "{:>7} {}",
+                    totals.packets,
+                    crate::output::packet_line(classifier, &meta)
+                )
+            });
+        }
+        if totals.packets >= next_tick {
+            next_tick += PROGRESS_EVERY;
+            bar.set_position(source.position());
+            bar.set_message(format!("{} packets", totals.packets));
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(show: bool, total: Option<u64>) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ({bytes_per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg} ({bytes_per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Counters of the capture layer as shown in summaries.
+pub fn capture_totals(stats: &SourceStats) -> serde_json::Value {
+    serde_json::json!({
+        "frames": stats.frames,
+        "truncated_records": stats.truncated_records,
+        "corrupt_records": stats.corrupt_records,
+        "skipped_blocks": stats.skipped_blocks,
+        "kernel_packets": stats.kernel_packets,
+        "kernel_drops": stats.kernel_drops,
+        "kernel_freezes": stats.kernel_freezes,
+    })
+}

@@ -1,0 +1,306 @@
+//! `tapwatch replay` and `tapwatch scenario` from the command line: formats, inputs, errors.
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn demo() -> String {
+    root().join("data/demo.pcap").to_string_lossy().into_owned()
+}
+
+fn demo_tenants() -> String {
+    root()
+        .join("data/demo-tenants.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn bundled_demo_is_what_the_generator_writes() {
+    let tmp = TempDir::new("demo");
+    let out = tmp.path("demo.pcap");
+    let o = run(tapwatch()
+        .args(["scenario", "demo", "--seed", "1", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fresh = std::fs::read(&out).unwrap();
+    let bundled = std::fs::read(demo()).unwrap();
+    assert!(
+        fresh == bundled,
+        "data/demo.pcap is stale: regenerate it with `tapwatch scenario demo --out data/demo.pcap`"
+    );
+}
+
+#[test]
+fn json_summary_has_the_documented_fields() {
+    let s = replay_json(&[&demo(), "--tenants", &demo_tenants()]);
+    for key in [
+        "packets",
+        "bytes",
+        "malformed",
+        "by_protocol_type",
+        "by_size_class",
+        "by_tenant",
+        "top_sources",
+    ] {
+        assert!(s.get(key).is_some(), "missing {key}");
+    }
+    let packets = s["packets"].as_u64().unwrap();
+    assert!(packets > 1000);
+    let sized: u64 = s["by_size_class"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(sized, packets);
+    let tenants = s["by_tenant"].as_object().unwrap();
+    for t in ["acme", "globex", "initech", "infrastructure"] {
+        assert!(tenants.contains_key(t), "tenant {t} missing: {tenants:?}");
+    }
+    let by_tenant: u64 = tenants
+        .values()
+        .map(|v| v["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_tenant, s["ip_packets"].as_u64().unwrap());
+    assert_eq!(s["malformed"], 0);
+    let types = s["by_protocol_type"].as_object().unwrap();
+    for t in [
+        "tcp_syn",
+        "tcp_syn_ack",
+        "tls_handshake",
+        "tls_application_data",
+        "dns",
+        "bfd_control",
+        "quic",
+        "icmp",
+    ] {
+        assert!(
+            types.get(t).and_then(|v| v.as_u64()).unwrap_or(0) > 0,
+            "no {t} in demo: {types:?}"
+        );
+    }
+    assert_eq!(
+        types["tcp_syn"], types["tcp_syn_ack"],
+        "every demo session completes its handshake"
+    );
+    // Top sources are sorted and tagged with their tenant.
+    let top = s["top_sources"].as_array().unwrap();
+    assert_eq!(top.len(), 10);
+    assert!(top
+        .windows(2)
+        .all(|w| w[0]["packets"].as_u64() >= w[1]["packets"].as_u64()));
+    assert_eq!(top[0]["address"], "192.0.2.10");
+    assert_eq!(top[0]["tenant"], "infrastructure");
+}
+
+#[test]
+fn text_summary_reads_well() {
+    let o = run(tapwatch().args(["replay", &demo(), "--tenants", &demo_tenants()]));
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "by protocol type:",
+        "by size class",
+        "by tenant",
+        "top sources",
+        "tls_handshake",
+        "acme",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    assert!(
+        o.stderr.is_empty() || !String::from_utf8_lossy(&o.stderr).contains('\r'),
+        "no progress bar when stderr is not a terminal"
+    );
+}
+
+#[test]
+fn gzip_and_stdin_give_the_same_counts() {
+    let plain = replay_json(&[&demo()]);
+    let tmp = TempDir::new("gz");
+    let gz = tmp.path("demo.pcap.gz");
+    let mut enc = flate2_writer(&gz);
+    enc.write_all(&std::fs::read(demo()).unwrap()).unwrap();
+    drop(enc);
+    let zipped = replay_json(&[gz.to_str().unwrap()]);
+    assert_eq!(plain["packets"], zipped["packets"]);
+    assert_eq!(plain["by_protocol_type"], zipped["by_protocol_type"]);
+
+    let mut child = tapwatch()
+        .args(["replay", "-", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = std::fs::read(&gz).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    let piped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plain["packets"], piped["packets"]);
+    assert_eq!(plain["bytes"], piped["bytes"]);
+}
+
+/// gzip by the system tool, so the test does not trust our own dependency to write it.
+fn flate2_writer(path: &std::path::Path) -> impl Write {
+    struct Gz(std::process::Child);
+    impl Write for Gz {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.stdin.as_mut().unwrap().write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Drop for Gz {
+        fn drop(&mut self) {
+            drop(self.0.stdin.take());
+            let _ = self.0.wait();
+        }
+    }
+    let file = std::fs::File::create(path).unwrap();
+    Gz(Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .expect("gzip"))
+}
+
+#[test]
+fn not_a_capture_is_a_clear_error() {
+    let tmp = TempDir::new("bad");
+    let f = tmp.path("notes.txt");
+    std::fs::write(&f, "hello, this is not a pcap\n").unwrap();
+    let o = run(tapwatch().arg("replay").arg(&f));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("notes.txt")
+            && err.contains("not a capture file")
+            && err.contains("a1b2c3d4")
+            && err.contains("hello"),
+        "{err}"
+    );
+
+    let empty = tmp.path("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    let err =
+        String::from_utf8_lossy(&run(tapwatch().arg("replay").arg(&empty)).stderr).into_owned();
+    assert!(
+        err.contains("empty.pcap") && err.contains("empty file"),
+        "{err}"
+    );
+
+    let err =
+        String::from_utf8_lossy(&run(tapwatch().args(["replay", "/nonexistent/x.pcap"])).stderr)
+            .into_owned();
+    assert!(
+        err.contains("/nonexistent/x.pcap") && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_truncated_copy_keeps_every_whole_packet() {
+    let bytes = std::fs::read(demo()).unwrap();
+    let full = replay_json(&[&demo()]);
+    let tmp = TempDir::new("trunc");
+    let f = tmp.path("cut.pcap");
+    std::fs::write(&f, &bytes[..bytes.len() - 30]).unwrap();
+    let o = run(tapwatch().arg("replay").arg(&f).args(["--format", "json"]));
+    assert!(o.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        s["packets"].as_u64().unwrap(),
+        full["packets"].as_u64().unwrap() - 1
+    );
+    assert_eq!(s["capture"]["truncated_records"], 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cut.pcap") && err.contains("cut short") && err.contains("byte "),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_tenants_file_names_line_and_column() {
+    let tmp = TempDir::new("tenants");
+    let f = tmp.path("tenants.toml");
+    std::fs::write(
+        &f,
+        "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.0.0/16\", \"10.300.0.0/16\"]\n",
+    )
+    .unwrap();
+    let o = run(tapwatch().args(["replay", &demo(), "--tenants"]).arg(&f));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tenants.toml:3:28") && err.contains("10.300.0.0"),
+        "{err}"
+    );
+
+    let c = tmp.path("config.toml");
+    std::fs::write(&c, "[classifier]\nports = []\n").unwrap();
+    let o = run(tapwatch().args(["replay", &demo(), "--config"]).arg(&c));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("config.toml:2:1") && err.contains("unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn custom_port_types_from_config() {
+    let tmp = TempDir::new("ports");
+    let c = tmp.path("config.toml");
+    std::fs::write(
+        &c,
+        "[[classifier.port]]\nname = \"relay_dns\"\ntransport = \"udp\"\nport = 53\n",
+    )
+    .unwrap();
+    let s = replay_json(&[&demo(), "--config", c.to_str().unwrap()]);
+    let plain = replay_json(&[&demo()]);
+    assert_eq!(
+        s["by_protocol_type"]["relay_dns"],
+        plain["by_protocol_type"]["dns"]
+    );
+    assert!(s["by_protocol_type"].get("dns").is_none());
+}
+
+#[test]
+fn paced_replay_follows_capture_time() {
+    // The demo spans about 60 s of capture time: at 600x it takes at least 0.1 s of wall
+    // time; as fast as possible, far less than the paced run.
+    let start = Instant::now();
+    let o = run(tapwatch().args(["replay", &demo(), "--pace", "600x", "--format", "json"]));
+    let paced = start.elapsed();
+    assert!(o.status.success());
+    assert!(
+        paced >= Duration::from_millis(95),
+        "paced replay took only {paced:?}"
+    );
+    let o = run(tapwatch().args(["replay", &demo(), "--pace", "sometimes"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("10x"), "{err}");
+}
+
+#[test]
+fn help_teaches_by_example() {
+    let o = run(tapwatch().arg("--help"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Examples:") && text.contains("tapwatch replay data/demo.pcap"),
+        "{text}"
+    );
+    let o = run(tapwatch().args(["replay", "--help"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("--tenants") && text.contains("--pace") && text.contains("Examples:"),
+        "{text}"
+    );
+}
