@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod scenario;
+pub mod sketch;
 mod totals;
 
 pub use totals::{Report, SourceReport, TenantReport, Totals};

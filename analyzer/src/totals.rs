@@ -7,17 +7,18 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta, ProtocolType, SizeClass};
 
-/// Most distinct sources tracked exactly; packets from further new sources are counted in
-/// [`Totals::untracked_source_packets`] (the heavy-hitter sketch replaces this bound).
-pub const MAX_TRACKED_SOURCES: usize = 1 << 20;
+use crate::sketch::{DistinctCounter, FrequentItems};
+
+/// Keys the top-sources sketch tracks: any source above 1/2048 of all packets is listed.
+pub const TOP_SOURCES_CAPACITY: usize = 4096;
+/// Distinct sources are counted exactly up to this many, then estimated (HyperLogLog).
+pub const EXACT_DISTINCT_SOURCES: usize = 1 << 16;
 
 /// Packets and bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Count {
-    /// Packets.
-    pub packets: u64,
-    /// Bytes on the wire.
-    pub bytes: u64,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Count {
+    packets: u64,
+    bytes: u64,
 }
 
 impl Count {
@@ -28,8 +29,8 @@ impl Count {
     }
 }
 
-/// Counters over every packet of a run. Updating is a handful of array increments and one
-/// hash-map update; nothing is allocated per packet once a source has been seen.
+/// Counters over every packet of a run, in bounded memory: array increments, one
+/// frequent-items sketch update and one distinct-count update per packet.
 #[derive(Clone, Debug)]
 pub struct Totals {
     /// Packets seen.
@@ -51,9 +52,8 @@ pub struct Totals {
     /// Packets whose headers the snaplen cut short.
     pub snapped_headers: u64,
     malformed: FxHashMap<(&'static str, &'static str), u64>,
-    sources: FxHashMap<IpAddr, Count>,
-    /// Packets from sources beyond [`MAX_TRACKED_SOURCES`].
-    pub untracked_source_packets: u64,
+    sources: FrequentItems<IpAddr>,
+    distinct_sources: DistinctCounter<IpAddr>,
 }
 
 impl Totals {
@@ -72,8 +72,8 @@ impl Totals {
             tcp_syn_flag: 0,
             snapped_headers: 0,
             malformed: FxHashMap::default(),
-            sources: FxHashMap::default(),
-            untracked_source_packets: 0,
+            sources: FrequentItems::new(TOP_SOURCES_CAPACITY),
+            distinct_sources: DistinctCounter::new(EXACT_DISTINCT_SOURCES),
         }
     }
 
@@ -107,15 +107,8 @@ impl Totals {
             self.by_tenant.resize(t + 1, Count::default());
         }
         self.by_tenant[t].add(m.wire_len);
-        if let Some(c) = self.sources.get_mut(&src) {
-            c.add(m.wire_len);
-        } else if self.sources.len() < MAX_TRACKED_SOURCES {
-            let mut c = Count::default();
-            c.add(m.wire_len);
-            self.sources.insert(src, c);
-        } else {
-            self.untracked_source_packets += 1;
-        }
+        self.sources.add(src, 1, u64::from(m.wire_len));
+        self.distinct_sources.add(src);
     }
 
     /// Adds another shard's counters into these.
@@ -149,17 +142,8 @@ impl Totals {
         for (k, v) in &other.malformed {
             *self.malformed.entry(*k).or_insert(0) += v;
         }
-        for (k, v) in &other.sources {
-            if let Some(c) = self.sources.get_mut(k) {
-                c.packets += v.packets;
-                c.bytes += v.bytes;
-            } else if self.sources.len() < MAX_TRACKED_SOURCES {
-                self.sources.insert(*k, *v);
-            } else {
-                self.untracked_source_packets += v.packets;
-            }
-        }
-        self.untracked_source_packets += other.untracked_source_packets;
+        self.sources.merge(&other.sources);
+        self.distinct_sources.merge(&other.distinct_sources);
     }
 
     /// Packets by protocol type index (see [`ProtocolType::index`]).
@@ -229,18 +213,18 @@ impl Totals {
             .iter()
             .map(|((l, r), n)| (format!("{l}: {r}"), *n))
             .collect();
-        let mut top: Vec<(&IpAddr, &Count)> = self.sources.iter().collect();
-        top.sort_unstable_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(b.0)));
+        let mut top = self.sources.top(top_n);
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
         let top_sources = top
             .into_iter()
-            .take(top_n)
-            .map(|(addr, c)| SourceReport {
-                address: *addr,
-                tenant: tenants.name(tenants.lookup(*addr)).to_string(),
-                packets: c.packets,
-                bytes: c.bytes,
+            .map(|e| SourceReport {
+                address: e.key,
+                tenant: tenants.name(tenants.lookup(e.key)).to_string(),
+                packets: e.count,
+                bytes: e.secondary,
             })
             .collect();
+        let (distinct_sources, distinct_sources_exact) = self.distinct_sources.count();
         Report {
             packets: self.packets,
             bytes: self.bytes,
@@ -262,8 +246,9 @@ impl Totals {
             by_tenant,
             by_ip_protocol,
             top_sources,
-            distinct_sources: self.sources.len() as u64,
-            untracked_source_packets: self.untracked_source_packets,
+            top_sources_error_bound: self.sources.error_bound(),
+            distinct_sources,
+            distinct_sources_exact,
         }
     }
 }
@@ -339,10 +324,12 @@ pub struct Report {
     pub by_tenant: BTreeMap<String, TenantReport>,
     /// Packets by IP protocol (after IPv6 extension headers).
     pub by_ip_protocol: BTreeMap<String, u64>,
-    /// Busiest sources by packets.
+    /// Busiest sources by packets (counts are lower bounds, exact when the bound is 0).
     pub top_sources: Vec<SourceReport>,
-    /// Distinct source addresses tracked.
+    /// Most packets any top-source count may be short by (0: exact).
+    pub top_sources_error_bound: u64,
+    /// Distinct source addresses.
     pub distinct_sources: u64,
-    /// Packets from sources beyond the tracking bound.
-    pub untracked_source_packets: u64,
+    /// Whether `distinct_sources` is exact (else a HyperLogLog estimate, ±0.8 %).
+    pub distinct_sources_exact: bool,
 }

@@ -1,0 +1,188 @@
+//! Distinct counting: exact up to a cap, then HyperLogLog.
+use std::hash::Hash;
+
+use rustc_hash::FxHashSet;
+
+use super::mix64;
+
+/// HyperLogLog with 2^`P` registers (Flajolet et al. 2007, with linear counting for small
+/// cardinalities). Standard error ≈ 1.04 / sqrt(2^P): 0.81 % at P = 14 (16 KiB).
+#[derive(Clone, Debug)]
+pub struct HyperLogLog {
+    registers: Vec<u8>,
+    p: u32,
+}
+
+impl HyperLogLog {
+    /// A sketch with `2^p` registers, `p` in 4..=18.
+    pub fn new(p: u32) -> HyperLogLog {
+        let p = p.clamp(4, 18);
+        HyperLogLog {
+            registers: vec![0; 1 << p],
+            p,
+        }
+    }
+
+    /// Adds an item by its 64-bit hash.
+    #[inline]
+    pub fn add_hash(&mut self, h: u64) {
+        let idx = (h >> (64 - self.p)) as usize;
+        let rest = (h << self.p) | (1 << (self.p - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        let r = &mut self.registers[idx];
+        if rank > *r {
+            *r = rank;
+        }
+    }
+
+    /// Estimated number of distinct items added.
+    pub fn estimate(&self) -> f64 {
+        let m = self.registers.len() as f64;
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let mut sum = 0.0;
+        let mut zeros = 0usize;
+        for &r in &self.registers {
+            sum += 1.0 / (1u64 << r) as f64;
+            zeros += (r == 0) as usize;
+        }
+        let raw = alpha * m * m / sum;
+        if raw <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        }
+    }
+
+    /// Register-wise maximum with another sketch of the same size.
+    pub fn merge(&mut self, other: &HyperLogLog) {
+        if other.p == self.p {
+            for (a, b) in self.registers.iter_mut().zip(&other.registers) {
+                *a = (*a).max(*b);
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.registers.len()
+    }
+}
+
+/// Counts distinct keys exactly up to `cap`, then switches to a HyperLogLog (P = 14).
+#[derive(Clone, Debug)]
+pub struct DistinctCounter<K> {
+    exact: Option<FxHashSet<K>>,
+    hll: Option<HyperLogLog>,
+    cap: usize,
+}
+
+impl<K: Copy + Eq + Hash> DistinctCounter<K> {
+    /// Exact up to `cap` distinct keys.
+    pub fn new(cap: usize) -> DistinctCounter<K> {
+        DistinctCounter {
+            exact: Some(FxHashSet::default()),
+            hll: None,
+            cap,
+        }
+    }
+
+    /// Adds a key.
+    #[inline]
+    pub fn add(&mut self, key: K) {
+        if let Some(set) = &mut self.exact {
+            if set.insert(key) && set.len() > self.cap {
+                let mut hll = HyperLogLog::new(14);
+                for k in set.iter() {
+                    hll.add_hash(mix64(k));
+                }
+                self.hll = Some(hll);
+                self.exact = None;
+            }
+        } else if let Some(hll) = &mut self.hll {
+            hll.add_hash(mix64(&key));
+        }
+    }
+
+    /// The count, and whether it is exact.
+    pub fn count(&self) -> (u64, bool) {
+        match (&self.exact, &self.hll) {
+            (Some(set), _) => (set.len() as u64, true),
+            (None, Some(h)) => (h.estimate().round() as u64, false),
+            (None, None) => (0, true),
+        }
+    }
+
+    /// Merges another counter (union of the keys).
+    pub fn merge(&mut self, other: &DistinctCounter<K>) {
+        match (&other.exact, &other.hll) {
+            (Some(set), _) => {
+                for k in set {
+                    self.add(*k);
+                }
+            }
+            (None, Some(h)) => {
+                if let Some(set) = self.exact.take() {
+                    let mut hll = HyperLogLog::new(14);
+                    for k in &set {
+                        hll.add_hash(mix64(k));
+                    }
+                    self.hll = Some(hll);
+                }
+                if let Some(mine) = &mut self.hll {
+                    mine.merge(h);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_below_the_cap_and_close_above_it() {
+        let mut d = DistinctCounter::new(1000);
+        for i in 0..1000u32 {
+            d.add(i);
+            d.add(i);
+        }
+        assert_eq!(d.count(), (1000, true));
+        for i in 0..200_000u32 {
+            d.add(i);
+        }
+        let (n, exact) = d.count();
+        assert!(!exact);
+        let err = (n as f64 - 200_000.0).abs() / 200_000.0;
+        assert!(err < 0.03, "estimate {n} is {:.2}% off", err * 100.0);
+    }
+
+    #[test]
+    fn merge_is_a_union() {
+        let mut a = DistinctCounter::new(100_000);
+        let mut b = DistinctCounter::new(100_000);
+        for i in 0..5000u32 {
+            a.add(i);
+            b.add(i + 2500);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), (7500, true));
+        let mut big = DistinctCounter::new(10);
+        for i in 0..50_000u32 {
+            big.add(i);
+        }
+        a.merge(&big);
+        let (n, exact) = a.count();
+        assert!(!exact && (n as f64 - 50_000.0).abs() < 1500.0, "{n}");
+    }
+
+    #[test]
+    fn small_cardinalities_use_linear_counting() {
+        let mut h = HyperLogLog::new(14);
+        for i in 0..100u64 {
+            h.add_hash(super::super::mix64(&i));
+        }
+        assert!((h.estimate() - 100.0).abs() < 3.0, "{}", h.estimate());
+    }
+}

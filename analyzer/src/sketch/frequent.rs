@@ -1,0 +1,279 @@
+//! Frequent items with a guaranteed error bound: Misra–Gries with batched decrements
+//! (the scheme of Apache DataSketches' frequent-items sketch).
+//!
+//! At most `capacity` keys are tracked in an open-addressing table. When the table is
+//! full, the median count is subtracted from every key and keys at or below zero are
+//! dropped; the subtracted total is the `offset`. For every key, the true count lies in
+//! `[estimate, estimate + offset]`, and any key whose true count exceeds
+//! `total / (capacity / 2)` is guaranteed to be tracked. Memory is fixed; updates are
+//! amortised O(1).
+use std::hash::Hash;
+
+use super::mix64;
+
+/// Estimated weight of one tracked key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemEstimate<K> {
+    /// The key.
+    pub key: K,
+    /// Counted weight (a lower bound of the true weight).
+    pub count: u64,
+    /// Secondary weight (e.g. bytes) counted while the key was tracked (a lower bound).
+    pub secondary: u64,
+    /// Upper bound of the true weight: `count + offset`.
+    pub upper: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot<K> {
+    key: K,
+    count: u64,
+    secondary: u64,
+}
+
+/// The sketch. `K` is small and `Copy` (addresses, flow keys).
+#[derive(Clone, Debug)]
+pub struct FrequentItems<K> {
+    slots: Vec<Option<Slot<K>>>,
+    mask: usize,
+    len: usize,
+    max_len: usize,
+    offset: u64,
+    total: u64,
+    scratch: Vec<u64>,
+}
+
+impl<K: Copy + Eq + Hash> FrequentItems<K> {
+    /// A sketch tracking at most `capacity` keys (rounded up to a power of two ≥ 16).
+    pub fn new(capacity: usize) -> FrequentItems<K> {
+        let max_len = capacity.max(16).next_power_of_two();
+        // Load factor 3/4 at most.
+        let table = (max_len * 4 / 3 + 1).next_power_of_two();
+        FrequentItems {
+            slots: vec![None; table],
+            mask: table - 1,
+            len: 0,
+            max_len,
+            offset: 0,
+            total: 0,
+            scratch: Vec::with_capacity(max_len),
+        }
+    }
+
+    /// Keys tracked at most.
+    pub fn capacity(&self) -> usize {
+        self.max_len
+    }
+
+    /// Keys tracked now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Total weight added.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The maximum error of any estimate (0 while nothing was ever evicted).
+    pub fn error_bound(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes of memory the sketch holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Option<Slot<K>>>() + self.scratch.capacity() * 8
+    }
+
+    /// Adds `weight` (and a secondary weight) to `key`.
+    #[inline]
+    pub fn add(&mut self, key: K, weight: u64, secondary: u64) {
+        self.total += weight;
+        let mut i = mix64(&key) as usize & self.mask;
+        loop {
+            match &mut self.slots[i] {
+                Some(s) if s.key == key => {
+                    s.count += weight;
+                    s.secondary += secondary;
+                    return;
+                }
+                Some(_) => i = (i + 1) & self.mask,
+                None => break,
+            }
+        }
+        self.slots[i] = Some(Slot {
+            key,
+            count: weight,
+            secondary,
+        });
+        self.len += 1;
+        if self.len >= self.max_len {
+            self.purge();
+        }
+    }
+
+    /// Subtracts the median count from every key and drops those at or below zero.
+    #[cold]
+    fn purge(&mut self) {
+        self.scratch.clear();
+        self.scratch
+            .extend(self.slots.iter().flatten().map(|s| s.count));
+        let mid = self.scratch.len() / 2;
+        let (_, median, _) = self.scratch.select_nth_unstable(mid);
+        let cut = (*median).max(1);
+        self.offset += cut;
+        let old = std::mem::replace(&mut self.slots, vec![None; self.mask + 1]);
+        self.len = 0;
+        for s in old.into_iter().flatten() {
+            if s.count > cut {
+                let mut i = mix64(&s.key) as usize & self.mask;
+                while self.slots[i].is_some() {
+                    i = (i + 1) & self.mask;
+                }
+                self.slots[i] = Some(Slot {
+                    count: s.count - cut,
+                    ..s
+                });
+                self.len += 1;
+            }
+        }
+    }
+
+    /// The estimate for one key (`None` if not tracked: its true weight is at most the error bound).
+    pub fn get(&self, key: &K) -> Option<ItemEstimate<K>> {
+        let mut i = mix64(key) as usize & self.mask;
+        while let Some(s) = &self.slots[i] {
+            if s.key == *key {
+                return Some(self.estimate(s));
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    fn estimate(&self, s: &Slot<K>) -> ItemEstimate<K> {
+        ItemEstimate {
+            key: s.key,
+            count: s.count,
+            secondary: s.secondary,
+            upper: s.count + self.offset,
+        }
+    }
+
+    /// The `n` heaviest tracked keys, heaviest first (ties by the order of `K` not defined).
+    pub fn top(&self, n: usize) -> Vec<ItemEstimate<K>> {
+        let mut all: Vec<ItemEstimate<K>> = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| self.estimate(s))
+            .collect();
+        let n = n.min(all.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        if n < all.len() {
+            all.select_nth_unstable_by(n - 1, |a, b| b.count.cmp(&a.count));
+            all.truncate(n);
+        }
+        all.sort_by_key(|e| std::cmp::Reverse(e.count));
+        all
+    }
+
+    /// Adds another sketch's counts into this one (shards merged at window ends).
+    pub fn merge(&mut self, other: &FrequentItems<K>) {
+        for s in other.slots.iter().flatten() {
+            self.add(s.key, s.count, s.secondary);
+        }
+        // `add` counted the other's tracked weight; its evicted weight is in its offset.
+        self.total += other.total - other.slots.iter().flatten().map(|s| s.count).sum::<u64>();
+        self.offset += other.offset;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Rng;
+
+    #[test]
+    fn exact_while_it_fits() {
+        let mut f = FrequentItems::new(64);
+        for k in 0..40u32 {
+            for _ in 0..=k {
+                f.add(k, 1, 10);
+            }
+        }
+        assert_eq!(f.error_bound(), 0);
+        let top = f.top(3);
+        assert_eq!(
+            top.iter()
+                .map(|e| (e.key, e.count, e.secondary))
+                .collect::<Vec<_>>(),
+            vec![(39, 40, 400), (38, 39, 390), (37, 38, 380)]
+        );
+        assert_eq!(f.total(), (1..=40).sum::<u64>());
+    }
+
+    #[test]
+    fn bounds_hold_on_a_skewed_stream_with_many_keys() {
+        let mut rng = Rng::new(3);
+        let mut f = FrequentItems::new(256);
+        let mut exact = std::collections::HashMap::new();
+        for _ in 0..200_000 {
+            // Zipf-like: key k with probability ~ 1/k over 50 000 keys.
+            let k = (50_000f64.powf(rng.unit())) as u32;
+            f.add(k, 1, 0);
+            *exact.entry(k).or_insert(0u64) += 1;
+        }
+        assert!(
+            f.error_bound() > 0,
+            "the stream must overflow the sketch for this test"
+        );
+        assert!(
+            f.error_bound() <= f.total() / 128,
+            "bound {} too loose",
+            f.error_bound()
+        );
+        for (k, n) in &exact {
+            match f.get(k) {
+                Some(e) => assert!(
+                    e.count <= *n && *n <= e.upper,
+                    "key {k}: {n} not in [{}, {}]",
+                    e.count,
+                    e.upper
+                ),
+                None => assert!(
+                    *n <= f.error_bound(),
+                    "key {k} with {n} dropped, bound {}",
+                    f.error_bound()
+                ),
+            }
+        }
+        // The ten heaviest keys are found, in order.
+        let mut truth: Vec<_> = exact.into_iter().collect();
+        truth.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let top: Vec<u32> = f.top(5).iter().map(|e| e.key).collect();
+        assert_eq!(top, truth.iter().take(5).map(|t| t.0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn merging_shards_keeps_the_bounds() {
+        let mut a = FrequentItems::new(32);
+        let mut b = FrequentItems::new(32);
+        for i in 0..10_000u32 {
+            a.add(i % 500, 1, 0);
+            b.add(7, 1, 0);
+        }
+        a.merge(&b);
+        assert_eq!(a.total(), 20_000);
+        let e = a.get(&7).expect("heavy key survives the merge");
+        assert!(e.count <= 10_020 && 10_020 <= e.upper, "{e:?}");
+        assert_eq!(a.top(1)[0].key, 7);
+    }
+}
