@@ -212,7 +212,7 @@ fn main() {
         "\n{:<58} {:>10} {:>14}",
         "contender (same file, warm cache, best of 3)", "seconds", "packets/s"
     );
-    let mut row =
+    let row =
         |name: &str, d: Duration| println!("{name:<58} {:>10.3} {:>14.0}", d.as_secs_f64(), pps(d));
     row(
         "tapwatch read only (FileReader, no classification)",
