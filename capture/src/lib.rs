@@ -88,3 +88,6 @@ pub trait FrameSource {
         0
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -41,3 +41,6 @@ pub use meta::{
     TenantId, FLAG_SNAPPED_HEADER,
 };
 pub use tenant::{TenantMap, UNASSIGNED};
+
+#[cfg(test)]
+mod tests;

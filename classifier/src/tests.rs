@@ -1,0 +1,493 @@
+//! Byte-level tests: every link type, every protocol type, malformed input.
+use std::net::IpAddr;
+
+use etherparse::PacketBuilder;
+use proptest::prelude::*;
+use tapwatch_capture::{Frame, LinkType};
+
+use crate::*;
+
+const MAC: ([u8; 6], [u8; 6]) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+
+fn classify(link: LinkType, data: &[u8]) -> PacketMeta {
+    Classifier::default().classify(&Frame {
+        ts_ns: 7,
+        wire_len: data.len() as u32,
+        link,
+        interface: 0,
+        data,
+    })
+}
+
+fn eth_udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(src_port, dst_port)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn eth_tcp(flags: &str, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, dst_port, 100, 1000);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(5),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => b,
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// The IPv4 packet inside an Ethernet frame.
+fn ip_of(frame: &[u8]) -> &[u8] {
+    &frame[14..]
+}
+
+#[test]
+fn ethernet_ipv4_udp_fields() {
+    let m = classify(LinkType::Ethernet, &eth_udp(5000, 6000, &[1, 2, 3]));
+    assert_eq!(m.kind, ProtocolType::Udp);
+    assert_eq!(m.src, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(m.dst, Some("10.0.0.2".parse().unwrap()));
+    assert_eq!((m.src_port, m.dst_port, m.ip_proto), (5000, 6000, 17));
+    assert_eq!(m.size_class, SizeClass::UpTo64);
+    assert_eq!(m.ts_ns, 7);
+    assert!(m.malformed.is_none());
+}
+
+#[test]
+fn every_link_type_reaches_the_ip_header() {
+    let frame = eth_udp(5000, 53, &[0; 12]);
+    let ip = ip_of(&frame);
+    let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+    sll.extend_from_slice(ip);
+    let mut sll_loopback = vec![0, 0, 3, 4, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
+    sll_loopback.extend_from_slice(ip);
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0,
+    ];
+    sll2.extend_from_slice(ip);
+    let mut null_le = 2u32.to_le_bytes().to_vec();
+    null_le.extend_from_slice(ip);
+    let mut null_be = 2u32.to_be_bytes().to_vec();
+    null_be.extend_from_slice(ip);
+    let mut openbsd = 2u32.to_be_bytes().to_vec();
+    openbsd.extend_from_slice(ip);
+    let cases: [(LinkType, &[u8]); 8] = [
+        (LinkType::Ethernet, &frame),
+        (LinkType::LinuxSll, &sll),
+        (LinkType::LinuxSll, &sll_loopback),
+        (LinkType::LinuxSll2, &sll2),
+        (LinkType::Null, &null_le),
+        (LinkType::Null, &null_be),
+        (LinkType::Loop, &openbsd),
+        (LinkType::RawIp, ip),
+    ];
+    for (link, data) in cases {
+        let m = classify(link, data);
+        assert_eq!(m.kind, ProtocolType::Dns, "{link:?}");
+        assert_eq!(m.dst_port, 53, "{link:?}");
+    }
+    // IPv6 on raw, Ipv4 and Ipv6 link types.
+    let mut v6 = Vec::new();
+    PacketBuilder::ipv6(
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        64,
+    )
+    .tcp(1, 2, 3, 4)
+    .syn()
+    .write(&mut v6, &[])
+    .unwrap();
+    for link in [LinkType::RawIp, LinkType::Ipv6] {
+        let m = classify(link, &v6);
+        assert_eq!(m.kind, ProtocolType::TcpSyn);
+        assert_eq!(m.src, Some("2001:db8::1".parse::<IpAddr>().unwrap()));
+    }
+    assert_eq!(classify(LinkType::Ipv4, ip).kind, ProtocolType::Dns);
+    let m = classify(LinkType::Other(104), &frame);
+    assert_eq!(m.malformed.map(|b| b.reason), Some("unsupported link type"));
+}
+
+#[test]
+fn vlan_qinq_and_mpls() {
+    let plain = eth_udp(1, 2, &[0; 4]);
+    let (eth, rest) = plain.split_at(12);
+    let mut single = eth.to_vec();
+    single.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+    single.extend_from_slice(rest);
+    let m = classify(LinkType::Ethernet, &single);
+    assert_eq!(
+        (m.outer_vlan, m.inner_vlan, m.kind),
+        (Some(100), None, ProtocolType::Udp)
+    );
+    let mut qinq = eth.to_vec();
+    qinq.extend_from_slice(&[0x88, 0xa8, 0x00, 0xc8, 0x81, 0x00, 0x07, 0xd1]);
+    qinq.extend_from_slice(rest);
+    let m = classify(LinkType::Ethernet, &qinq);
+    assert_eq!(
+        (m.outer_vlan, m.inner_vlan, m.kind),
+        (Some(200), Some(2001), ProtocolType::Udp)
+    );
+    let mut mpls = eth.to_vec();
+    mpls.extend_from_slice(&[0x88, 0x47, 0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40]);
+    mpls.extend_from_slice(&rest[2..]);
+    let m = classify(LinkType::Ethernet, &mpls);
+    assert_eq!((m.kind, m.src_port), (ProtocolType::Udp, 1));
+    // A VLAN tag cut short in a complete frame is malformed.
+    let m = classify(LinkType::Ethernet, &single[..16]);
+    assert_eq!(
+        m.malformed,
+        Some(Malformed {
+            layer: "vlan",
+            reason: "too short"
+        })
+    );
+}
+
+#[test]
+fn tcp_flag_types() {
+    let cases = [
+        ("S", ProtocolType::TcpSyn),
+        ("SA", ProtocolType::TcpSynAck),
+        ("RA", ProtocolType::TcpRst),
+        ("FA", ProtocolType::TcpFin),
+        ("A", ProtocolType::TcpAck),
+        ("", ProtocolType::TcpOther),
+    ];
+    for (flags, kind) in cases {
+        let m = classify(LinkType::Ethernet, &eth_tcp(flags, 80, &[]));
+        assert_eq!(m.kind, kind, "flags {flags}");
+    }
+    let m = classify(LinkType::Ethernet, &eth_tcp("S", 80, &[]));
+    assert_eq!((m.tcp_seq, m.tcp_flags & 0x12), (100, 0x02));
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 8080, b"\x00\x01binary")).kind,
+        ProtocolType::TcpData
+    );
+}
+
+#[test]
+fn payload_labels() {
+    let tls = |t: u8| vec![t, 3, 3, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 443, &tls(22))).kind,
+        ProtocolType::TlsHandshake
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 443, &tls(23))).kind,
+        ProtocolType::TlsApplicationData
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 443, &tls(21))).kind,
+        ProtocolType::TlsAlert
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 443, &tls(20))).kind,
+        ProtocolType::TlsChangeCipherSpec
+    );
+    assert_eq!(
+        classify(
+            LinkType::Ethernet,
+            &eth_tcp("PA", 8080, b"GET / HTTP/1.1\r\n")
+        )
+        .kind,
+        ProtocolType::HttpRequest
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 8080, b"GETX")).kind,
+        ProtocolType::TcpData
+    );
+    let mut bgp = vec![0xff; 16];
+    bgp.extend_from_slice(&[0, 19, 4]);
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 179, &bgp)).kind,
+        ProtocolType::Bgp
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_tcp("PA", 53, &[0, 30, 1, 2])).kind,
+        ProtocolType::Dns
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(5353, 5353, &[0; 12])).kind,
+        ProtocolType::Dns
+    );
+    let mut quic = vec![0xc3, 0, 0, 0, 1, 8];
+    quic.resize(1200, 0);
+    let m = classify(LinkType::Ethernet, &eth_udp(50000, 443, &quic));
+    assert_eq!(
+        (m.kind, m.detail),
+        (ProtocolType::Quic, Detail::Quic { version: 1 })
+    );
+    assert_eq!(m.size_class, SizeClass::UpTo1518);
+    // A short-header packet (or any unknown version) is plain UDP.
+    let mut short = quic.clone();
+    short[0] = 0x43;
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(50000, 443, &short)).kind,
+        ProtocolType::Udp
+    );
+    let mut gquic = vec![0x0d, 1, 2, 3, 4, 5, 6, 7, 8, b'Q', b'0', b'4', b'3', 0];
+    gquic.resize(100, 0);
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(50000, 443, &gquic)).kind,
+        ProtocolType::Quic
+    );
+}
+
+#[test]
+fn bfd_control_fields_and_echo() {
+    let mut p = [0u8; 24];
+    p[0] = 0x20; // version 1, diag 0
+    p[1] = 0xc0; // state Up
+    p[2] = 3;
+    p[3] = 24;
+    p[4..8].copy_from_slice(&7u32.to_be_bytes());
+    p[8..12].copy_from_slice(&9u32.to_be_bytes());
+    p[12..16].copy_from_slice(&300_000u32.to_be_bytes());
+    p[16..20].copy_from_slice(&250_000u32.to_be_bytes());
+    let m = classify(LinkType::Ethernet, &eth_udp(49152, 3784, &p));
+    assert_eq!(m.kind, ProtocolType::BfdControl);
+    let Detail::Bfd(b) = m.detail else {
+        panic!("no BFD detail: {m:?}")
+    };
+    assert_eq!(
+        (b.state, b.detect_mult, b.my_disc, b.your_disc),
+        (BfdState::Up, 3, 7, 9)
+    );
+    assert_eq!(
+        (b.desired_min_tx_us, b.required_min_rx_us),
+        (300_000, 250_000)
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(49152, 4784, &p)).kind,
+        ProtocolType::BfdMultihop
+    );
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(49152, 3785, &[1, 2, 3])).kind,
+        ProtocolType::BfdEcho
+    );
+    // Wrong version: not BFD control.
+    p[0] = 0x40;
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(49152, 3784, &p)).kind,
+        ProtocolType::Udp
+    );
+}
+
+#[test]
+fn icmp_and_icmpv6_keep_type_and_code() {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_echo_request(1, 2)
+        .write(&mut v, &[0; 8])
+        .unwrap();
+    let m = classify(LinkType::Ethernet, &v);
+    assert_eq!(
+        (m.kind, m.detail),
+        (ProtocolType::Icmp, Detail::Icmp { ty: 8, code: 0 })
+    );
+    let mut v = Vec::new();
+    PacketBuilder::ipv6(
+        [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        255,
+    )
+    .icmpv6_echo_request(1, 1)
+    .write(&mut v, &[])
+    .unwrap();
+    let m = classify(LinkType::RawIp, &v);
+    assert_eq!(
+        (m.kind, m.detail),
+        (ProtocolType::Icmpv6, Detail::Icmp { ty: 128, code: 0 })
+    );
+}
+
+#[test]
+fn fragments_first_keeps_ports_later_does_not() {
+    let frame = eth_udp(5000, 53, &[0; 40]);
+    let mut first = frame.clone();
+    first[14 + 6] = 0x20; // MF, offset 0
+    let m = classify(LinkType::Ethernet, &first);
+    assert_eq!(
+        (m.fragment, m.kind, m.dst_port),
+        (Fragment::First, ProtocolType::Dns, 53)
+    );
+    let mut later = frame.clone();
+    later[14 + 6] = 0x00;
+    later[14 + 7] = 0x10; // offset 16 * 8 bytes
+    let m = classify(LinkType::Ethernet, &later);
+    assert_eq!(
+        (m.fragment, m.kind, m.dst_port, m.ip_proto),
+        (Fragment::Later, ProtocolType::IpFragment, 0, 17)
+    );
+}
+
+#[test]
+fn arp_and_non_ip() {
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&MAC.0);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    assert_eq!(classify(LinkType::Ethernet, &arp).kind, ProtocolType::Arp);
+    let mut lldp = arp.clone();
+    lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
+    let m = classify(LinkType::Ethernet, &lldp);
+    assert_eq!((m.kind, m.src), (ProtocolType::NonIp, None));
+}
+
+#[test]
+fn malformed_headers_are_labelled_not_panicked_on() {
+    let frame = eth_udp(1, 2, &[]);
+    let mut bad_version = frame.clone();
+    bad_version[14] = 0x75;
+    assert_eq!(
+        classify(LinkType::Ethernet, &bad_version).malformed,
+        Some(Malformed {
+            layer: "ip",
+            reason: "unsupported version"
+        })
+    );
+    let mut bad_ihl = frame.clone();
+    bad_ihl[14] = 0x43;
+    assert_eq!(
+        classify(LinkType::Ethernet, &bad_ihl)
+            .malformed
+            .map(|b| b.layer),
+        Some("ipv4")
+    );
+    let m = classify(LinkType::Ethernet, &frame[..20]);
+    assert_eq!(
+        m.malformed,
+        Some(Malformed {
+            layer: "ipv4",
+            reason: "too short"
+        })
+    );
+    let m = classify(LinkType::Ethernet, &frame[..10]);
+    assert_eq!(
+        m.malformed,
+        Some(Malformed {
+            layer: "ethernet",
+            reason: "too short"
+        })
+    );
+    let tcp = eth_tcp("S", 80, &[]);
+    let mut bad_offset = tcp.clone();
+    bad_offset[14 + 20 + 12] = 0x20;
+    assert_eq!(
+        classify(LinkType::Ethernet, &bad_offset).malformed,
+        Some(Malformed {
+            layer: "tcp",
+            reason: "data offset below 5"
+        })
+    );
+}
+
+#[test]
+fn snaplen_cut_headers_are_labelled_not_malformed() {
+    let tcp = eth_tcp("S", 80, &[0; 100]);
+    let cut = &tcp[..14 + 20 + 14];
+    let m = Classifier::default().classify(&Frame {
+        ts_ns: 0,
+        wire_len: tcp.len() as u32,
+        link: LinkType::Ethernet,
+        interface: 0,
+        data: cut,
+    });
+    assert_eq!(m.kind, ProtocolType::TcpSyn);
+    assert!(m.malformed.is_none());
+    assert_ne!(m.flags & FLAG_SNAPPED_HEADER, 0);
+    assert_eq!(
+        m.size_class,
+        SizeClass::UpTo256,
+        "size class follows the wire length"
+    );
+}
+
+#[test]
+fn size_class_boundaries() {
+    let cases = [
+        (0, SizeClass::UpTo64),
+        (64, SizeClass::UpTo64),
+        (65, SizeClass::UpTo128),
+        (128, SizeClass::UpTo128),
+        (129, SizeClass::UpTo256),
+        (512, SizeClass::UpTo512),
+        (513, SizeClass::UpTo1024),
+        (1024, SizeClass::UpTo1024),
+        (1025, SizeClass::UpTo1518),
+        (1518, SizeClass::UpTo1518),
+        (1519, SizeClass::Jumbo),
+        (9000, SizeClass::Jumbo),
+    ];
+    for (len, class) in cases {
+        assert_eq!(SizeClass::of(len), class, "{len}");
+    }
+}
+
+#[test]
+fn tenants_and_custom_ports() {
+    let tenants = TenantMap::parse(
+        std::path::Path::new("t"),
+        "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.0.0.0/24\"]\n",
+    )
+    .unwrap();
+    let config = ClassifierConfig {
+        port: vec![PortMapping {
+            name: "relay_control".into(),
+            transport: Transport::Udp,
+            port: 9000,
+        }],
+    };
+    let c = Classifier::new(tenants, &config);
+    let frame = eth_udp(40000, 9000, &[0; 60]);
+    let m = c.classify(&Frame {
+        ts_ns: 0,
+        wire_len: frame.len() as u32,
+        link: LinkType::Ethernet,
+        interface: 0,
+        data: &frame,
+    });
+    assert_eq!(c.type_name(m.kind), "relay_control");
+    assert_eq!(c.tenants().name(m.tenant), "acme");
+    assert_eq!(c.type_at(m.kind.index()), Some(m.kind));
+    assert_eq!(c.type_count(), ProtocolType::BUILTIN + 1);
+    for i in 0..ProtocolType::BUILTIN {
+        assert_eq!(ProtocolType::builtin(i).unwrap().index(), i);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Whatever the bytes and link type, classification returns a record.
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200), link in 0u16..300, extra in 0u32..100) {
+        let c = Classifier::default();
+        let link = LinkType::from_linktype(u32::from(link));
+        let m = c.classify(&Frame { ts_ns: 1, wire_len: data.len() as u32 + extra, link, interface: 0, data: &data });
+        prop_assert_eq!(m.cap_len as usize, data.len());
+    }
+
+    /// Mutating a valid frame anywhere never panics either.
+    #[test]
+    fn mutated_frames_never_panic(pos in 0usize..80, byte in any::<u8>(), cut in 0usize..80) {
+        let mut frame = eth_tcp("PA", 443, &[22, 3, 3, 0, 5, 1, 2, 3, 4, 5]);
+        let p = pos % frame.len();
+        frame[p] = byte;
+        let end = frame.len() - cut.min(frame.len());
+        let _ = classify(LinkType::Ethernet, &frame[..end]);
+    }
+}
