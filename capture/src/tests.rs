@@ -39,13 +39,10 @@ fn pcap(big_endian: bool, nanos: bool, minor: u16, records: &[(u32, u32, &[u8], 
     v
 }
 
-fn read_all(
-    bytes: Vec<u8>,
-) -> (
-    Vec<(u64, u32, LinkType, u32, Vec<u8>)>,
-    SourceStats,
-    Vec<String>,
-) {
+/// (timestamp, wire length, link type, interface, bytes) of each frame read.
+type Read = Vec<(u64, u32, LinkType, u32, Vec<u8>)>;
+
+fn read_all(bytes: Vec<u8>) -> (Read, SourceStats, Vec<String>) {
     let mut r = FileReader::from_reader("mem", std::io::Cursor::new(bytes)).unwrap();
     let mut out = Vec::new();
     while let Some(f) = r.next_frame().unwrap() {
