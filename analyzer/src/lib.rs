@@ -1,8 +1,11 @@
 //! Windowed aggregates and detectors over classified packets.
 //!
-//! Today this crate holds [`Totals`], the whole-run counters behind `tapwatch replay`'s
-//! summary, and the seeded [`scenario`] generator. Detectors (heavy hitters, quadratic
-//! connection-setup growth, missed heartbeats, handshake latency) land here next.
+//! Packets are fed to a [`Shard`] (one per capture worker): it keeps tumbling windows in
+//! event time, heartbeat deadlines and pending handshakes, and hands closed windows to the
+//! [`Merger`], which merges shards and runs the window-level detectors. [`Analyzer`] wires
+//! one shard to a merger for single-threaded replay. Detectors report [`Finding`]s; the
+//! rules crate turns them into alerts. [`Totals`] are the whole-run counters of the replay
+//! summary; [`scenario`] writes labelled captures for tests and demos.
 //!
 //! ```
 //! use tapwatch_analyzer::Totals;
@@ -17,8 +20,96 @@
 //! ```
 #![deny(missing_docs)]
 
+mod config;
+mod finding;
+pub mod growth;
+mod handshake;
+mod heartbeat;
+mod heavy;
+mod merger;
 pub mod scenario;
+mod shard;
 pub mod sketch;
 mod totals;
+mod window;
 
+pub use config::{
+    AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
+};
+pub use finding::{Finding, FindingKind, Severity};
+pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
+pub use shard::{Shard, ShardCounters};
 pub use totals::{Report, SourceReport, TenantReport, Totals};
+pub use window::WindowStats;
+
+use tapwatch_classifier::{Classifier, PacketMeta};
+
+/// One shard and the merger in one thread: the analyzer of a replay.
+pub struct Analyzer {
+    shard: Shard,
+    merger: Merger,
+    findings: Vec<Finding>,
+    closed: Vec<WindowStats>,
+}
+
+impl Analyzer {
+    /// An analyzer for packets labelled by `classifier`.
+    pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier) -> Analyzer {
+        Analyzer {
+            shard: Shard::new(cfg, classifier),
+            merger: Merger::new(cfg, classifier, 1),
+            findings: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    /// Feeds one packet. Findings it causes are available from [`Analyzer::take_findings`].
+    #[inline]
+    pub fn observe(&mut self, m: &PacketMeta) {
+        self.shard.observe(m, &mut self.findings, &mut self.closed);
+        if !self.closed.is_empty() {
+            for w in self.closed.drain(..) {
+                self.merger.push(0, w, &mut self.findings);
+            }
+        }
+    }
+
+    /// Advances event time without a packet (live mode's wall-clock tick).
+    pub fn advance(&mut self, now_ns: u64) {
+        self.shard
+            .advance(now_ns, &mut self.findings, &mut self.closed);
+        for w in self.closed.drain(..) {
+            self.merger.push(0, w, &mut self.findings);
+        }
+    }
+
+    /// Whether findings are waiting.
+    #[inline]
+    pub fn has_findings(&self) -> bool {
+        !self.findings.is_empty()
+    }
+
+    /// Takes the findings so far, in the order they were made.
+    pub fn take_findings(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.findings)
+    }
+
+    /// Closes every window and runs the window-level detectors on them (end of input).
+    pub fn finish(&mut self) {
+        self.shard.finish(&mut self.closed);
+        for w in self.closed.drain(..) {
+            self.merger.push(0, w, &mut self.findings);
+        }
+        self.merger.finish(&mut self.findings);
+    }
+
+    /// The shard (its counters and tracker sizes).
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// The merger (window counts, latency, fits).
+    pub fn merger(&self) -> &Merger {
+        &self.merger
+    }
+}

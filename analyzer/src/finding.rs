@@ -1,0 +1,89 @@
+//! What detectors report: findings, with the numbers behind them.
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// Detector that produced a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A source, destination, flow or (source, type, size) key far above share and baseline.
+    HeavyHitter,
+    /// A tenant whose setups grow at least quadratically with its node count.
+    QuadraticSetupGrowth,
+    /// A periodic flow or BFD session fell silent past its deadline.
+    MissedHeartbeat,
+    /// A burst of retransmitted SYNs towards one server.
+    SynRetransmits,
+}
+
+impl FindingKind {
+    /// Stable name used in the alert contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::HeavyHitter => "heavy_hitter",
+            FindingKind::QuadraticSetupGrowth => "quadratic_setup_growth",
+            FindingKind::MissedHeartbeat => "missed_heartbeat",
+            FindingKind::SynRetransmits => "syn_retransmits",
+        }
+    }
+}
+
+/// Severity of a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth a look.
+    Info,
+    /// Degradation likely.
+    Warning,
+    /// Outage or imminent outage.
+    Critical,
+}
+
+/// One detector's statement about one subject at one moment of event time.
+///
+/// `active: true` says the condition holds (raise or keep the alert); `active: false` says it
+/// cleared (resolve it). The rules layer turns these into alert events.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// Detector.
+    pub kind: FindingKind,
+    /// Whether the condition holds.
+    pub active: bool,
+    /// Tenant concerned, if any.
+    pub tenant: Option<String>,
+    /// An address, a service `addr:port/proto`, or a flow `src:port->dst:port/proto`.
+    pub subject: String,
+    /// Severity.
+    pub severity: Severity,
+    /// When the condition started (event time, ns).
+    pub started_ns: u64,
+    /// When it was detected (event time, ns): a deadline, or the end of a window.
+    pub detected_ns: u64,
+    /// The measured value (its unit depends on the kind; see docs/alerts.md).
+    pub value: f64,
+    /// The threshold it was compared with.
+    pub threshold: f64,
+    /// The numbers behind it.
+    pub evidence: serde_json::Value,
+}
+
+/// `addr:port` with IPv6 in brackets.
+pub fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// Conventional short name of a transport protocol number for subjects.
+pub fn proto_label(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}

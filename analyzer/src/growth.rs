@@ -1,0 +1,282 @@
+//! Quadratic growth of connection setups with a tenant's node count.
+//!
+//! Each point is one rollup window: the tenant's distinct sources (nodes) and its
+//! connection setups. Over a sliding history the detector fits `log(setups) = a + b·log(nodes)`
+//! with the Theil–Sen estimator (the median of pairwise slopes: robust to a few outlying
+//! windows), with Sen's distribution-free confidence interval for `b`. A tenant whose
+//! exponent `b` is at least the threshold, whose node counts span enough range, and whose
+//! points fit well (R² on the log scale) is flagged: at `b = 2`, doubling its nodes
+//! quadruples its setups.
+use std::collections::VecDeque;
+
+use crate::config::SetupGrowthConfig;
+use crate::finding::{Finding, FindingKind, Severity};
+
+/// A Theil–Sen fit of `y = a + b·x`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    /// Slope (the growth exponent on log-log axes).
+    pub slope: f64,
+    /// Intercept.
+    pub intercept: f64,
+    /// 95 % confidence interval of the slope (Sen 1968).
+    pub slope_low: f64,
+    /// Upper end of the interval.
+    pub slope_high: f64,
+    /// Coefficient of determination of the fitted line.
+    pub r2: f64,
+    /// Points used.
+    pub n: usize,
+}
+
+/// Theil–Sen regression over points with distinct `x`; `None` with fewer than 3 usable points.
+pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
+    let n = points.len();
+    let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
+    for i in 0..n {
+        for j in i + 1..n {
+            let dx = points[j].0 - points[i].0;
+            if dx.abs() > 1e-9 {
+                slopes.push((points[j].1 - points[i].1) / dx);
+            }
+        }
+    }
+    if n < 3 || slopes.len() < 3 {
+        return None;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let m = slopes.len();
+    let slope = median_sorted(&slopes);
+    let mut intercepts: Vec<f64> = points.iter().map(|(x, y)| y - slope * x).collect();
+    intercepts.sort_by(f64::total_cmp);
+    let intercept = median_sorted(&intercepts);
+    // Sen's interval: ranks (m ∓ C)/2 with C = z·sqrt(n(n−1)(2n+5)/18), z = 1.96.
+    let nf = n as f64;
+    let c = 1.96 * (nf * (nf - 1.0) * (2.0 * nf + 5.0) / 18.0).sqrt();
+    let lo = (((m as f64 - c) / 2.0).floor().max(0.0) as usize).min(m - 1);
+    let hi = (((m as f64 + c) / 2.0).ceil() as usize).min(m - 1);
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / nf;
+    let ss_tot: f64 = points.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
+    let ss_res: f64 = points
+        .iter()
+        .map(|p| (p.1 - intercept - slope * p.0).powi(2))
+        .sum();
+    let r2 = if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        0.0
+    };
+    Some(Fit {
+        slope,
+        intercept,
+        slope_low: slopes[lo],
+        slope_high: slopes[hi],
+        r2,
+        n,
+    })
+}
+
+fn median_sorted(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One tenant's history and alert state.
+#[derive(Clone, Debug, Default)]
+struct TenantHistory {
+    points: VecDeque<(u64, f64, f64)>,
+    firing_since: Option<u64>,
+}
+
+/// The per-tenant growth detector, run by the merger on each rollup point.
+pub struct GrowthDetector {
+    cfg: SetupGrowthConfig,
+    tenants: Vec<TenantHistory>,
+    /// Last fit per tenant, for reports.
+    pub last_fit: Vec<Option<(Fit, f64, f64)>>,
+}
+
+impl GrowthDetector {
+    /// A detector with these settings.
+    pub fn new(cfg: SetupGrowthConfig) -> GrowthDetector {
+        GrowthDetector {
+            cfg,
+            tenants: Vec::new(),
+            last_fit: Vec::new(),
+        }
+    }
+
+    /// Adds one point for tenant `t` (index) with its name; reports changes of state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &mut self,
+        t: usize,
+        tenant: &str,
+        start_ns: u64,
+        end_ns: u64,
+        nodes: u64,
+        setups: u64,
+        width_s: f64,
+        out: &mut Vec<Finding>,
+    ) {
+        if self.tenants.len() <= t {
+            self.tenants.resize_with(t + 1, TenantHistory::default);
+            self.last_fit.resize(t + 1, None);
+        }
+        let h = &mut self.tenants[t];
+        if nodes >= 2 && setups >= 1 {
+            h.points.push_back((start_ns, nodes as f64, setups as f64));
+            while h.points.len() > self.cfg.history {
+                h.points.pop_front();
+            }
+        }
+        if h.points.len() < self.cfg.min_points {
+            return;
+        }
+        let logs: Vec<(f64, f64)> = h.points.iter().map(|(_, n, s)| (n.ln(), s.ln())).collect();
+        let Some(fit) = theil_sen(&logs) else { return };
+        let (min_n, max_n) = h
+            .points
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+        let range = max_n / min_n.max(1.0);
+        self.last_fit[t] = Some((fit, range, setups as f64 / width_s.max(1e-9)));
+        let hot = fit.slope >= self.cfg.min_exponent
+            && range >= self.cfg.min_node_range
+            && fit.r2 >= self.cfg.min_r2;
+        let rate_now = setups as f64 / width_s.max(1e-9);
+        let projected = rate_now * 2f64.powf(fit.slope);
+        let evidence = serde_json::json!({
+            "exponent": fit.slope,
+            "exponent_ci95": [fit.slope_low, fit.slope_high],
+            "r2": fit.r2,
+            "points": fit.n,
+            "point_s": width_s,
+            "nodes_now": nodes,
+            "nodes_min": min_n,
+            "nodes_max": max_n,
+            "node_range": range,
+            "setups_now": setups,
+            "setup_rate_per_s": rate_now,
+            "projected_setup_rate_at_2x_nodes": projected,
+            "history": h.points.iter().map(|(ts, n, s)| serde_json::json!([ts, n, s])).collect::<Vec<_>>(),
+        });
+        let since = h.firing_since;
+        if hot {
+            let started = *h
+                .firing_since
+                .get_or_insert(h.points.front().map(|p| p.0).unwrap_or(start_ns));
+            out.push(Finding {
+                kind: FindingKind::QuadraticSetupGrowth,
+                active: true,
+                tenant: Some(tenant.to_string()),
+                subject: tenant.to_string(),
+                severity: if fit.slope >= 1.9 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                started_ns: started,
+                detected_ns: end_ns,
+                value: fit.slope,
+                threshold: self.cfg.min_exponent,
+                evidence,
+            });
+        } else if let Some(started) = since {
+            h.firing_since = None;
+            out.push(Finding {
+                kind: FindingKind::QuadraticSetupGrowth,
+                active: false,
+                tenant: Some(tenant.to_string()),
+                subject: tenant.to_string(),
+                severity: Severity::Warning,
+                started_ns: started,
+                detected_ns: end_ns,
+                value: fit.slope,
+                threshold: self.cfg.min_exponent,
+                evidence,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Rng;
+
+    #[test]
+    fn recovers_exponents_with_noise_and_outliers() {
+        let mut rng = Rng::new(5);
+        for exponent in [1.0, 1.5, 2.0] {
+            let mut pts: Vec<(f64, f64)> = (0..30)
+                .map(|i| {
+                    let n = 20.0 + 10.0 * i as f64;
+                    let noise = 1.0 + 0.2 * (rng.unit() - 0.5);
+                    (n.ln(), (0.1 * n.powf(exponent) * noise).ln())
+                })
+                .collect();
+            pts[7].1 += 3.0; // one wild window
+            let fit = theil_sen(&pts).unwrap();
+            assert!(
+                (fit.slope - exponent).abs() < 0.1,
+                "exponent {exponent}: fitted {fit:?}"
+            );
+            assert!(fit.slope_low <= fit.slope && fit.slope <= fit.slope_high);
+            assert!(fit.slope_high - fit.slope_low < 0.3, "{fit:?}");
+        }
+    }
+
+    #[test]
+    fn flags_quadratic_not_linear() {
+        let cfg = SetupGrowthConfig::default();
+        let mut d = GrowthDetector::new(cfg);
+        let mut out = Vec::new();
+        for i in 0..20u64 {
+            let n = 20 + 10 * i;
+            d.observe(
+                1,
+                "quad",
+                i * 10,
+                (i + 1) * 10,
+                n,
+                n * n / 10,
+                10.0,
+                &mut out,
+            );
+            d.observe(2, "linear", i * 10, (i + 1) * 10, n, 3 * n, 10.0, &mut out);
+        }
+        assert!(out.iter().all(|f| f.subject == "quad"), "{out:?}");
+        let last = out.last().unwrap();
+        assert!(last.active && (last.value - 2.0).abs() < 0.05);
+        let projected = last.evidence["projected_setup_rate_at_2x_nodes"]
+            .as_f64()
+            .unwrap();
+        let now = last.evidence["setup_rate_per_s"].as_f64().unwrap();
+        assert!((projected / now - 4.0).abs() < 0.3, "{projected} vs {now}");
+    }
+
+    #[test]
+    fn no_flag_without_node_range() {
+        let mut d = GrowthDetector::new(SetupGrowthConfig::default());
+        let mut out = Vec::new();
+        for i in 0..20u64 {
+            let n = 100 + i % 3; // steady node count, noisy setups
+            d.observe(
+                0,
+                "steady",
+                i,
+                i + 1,
+                n,
+                1000 + (i * 37 % 200),
+                10.0,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+}

@@ -1,0 +1,353 @@
+//! Missed heartbeats: periodic flows discovered from their own inter-arrival times, and
+//! BFD sessions from the intervals they advertise (RFC 5880 §6.8.4).
+//!
+//! Each flow keeps its last inter-arrival samples; once enough of them agree (median and
+//! median absolute deviation), the flow is periodic and gets a deadline of `k` periods
+//! after its last packet. A BFD control flow's deadline is its detection time:
+//! `detect_mult × max(its desired min TX, the peer's required min RX)`. Deadlines live in a
+//! min-heap, so advancing event time touches only the flows that are due, never every flow.
+//! A flow that ends (TCP FIN/RST, BFD Down/AdminDown) drops its deadline.
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
+
+use crate::config::HeartbeatConfig;
+use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+
+const SAMPLES: usize = 16;
+
+/// Identity of a heartbeat flow, one direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port for TCP; BFD's "my discriminator" low bits for BFD; 0 for other UDP,
+    /// whose senders may change source port between beats.
+    pub src_port: u32,
+    /// Destination port.
+    pub dst_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+}
+
+impl FlowKey {
+    fn subject(&self, shown_src_port: u16) -> String {
+        format!(
+            "{}->{}/{}",
+            endpoint(self.src, shown_src_port),
+            endpoint(self.dst, self.dst_port),
+            proto_label(self.proto)
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+struct BfdTiming {
+    detect_mult: u8,
+    desired_min_tx_us: u32,
+    required_min_rx_us: u32,
+    my_disc: u32,
+    your_disc: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Flow {
+    last_ts: u64,
+    shown_src_port: u16,
+    samples: [u64; SAMPLES],
+    n: usize,
+    period_ns: u64,
+    spread_ns: u64,
+    periodic: bool,
+    generation: u32,
+    deadline: Option<u64>,
+    /// Firing since this event time (the last packet before the silence).
+    firing_since: Option<u64>,
+    bfd: Option<BfdTiming>,
+    tenant: Option<String>,
+}
+
+/// Per-worker heartbeat state.
+pub struct HeartbeatTracker {
+    cfg: HeartbeatConfig,
+    flows: FxHashMap<FlowKey, Flow>,
+    timers: BinaryHeap<Reverse<(u64, FlowKey, u32)>>,
+    /// Peer's required min RX by (peer address, peer discriminator) for BFD detect times.
+    bfd_rx: FxHashMap<(IpAddr, u32), u32>,
+    /// Packets not tracked because the table was full.
+    pub untracked: u64,
+}
+
+impl HeartbeatTracker {
+    /// A tracker with these settings.
+    pub fn new(cfg: HeartbeatConfig) -> HeartbeatTracker {
+        HeartbeatTracker {
+            cfg,
+            flows: FxHashMap::default(),
+            timers: BinaryHeap::new(),
+            bfd_rx: FxHashMap::default(),
+            untracked: 0,
+        }
+    }
+
+    /// Flows tracked now.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Periodic flows tracked now.
+    pub fn periodic(&self) -> usize {
+        self.flows.values().filter(|f| f.periodic).count()
+    }
+
+    /// Feeds one packet; a flow that resumes after a missed deadline yields a resolving finding.
+    pub fn observe(
+        &mut self,
+        m: &PacketMeta,
+        tenant: impl FnOnce() -> Option<String>,
+        out: &mut Vec<Finding>,
+    ) {
+        let (Some(src), Some(dst)) = (m.src, m.dst) else {
+            return;
+        };
+        if m.malformed.is_some() || m.fragment == Fragment::Later {
+            return;
+        }
+        let bfd = match m.detail {
+            Detail::Bfd(b)
+                if matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop) =>
+            {
+                Some(b)
+            }
+            _ => None,
+        };
+        let src_port = match (m.ip_proto, bfd) {
+            (_, Some(b)) => b.my_disc,
+            (6, _) => u32::from(m.src_port),
+            _ => 0,
+        };
+        let key = FlowKey {
+            src,
+            dst,
+            src_port,
+            dst_port: m.dst_port,
+            proto: m.ip_proto,
+        };
+        let ended = match (bfd, m.kind) {
+            (Some(b), _) => matches!(b.state, BfdState::Down | BfdState::AdminDown),
+            (None, ProtocolType::TcpFin | ProtocolType::TcpRst) => true,
+            _ => false,
+        };
+        if let Some(b) = bfd {
+            self.bfd_rx.insert((src, b.my_disc), b.required_min_rx_us);
+            if self.bfd_rx.len() > self.cfg.max_flows {
+                self.bfd_rx.clear();
+            }
+        }
+        if ended {
+            if let Some(f) = self.flows.remove(&key) {
+                if let Some(since) = f.firing_since {
+                    out.push(resolved(&key, &f, since, m.ts_ns, "flow ended"));
+                }
+            }
+            return;
+        }
+        if !self.flows.contains_key(&key) && self.flows.len() >= self.cfg.max_flows {
+            self.untracked += 1;
+            return;
+        }
+        let flow = self.flows.entry(key).or_insert_with(|| Flow {
+            last_ts: m.ts_ns,
+            shown_src_port: m.src_port,
+            samples: [0; SAMPLES],
+            n: 0,
+            period_ns: 0,
+            spread_ns: 0,
+            periodic: false,
+            generation: 0,
+            deadline: None,
+            firing_since: None,
+            bfd: None,
+            tenant: tenant(),
+        });
+        if m.ts_ns < flow.last_ts {
+            return; // out of order: no interval to learn from
+        }
+        if let Some(since) = flow.firing_since.take() {
+            out.push(resolved(&key, flow, since, m.ts_ns, "flow resumed"));
+            // The gap is not a sample of the period.
+        } else if flow.n > 0 || m.ts_ns > flow.last_ts {
+            let gap = m.ts_ns - flow.last_ts;
+            if gap > 0 {
+                flow.samples[flow.n % SAMPLES] = gap;
+                flow.n += 1;
+            }
+        }
+        flow.last_ts = m.ts_ns;
+        flow.shown_src_port = m.src_port;
+        if let Some(b) = bfd {
+            flow.bfd = Some(BfdTiming {
+                detect_mult: b.detect_mult,
+                desired_min_tx_us: b.desired_min_tx_us,
+                required_min_rx_us: b.required_min_rx_us,
+                my_disc: b.my_disc,
+                your_disc: b.your_disc,
+            });
+        }
+        learn(flow, &self.cfg);
+        let wait = match &flow.bfd {
+            Some(b) => {
+                let peer_rx = self.bfd_rx.get(&(dst, b.your_disc)).copied().unwrap_or(0);
+                let interval_us = u64::from(b.desired_min_tx_us.max(peer_rx));
+                (interval_us > 0 && b.detect_mult > 0)
+                    .then(|| u64::from(b.detect_mult) * interval_us * 1000)
+            }
+            None => flow
+                .periodic
+                .then_some((flow.period_ns as f64 * self.cfg.k) as u64),
+        };
+        flow.generation = flow.generation.wrapping_add(1);
+        flow.deadline = wait.map(|w| m.ts_ns + w);
+        if let Some(d) = flow.deadline {
+            self.timers.push(Reverse((d, key, flow.generation)));
+        }
+    }
+
+    /// Fires every deadline at or before `now` (event time).
+    pub fn advance(&mut self, now: u64, out: &mut Vec<Finding>) {
+        while let Some(Reverse((deadline, key, generation))) = self.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(flow) = self.flows.get_mut(&key) else {
+                continue;
+            };
+            if flow.generation != generation || flow.firing_since.is_some() {
+                continue;
+            }
+            flow.firing_since = Some(flow.last_ts);
+            out.push(firing(&key, flow, deadline));
+        }
+    }
+
+    /// Drops flows idle for longer than any deadline could matter (called at window ends).
+    pub fn sweep(&mut self, now: u64) {
+        let max_idle = (self.cfg.max_period_s * self.cfg.k * 1e9) as u64;
+        let young_idle = (self.cfg.min_period_s * 1e9 * 100.0).max(60e9) as u64;
+        self.flows.retain(|_, f| {
+            let idle = now.saturating_sub(f.last_ts);
+            if f.firing_since.is_some() {
+                return idle < max_idle.saturating_mul(4);
+            }
+            if f.periodic || f.bfd.is_some() {
+                idle < max_idle
+            } else {
+                idle < young_idle
+            }
+        });
+        if self.timers.len() > 4 * self.flows.len().max(1024) {
+            let live: Vec<_> = self
+                .timers
+                .drain()
+                .filter(|Reverse((_, k, g))| self.flows.get(k).is_some_and(|f| f.generation == *g))
+                .collect();
+            self.timers = live.into_iter().collect();
+        }
+    }
+}
+
+/// Median and median absolute deviation of the samples; periodic when they agree.
+fn learn(flow: &mut Flow, cfg: &HeartbeatConfig) {
+    let n = flow.n.min(SAMPLES);
+    if n < cfg.min_samples {
+        flow.periodic = false;
+        return;
+    }
+    let mut s = [0u64; SAMPLES];
+    s[..n].copy_from_slice(&flow.samples[..n]);
+    let s = &mut s[..n];
+    s.sort_unstable();
+    let median = s[n / 2];
+    let mut dev = [0u64; SAMPLES];
+    for (d, x) in dev.iter_mut().zip(s.iter()) {
+        *d = x.abs_diff(median);
+    }
+    let dev = &mut dev[..n];
+    dev.sort_unstable();
+    let mad = dev[n / 2];
+    flow.period_ns = median;
+    flow.spread_ns = mad;
+    let period_s = median as f64 / 1e9;
+    flow.periodic = period_s >= cfg.min_period_s
+        && period_s <= cfg.max_period_s
+        && (mad as f64) <= cfg.max_spread * median as f64;
+}
+
+fn evidence(key: &FlowKey, flow: &Flow) -> serde_json::Value {
+    let mut e = serde_json::json!({
+        "period_s": flow.period_ns as f64 / 1e9,
+        "spread_s": flow.spread_ns as f64 / 1e9,
+        "samples": flow.n,
+        "last_packet_at_ns": flow.last_ts,
+        "protocol": proto_label(key.proto),
+    });
+    if let Some(b) = &flow.bfd {
+        e["bfd"] = serde_json::json!({
+            "detect_mult": b.detect_mult,
+            "desired_min_tx_us": b.desired_min_tx_us,
+            "required_min_rx_us": b.required_min_rx_us,
+            "my_discriminator": b.my_disc,
+            "your_discriminator": b.your_disc,
+        });
+    }
+    e
+}
+
+fn firing(key: &FlowKey, flow: &Flow, deadline: u64) -> Finding {
+    let allowed = deadline.saturating_sub(flow.last_ts) as f64 / 1e9;
+    Finding {
+        kind: FindingKind::MissedHeartbeat,
+        active: true,
+        tenant: flow.tenant.clone(),
+        subject: key.subject(flow.shown_src_port),
+        severity: if flow.bfd.is_some() {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        started_ns: flow.last_ts,
+        detected_ns: deadline,
+        value: allowed,
+        threshold: allowed,
+        evidence: evidence(key, flow),
+    }
+}
+
+fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: &str) -> Finding {
+    let gap = now.saturating_sub(since) as f64 / 1e9;
+    let mut e = evidence(key, flow);
+    e["gap_s"] = serde_json::json!(gap);
+    e["resolution"] = serde_json::json!(why);
+    Finding {
+        kind: FindingKind::MissedHeartbeat,
+        active: false,
+        tenant: flow.tenant.clone(),
+        subject: key.subject(flow.shown_src_port),
+        severity: if flow.bfd.is_some() {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        started_ns: since,
+        detected_ns: now,
+        value: gap,
+        threshold: 0.0,
+        evidence: e,
+    }
+}

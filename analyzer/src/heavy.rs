@@ -1,0 +1,440 @@
+//! Heavy hitters: keys that hold a large share of a window *and* stand far above their own
+//! baseline (an EWMA of their per-window count with its deviation). A big source that has
+//! always been big is not an anomaly; a new one, or one that jumped, is.
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+use tapwatch_classifier::{Classifier, ProtocolType, SizeClass, TenantMap};
+
+use crate::config::HeavyHitterConfig;
+use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+use crate::sketch::FrequentItems;
+use crate::window::{ServiceKey, WindowStats};
+
+/// Candidates judged per dimension per window.
+const CANDIDATES: usize = 8;
+/// Keys with a baseline at most, per dimension.
+const MAX_BASELINES: usize = 16_384;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Ewma {
+    mean: f64,
+    var: f64,
+}
+
+impl Ewma {
+    fn update(&mut self, x: f64, alpha: f64) {
+        let d = x - self.mean;
+        self.mean += alpha * d;
+        self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Firing {
+    since_ns: u64,
+    quiet: u32,
+    peak: f64,
+}
+
+/// One dimension: baselines and firing state for its keys.
+struct Dimension<K> {
+    baselines: FxHashMap<K, Ewma>,
+    firing: FxHashMap<K, Firing>,
+}
+
+impl<K: Copy + Eq + Hash> Dimension<K> {
+    fn new() -> Dimension<K> {
+        Dimension {
+            baselines: FxHashMap::default(),
+            firing: FxHashMap::default(),
+        }
+    }
+}
+
+/// A candidate's verdict.
+struct Verdict {
+    hot: bool,
+    count: u64,
+    share: f64,
+    rate: f64,
+    baseline: Ewma,
+}
+
+/// The heavy-hitter judge, run by the merger on each closed base window.
+pub struct HeavyJudge {
+    cfg: HeavyHitterConfig,
+    first_ns: Option<u64>,
+    sources: Dimension<IpAddr>,
+    source_bytes: Dimension<IpAddr>,
+    source_kinds: Dimension<(IpAddr, ProtocolType, SizeClass)>,
+    services: Dimension<ServiceKey>,
+    type_names: Vec<String>,
+}
+
+impl HeavyJudge {
+    /// A judge with these settings; type names come from the classifier.
+    pub fn new(cfg: HeavyHitterConfig, classifier: &Classifier) -> HeavyJudge {
+        let type_names = (0..classifier.type_count())
+            .map(|i| {
+                classifier
+                    .type_at(i)
+                    .map(|k| classifier.type_name(k).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        HeavyJudge {
+            cfg,
+            first_ns: None,
+            sources: Dimension::new(),
+            source_bytes: Dimension::new(),
+            source_kinds: Dimension::new(),
+            services: Dimension::new(),
+            type_names,
+        }
+    }
+
+    /// Judges one closed window.
+    pub fn judge(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        let first = *self.first_ns.get_or_insert(w.start_ns);
+        let judging = w.end_ns.saturating_sub(first) as f64 / 1e9 > self.cfg.warmup_s;
+        let width = w.width_s().max(1e-9);
+        let cfg = self.cfg.clone();
+
+        // Sources by packets, then by bytes; a source hot on either is one alert.
+        let by_packets = judge_dimension(
+            &cfg,
+            &mut self.sources,
+            &w.sources,
+            w.packets,
+            width,
+            cfg.min_pps,
+            judging,
+        );
+        let by_bytes = judge_dimension(
+            &cfg,
+            &mut self.source_bytes,
+            &w.source_bytes,
+            w.bytes,
+            width,
+            cfg.min_bytes_per_s,
+            judging,
+        );
+        let mut hot_sources: Vec<IpAddr> = Vec::new();
+        for (key, v) in by_packets.iter().chain(by_bytes.iter()) {
+            if v.hot && !hot_sources.contains(key) {
+                hot_sources.push(*key);
+            }
+        }
+        for key in &hot_sources {
+            let p = by_packets.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+            let b = by_bytes.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+            let (dim, v, unit) = match (p, b) {
+                (Some(p), _) if p.hot => ("source_packets", p, "packets"),
+                (_, Some(b)) => ("source_bytes", b, "bytes"),
+                (Some(p), None) => ("source_packets", p, "packets"),
+                (None, None) => continue,
+            };
+            let top_kind = w.source_kinds.top(64).into_iter().find(|e| e.key.0 == *key);
+            let mut evidence = evidence(dim, unit, v, w, width, &cfg, w.sources.error_bound());
+            if let Some(k) = top_kind {
+                evidence["top_protocol_type"] = serde_json::json!(self
+                    .type_names
+                    .get(k.key.1.index())
+                    .cloned()
+                    .unwrap_or_default());
+                evidence["top_size_class"] = serde_json::json!(k.key.2.name());
+            }
+            let tenant = Some(tenants.name(tenants.lookup(*key)).to_string());
+            raise(
+                &mut self.sources,
+                &cfg,
+                *key,
+                key.to_string(),
+                tenant,
+                v,
+                w,
+                evidence,
+                out,
+            );
+        }
+
+        // (source, type, size) only where the source as a whole is not already hot: it
+        // catches a new kind of packet from a source that is big anyway.
+        let kinds = judge_dimension(
+            &cfg,
+            &mut self.source_kinds,
+            &w.source_kinds,
+            w.packets,
+            width,
+            cfg.min_pps,
+            judging,
+        );
+        for (key, v) in kinds
+            .iter()
+            .filter(|(k, v)| v.hot && !hot_sources.contains(&k.0))
+        {
+            let name = self
+                .type_names
+                .get(key.1.index())
+                .cloned()
+                .unwrap_or_default();
+            let subject = format!("{} {} {}", key.0, name, key.2.name());
+            let mut e = evidence(
+                "source_type_size",
+                "packets",
+                v,
+                w,
+                width,
+                &cfg,
+                w.source_kinds.error_bound(),
+            );
+            e["protocol_type"] = serde_json::json!(name);
+            e["size_class"] = serde_json::json!(key.2.name());
+            let tenant = Some(tenants.name(tenants.lookup(key.0)).to_string());
+            raise(
+                &mut self.source_kinds,
+                &cfg,
+                *key,
+                subject,
+                tenant,
+                v,
+                w,
+                e,
+                out,
+            );
+        }
+
+        // Destination services, unless one hot source drives most of the service's packets.
+        let services = judge_dimension(
+            &cfg,
+            &mut self.services,
+            &w.services,
+            w.packets,
+            width,
+            cfg.min_pps,
+            judging,
+        );
+        let flows = w.flows.top(64);
+        for (key, v) in services.iter().filter(|(_, v)| v.hot) {
+            let driver = flows.iter().find(|f| (f.key.2, f.key.3, f.key.4) == *key);
+            if driver.is_some_and(|f| hot_sources.contains(&f.key.0) && f.count * 2 >= v.count) {
+                continue;
+            }
+            let subject = format!("{}/{}", endpoint(key.0, key.1), proto_label(key.2));
+            let mut e = evidence(
+                "destination_service",
+                "packets",
+                v,
+                w,
+                width,
+                &cfg,
+                w.services.error_bound(),
+            );
+            e["top_sources"] = serde_json::json!(flows
+                .iter()
+                .filter(|f| (f.key.2, f.key.3, f.key.4) == *key)
+                .take(5)
+                .map(|f| serde_json::json!({"source": f.key.0.to_string(), "packets": f.count}))
+                .collect::<Vec<_>>());
+            raise(&mut self.services, &cfg, *key, subject, None, v, w, e, out);
+        }
+
+        self.resolve_quiet(w, &hot_sources, &kinds, &services, tenants, out);
+    }
+
+    fn resolve_quiet(
+        &mut self,
+        w: &WindowStats,
+        hot_sources: &[IpAddr],
+        kinds: &[((IpAddr, ProtocolType, SizeClass), Verdict)],
+        services: &[(ServiceKey, Verdict)],
+        tenants: &TenantMap,
+        out: &mut Vec<Finding>,
+    ) {
+        let clear = self.cfg.clear_windows;
+        let threshold = self.cfg.min_share;
+        let mut done = |subject: String, tenant: Option<String>, f: &Firing| {
+            out.push(Finding {
+                kind: FindingKind::HeavyHitter,
+                active: false,
+                tenant,
+                subject,
+                severity: Severity::Warning,
+                started_ns: f.since_ns,
+                detected_ns: w.end_ns,
+                value: f.peak,
+                threshold,
+                evidence: serde_json::json!({"peak_share": f.peak, "quiet_windows": f.quiet}),
+            })
+        };
+        let names = &self.type_names;
+        self.sources.firing.retain(|k, f| {
+            if hot_sources.contains(k) {
+                return true;
+            }
+            f.quiet += 1;
+            let keep = f.quiet < clear;
+            if !keep {
+                done(
+                    k.to_string(),
+                    Some(tenants.name(tenants.lookup(*k)).to_string()),
+                    f,
+                );
+            }
+            keep
+        });
+        self.source_kinds.firing.retain(|k, f| {
+            if kinds.iter().any(|(kk, v)| kk == k && v.hot) {
+                return true;
+            }
+            f.quiet += 1;
+            let keep = f.quiet < clear;
+            if !keep {
+                let name = names.get(k.1.index()).cloned().unwrap_or_default();
+                done(
+                    format!("{} {} {}", k.0, name, k.2.name()),
+                    Some(tenants.name(tenants.lookup(k.0)).to_string()),
+                    f,
+                );
+            }
+            keep
+        });
+        self.services.firing.retain(|k, f| {
+            if services.iter().any(|(kk, v)| kk == k && v.hot) {
+                return true;
+            }
+            f.quiet += 1;
+            let keep = f.quiet < clear;
+            if !keep {
+                done(
+                    format!("{}/{}", endpoint(k.0, k.1), proto_label(k.2)),
+                    None,
+                    f,
+                );
+            }
+            keep
+        });
+    }
+}
+
+/// Records a hot key as firing and reports it.
+#[allow(clippy::too_many_arguments)]
+fn raise<K: Copy + Eq + Hash>(
+    dim: &mut Dimension<K>,
+    cfg: &HeavyHitterConfig,
+    key: K,
+    subject: String,
+    tenant: Option<String>,
+    v: &Verdict,
+    w: &WindowStats,
+    evidence: serde_json::Value,
+    out: &mut Vec<Finding>,
+) {
+    let f = dim.firing.entry(key).or_insert(Firing {
+        since_ns: w.start_ns,
+        quiet: 0,
+        peak: 0.0,
+    });
+    f.quiet = 0;
+    f.peak = f.peak.max(v.share);
+    out.push(Finding {
+        kind: FindingKind::HeavyHitter,
+        active: true,
+        tenant,
+        subject,
+        severity: if v.share >= 0.5 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        started_ns: f.since_ns,
+        detected_ns: w.end_ns,
+        value: v.share,
+        threshold: cfg.min_share,
+        evidence,
+    });
+}
+
+/// Judges the top candidates of one sketch, then updates every baseline with this window.
+fn judge_dimension<K: Copy + Eq + Hash>(
+    cfg: &HeavyHitterConfig,
+    dim: &mut Dimension<K>,
+    sketch: &FrequentItems<K>,
+    total: u64,
+    width_s: f64,
+    min_rate: f64,
+    judging: bool,
+) -> Vec<(K, Verdict)> {
+    let mut verdicts = Vec::new();
+    for e in sketch.top(CANDIDATES) {
+        let count = e.count as f64;
+        let share = if total > 0 { count / total as f64 } else { 0.0 };
+        let rate = count / width_s;
+        let baseline = dim.baselines.get(&e.key).copied().unwrap_or_default();
+        let sd = baseline.var.sqrt().max(baseline.mean.sqrt()).max(1.0);
+        let above = count > cfg.baseline_factor * baseline.mean
+            && count > baseline.mean + cfg.baseline_sigmas * sd;
+        let hot = judging && share >= cfg.min_share && rate >= min_rate && above;
+        verdicts.push((
+            e.key,
+            Verdict {
+                hot,
+                count: e.count,
+                share,
+                rate,
+                baseline,
+            },
+        ));
+    }
+    // Baselines: every key with one is updated (0 if absent this window); firing keys keep
+    // theirs frozen so a long flood does not become the norm.
+    let alpha = cfg.ewma_alpha;
+    for (k, b) in dim.baselines.iter_mut() {
+        if !dim.firing.contains_key(k) {
+            let x = sketch.get(k).map(|e| e.count).unwrap_or(0) as f64;
+            b.update(x, alpha);
+        }
+    }
+    dim.baselines
+        .retain(|k, b| b.mean >= 0.5 || dim.firing.contains_key(k));
+    for (k, v) in &verdicts {
+        if !dim.baselines.contains_key(k) && !v.hot && dim.baselines.len() < MAX_BASELINES {
+            // First sighting: start from this window's count (an established key is not new).
+            dim.baselines.insert(
+                *k,
+                Ewma {
+                    mean: v.count as f64,
+                    var: 0.0,
+                },
+            );
+        }
+    }
+    verdicts
+}
+
+fn evidence(
+    dimension: &str,
+    unit: &str,
+    v: &Verdict,
+    w: &WindowStats,
+    width_s: f64,
+    cfg: &HeavyHitterConfig,
+    error_bound: u64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "dimension": dimension,
+        "unit": unit,
+        "count": v.count,
+        "rate_per_s": v.rate,
+        "share": v.share,
+        "window_packets": w.packets,
+        "window_bytes": w.bytes,
+        "window_s": width_s,
+        "baseline_mean": v.baseline.mean,
+        "baseline_sd": v.baseline.var.sqrt(),
+        "baseline_factor": cfg.baseline_factor,
+        "sketch_error_bound": error_bound,
+    })
+}

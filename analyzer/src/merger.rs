@@ -1,0 +1,268 @@
+//! The merger: one thread's view over all shards. It merges each window once every shard
+//! has closed it, judges heavy hitters on base windows, and rolls windows up for the
+//! setup-growth fit, the SYN-retransmission judgement and the 10 s / 60 s levels.
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
+use tapwatch_classifier::{Classifier, TenantId, TenantMap};
+
+use crate::config::AnalyzerConfig;
+use crate::finding::{endpoint, Finding, FindingKind, Severity};
+use crate::growth::GrowthDetector;
+use crate::heavy::HeavyJudge;
+use crate::window::{latency_histogram, WindowStats};
+
+/// Widths of the rollup levels above the base window, seconds.
+pub const ROLLUP_LEVELS_S: [f64; 2] = [10.0, 60.0];
+
+/// Accumulates consecutive windows into one of a wider width.
+struct Rollup {
+    width_ns: u64,
+    current: Option<WindowStats>,
+}
+
+impl Rollup {
+    fn new(width_s: f64) -> Rollup {
+        Rollup {
+            width_ns: ((width_s * 1e9) as u64).max(1),
+            current: None,
+        }
+    }
+
+    /// Adds a window; returns the finished rollup when this window starts a new one.
+    fn push(&mut self, w: &WindowStats) -> Option<WindowStats> {
+        let start = w.start_ns / self.width_ns * self.width_ns;
+        let done = match &self.current {
+            Some(c) if c.start_ns != start => self.current.take(),
+            _ => None,
+        };
+        let cur = self
+            .current
+            .get_or_insert_with(|| w.empty_like(start, start + self.width_ns));
+        cur.merge(w);
+        cur.start_ns = start;
+        cur.end_ns = start + self.width_ns;
+        done
+    }
+
+    fn finish(&mut self) -> Option<WindowStats> {
+        self.current.take()
+    }
+}
+
+/// Whole-run handshake latency per tenant, for summaries.
+#[derive(Clone, Debug, Default)]
+pub struct TenantLatency {
+    /// SYN → SYN-ACK, µs.
+    pub syn_to_syn_ack: Option<Histogram<u64>>,
+    /// SYN-ACK → ACK, µs.
+    pub syn_ack_to_ack: Option<Histogram<u64>>,
+    /// Connection setups.
+    pub setups: u64,
+}
+
+/// Merges shard windows and runs the window-level detectors.
+pub struct Merger {
+    cfg: AnalyzerConfig,
+    tenants: TenantMap,
+    shards: usize,
+    pending: BTreeMap<u64, WindowStats>,
+    /// Latest window start each shard has closed.
+    shard_progress: Vec<Option<u64>>,
+    heavy: HeavyJudge,
+    growth: GrowthDetector,
+    growth_points: Rollup,
+    bursts: Rollup,
+    levels: Vec<Rollup>,
+    syn_firing: FxHashMap<(IpAddr, u16), u64>,
+    /// Windows finished per level: base, then [`ROLLUP_LEVELS_S`].
+    pub windows: [u64; 3],
+    /// Whole-run latency and setups per tenant index.
+    pub latency: Vec<TenantLatency>,
+}
+
+impl Merger {
+    /// A merger for `shards` shards.
+    pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier, shards: usize) -> Merger {
+        Merger {
+            tenants: classifier.tenants().clone(),
+            shards,
+            pending: BTreeMap::new(),
+            shard_progress: vec![None; shards],
+            heavy: HeavyJudge::new(cfg.heavy_hitters.clone(), classifier),
+            growth: GrowthDetector::new(cfg.setup_growth.clone()),
+            growth_points: Rollup::new(cfg.setup_growth.point_s),
+            bursts: Rollup::new(cfg.handshake.burst_window_s),
+            levels: ROLLUP_LEVELS_S.iter().map(|w| Rollup::new(*w)).collect(),
+            syn_firing: FxHashMap::default(),
+            windows: [0; 3],
+            latency: Vec::new(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The last setup-growth fit per tenant index: (fit, node range, setup rate per s).
+    pub fn growth_fits(&self) -> &[Option<(crate::growth::Fit, f64, f64)>] {
+        &self.growth.last_fit
+    }
+
+    /// A window closed by `shard`.
+    pub fn push(&mut self, shard: usize, w: WindowStats, out: &mut Vec<Finding>) {
+        let start = w.start_ns;
+        if let Some(p) = self.shard_progress.get_mut(shard) {
+            *p = Some(p.map_or(start, |s| s.max(start)));
+        }
+        match self.pending.get_mut(&start) {
+            Some(acc) => acc.merge(&w),
+            None => {
+                self.pending.insert(start, w);
+            }
+        }
+        // A window is complete once every shard has closed it or a later one.
+        let Some(done_upto) = self
+            .shard_progress
+            .iter()
+            .copied()
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().min())
+        else {
+            return;
+        };
+        while let Some((&s, _)) = self.pending.first_key_value() {
+            if s > done_upto {
+                break;
+            }
+            let w = self.pending.pop_first().expect("checked").1;
+            self.finished(w, out);
+        }
+    }
+
+    /// Finishes everything pending (end of a replay, or shutdown).
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        while let Some((_, w)) = self.pending.pop_first() {
+            self.finished(w, out);
+        }
+        if let Some(p) = self.growth_points.finish() {
+            self.growth_point(&p, out);
+        }
+        if let Some(b) = self.bursts.finish() {
+            self.burst(&b, out);
+        }
+        for (i, l) in self.levels.iter_mut().enumerate() {
+            if l.finish().is_some() {
+                self.windows[i + 1] += 1;
+            }
+        }
+    }
+
+    fn finished(&mut self, w: WindowStats, out: &mut Vec<Finding>) {
+        let _ = self.shards;
+        self.windows[0] += 1;
+        self.heavy.judge(&w, &self.tenants, out);
+        for (i, t) in w.tenants.iter().enumerate() {
+            if self.latency.len() <= i {
+                self.latency.resize_with(i + 1, TenantLatency::default);
+            }
+            let l = &mut self.latency[i];
+            l.setups += t.setups;
+            for (dst, src) in [
+                (&mut l.syn_to_syn_ack, &t.syn_to_syn_ack),
+                (&mut l.syn_ack_to_ack, &t.syn_ack_to_ack),
+            ] {
+                if let Some(h) = src {
+                    let _ = dst.get_or_insert_with(latency_histogram).add(h);
+                }
+            }
+        }
+        if let Some(p) = self.growth_points.push(&w) {
+            self.growth_point(&p, out);
+        }
+        if let Some(b) = self.bursts.push(&w) {
+            self.burst(&b, out);
+        }
+        for (i, l) in self.levels.iter_mut().enumerate() {
+            if l.push(&w).is_some() {
+                self.windows[i + 1] += 1;
+            }
+        }
+    }
+
+    fn growth_point(&mut self, p: &WindowStats, out: &mut Vec<Finding>) {
+        let width = p.width_s();
+        for (i, t) in p.tenants.iter().enumerate() {
+            if i == TenantId::UNASSIGNED.0 as usize {
+                continue; // "unassigned" is not one tenant: its nodes are unrelated
+            }
+            let name = self.tenants.name(TenantId(i as u16)).to_string();
+            self.growth.observe(
+                i,
+                &name,
+                p.start_ns,
+                p.end_ns,
+                t.nodes.count().0,
+                t.setups,
+                width,
+                out,
+            );
+        }
+    }
+
+    fn burst(&mut self, b: &WindowStats, out: &mut Vec<Finding>) {
+        let cfg = &self.cfg.handshake;
+        let mut hot = Vec::new();
+        for (server, s) in &b.servers {
+            let total = s.syns + s.retransmits;
+            let ratio = if total > 0 {
+                s.retransmits as f64 / total as f64
+            } else {
+                0.0
+            };
+            if s.retransmits >= cfg.min_retransmits && ratio >= cfg.min_retransmit_ratio {
+                hot.push(*server);
+                let started = *self.syn_firing.entry(*server).or_insert(b.start_ns);
+                let pct = |q: f64| s.syn_to_syn_ack.value_at_quantile(q);
+                out.push(Finding {
+                    kind: FindingKind::SynRetransmits,
+                    active: true,
+                    tenant: Some(self.tenants.name(self.tenants.lookup(server.0)).to_string()),
+                    subject: format!("{}/tcp", endpoint(server.0, server.1)),
+                    severity: if ratio >= 0.5 { Severity::Critical } else { Severity::Warning },
+                    started_ns: started,
+                    detected_ns: b.end_ns,
+                    value: s.retransmits as f64,
+                    threshold: cfg.min_retransmits as f64,
+                    evidence: serde_json::json!({
+                        "window_s": b.width_s(),
+                        "syns": s.syns,
+                        "retransmitted_syns": s.retransmits,
+                        "retransmit_ratio": ratio,
+                        "min_ratio": cfg.min_retransmit_ratio,
+                        "rsts": s.rsts,
+                        "syn_to_syn_ack_us": {"p50": pct(0.5), "p99": pct(0.99), "max": s.syn_to_syn_ack.max(), "samples": s.syn_to_syn_ack.len()},
+                    }),
+                });
+            }
+        }
+        let tenants = &self.tenants;
+        self.syn_firing.retain(|server, since| {
+            if hot.contains(server) {
+                return true;
+            }
+            out.push(Finding {
+                kind: FindingKind::SynRetransmits,
+                active: false,
+                tenant: Some(tenants.name(tenants.lookup(server.0)).to_string()),
+                subject: format!("{}/tcp", endpoint(server.0, server.1)),
+                severity: Severity::Warning,
+                started_ns: *since,
+                detected_ns: b.end_ns,
+                value: b.servers.get(server).map(|s| s.retransmits).unwrap_or(0) as f64,
+                threshold: cfg.min_retransmits as f64,
+                evidence: serde_json::json!({"window_s": b.width_s()}),
+            });
+            false
+        });
+    }
+}

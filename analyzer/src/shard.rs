@@ -1,0 +1,251 @@
+//! One worker's analyzer state: open windows, heartbeat deadlines, pending handshakes.
+//!
+//! A shard is fed the packets its worker classified, in (roughly) event-time order. It
+//! updates the open window inline — no lock, channel or allocation per packet — and hands
+//! closed windows and immediate findings (missed heartbeats) to the caller.
+use std::collections::VecDeque;
+
+use tapwatch_classifier::{Classifier, Fragment, PacketMeta, TenantId};
+
+use crate::config::AnalyzerConfig;
+use crate::finding::Finding;
+use crate::handshake::{HandshakeEvent, HandshakeTracker};
+use crate::heartbeat::HeartbeatTracker;
+use crate::window::{latency_histogram, Traffic, WindowStats};
+
+/// Windows a jump forward in time may create before the shard skips ahead instead.
+const MAX_EMPTY_WINDOWS: u64 = 600;
+
+/// Counters of the shard itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Packets seen.
+    pub packets: u64,
+    /// Packets later than the grace period (not in any window).
+    pub late: u64,
+    /// Jumps forward in event time too long to fill with empty windows.
+    pub time_jumps: u64,
+}
+
+/// Per-worker analyzer state.
+pub struct Shard {
+    cfg: AnalyzerConfig,
+    width_ns: u64,
+    grace_ns: u64,
+    open: VecDeque<WindowStats>,
+    watermark: u64,
+    heartbeat: HeartbeatTracker,
+    handshake: HandshakeTracker,
+    /// Whether each protocol-type index counts as a connection setup.
+    setup: Vec<bool>,
+    tenant_names: Vec<String>,
+    /// The shard's own counters.
+    pub counters: ShardCounters,
+}
+
+impl Shard {
+    /// A shard for packets labelled by `classifier`.
+    pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier) -> Shard {
+        let mut setup = vec![false; classifier.type_count()];
+        setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
+        for name in &cfg.setup_growth.setup_types {
+            for (i, is_setup) in setup.iter_mut().enumerate() {
+                if classifier
+                    .type_at(i)
+                    .is_some_and(|k| classifier.type_name(k) == name)
+                {
+                    *is_setup = true;
+                }
+            }
+        }
+        Shard {
+            width_ns: (cfg.window_s * 1e9) as u64,
+            grace_ns: (cfg.grace_s * 1e9) as u64,
+            open: VecDeque::new(),
+            watermark: 0,
+            heartbeat: HeartbeatTracker::new(cfg.heartbeat.clone()),
+            handshake: HandshakeTracker::new(cfg.handshake.clone()),
+            setup,
+            tenant_names: classifier.tenants().names().to_vec(),
+            counters: ShardCounters::default(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Event time as far as this shard has seen it.
+    pub fn now(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Heartbeat flows tracked (all, periodic).
+    pub fn heartbeat_flows(&self) -> (usize, usize) {
+        (self.heartbeat.len(), self.heartbeat.periodic())
+    }
+
+    /// Handshakes in progress.
+    pub fn pending_handshakes(&self) -> usize {
+        self.handshake.len()
+    }
+
+    fn new_window(&self, index: u64) -> WindowStats {
+        let start = index * self.width_ns;
+        WindowStats::new(
+            start,
+            start + self.width_ns,
+            self.cfg.heavy_hitters.sketch_capacity,
+            self.cfg.setup_growth.exact_nodes,
+            self.cfg.handshake.max_servers,
+        )
+    }
+
+    /// Feeds one classified packet.
+    #[inline]
+    pub fn observe(
+        &mut self,
+        m: &PacketMeta,
+        findings: &mut Vec<Finding>,
+        closed: &mut Vec<WindowStats>,
+    ) {
+        self.counters.packets += 1;
+        if m.ts_ns > self.watermark {
+            self.advance(m.ts_ns, findings, closed);
+        }
+        let tenant_name = |t: TenantId, names: &[String]| names.get(t.0 as usize).cloned();
+        let names = &self.tenant_names;
+        self.heartbeat
+            .observe(m, || m.src.and(tenant_name(m.tenant, names)), findings);
+        let event = self.handshake.observe(m);
+        let index = m.ts_ns / self.width_ns.max(1);
+        let first = self.open.front().map(|w| w.start_ns / self.width_ns.max(1));
+        let Some(first) = first else {
+            self.counters.late += 1;
+            return;
+        };
+        if index < first {
+            self.counters.late += 1;
+            return;
+        }
+        let Some(w) = self.open.get_mut((index - first) as usize) else {
+            self.counters.late += 1;
+            return;
+        };
+        w.packets += 1;
+        w.bytes += u64::from(m.wire_len);
+        let t = w
+            .traffic
+            .entry((m.tenant, m.kind, m.size_class))
+            .or_insert(Traffic::default());
+        t.packets += 1;
+        t.bytes += u64::from(m.wire_len);
+        let Some(src) = m.src else { return };
+        if m.malformed.is_some() {
+            return;
+        }
+        let tw = w.tenant(m.tenant);
+        tw.packets += 1;
+        tw.bytes += u64::from(m.wire_len);
+        tw.nodes.add(src);
+        if self.setup.get(m.kind.index()).copied().unwrap_or(false) {
+            tw.setups += 1;
+        }
+        w.sources.add(src, 1, u64::from(m.wire_len));
+        w.source_bytes.add(src, u64::from(m.wire_len), 1);
+        w.source_kinds
+            .add((src, m.kind, m.size_class), 1, u64::from(m.wire_len));
+        if let Some(dst) = m.dst {
+            if m.fragment != Fragment::Later {
+                w.services
+                    .add((dst, m.dst_port, m.ip_proto), 1, u64::from(m.wire_len));
+                w.flows.add(
+                    (src, m.src_port, dst, m.dst_port, m.ip_proto),
+                    1,
+                    u64::from(m.wire_len),
+                );
+            }
+        }
+        if let Some((server, ev)) = event {
+            match ev {
+                HandshakeEvent::Syn => {
+                    if let Some(s) = w.server(server) {
+                        s.syns += 1;
+                    }
+                }
+                HandshakeEvent::SynRetransmit { .. } => {
+                    if let Some(s) = w.server(server) {
+                        s.retransmits += 1;
+                    }
+                }
+                HandshakeEvent::Rst => {
+                    if let Some(s) = w.server(server) {
+                        s.rsts += 1;
+                    }
+                }
+                HandshakeEvent::SynAck { us, client_tenant } => {
+                    if let Some(s) = w.server(server) {
+                        let _ = s.syn_to_syn_ack.record(us.max(1));
+                    }
+                    let _ = w
+                        .tenant(client_tenant)
+                        .syn_to_syn_ack
+                        .get_or_insert_with(latency_histogram)
+                        .record(us.max(1));
+                }
+                HandshakeEvent::Ack { us } => {
+                    let _ = w
+                        .tenant(m.tenant)
+                        .syn_ack_to_ack
+                        .get_or_insert_with(latency_histogram)
+                        .record(us.max(1));
+                }
+            }
+        }
+    }
+
+    /// Advances event time to `now` (a packet's time, or the wall clock in live mode):
+    /// fires due heartbeat deadlines and closes windows past the grace period.
+    pub fn advance(
+        &mut self,
+        now: u64,
+        findings: &mut Vec<Finding>,
+        closed: &mut Vec<WindowStats>,
+    ) {
+        if now > self.watermark {
+            self.watermark = now;
+        }
+        self.heartbeat.advance(self.watermark, findings);
+        let width = self.width_ns.max(1);
+        let want_last = self.watermark / width;
+        match self.open.back().map(|w| w.start_ns / width) {
+            None => self.open.push_back(self.new_window(want_last)),
+            Some(last) if want_last > last => {
+                if want_last - last > MAX_EMPTY_WINDOWS {
+                    self.counters.time_jumps += 1;
+                    while let Some(w) = self.open.pop_front() {
+                        closed.push(w);
+                    }
+                    self.open.push_back(self.new_window(want_last));
+                } else {
+                    for i in last + 1..=want_last {
+                        self.open.push_back(self.new_window(i));
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        while self
+            .open
+            .front()
+            .is_some_and(|w| w.end_ns + self.grace_ns <= self.watermark)
+        {
+            let w = self.open.pop_front().expect("checked");
+            self.heartbeat.sweep(self.watermark);
+            self.handshake.sweep(self.watermark);
+            closed.push(w);
+        }
+    }
+
+    /// Closes every open window (end of a replay).
+    pub fn finish(&mut self, closed: &mut Vec<WindowStats>) {
+        closed.extend(self.open.drain(..));
+    }
+}

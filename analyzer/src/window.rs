@@ -1,0 +1,225 @@
+//! One tumbling window's aggregates, mergeable across shards and into wider rollups.
+use std::net::IpAddr;
+
+use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
+use tapwatch_classifier::{ProtocolType, SizeClass, TenantId};
+
+use crate::sketch::{DistinctCounter, FrequentItems};
+
+/// A service: destination address, port and IP protocol.
+pub type ServiceKey = (IpAddr, u16, u8);
+/// A flow: source, source port, destination, destination port, IP protocol.
+pub type FlowTuple = (IpAddr, u16, IpAddr, u16, u8);
+
+/// Handshake latency histogram, µs, 1 µs to 60 s at 2 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid")
+}
+
+/// Per-tenant numbers of a window.
+#[derive(Clone, Debug)]
+pub struct TenantWindow {
+    /// Packets from the tenant's sources.
+    pub packets: u64,
+    /// Bytes from the tenant's sources.
+    pub bytes: u64,
+    /// Connection setups from the tenant's sources.
+    pub setups: u64,
+    /// Distinct sources (the tenant's active nodes).
+    pub nodes: DistinctCounter<IpAddr>,
+    /// SYN → SYN-ACK, µs, for connections from the tenant.
+    pub syn_to_syn_ack: Option<Histogram<u64>>,
+    /// SYN-ACK → ACK, µs.
+    pub syn_ack_to_ack: Option<Histogram<u64>>,
+}
+
+impl TenantWindow {
+    fn new(exact_nodes: usize) -> TenantWindow {
+        TenantWindow {
+            packets: 0,
+            bytes: 0,
+            setups: 0,
+            nodes: DistinctCounter::new(exact_nodes),
+            syn_to_syn_ack: None,
+            syn_ack_to_ack: None,
+        }
+    }
+
+    fn merge(&mut self, o: &TenantWindow) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.setups += o.setups;
+        self.nodes.merge(&o.nodes);
+        merge_hist(&mut self.syn_to_syn_ack, &o.syn_to_syn_ack);
+        merge_hist(&mut self.syn_ack_to_ack, &o.syn_ack_to_ack);
+    }
+}
+
+fn merge_hist(a: &mut Option<Histogram<u64>>, b: &Option<Histogram<u64>>) {
+    if let Some(b) = b {
+        let _ = a.get_or_insert_with(latency_histogram).add(b);
+    }
+}
+
+/// Per-server (destination service of SYNs) numbers of a window.
+#[derive(Clone, Debug)]
+pub struct ServerWindow {
+    /// First SYNs seen towards the server.
+    pub syns: u64,
+    /// SYNs sent again.
+    pub retransmits: u64,
+    /// RSTs to or from the server.
+    pub rsts: u64,
+    /// SYN → SYN-ACK, µs.
+    pub syn_to_syn_ack: Histogram<u64>,
+}
+
+impl ServerWindow {
+    fn new() -> ServerWindow {
+        ServerWindow {
+            syns: 0,
+            retransmits: 0,
+            rsts: 0,
+            syn_to_syn_ack: latency_histogram(),
+        }
+    }
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Aggregates of one window `[start_ns, end_ns)`.
+#[derive(Clone, Debug)]
+pub struct WindowStats {
+    /// Window start (event time, ns).
+    pub start_ns: u64,
+    /// Window end (exclusive).
+    pub end_ns: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Per tenant, indexed by [`TenantId`].
+    pub tenants: Vec<TenantWindow>,
+    /// Packets and bytes by tenant × protocol type × size class.
+    pub traffic: FxHashMap<(TenantId, ProtocolType, SizeClass), Traffic>,
+    /// Sources by packets (secondary: bytes).
+    pub sources: FrequentItems<IpAddr>,
+    /// Sources by bytes.
+    pub source_bytes: FrequentItems<IpAddr>,
+    /// (source, protocol type, size class) by packets.
+    pub source_kinds: FrequentItems<(IpAddr, ProtocolType, SizeClass)>,
+    /// Destination services by packets.
+    pub services: FrequentItems<ServiceKey>,
+    /// Flows by packets.
+    pub flows: FrequentItems<FlowTuple>,
+    /// Servers that received SYNs (bounded; overflow counted in `servers_untracked`).
+    pub servers: FxHashMap<(IpAddr, u16), ServerWindow>,
+    /// Handshake events for servers beyond the bound.
+    pub servers_untracked: u64,
+    exact_nodes: usize,
+    max_servers: usize,
+}
+
+impl WindowStats {
+    /// An empty window.
+    pub fn new(
+        start_ns: u64,
+        end_ns: u64,
+        sketch_capacity: usize,
+        exact_nodes: usize,
+        max_servers: usize,
+    ) -> WindowStats {
+        WindowStats {
+            start_ns,
+            end_ns,
+            packets: 0,
+            bytes: 0,
+            tenants: Vec::new(),
+            traffic: FxHashMap::default(),
+            sources: FrequentItems::new(sketch_capacity),
+            source_bytes: FrequentItems::new(sketch_capacity),
+            source_kinds: FrequentItems::new(sketch_capacity),
+            services: FrequentItems::new(sketch_capacity),
+            flows: FrequentItems::new(sketch_capacity),
+            servers: FxHashMap::default(),
+            servers_untracked: 0,
+            exact_nodes,
+            max_servers,
+        }
+    }
+
+    /// An empty window with the same settings over another span.
+    pub fn empty_like(&self, start_ns: u64, end_ns: u64) -> WindowStats {
+        WindowStats::new(
+            start_ns,
+            end_ns,
+            self.sources.capacity(),
+            self.exact_nodes,
+            self.max_servers,
+        )
+    }
+
+    /// Width in seconds.
+    pub fn width_s(&self) -> f64 {
+        (self.end_ns - self.start_ns) as f64 / 1e9
+    }
+
+    /// The tenant's numbers, created on first use.
+    #[inline]
+    pub fn tenant(&mut self, t: TenantId) -> &mut TenantWindow {
+        let i = t.0 as usize;
+        if i >= self.tenants.len() {
+            let exact = self.exact_nodes;
+            self.tenants.resize_with(i + 1, || TenantWindow::new(exact));
+        }
+        &mut self.tenants[i]
+    }
+
+    /// The server's numbers, if it is tracked (or there is room to track it).
+    #[inline]
+    pub fn server(&mut self, s: (IpAddr, u16)) -> Option<&mut ServerWindow> {
+        if !self.servers.contains_key(&s) && self.servers.len() >= self.max_servers * 4 {
+            self.servers_untracked += 1;
+            return None;
+        }
+        Some(self.servers.entry(s).or_insert_with(ServerWindow::new))
+    }
+
+    /// Adds another window's aggregates (another shard's, or a narrower window in a rollup).
+    pub fn merge(&mut self, o: &WindowStats) {
+        self.start_ns = self.start_ns.min(o.start_ns);
+        self.end_ns = self.end_ns.max(o.end_ns);
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        for (i, t) in o.tenants.iter().enumerate() {
+            self.tenant(TenantId(i as u16)).merge(t);
+        }
+        for (k, v) in &o.traffic {
+            let e = self.traffic.entry(*k).or_default();
+            e.packets += v.packets;
+            e.bytes += v.bytes;
+        }
+        self.sources.merge(&o.sources);
+        self.source_bytes.merge(&o.source_bytes);
+        self.source_kinds.merge(&o.source_kinds);
+        self.services.merge(&o.services);
+        self.flows.merge(&o.flows);
+        for (k, v) in &o.servers {
+            if let Some(s) = self.server(*k) {
+                s.syns += v.syns;
+                s.retransmits += v.retransmits;
+                s.rsts += v.rsts;
+                let _ = s.syn_to_syn_ack.add(&v.syn_to_syn_ack);
+            }
+        }
+        self.servers_untracked += o.servers_untracked;
+    }
+}
