@@ -2,7 +2,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::err::ip::LaxHeaderSliceError;
-use etherparse::{Ethernet2Slice, Ipv6ExtensionSlice, LaxIpSlice, SingleVlanSlice};
+use etherparse::{Ethernet2Slice, LaxIpSlice, SingleVlanSlice};
 use tapwatch_capture::{Frame, LinkType};
 
 use crate::config::{ClassifierConfig, Transport};
@@ -266,14 +266,11 @@ impl Classifier {
                 meta.src = Some(IpAddr::V6(Ipv6Addr::from(h.source())));
                 meta.dst = Some(IpAddr::V6(Ipv6Addr::from(h.destination())));
                 if v6.payload().fragmented {
-                    meta.fragment = Fragment::First;
-                    for ext in v6.extensions().clone() {
-                        if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                            if f.fragment_offset().value() != 0 {
-                                meta.fragment = Fragment::Later;
-                            }
-                        }
-                    }
+                    let exts = v6.extensions();
+                    meta.fragment = match exts.first_header() {
+                        Some(first) => ipv6_fragment(first.0, exts.slice()),
+                        None => Fragment::First,
+                    };
                 }
                 v6.payload()
             }
@@ -404,6 +401,35 @@ impl Classifier {
             malformed(meta, layer, "options cut short");
         }
     }
+}
+
+/// Fragment state from the raw IPv6 extension headers, walked with bounds checks.
+///
+/// etherparse's extension iterator trusts the slice it was given; after a lax parse that
+/// stopped inside an extension header that trust does not hold (found by fuzzing), so the
+/// chain is walked here instead.
+fn ipv6_fragment(mut next: u8, mut exts: &[u8]) -> Fragment {
+    for _ in 0..16 {
+        let len = match (next, exts) {
+            (0 | 43 | 60 | 135 | 139 | 140, [_, l, ..]) => (usize::from(*l) + 1) * 8,
+            (51, [_, l, ..]) => (usize::from(*l) + 2) * 4,
+            (44, [_, _, hi, lo, ..]) => {
+                let offset = u16::from_be_bytes([*hi, *lo]) >> 3;
+                return if offset == 0 {
+                    Fragment::First
+                } else {
+                    Fragment::Later
+                };
+            }
+            _ => break,
+        };
+        next = exts[0];
+        match exts.get(len..) {
+            Some(rest) => exts = rest,
+            None => break,
+        }
+    }
+    Fragment::First
 }
 
 /// Label for TCP payload from its first bytes.

@@ -304,3 +304,24 @@ fn help_teaches_by_example() {
         "{text}"
     );
 }
+
+#[test]
+fn fuzz_regressions_replay_without_panicking() {
+    let dir = root().join("tests/fixtures/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let o = run(tapwatch()
+            .arg("replay")
+            .arg(&path)
+            .args(["--format", "json"]));
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        n += 1;
+    }
+    assert!(n >= 1);
+}
