@@ -51,8 +51,13 @@ pub struct HeavyHitterConfig {
     pub baseline_sigmas: f64,
     /// EWMA weight of each new window in the baselines.
     pub ewma_alpha: f64,
-    /// Seconds of traffic seen before judging (baselines warm up).
+    /// Seconds during which baselines warm up; meanwhile only keys above `warmup_share`
+    /// and `warmup_factor × min_pps` are flagged.
     pub warmup_s: f64,
+    /// Share a key needs during warm-up.
+    pub warmup_share: f64,
+    /// Multiple of `min_pps` a key needs during warm-up.
+    pub warmup_factor: f64,
     /// Windows a firing key must stay below the thresholds before it resolves.
     pub clear_windows: u32,
 }
@@ -68,6 +73,8 @@ impl Default for HeavyHitterConfig {
             baseline_sigmas: 6.0,
             ewma_alpha: 0.05,
             warmup_s: 10.0,
+            warmup_share: 0.5,
+            warmup_factor: 5.0,
             clear_windows: 5,
         }
     }
@@ -118,8 +125,15 @@ pub struct HeartbeatConfig {
     pub k: f64,
     /// Inter-arrival samples needed before a flow counts as periodic.
     pub min_samples: usize,
-    /// Largest spread (median absolute deviation / median) of a periodic flow.
-    pub max_spread: f64,
+    /// Seconds a flow must have kept its rhythm before it counts as periodic.
+    pub min_learn_s: f64,
+    /// Flows that carry a packet larger than this (wire bytes) are data, not heartbeats.
+    pub max_packet_bytes: u32,
+    /// Each interval of a periodic flow lies within this fraction of the period from it
+    /// (BFD's own transmit jitter is up to 25 %).
+    pub tolerance: f64,
+    /// Fraction of the recent intervals that must be within the tolerance.
+    pub min_regular: f64,
     /// Shortest period considered a heartbeat, seconds (faster flows are streams).
     pub min_period_s: f64,
     /// Longest period considered, seconds.
@@ -132,8 +146,11 @@ impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
             k: 3.0,
-            min_samples: 6,
-            max_spread: 0.15,
+            min_samples: 8,
+            min_learn_s: 10.0,
+            max_packet_bytes: 512,
+            tolerance: 0.3,
+            min_regular: 0.9,
             min_period_s: 0.05,
             max_period_s: 600.0,
             max_flows: 1 << 18,

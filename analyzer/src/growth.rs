@@ -128,11 +128,12 @@ impl GrowthDetector {
             self.last_fit.resize(t + 1, None);
         }
         let h = &mut self.tenants[t];
-        if nodes >= 2 && setups >= 1 {
-            h.points.push_back((start_ns, nodes as f64, setups as f64));
-            while h.points.len() > self.cfg.history {
-                h.points.pop_front();
-            }
+        if nodes < 2 || setups < 1 {
+            return;
+        }
+        h.points.push_back((start_ns, nodes as f64, setups as f64));
+        while h.points.len() > self.cfg.history {
+            h.points.pop_front();
         }
         if h.points.len() < self.cfg.min_points {
             return;

@@ -58,6 +58,10 @@ struct BfdTiming {
 #[derive(Clone, Debug)]
 struct Flow {
     last_ts: u64,
+    /// Start of the current run of samples (reset when the flow resumes after a gap).
+    run_start: u64,
+    /// A packet too large for a heartbeat was seen: this flow carries data.
+    data: bool,
     shown_src_port: u16,
     samples: [u64; SAMPLES],
     n: usize,
@@ -163,6 +167,8 @@ impl HeartbeatTracker {
         }
         let flow = self.flows.entry(key).or_insert_with(|| Flow {
             last_ts: m.ts_ns,
+            run_start: m.ts_ns,
+            data: false,
             shown_src_port: m.src_port,
             samples: [0; SAMPLES],
             n: 0,
@@ -178,9 +184,14 @@ impl HeartbeatTracker {
         if m.ts_ns < flow.last_ts {
             return; // out of order: no interval to learn from
         }
+        if m.wire_len > self.cfg.max_packet_bytes && bfd.is_none() {
+            flow.data = true;
+        }
         if let Some(since) = flow.firing_since.take() {
             out.push(resolved(&key, flow, since, m.ts_ns, "flow resumed"));
-            // The gap is not a sample of the period.
+            // The gap is not a sample of the period; the rhythm is learned again.
+            flow.n = 0;
+            flow.run_start = m.ts_ns;
         } else if flow.n > 0 || m.ts_ns > flow.last_ts {
             let gap = m.ts_ns - flow.last_ts;
             if gap > 0 {
@@ -200,6 +211,8 @@ impl HeartbeatTracker {
             });
         }
         learn(flow, &self.cfg);
+        flow.periodic &= !flow.data
+            && m.ts_ns.saturating_sub(flow.run_start) as f64 >= self.cfg.min_learn_s * 1e9;
         let wait = match &flow.bfd {
             Some(b) => {
                 let peer_rx = self.bfd_rx.get(&(dst, b.your_disc)).copied().unwrap_or(0);
@@ -262,7 +275,8 @@ impl HeartbeatTracker {
     }
 }
 
-/// Median and median absolute deviation of the samples; periodic when they agree.
+/// Median and median absolute deviation of the samples; periodic when nearly every recent
+/// interval lies close to the median (a few outliers are not enough to make a burst periodic).
 fn learn(flow: &mut Flow, cfg: &HeartbeatConfig) {
     let n = flow.n.min(SAMPLES);
     if n < cfg.min_samples {
@@ -284,9 +298,14 @@ fn learn(flow: &mut Flow, cfg: &HeartbeatConfig) {
     flow.period_ns = median;
     flow.spread_ns = mad;
     let period_s = median as f64 / 1e9;
+    let tolerance = cfg.tolerance * median as f64;
+    let regular = s
+        .iter()
+        .filter(|x| x.abs_diff(median) as f64 <= tolerance)
+        .count();
     flow.periodic = period_s >= cfg.min_period_s
         && period_s <= cfg.max_period_s
-        && (mad as f64) <= cfg.max_spread * median as f64;
+        && regular as f64 >= cfg.min_regular * n as f64;
 }
 
 fn evidence(key: &FlowKey, flow: &Flow) -> serde_json::Value {

@@ -218,8 +218,13 @@ impl HeavyJudge {
         );
         let flows = w.flows.top(64);
         for (key, v) in services.iter().filter(|(_, v)| v.hot) {
-            let driver = flows.iter().find(|f| (f.key.2, f.key.3, f.key.4) == *key);
-            if driver.is_some_and(|f| hot_sources.contains(&f.key.0) && f.count * 2 >= v.count) {
+            // Packets towards the service from sources already reported as hot.
+            let from_hot: u64 = flows
+                .iter()
+                .filter(|f| (f.key.2, f.key.3, f.key.4) == *key && hot_sources.contains(&f.key.0))
+                .map(|f| f.count)
+                .sum();
+            if from_hot * 2 >= v.count {
                 continue;
             }
             let subject = format!("{}/{}", endpoint(key.0, key.1), proto_label(key.2));
@@ -376,7 +381,12 @@ fn judge_dimension<K: Copy + Eq + Hash>(
         let sd = baseline.var.sqrt().max(baseline.mean.sqrt()).max(1.0);
         let above = count > cfg.baseline_factor * baseline.mean
             && count > baseline.mean + cfg.baseline_sigmas * sd;
-        let hot = judging && share >= cfg.min_share && rate >= min_rate && above;
+        let hot = if judging {
+            share >= cfg.min_share && rate >= min_rate && above
+        } else {
+            // No baselines yet: only overwhelming keys.
+            share >= cfg.warmup_share.max(cfg.min_share) && rate >= cfg.warmup_factor * min_rate
+        };
         verdicts.push((
             e.key,
             Verdict {
@@ -388,11 +398,12 @@ fn judge_dimension<K: Copy + Eq + Hash>(
             },
         ));
     }
-    // Baselines: every key with one is updated (0 if absent this window); firing keys keep
-    // theirs frozen so a long flood does not become the norm.
+    // Baselines: every key with one is updated (0 if absent this window). After warm-up,
+    // firing keys keep theirs frozen so a long flood does not become the norm; during
+    // warm-up they learn, so a big source that was always there resolves once known.
     let alpha = cfg.ewma_alpha;
     for (k, b) in dim.baselines.iter_mut() {
-        if !dim.firing.contains_key(k) {
+        if !judging || !dim.firing.contains_key(k) {
             let x = sketch.get(k).map(|e| e.count).unwrap_or(0) as f64;
             b.update(x, alpha);
         }
@@ -400,7 +411,10 @@ fn judge_dimension<K: Copy + Eq + Hash>(
     dim.baselines
         .retain(|k, b| b.mean >= 0.5 || dim.firing.contains_key(k));
     for (k, v) in &verdicts {
-        if !dim.baselines.contains_key(k) && !v.hot && dim.baselines.len() < MAX_BASELINES {
+        if !dim.baselines.contains_key(k)
+            && (!v.hot || !judging)
+            && dim.baselines.len() < MAX_BASELINES
+        {
             // First sighting: start from this window's count (an established key is not new).
             dim.baselines.insert(
                 *k,

@@ -8,9 +8,6 @@ use std::net::Ipv4Addr;
 use etherparse::PacketBuilder;
 use tapwatch_capture::{LinkType, PcapWriter};
 
-/// Names of the scenarios [`generate`] knows.
-pub const NAMES: [&str; 1] = ["demo"];
-
 /// A small, fast, seedable PRNG (SplitMix64): scenarios must not depend on a crate's
 /// stream staying the same across versions.
 #[derive(Clone, Debug)]
@@ -49,7 +46,7 @@ pub struct CaptureBuilder {
 
 /// Bytes kept of each generated frame: every header tapwatch reads and the first payload
 /// bytes its labels look at, as a header-only mirror capture would keep.
-pub const SNAPLEN: u32 = 160;
+pub const SNAPLEN: u32 = 128;
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -195,96 +192,246 @@ pub fn tls_record(content_type: u8, len: usize) -> Vec<u8> {
 /// Start of every generated capture: 2026-01-01T00:00:00Z.
 pub const EPOCH_NS: u64 = 1_767_225_600_000_000_000;
 
-/// Generates scenario `name` with `seed`; returns the builder to write out.
-pub fn generate(name: &str, seed: u64) -> Option<CaptureBuilder> {
-    match name {
-        "demo" => Some(demo(seed)),
-        _ => None,
-    }
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+/// Names of the scenarios [`generate`] knows.
+pub const NAMES: [&str; 7] = [
+    "demo",
+    "benign",
+    "heavy_hitter",
+    "setup_growth",
+    "bfd_silence",
+    "keepalive_gap",
+    "syn_retransmits",
+];
+
+/// The tenants file every scenario is labelled with (also `data/demo.tenants.toml`).
+pub const TENANTS_TOML: &str = r#"# Tenants of tapwatch's generated scenarios and of the bundled demo (data/demo.pcap).
+# A source belongs to the tenant with the longest prefix covering it; others are "unassigned".
+
+[[tenant]]
+name = "acme"
+prefixes = ["10.1.0.0/16", "2001:db8:1::/48"]
+
+[[tenant]]
+name = "globex"
+prefixes = ["10.2.0.0/16"]
+
+[[tenant]]
+name = "initech"
+prefixes = ["10.3.0.0/16"]
+
+[[tenant]]
+name = "bulk"
+prefixes = ["10.4.0.0/16"]
+
+[[tenant]]
+name = "swarm"
+prefixes = ["10.20.0.0/16"]
+
+[[tenant]]
+name = "steady"
+prefixes = ["10.30.0.0/16"]
+
+[[tenant]]
+name = "gossip"
+prefixes = ["10.50.0.0/16"]
+
+[[tenant]]
+name = "web"
+prefixes = ["10.60.0.0/16"]
+
+[[tenant]]
+name = "infrastructure"
+prefixes = ["192.0.2.0/24", "198.51.100.0/24"]
+"#;
+
+/// An alert a scenario must raise: kind, subject and when it may be detected.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Expected {
+    /// Alert kind (`heavy_hitter`, …).
+    pub kind: String,
+    /// Alert subject.
+    pub subject: String,
+    /// Tenant, if the alert names one.
+    pub tenant: Option<String>,
+    /// Earliest acceptable detection time (event time, ns).
+    pub earliest_ns: u64,
+    /// Latest acceptable detection time (event time, ns).
+    pub latest_ns: u64,
+    /// Why it must fire.
+    pub why: String,
 }
 
-/// The bundled demo: a minute of benign relay traffic from three tenants — TCP sessions
-/// with TLS, DNS, a BFD session at 300 ms, QUIC, pings and a VLAN-tagged subnet.
-fn demo(seed: u64) -> CaptureBuilder {
+/// A generated scenario: its capture and the alerts it must (and must only) raise.
+pub struct Scenario {
+    /// The frames.
+    pub capture: CaptureBuilder,
+    /// Alerts that must fire; any other firing alert is a false positive.
+    pub expected: Vec<Expected>,
+}
+
+/// Generates scenario `name` with `seed`.
+pub fn generate(name: &str, seed: u64) -> Option<Scenario> {
     let mut rng = Rng::new(seed);
     let mut c = CaptureBuilder::new();
-    let relay = Ipv4Addr::new(192, 0, 2, 10);
-    let tenants = [(10u8, 1u8, 12u32), (10, 2, 6), (10, 3, 3)];
-    let ms = 1_000_000u64;
-    for (a, b, nodes) in tenants {
+    let mut expected = Vec::new();
+    let t0 = EPOCH_NS;
+    match name {
+        "benign" => benign(&mut c, &mut rng, t0, t0 + 150 * SEC),
+        "heavy_hitter" => expected.extend(heavy_hitter(&mut c, &mut rng, t0, t0 + 90 * SEC, 1.0)),
+        "setup_growth" => expected.extend(setup_growth(
+            &mut c,
+            &mut rng,
+            t0,
+            t0 + 240 * SEC,
+            20.0,
+            200.0,
+        )),
+        "bfd_silence" => expected.extend(bfd_silence(&mut c, &mut rng, t0, t0 + 60 * SEC)),
+        "keepalive_gap" => expected.extend(keepalive_gap(&mut c, &mut rng, t0, t0 + 120 * SEC)),
+        "syn_retransmits" => {
+            expected.extend(syn_retransmits(&mut c, &mut rng, t0, t0 + 60 * SEC, 1.0))
+        }
+        "demo" => {
+            // Every scenario at once, smaller, over one benign background, all ending together.
+            let end = t0 + 150 * SEC;
+            benign(&mut c, &mut rng, t0, end);
+            expected.extend(heavy_hitter(&mut c, &mut rng, t0, end, 0.12));
+            expected.extend(setup_growth(&mut c, &mut rng, t0, end, 10.0, 40.0));
+            expected.extend(bfd_silence(&mut c, &mut rng, t0, end));
+            expected.extend(keepalive_gap(&mut c, &mut rng, t0, end));
+            expected.extend(syn_retransmits(&mut c, &mut rng, t0, end, 0.5));
+        }
+        _ => return None,
+    }
+    Some(Scenario {
+        capture: c,
+        expected,
+    })
+}
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(a, b, c, d)
+}
+
+/// A complete TLS session from `cli` to `srv` starting at `t`; returns its end time.
+fn tls_session(
+    c: &mut CaptureBuilder,
+    rng: &mut Rng,
+    t: u64,
+    cli: (Ipv4Addr, u16),
+    srv: (Ipv4Addr, u16),
+) -> u64 {
+    let seq = rng.next_u64() as u32;
+    let rseq = rng.next_u64() as u32;
+    let rtt = (2 + rng.below(8)) * MS;
+    c.tcp(t, cli, srv, 0x02, seq, 0, &[]);
+    c.tcp(t + rtt / 2, srv, cli, 0x12, rseq, seq.wrapping_add(1), &[]);
+    c.tcp(
+        t + rtt,
+        cli,
+        srv,
+        0x10,
+        seq.wrapping_add(1),
+        rseq.wrapping_add(1),
+        &[],
+    );
+    c.tcp(
+        t + rtt + MS,
+        cli,
+        srv,
+        0x18,
+        seq.wrapping_add(1),
+        rseq.wrapping_add(1),
+        &tls_record(22, 300),
+    );
+    c.tcp(
+        t + 2 * rtt,
+        srv,
+        cli,
+        0x18,
+        rseq.wrapping_add(1),
+        seq.wrapping_add(306),
+        &tls_record(22, 900),
+    );
+    let mut tt = t + 3 * rtt;
+    for _ in 0..2 + rng.below(5) {
+        c.tcp(
+            tt,
+            cli,
+            srv,
+            0x18,
+            seq.wrapping_add(306),
+            rseq.wrapping_add(906),
+            &tls_record(23, 100 + rng.below(1200) as usize),
+        );
+        c.tcp(
+            tt + rtt / 2,
+            srv,
+            cli,
+            0x10,
+            rseq.wrapping_add(906),
+            seq.wrapping_add(306),
+            &[],
+        );
+        tt += (20 + rng.below(200)) * MS;
+    }
+    c.tcp(
+        tt,
+        cli,
+        srv,
+        0x11,
+        seq.wrapping_add(306),
+        rseq.wrapping_add(906),
+        &[],
+    );
+    c.tcp(
+        tt + rtt / 2,
+        srv,
+        cli,
+        0x11,
+        rseq.wrapping_add(906),
+        seq.wrapping_add(307),
+        &[],
+    );
+    tt + rtt
+}
+
+/// Benign relay traffic: three tenants' TLS sessions, DNS (one tenant on VLAN 100), steady
+/// BFD at 300 ms, steady 2 s keepalives, QUIC initials and pings. Raises nothing.
+fn benign(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end: u64) {
+    let duration = end - t0;
+    let relay = ip(192, 0, 2, 10);
+    for (b, nodes) in [(1u8, 12u32), (2, 6), (3, 3)] {
         for n in 0..nodes {
-            let node = Ipv4Addr::new(a, b, 0, (n + 10) as u8);
-            let mut t = EPOCH_NS + rng.below(5_000) * ms;
-            while t < EPOCH_NS + 60_000 * ms {
-                // One TLS session: handshake, a few records, close.
+            let node = ip(10, b, 0, (n + 10) as u8);
+            let mut t = t0 + rng.below(5_000) * MS;
+            while t < t0 + duration {
                 let port = 32768 + rng.below(28000) as u16;
-                let seq = rng.next_u64() as u32;
-                let rseq = rng.next_u64() as u32;
-                let cli = (node, port);
-                let srv = (relay, 443);
-                let rtt = (2 + rng.below(8)) * ms;
-                c.tcp(t, cli, srv, 0x02, seq, 0, &[]);
-                c.tcp(t + rtt / 2, srv, cli, 0x12, rseq, seq + 1, &[]);
-                c.tcp(t + rtt, cli, srv, 0x10, seq + 1, rseq + 1, &[]);
-                c.tcp(
-                    t + rtt + ms,
-                    cli,
-                    srv,
-                    0x18,
-                    seq + 1,
-                    rseq + 1,
-                    &tls_record(22, 300),
-                );
-                c.tcp(
-                    t + 2 * rtt,
-                    srv,
-                    cli,
-                    0x18,
-                    rseq + 1,
-                    seq + 306,
-                    &tls_record(22, 900),
-                );
-                let records = 2 + rng.below(6);
-                let mut tt = t + 3 * rtt;
-                for _ in 0..records {
-                    let len = 100 + rng.below(1200) as usize;
-                    c.tcp(
-                        tt,
-                        cli,
-                        srv,
-                        0x18,
-                        seq + 306,
-                        rseq + 906,
-                        &tls_record(23, len),
-                    );
-                    c.tcp(tt + rtt / 2, srv, cli, 0x10, rseq + 906, seq + 306, &[]);
-                    tt += (20 + rng.below(200)) * ms;
-                }
-                c.tcp(tt, cli, srv, 0x11, seq + 306, rseq + 906, &[]);
-                c.tcp(tt + rtt / 2, srv, cli, 0x11, rseq + 906, seq + 307, &[]);
-                // DNS lookup now and then, on VLAN 100 for the third tenant.
+                let end = tls_session(c, rng, t, (node, port), (relay, 443));
                 if rng.below(3) == 0 {
-                    let vlan = (b == 3).then_some(100);
                     let q = [
                         0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p',
                         b'l', b'e', 0, 0, 1, 0, 1,
                     ];
                     c.udp(
-                        t - 5 * ms,
+                        t.saturating_sub(5 * MS),
                         (node, 40000 + n as u16),
-                        (Ipv4Addr::new(192, 0, 2, 53), 53),
-                        vlan,
+                        (ip(192, 0, 2, 53), 53),
+                        (b == 3).then_some(100),
                         &q,
                     );
                 }
-                t = tt + (500 + rng.below(4_000)) * ms;
+                t = end + (2_000 + rng.below(6_000)) * MS;
             }
         }
     }
-    // A BFD session between two routers at 300 ms, jittered 0-25 % below the interval.
-    let (r1, r2) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
-    let mut t = EPOCH_NS;
-    while t < EPOCH_NS + 60_000 * ms {
+    // A steady BFD session between two routers at 300 ms (jitter 0-25 % below).
+    let (r1, r2) = (ip(192, 0, 2, 1), ip(192, 0, 2, 2));
+    let mut t = t0;
+    while t < t0 + duration {
         c.udp(
             t,
             (r1, 49152),
@@ -293,29 +440,278 @@ fn demo(seed: u64) -> CaptureBuilder {
             &bfd_control(3, 3, 1, 2, 300_000),
         );
         c.udp(
-            t + 3 * ms,
+            t + 3 * MS,
             (r2, 49153),
             (r1, 3784),
             None,
             &bfd_control(3, 3, 2, 1, 300_000),
         );
-        t += 300 * ms - rng.below(75) * ms;
+        t += 300 * MS - rng.below(75) * MS;
     }
-    // QUIC initial packets and pings from the monitoring host.
-    let mon = Ipv4Addr::new(198, 51, 100, 7);
-    for i in 0..60u64 {
+    // Steady 2 s keepalives from four acme nodes to a coordinator.
+    for n in 0..4u8 {
+        let mut t = t0 + rng.below(2_000) * MS;
+        while t < t0 + duration {
+            c.udp(
+                t,
+                (ip(10, 1, 100, n + 1), 7000),
+                (ip(192, 0, 2, 20), 7000),
+                None,
+                b"ping",
+            );
+            t += 2 * SEC - 20 * MS + rng.below(40) * MS;
+        }
+    }
+    // QUIC initials and pings from a monitoring host, once a second.
+    let mon = ip(198, 51, 100, 7);
+    for i in 0..duration / SEC {
         let mut quic = vec![0xc3, 0, 0, 0, 1, 8];
         quic.resize(1200, 0);
         c.udp(
-            EPOCH_NS + i * 1000 * ms + 17 * ms,
+            t0 + i * SEC + 17 * MS,
             (mon, 50000 + i as u16),
             (relay, 443),
             None,
             &quic,
         );
-        c.ping(EPOCH_NS + i * 1000 * ms, mon, relay, 7, i as u16);
+        c.ping(t0 + i * SEC, mon, relay, 7, i as u16);
     }
-    c
+}
+
+/// Skewed background from many "bulk" sources, then a new source floods ~100-byte control
+/// packets at a multiple of the whole background rate.
+fn heavy_hitter(
+    c: &mut CaptureBuilder,
+    rng: &mut Rng,
+    t0: u64,
+    end: u64,
+    scale: f64,
+) -> Vec<Expected> {
+    let relay = (ip(192, 0, 2, 10), 9000);
+    let duration = end - t0;
+    let background_pps = 250.0 * scale;
+    let step = (1e9 / background_pps) as u64;
+    let mut t = t0;
+    while t < t0 + duration {
+        // Zipf-like ranks over 2000 sources.
+        let rank = (2000f64.powf(rng.unit())) as u32;
+        let src = ip(10, 4, (rank >> 8) as u8, rank as u8);
+        let len = 200 + rng.below(900) as usize;
+        c.udp(t, (src, 5000), relay, None, &vec![0u8; len]);
+        t += step / 2 + rng.below(step);
+    }
+    let flooder = ip(203, 0, 113, 66);
+    let start = t0 + duration / 2 + 300 * MS;
+    let flood_pps = (1200.0 * scale).max(400.0);
+    let fstep = (1e9 / flood_pps) as u64;
+    let mut t = start;
+    while t < start + 15 * SEC {
+        c.udp(
+            t,
+            (flooder, 6000 + rng.below(8) as u16),
+            relay,
+            None,
+            &[0x5a; 58],
+        );
+        t += fstep / 2 + rng.below(fstep);
+    }
+    vec![Expected {
+        kind: "heavy_hitter".into(),
+        subject: flooder.to_string(),
+        tenant: Some("unassigned".into()),
+        earliest_ns: start,
+        latest_ns: start + 2 * SEC,
+        why: format!("{flooder} starts sending {flood_pps:.0} pps of 100-byte packets, several times all other traffic"),
+    }]
+}
+
+/// Tenant "swarm" grows from tens to hundreds of nodes, each node connecting to a share of
+/// its peers through the relay: setups grow with nodes². Tenant "steady" grows alike but
+/// each node opens a fixed number of connections: setups grow linearly.
+fn setup_growth(
+    c: &mut CaptureBuilder,
+    rng: &mut Rng,
+    t0: u64,
+    end: u64,
+    nodes_from: f64,
+    nodes_to: f64,
+) -> Vec<Expected> {
+    let relay = ip(192, 0, 2, 10);
+    let points = (end - t0) / (10 * SEC);
+    // Each swarm node connects to a share of its peers: setups = coeff·n², at least 2 per node.
+    let coeff = (2.0 / nodes_from).max(0.1);
+    for p in 0..points {
+        let nodes =
+            (nodes_from + (nodes_to - nodes_from) * p as f64 / (points - 1).max(1) as f64) as u32;
+        for (b, setups) in [
+            (20u8, coeff * f64::from(nodes) * f64::from(nodes)),
+            (30u8, 4.0 * f64::from(nodes)),
+        ] {
+            for k in 0..setups as u32 {
+                let node = 10 + k % nodes;
+                let src = ip(10, b, (node >> 8) as u8, node as u8);
+                let t = t0 + p * 10 * SEC + rng.below(10 * SEC - 50 * MS);
+                let port = 20000 + rng.below(40000) as u16;
+                let seq = rng.next_u64() as u32;
+                c.tcp(t, (src, port), (relay, 443), 0x02, seq, 0, &[]);
+                c.tcp(
+                    t + 3 * MS,
+                    (relay, 443),
+                    (src, port),
+                    0x12,
+                    7,
+                    seq.wrapping_add(1),
+                    &[],
+                );
+            }
+        }
+    }
+    vec![Expected {
+        kind: "quadratic_setup_growth".into(),
+        subject: "swarm".into(),
+        tenant: Some("swarm".into()),
+        earliest_ns: t0 + 50 * SEC,
+        latest_ns: end + 10 * SEC,
+        why: "swarm's setups per window grow with the square of its active nodes; steady's grow linearly and must not fire".into(),
+    }]
+}
+
+/// Two BFD sessions at 400 ms, detect multiplier 3, with RFC 5880 jitter; one direction of
+/// one session falls silent for 1.3 s (longer than its 1.2 s detection time).
+fn bfd_silence(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end: u64) -> Vec<Expected> {
+    let (a, b) = (ip(198, 51, 100, 1), ip(198, 51, 100, 2));
+    let (x, y) = (ip(198, 51, 100, 3), ip(198, 51, 100, 4));
+    let duration = end - t0;
+    let silence_after = t0 + duration / 2;
+    let mut last_before = 0;
+    let mut resume = 0;
+    for (src, dst, sport, my, your, silent) in [
+        (a, b, 49160u16, 11u32, 12u32, true),
+        (b, a, 49161, 12, 11, false),
+        (x, y, 49162, 21, 22, false),
+        (y, x, 49163, 22, 21, false),
+    ] {
+        let mut t = t0 + rng.below(400) * MS;
+        while t < t0 + duration {
+            if silent && t >= silence_after && resume == 0 {
+                resume = last_before + 1300 * MS + rng.below(100) * MS;
+                t = resume;
+            }
+            c.udp(
+                t,
+                (src, sport),
+                (dst, 3784),
+                None,
+                &bfd_control(3, 3, my, your, 400_000),
+            );
+            if silent && resume == 0 {
+                last_before = t;
+            }
+            // RFC 5880 §6.8.7: transmit intervals are 75-100 % of the negotiated interval.
+            t += 300 * MS + rng.below(100) * MS;
+        }
+    }
+    vec![Expected {
+        kind: "missed_heartbeat".into(),
+        subject: format!("{a}:49160->{b}:3784/udp"),
+        tenant: Some("infrastructure".into()),
+        earliest_ns: last_before + 1200 * MS,
+        latest_ns: last_before + 1250 * MS,
+        why: "BFD 198.51.100.1 -> .2 falls silent for 1.3 s; detection time is 3 x 400 ms".into(),
+    }]
+}
+
+/// Keepalives every 5 s from four "gossip" nodes; one stops for 20 s.
+fn keepalive_gap(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end: u64) -> Vec<Expected> {
+    let coordinator = (ip(192, 0, 2, 30), 7946);
+    let duration = end - t0;
+    let mut expected = Vec::new();
+    for n in 1..=4u8 {
+        let src = ip(10, 50, 0, n);
+        let mut t = t0 + rng.below(5_000) * MS;
+        let mut stopped = false;
+        while t < t0 + duration {
+            c.udp(t, (src, 7946), coordinator, None, b"alive");
+            let mut next = t + 5 * SEC - 50 * MS + rng.below(100) * MS;
+            if n == 3 && !stopped && t > t0 + duration / 2 {
+                stopped = true;
+                expected.push(Expected {
+                    kind: "missed_heartbeat".into(),
+                    subject: format!("{src}:7946->{}:7946/udp", coordinator.0),
+                    tenant: Some("gossip".into()),
+                    earliest_ns: t + 14 * SEC,
+                    latest_ns: t + 16 * SEC,
+                    why: "a 5 s keepalive stops for 20 s; late after 3 periods".into(),
+                });
+                next = t + 20 * SEC;
+            }
+            t = next;
+        }
+    }
+    expected
+}
+
+/// Clients connect to a web server; for 20 s the server drops half the SYNs and clients
+/// retransmit them after 1 s, 3 s and 7 s as Linux does.
+fn syn_retransmits(
+    c: &mut CaptureBuilder,
+    rng: &mut Rng,
+    t0: u64,
+    end: u64,
+    scale: f64,
+) -> Vec<Expected> {
+    let server = (ip(192, 0, 2, 80), 443);
+    let duration = end - t0;
+    let rate = 20.0 * scale;
+    let step = (1e9 / rate) as u64;
+    let drop_from = t0 + duration / 2 - 10 * SEC;
+    let drop_to = drop_from + 20 * SEC;
+    let mut t = t0;
+    while t + 8 * SEC < t0 + duration {
+        let client = ip(10, 60, rng.below(4) as u8, 10 + rng.below(200) as u8);
+        let port = 30000 + rng.below(30000) as u16;
+        let seq = rng.next_u64() as u32;
+        let mut at = t;
+        let dropping = (drop_from..drop_to).contains(&t);
+        let mut answered = false;
+        for backoff in [0u64, 1, 2, 4] {
+            at += backoff * SEC;
+            c.tcp(at, (client, port), server, 0x02, seq, 0, &[]);
+            if !dropping || rng.below(2) == 0 {
+                answered = true;
+                break;
+            }
+        }
+        if answered {
+            c.tcp(
+                at + 2 * MS,
+                server,
+                (client, port),
+                0x12,
+                99,
+                seq.wrapping_add(1),
+                &[],
+            );
+            c.tcp(
+                at + 3 * MS,
+                (client, port),
+                server,
+                0x10,
+                seq.wrapping_add(1),
+                100,
+                &[],
+            );
+        }
+        t += step / 2 + rng.below(step);
+    }
+    vec![Expected {
+        kind: "syn_retransmits".into(),
+        subject: format!("{}:{}/tcp", server.0, server.1),
+        tenant: Some("infrastructure".into()),
+        earliest_ns: drop_from,
+        latest_ns: drop_to + 20 * SEC,
+        why: "the server drops half of its SYNs for 20 s; clients retransmit".into(),
+    }]
 }
 
 #[cfg(test)]
@@ -326,13 +722,30 @@ mod tests {
     fn scenarios_are_deterministic() {
         let mut a = Vec::new();
         let mut b = Vec::new();
-        generate("demo", 7).unwrap().write(&mut a).unwrap();
-        generate("demo", 7).unwrap().write(&mut b).unwrap();
+        generate("bfd_silence", 7)
+            .unwrap()
+            .capture
+            .write(&mut a)
+            .unwrap();
+        generate("bfd_silence", 7)
+            .unwrap()
+            .capture
+            .write(&mut b)
+            .unwrap();
         assert_eq!(a, b);
         let mut c = Vec::new();
-        generate("demo", 8).unwrap().write(&mut c).unwrap();
+        generate("bfd_silence", 8)
+            .unwrap()
+            .capture
+            .write(&mut c)
+            .unwrap();
         assert_ne!(a, c);
         assert!(generate("nope", 1).is_none());
+        for name in NAMES {
+            let s = generate(name, 1).unwrap();
+            assert!(!s.capture.is_empty(), "{name}");
+            assert_eq!(s.expected.is_empty(), name == "benign", "{name}");
+        }
     }
 
     #[test]

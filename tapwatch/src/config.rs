@@ -3,6 +3,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde::Deserialize;
+use tapwatch_analyzer::AnalyzerConfig;
 use tapwatch_classifier::{Classifier, ClassifierConfig, ConfigError, TenantMap};
 
 use crate::CommonArgs;
@@ -14,6 +15,9 @@ pub struct Config {
     /// `[classifier]`.
     #[serde(default)]
     pub classifier: ClassifierConfig,
+    /// `[analyzer]`: windows and detectors.
+    #[serde(default)]
+    pub analyzer: AnalyzerConfig,
 }
 
 impl Config {
@@ -27,8 +31,8 @@ impl Config {
     }
 }
 
-/// The classifier the common flags describe.
-pub fn classifier(common: &CommonArgs) -> anyhow::Result<Classifier> {
+/// The config file and the classifier the common flags describe.
+pub fn load(common: &CommonArgs) -> anyhow::Result<(Config, Classifier)> {
     let config = match &common.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -37,5 +41,6 @@ pub fn classifier(common: &CommonArgs) -> anyhow::Result<Classifier> {
         Some(p) => TenantMap::load(p)?,
         None => TenantMap::default(),
     };
-    Ok(Classifier::new(tenants, &config.classifier))
+    let classifier = Classifier::new(tenants, &config.classifier);
+    Ok((config, classifier))
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod alerts;
 mod config;
 mod live;
 mod output;
@@ -27,7 +28,10 @@ struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   # Summarise the bundled demo capture, with its tenants file
-  tapwatch replay data/demo.pcap --tenants data/demo-tenants.toml
+  tapwatch replay data/demo.pcap --tenants data/demo.tenants.toml
+
+  # Alerts as JSON lines on stdout (summary on stderr), for jq or a log shipper
+  tapwatch replay data/demo.pcap --tenants data/demo.tenants.toml --alerts-out - | jq .kind
 
   # Several files (pcap, pcapng, .gz) merged in timestamp order, as JSON for scripts
   tapwatch replay day1.pcap.gz day2.pcapng --format json | jq .by_protocol_type
@@ -53,7 +57,7 @@ enum Command {
     /// `-` reads standard input. Several files are merged into one stream in timestamp order.
     /// A truncated or corrupt tail is reported with its byte offset; every packet before it counts.
     #[command(
-        after_help = "Examples:\n  tapwatch replay data/demo.pcap --tenants data/demo-tenants.toml\n  tapwatch replay a.pcap b.pcapng.gz --format json\n  zcat big.pcap.gz | tapwatch replay - --pace realtime"
+        after_help = "Examples:\n  tapwatch replay data/demo.pcap --tenants data/demo.tenants.toml\n  tapwatch replay a.pcap b.pcapng.gz --format json\n  zcat big.pcap.gz | tapwatch replay - --pace realtime"
     )]
     Replay(ReplayArgs),
     /// Capture live from an interface (a mirror port) and print a summary at the end.
@@ -127,6 +131,10 @@ struct ReplayArgs {
     /// Also print one line per packet with its labels (to standard error), like `tcpdump -r`.
     #[arg(long)]
     print_packets: bool,
+    /// Write alert events as JSON lines to this file (`-`: standard output, and the summary
+    /// goes to standard error). See docs/alerts.md for the fields.
+    #[arg(long, value_name = "PATH")]
+    alerts_out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +165,9 @@ struct RunArgs {
     /// Stop after at least this many packets.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Write alert events as JSON lines to this file (`-`: standard output).
+    #[arg(long, value_name = "PATH")]
+    alerts_out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -164,7 +175,8 @@ struct ScenarioArgs {
     /// Scenario name.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(tapwatch_analyzer::scenario::NAMES))]
     name: String,
-    /// Output pcap file.
+    /// Output pcap file; the ground truth goes beside it as `NAME.truth.json` and the
+    /// tenants file as `NAME.tenants.toml`.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
     /// Random seed: the same seed writes the same bytes.
@@ -182,6 +194,7 @@ fn main() -> ExitCode {
             max_gap: a.max_gap,
             progress: a.progress,
             print_packets: a.print_packets,
+            alerts_out: a.alerts_out.as_deref(),
         }),
         Command::Run(a) => live::run(live::LiveArgs {
             interface: a.interface,
@@ -193,6 +206,7 @@ fn main() -> ExitCode {
             ring_mib: a.ring_mib,
             duration: a.duration,
             count: a.count,
+            alerts_out: a.alerts_out,
         }),
         Command::Scenario(a) => scenario(&a),
     };
@@ -207,18 +221,35 @@ fn main() -> ExitCode {
 
 fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let builder = tapwatch_analyzer::scenario::generate(&a.name, a.seed)
+    let scenario = tapwatch_analyzer::scenario::generate(&a.name, a.seed)
         .with_context(|| format!("unknown scenario {:?}", a.name))?;
+    let stem = a.out.with_extension("");
+    let truth_path = stem.with_extension("truth.json");
+    let tenants_path = stem.with_extension("tenants.toml");
     let file =
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let n = builder
+    let n = scenario
+        .capture
         .write(std::io::BufWriter::new(file))
         .with_context(|| format!("writing {}", a.out.display()))?;
+    let truth = serde_json::json!({
+        "scenario": a.name,
+        "seed": a.seed,
+        "capture": a.out.file_name().map(|f| f.to_string_lossy().into_owned()),
+        "tenants": tenants_path.file_name().map(|f| f.to_string_lossy().into_owned()),
+        "expected": scenario.expected,
+    });
+    std::fs::write(&truth_path, serde_json::to_string_pretty(&truth)? + "\n")
+        .with_context(|| format!("writing {}", truth_path.display()))?;
+    std::fs::write(&tenants_path, tapwatch_analyzer::scenario::TENANTS_TOML)
+        .with_context(|| format!("writing {}", tenants_path.display()))?;
     eprintln!(
-        "tapwatch: wrote {n} packets of scenario {:?} (seed {}) to {}",
+        "tapwatch: wrote {n} packets of scenario {:?} (seed {}) to {}, ground truth to {}, tenants to {}",
         a.name,
         a.seed,
-        a.out.display()
+        a.out.display(),
+        truth_path.display(),
+        tenants_path.display()
     );
     Ok(())
 }

@@ -2,10 +2,11 @@
 use std::io::Write;
 use std::time::Duration;
 
-use tapwatch_analyzer::Totals;
+use tapwatch_analyzer::{Analyzer, Merger, Totals};
 use tapwatch_capture::SourceStats;
-use tapwatch_classifier::Classifier;
+use tapwatch_classifier::{Classifier, TenantId};
 
+use crate::alerts::{human_line, AlertOutput};
 use crate::{CommonArgs, Format};
 
 /// Where the packets came from, for the headline.
@@ -16,125 +17,230 @@ pub enum Origin {
     Interface(String, usize),
 }
 
-pub fn print_summary(
-    classifier: &Classifier,
-    totals: &Totals,
-    stats: &SourceStats,
-    warnings: &[String],
-    elapsed: Duration,
-    common: &CommonArgs,
-    origin: &Origin,
-) -> anyhow::Result<()> {
+/// Everything a summary shows.
+pub struct Summary<'a> {
+    pub classifier: &'a Classifier,
+    pub totals: &'a Totals,
+    pub stats: &'a SourceStats,
+    pub warnings: &'a [String],
+    pub elapsed: Duration,
+    pub common: &'a CommonArgs,
+    pub origin: Origin,
+    pub analyzer: Option<&'a Analyzer>,
+    pub merger: Option<&'a Merger>,
+    pub alerts: Option<&'a AlertOutput>,
+    /// Write to standard error (standard output carries the alerts).
+    pub to_stderr: bool,
+}
+
+type Hist = Option<hdrhistogram::Histogram<u64>>;
+
+fn quantiles(h: &Hist) -> serde_json::Value {
+    match h {
+        Some(h) => {
+            serde_json::json!({"p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max(), "samples": h.len()})
+        }
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Detector state worth showing: windows, trackers, per-tenant latency and growth.
+fn detector_report(s: &Summary<'_>) -> Option<serde_json::Value> {
+    let merger = s.merger.or(s.analyzer.map(Analyzer::merger))?;
+    let tenants = s.classifier.tenants();
+    let mut per_tenant = serde_json::Map::new();
+    for (i, l) in merger.latency.iter().enumerate() {
+        let fit = merger.growth_fits().get(i).copied().flatten();
+        if l.setups == 0 && l.syn_to_syn_ack.is_none() && fit.is_none() {
+            continue;
+        }
+        let growth = fit.map(|(f, range, rate)| {
+            serde_json::json!({"exponent": f.slope, "exponent_ci95": [f.slope_low, f.slope_high], "r2": f.r2, "points": f.n, "node_range": range, "setup_rate_per_s": rate})
+        });
+        per_tenant.insert(
+            tenants.name(TenantId(i as u16)).to_string(),
+            serde_json::json!({
+                "setups": l.setups,
+                "syn_to_syn_ack": quantiles(&l.syn_to_syn_ack),
+                "syn_ack_to_ack": quantiles(&l.syn_ack_to_ack),
+                "setup_growth": growth,
+            }),
+        );
+    }
+    let mut v = serde_json::json!({
+        "windows": {"1s": merger.windows[0], "10s": merger.windows[1], "60s": merger.windows[2]},
+        "tenants": per_tenant,
+    });
+    if let Some(a) = s.analyzer {
+        let c = a.shard().counters;
+        let (flows, periodic) = a.shard().heartbeat_flows();
+        v["late_packets"] = serde_json::json!(c.late);
+        v["time_jumps"] = serde_json::json!(c.time_jumps);
+        v["heartbeat_flows"] = serde_json::json!(flows);
+        v["periodic_flows"] = serde_json::json!(periodic);
+        v["pending_handshakes"] = serde_json::json!(a.shard().pending_handshakes());
+    }
+    Some(v)
+}
+
+pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
+    let (classifier, totals, stats, common) = (s.classifier, s.totals, s.stats, s.common);
     let report = totals.report(classifier, common.top);
-    let secs = elapsed.as_secs_f64();
+    let secs = s.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         totals.packets as f64 / secs
     } else {
         0.0
     };
-    let mut out = std::io::stdout().lock();
-    match common.format {
-        Format::Json => {
-            let mut v = serde_json::to_value(&report)?;
-            v["capture"] = crate::replay::capture_totals(stats);
-            v["capture"]["warnings"] = serde_json::json!(warnings);
-            v["processing"] = serde_json::json!({ "elapsed_s": secs, "packets_per_s": rate });
-            serde_json::to_writer(&mut out, &v)?;
-            writeln!(out)?;
+    let mut out: Box<dyn Write> = if s.to_stderr {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
+    };
+    let detectors = detector_report(s);
+    if common.format == Format::Json {
+        let mut v = serde_json::to_value(&report)?;
+        v["capture"] = crate::replay::capture_totals(stats);
+        v["capture"]["warnings"] = serde_json::json!(s.warnings);
+        v["processing"] = serde_json::json!({ "elapsed_s": secs, "packets_per_s": rate });
+        if let Some(d) = detectors {
+            v["detectors"] = d;
         }
-        Format::Text => {
-            let source = match origin {
-                Origin::Files(1) => "1 file".to_string(),
-                Origin::Files(n) => format!("{n} files"),
-                Origin::Interface(i, w) => format!(
-                    "interface {i} ({w} worker{})",
-                    if *w == 1 { "" } else { "s" }
-                ),
+        if let Some(a) = s.alerts {
+            v["alerts"] = serde_json::json!({"events": a.total, "open": a.open(), "by_kind_state": a.counts(), "list": a.kept});
+        }
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let source = match &s.origin {
+        Origin::Files(1) => "1 file".to_string(),
+        Origin::Files(n) => format!("{n} files"),
+        Origin::Interface(i, w) => format!(
+            "interface {i} ({w} worker{})",
+            if *w == 1 { "" } else { "s" }
+        ),
+    };
+    writeln!(
+        out,
+        "{source}: {} packets, {} over {:.3} s of capture ({:.0} pps)",
+        group(report.packets),
+        bytes(report.bytes),
+        report.duration_s,
+        report.pps
+    )?;
+    writeln!(
+        out,
+        "processed in {secs:.3} s ({} packets/s)",
+        group(rate as u64)
+    )?;
+    if stats.kernel_packets > 0 || matches!(s.origin, Origin::Interface(..)) {
+        writeln!(
+            out,
+            "kernel: {} packets seen by the socket, {} dropped",
+            group(stats.kernel_packets),
+            group(stats.kernel_drops)
+        )?;
+    }
+    if stats.truncated_records + stats.corrupt_records > 0 {
+        writeln!(
+            out,
+            "capture problems: {} truncated, {} corrupt records (see warnings)",
+            stats.truncated_records, stats.corrupt_records
+        )?;
+    }
+    let n = report.packets.max(1) as f64;
+    writeln!(
+        out,
+        "\nmalformed: {}  (headers cut by snaplen, labelled anyway: {})",
+        group(report.malformed),
+        group(report.snapped_headers)
+    )?;
+    for (reason, c) in &report.malformed_by_reason {
+        writeln!(out, "  {reason:<32} {:>12}", group(*c))?;
+    }
+    writeln!(out, "\nby protocol type:")?;
+    let mut types: Vec<_> = report.by_protocol_type.iter().collect();
+    types.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (name, c) in types {
+        writeln!(
+            out,
+            "  {name:<24} {:>12} {:>6.1}%",
+            group(*c),
+            *c as f64 * 100.0 / n
+        )?;
+    }
+    writeln!(out, "\nby size class (wire bytes):")?;
+    for class in tapwatch_classifier::SizeClass::ALL {
+        let c = report.by_size_class.get(class.name()).copied().unwrap_or(0);
+        writeln!(
+            out,
+            "  {:<24} {:>12} {:>6.1}%",
+            class.name(),
+            group(c),
+            c as f64 * 100.0 / n
+        )?;
+    }
+    writeln!(out, "\nby tenant (source address):")?;
+    for (name, t) in &report.by_tenant {
+        writeln!(
+            out,
+            "  {name:<24} {:>12} {:>12}",
+            group(t.packets),
+            bytes(t.bytes)
+        )?;
+    }
+    writeln!(out, "\nby IP protocol:")?;
+    for (name, c) in &report.by_ip_protocol {
+        writeln!(out, "  {name:<24} {:>12}", group(*c))?;
+    }
+    writeln!(out, "\ntop sources by packets:")?;
+    for src in &report.top_sources {
+        writeln!(
+            out,
+            "  {:<40} {:>12} {:>12}  {}",
+            src.address.to_string(),
+            group(src.packets),
+            bytes(src.bytes),
+            src.tenant
+        )?;
+    }
+    if let Some(t) = detectors.as_ref().and_then(|d| d["tenants"].as_object()) {
+        writeln!(out, "\nhandshakes and setup growth by tenant:")?;
+        for (name, v) in t {
+            let lat = &v["syn_to_syn_ack"];
+            let lat = if lat.is_null() {
+                "no handshakes timed".to_string()
+            } else {
+                format!(
+                    "SYN->SYN-ACK p50 {} us, p99 {} us",
+                    lat["p50_us"], lat["p99_us"]
+                )
             };
+            let g = &v["setup_growth"];
+            let growth = if g.is_null() {
+                String::new()
+            } else {
+                format!(
+                    "; setups ~ nodes^{:.2} (r2 {:.2})",
+                    g["exponent"].as_f64().unwrap_or(0.0),
+                    g["r2"].as_f64().unwrap_or(0.0)
+                )
+            };
+            writeln!(out, "  {name:<24} {:>8} setups; {lat}{growth}", v["setups"])?;
+        }
+    }
+    if let Some(a) = s.alerts {
+        writeln!(out, "\nalerts: {} events, {} still open", a.total, a.open())?;
+        for e in &a.kept {
+            writeln!(out, "  {}", human_line(e))?;
+        }
+        if a.total > a.kept.len() as u64 {
             writeln!(
                 out,
-                "{source}: {} packets, {} over {:.3} s of capture ({:.0} pps)",
-                group(report.packets),
-                bytes(report.bytes),
-                report.duration_s,
-                report.pps
+                "  ... {} more (see --alerts-out)",
+                a.total - a.kept.len() as u64
             )?;
-            writeln!(
-                out,
-                "processed in {secs:.3} s ({} packets/s)",
-                group(rate as u64)
-            )?;
-            if stats.kernel_packets > 0 || matches!(origin, Origin::Interface(..)) {
-                writeln!(
-                    out,
-                    "kernel: {} packets seen by the socket, {} dropped",
-                    group(stats.kernel_packets),
-                    group(stats.kernel_drops)
-                )?;
-            }
-            if stats.truncated_records + stats.corrupt_records > 0 {
-                writeln!(
-                    out,
-                    "capture problems: {} truncated, {} corrupt records (see warnings)",
-                    stats.truncated_records, stats.corrupt_records
-                )?;
-            }
-            let n = report.packets.max(1) as f64;
-            writeln!(
-                out,
-                "\nmalformed: {}  (headers cut by snaplen, labelled anyway: {})",
-                group(report.malformed),
-                group(report.snapped_headers)
-            )?;
-            for (reason, c) in &report.malformed_by_reason {
-                writeln!(out, "  {reason:<32} {:>12}", group(*c))?;
-            }
-            writeln!(out, "\nby protocol type:")?;
-            let mut types: Vec<_> = report.by_protocol_type.iter().collect();
-            types.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            for (name, c) in types {
-                writeln!(
-                    out,
-                    "  {name:<24} {:>12} {:>6.1}%",
-                    group(*c),
-                    *c as f64 * 100.0 / n
-                )?;
-            }
-            writeln!(out, "\nby size class (wire bytes):")?;
-            for s in tapwatch_classifier::SizeClass::ALL {
-                let c = report.by_size_class.get(s.name()).copied().unwrap_or(0);
-                writeln!(
-                    out,
-                    "  {:<24} {:>12} {:>6.1}%",
-                    s.name(),
-                    group(c),
-                    c as f64 * 100.0 / n
-                )?;
-            }
-            writeln!(out, "\nby tenant (source address):")?;
-            for (name, t) in &report.by_tenant {
-                writeln!(
-                    out,
-                    "  {name:<24} {:>12} {:>12}",
-                    group(t.packets),
-                    bytes(t.bytes)
-                )?;
-            }
-            writeln!(out, "\nby IP protocol:")?;
-            for (name, c) in &report.by_ip_protocol {
-                writeln!(out, "  {name:<24} {:>12}", group(*c))?;
-            }
-            writeln!(out, "\ntop sources by packets:")?;
-            for s in &report.top_sources {
-                writeln!(
-                    out,
-                    "  {:<40} {:>12} {:>12}  {}",
-                    s.address.to_string(),
-                    group(s.packets),
-                    bytes(s.bytes),
-                    s.tenant
-                )?;
-            }
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tapwatch_analyzer::Totals;
+use tapwatch_analyzer::{Analyzer, Totals};
 use tapwatch_capture::{FileReader, FrameSource, MergedReader, Pace, Pacer, SourceStats};
 use tapwatch_classifier::Classifier;
 
@@ -22,6 +22,7 @@ pub struct ReplayOptions<'a> {
     pub max_gap: f64,
     pub progress: ProgressMode,
     pub print_packets: bool,
+    pub alerts_out: Option<&'a std::path::Path>,
 }
 
 pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
@@ -32,8 +33,11 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         max_gap,
         progress,
         print_packets,
+        alerts_out,
     } = o;
-    let classifier = crate::config::classifier(common)?;
+    let (config, classifier) = crate::config::load(common)?;
+    let mut alerts = crate::alerts::AlertOutput::new(alerts_out)?;
+    let mut analyzer = Analyzer::new(&config.analyzer, &classifier);
     let mut readers = Vec::with_capacity(files.len());
     for f in files {
         let reader = if f.as_os_str() == "-" {
@@ -54,27 +58,22 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     let mut pacer = Pacer::new(pace, max_gap);
     let started = Instant::now();
     let mut totals = Totals::new(classifier.type_count());
+    let mut pipeline = Pipeline {
+        classifier: &classifier,
+        totals: &mut totals,
+        analyzer: &mut analyzer,
+        alerts: &mut alerts,
+        pacer: &mut pacer,
+        bar: &bar,
+        print_packets,
+    };
     let (stats, warnings) = if readers.len() == 1 {
         let mut r = readers.pop().expect("one reader");
-        drive(
-            &mut r,
-            &classifier,
-            &mut totals,
-            &mut pacer,
-            &bar,
-            print_packets,
-        )?;
+        pipeline.drive(&mut r)?;
         (r.stats(), r.take_warnings())
     } else {
         let mut m = MergedReader::new(readers);
-        drive(
-            &mut m,
-            &classifier,
-            &mut totals,
-            &mut pacer,
-            &bar,
-            print_packets,
-        )?;
+        pipeline.drive(&mut m)?;
         let warnings = m
             .readers_mut()
             .iter_mut()
@@ -82,52 +81,64 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
             .collect();
         (m.stats(), warnings)
     };
+    analyzer.finish();
+    alerts.publish(analyzer.take_findings())?;
     bar.finish_and_clear();
     for w in &warnings {
         eprintln!("tapwatch: warning: {w}");
     }
-    let elapsed = started.elapsed();
-    output::print_summary(
-        &classifier,
-        &totals,
-        &stats,
-        &warnings,
-        elapsed,
+    output::print_summary(&output::Summary {
+        classifier: &classifier,
+        totals: &totals,
+        stats: &stats,
+        warnings: &warnings,
+        elapsed: started.elapsed(),
         common,
-        &output::Origin::Files(files.len()),
-    )
+        origin: output::Origin::Files(files.len()),
+        analyzer: Some(&analyzer),
+        merger: None,
+        alerts: Some(&alerts),
+        to_stderr: alerts_out.is_some_and(|p| p.as_os_str() == "-"),
+    })
 }
 
-#[inline]
-fn drive<S: FrameSource>(
-    source: &mut S,
-    classifier: &Classifier,
-    totals: &mut Totals,
-    pacer: &mut Pacer,
-    bar: &ProgressBar,
+/// The per-packet path of a replay.
+struct Pipeline<'a> {
+    classifier: &'a Classifier,
+    totals: &'a mut Totals,
+    analyzer: &'a mut Analyzer,
+    alerts: &'a mut crate::alerts::AlertOutput,
+    pacer: &'a mut Pacer,
+    bar: &'a ProgressBar,
     print_packets: bool,
-) -> anyhow::Result<()> {
-    let mut next_tick = PROGRESS_EVERY;
-    while let Some(frame) = source.next_frame()? {
-        pacer.wait(frame.ts_ns);
-        let meta = classifier.classify(&frame);
-        totals.add(&meta);
-        if print_packets {
-            bar.suspend(|| {
-                eprintln!(
-                    "{:>7} {}",
-                    totals.packets,
-                    crate::output::packet_line(classifier, &meta)
-                )
-            });
+}
+
+impl Pipeline<'_> {
+    #[inline]
+    fn drive<S: FrameSource>(&mut self, source: &mut S) -> anyhow::Result<()> {
+        let mut next_tick = PROGRESS_EVERY;
+        while let Some(frame) = source.next_frame()? {
+            self.pacer.wait(frame.ts_ns);
+            let meta = self.classifier.classify(&frame);
+            self.totals.add(&meta);
+            self.analyzer.observe(&meta);
+            if self.analyzer.has_findings() {
+                self.alerts.publish(self.analyzer.take_findings())?;
+            }
+            if self.print_packets {
+                let line = crate::output::packet_line(self.classifier, &meta);
+                let n = self.totals.packets;
+                self.bar.suspend(|| eprintln!("{n:>7} {line}"));
+            }
+            if self.totals.packets >= next_tick {
+                next_tick += PROGRESS_EVERY;
+                self.bar.set_position(source.position());
+                self.bar
+                    .set_message(format!("{} packets", self.totals.packets));
+            }
         }
-        if totals.packets >= next_tick {
-            next_tick += PROGRESS_EVERY;
-            bar.set_position(source.position());
-            bar.set_message(format!("{} packets", totals.packets));
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn progress_bar(show: bool, total: Option<u64>) -> ProgressBar {

@@ -4,4 +4,5 @@
 mod common;
 mod live_capture;
 mod replay_cli;
+mod scenarios;
 mod shared_pcaps;

@@ -1,0 +1,120 @@
+//! Alert output: the JSON-lines file (or stdout) of `--alerts-out`, and the alerts kept
+//! for the summary.
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use tapwatch_analyzer::Finding;
+use tapwatch_rules::{AlertEngine, AlertEvent, AlertState};
+
+/// Alert events kept for the summary at most.
+const KEPT: usize = 200;
+
+/// Findings → alert events → outputs.
+pub struct AlertOutput {
+    engine: AlertEngine,
+    file: Option<Box<dyn Write>>,
+    /// Events so far (the first [`KEPT`]), for the summary.
+    pub kept: Vec<AlertEvent>,
+    /// Events so far.
+    pub total: u64,
+}
+
+impl AlertOutput {
+    /// Writes JSON lines to `path` (`-`: stdout) when given.
+    pub fn new(path: Option<&Path>) -> anyhow::Result<AlertOutput> {
+        let file: Option<Box<dyn Write>> = match path {
+            None => None,
+            Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+            Some(p) => Some(Box::new(BufWriter::new(
+                File::create(p).with_context(|| format!("creating alerts file {}", p.display()))?,
+            ))),
+        };
+        Ok(AlertOutput {
+            engine: AlertEngine::default(),
+            file,
+            kept: Vec::new(),
+            total: 0,
+        })
+    }
+
+    /// Applies findings and writes the events they cause.
+    pub fn publish(&mut self, findings: Vec<Finding>) -> anyhow::Result<()> {
+        for f in findings {
+            let Some(event) = self.engine.process(&f) else {
+                continue;
+            };
+            self.total += 1;
+            if let Some(out) = &mut self.file {
+                serde_json::to_writer(&mut *out, &event)?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+            }
+            if self.kept.len() < KEPT {
+                self.kept.push(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Alerts still open.
+    pub fn open(&self) -> usize {
+        self.engine.open_alerts()
+    }
+
+    /// Events by `kind/state`.
+    pub fn counts(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let mut counts: Vec<_> = self.engine.counts.iter().collect();
+        counts.sort();
+        for ((kind, state), n) in counts {
+            m.insert(format!("{kind}/{state}"), serde_json::json!(n));
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// One event on one line, for people.
+pub fn human_line(e: &AlertEvent) -> String {
+    let state = match e.state {
+        AlertState::Firing => "FIRING  ",
+        AlertState::Resolved => "resolved",
+    };
+    let severity = serde_json::to_value(e.severity)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let tenant = e
+        .tenant
+        .as_deref()
+        .map(|t| format!(" tenant={t}"))
+        .unwrap_or_default();
+    let detail = match (e.kind, e.state) {
+        ("missed_heartbeat", AlertState::Firing) => {
+            format!("silent for {:.3} s (deadline)", e.value)
+        }
+        ("missed_heartbeat", AlertState::Resolved) => format!("gap {:.3} s", e.value),
+        ("heavy_hitter", _) => format!(
+            "share {:.1}% (threshold {:.0}%)",
+            e.value * 100.0,
+            e.threshold * 100.0
+        ),
+        ("quadratic_setup_growth", _) => format!(
+            "setups ~ nodes^{:.2} (threshold {:.1}), at 2x nodes {:.0} setups/s",
+            e.value,
+            e.threshold,
+            e.evidence["projected_setup_rate_at_2x_nodes"]
+                .as_f64()
+                .unwrap_or(0.0)
+        ),
+        ("syn_retransmits", _) => {
+            format!("{} retransmitted SYNs (threshold {})", e.value, e.threshold)
+        }
+        _ => format!("value {} threshold {}", e.value, e.threshold),
+    };
+    format!(
+        "{} {state} {:<22} {:<8} {}{tenant}: {detail}",
+        e.detected_at, e.kind, severity, e.subject
+    )
+}
