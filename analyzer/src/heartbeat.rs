@@ -85,17 +85,56 @@ pub struct HeartbeatTracker {
     bfd_rx: FxHashMap<(IpAddr, u32), u32>,
     /// Packets not tracked because the table was full.
     pub untracked: u64,
+    doorkeeper: Doorkeeper,
+}
+
+/// Two rotating bitmaps of flow hashes: "has this flow been seen before, recently?"
+/// A false "yes" only admits a flow early; the table's own cap still bounds memory.
+struct Doorkeeper {
+    bits: [Vec<u64>; 2],
+    current: usize,
+    rotated_at: u64,
+    rotate_ns: u64,
+}
+
+impl Doorkeeper {
+    const BITS: usize = 1 << 23;
+
+    fn new(rotate_ns: u64) -> Doorkeeper {
+        Doorkeeper {
+            bits: [vec![0; Self::BITS / 64], vec![0; Self::BITS / 64]],
+            current: 0,
+            rotated_at: 0,
+            rotate_ns,
+        }
+    }
+
+    #[inline]
+    fn seen_before(&mut self, key: &FlowKey, now: u64) -> bool {
+        if now.saturating_sub(self.rotated_at) >= self.rotate_ns {
+            self.current ^= 1;
+            self.bits[self.current].iter_mut().for_each(|w| *w = 0);
+            self.rotated_at = now;
+        }
+        let h = crate::sketch::mix64(key) as usize % Self::BITS;
+        let (word, bit) = (h / 64, 1u64 << (h % 64));
+        let seen = (self.bits[0][word] | self.bits[1][word]) & bit != 0;
+        self.bits[self.current][word] |= bit;
+        seen
+    }
 }
 
 impl HeartbeatTracker {
     /// A tracker with these settings.
     pub fn new(cfg: HeartbeatConfig) -> HeartbeatTracker {
+        let rotate_ns = (cfg.max_period_s * 1e9) as u64;
         HeartbeatTracker {
             cfg,
             flows: FxHashMap::default(),
             timers: BinaryHeap::new(),
             bfd_rx: FxHashMap::default(),
             untracked: 0,
+            doorkeeper: Doorkeeper::new(rotate_ns),
         }
     }
 
@@ -161,9 +200,18 @@ impl HeartbeatTracker {
             }
             return;
         }
-        if !self.flows.contains_key(&key) && self.flows.len() >= self.cfg.max_flows {
-            self.untracked += 1;
-            return;
+        if !self.flows.contains_key(&key) {
+            // A flow earns a table entry with its second small packet: one-packet flows
+            // (scans, spoofed floods) and data flows never cost an entry.
+            if (m.wire_len > self.cfg.max_packet_bytes && bfd.is_none())
+                || !self.doorkeeper.seen_before(&key, m.ts_ns)
+            {
+                return;
+            }
+            if self.flows.len() >= self.cfg.max_flows {
+                self.untracked += 1;
+                return;
+            }
         }
         let flow = self.flows.entry(key).or_insert_with(|| Flow {
             last_ts: m.ts_ns,
@@ -215,9 +263,11 @@ impl HeartbeatTracker {
             && m.ts_ns.saturating_sub(flow.run_start) as f64 >= self.cfg.min_learn_s * 1e9;
         let wait = match &flow.bfd {
             Some(b) => {
+                // Detection applies to sessions that are Up and have shown their rhythm.
                 let peer_rx = self.bfd_rx.get(&(dst, b.your_disc)).copied().unwrap_or(0);
                 let interval_us = u64::from(b.desired_min_tx_us.max(peer_rx));
-                (interval_us > 0 && b.detect_mult > 0)
+                let up = bfd.is_some_and(|p| p.state == BfdState::Up) && flow.n >= 2;
+                (up && interval_us > 0 && b.detect_mult > 0)
                     .then(|| u64::from(b.detect_mult) * interval_us * 1000)
             }
             None => flow

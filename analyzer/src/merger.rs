@@ -222,7 +222,8 @@ impl Merger {
             if s.retransmits >= cfg.min_retransmits && ratio >= cfg.min_retransmit_ratio {
                 hot.push(*server);
                 let started = *self.syn_firing.entry(*server).or_insert(b.start_ns);
-                let pct = |q: f64| s.syn_to_syn_ack.value_at_quantile(q);
+                let h = s.syn_to_syn_ack.as_ref();
+                let pct = |q: f64| h.map(|h| h.value_at_quantile(q)).unwrap_or(0);
                 out.push(Finding {
                     kind: FindingKind::SynRetransmits,
                     active: true,
@@ -240,7 +241,7 @@ impl Merger {
                         "retransmit_ratio": ratio,
                         "min_ratio": cfg.min_retransmit_ratio,
                         "rsts": s.rsts,
-                        "syn_to_syn_ack_us": {"p50": pct(0.5), "p99": pct(0.99), "max": s.syn_to_syn_ack.max(), "samples": s.syn_to_syn_ack.len()},
+                        "syn_to_syn_ack_us": {"p50": pct(0.5), "p99": pct(0.99), "max": h.map(|h| h.max()).unwrap_or(0), "samples": h.map(|h| h.len()).unwrap_or(0)},
                     }),
                 });
             }

@@ -11,7 +11,7 @@ use crate::config::AnalyzerConfig;
 use crate::finding::Finding;
 use crate::handshake::{HandshakeEvent, HandshakeTracker};
 use crate::heartbeat::HeartbeatTracker;
-use crate::window::{latency_histogram, Traffic, WindowStats};
+use crate::window::{latency_histogram, WindowStats};
 
 /// Windows a jump forward in time may create before the shard skips ahead instead.
 const MAX_EMPTY_WINDOWS: u64 = 600;
@@ -95,6 +95,7 @@ impl Shard {
             self.cfg.heavy_hitters.sketch_capacity,
             self.cfg.setup_growth.exact_nodes,
             self.cfg.handshake.max_servers,
+            self.setup.len(),
         )
     }
 
@@ -131,12 +132,7 @@ impl Shard {
         };
         w.packets += 1;
         w.bytes += u64::from(m.wire_len);
-        let t = w
-            .traffic
-            .entry((m.tenant, m.kind, m.size_class))
-            .or_insert(Traffic::default());
-        t.packets += 1;
-        t.bytes += u64::from(m.wire_len);
+        w.traffic.add(m.tenant, m.kind, m.size_class, m.wire_len);
         let Some(src) = m.src else { return };
         if m.malformed.is_some() {
             return;
@@ -182,7 +178,10 @@ impl Shard {
                 }
                 HandshakeEvent::SynAck { us, client_tenant } => {
                     if let Some(s) = w.server(server) {
-                        let _ = s.syn_to_syn_ack.record(us.max(1));
+                        let _ = s
+                            .syn_to_syn_ack
+                            .get_or_insert_with(latency_histogram)
+                            .record(us.max(1));
                     }
                     let _ = w
                         .tenant(client_tenant)

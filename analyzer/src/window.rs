@@ -72,7 +72,7 @@ pub struct ServerWindow {
     /// RSTs to or from the server.
     pub rsts: u64,
     /// SYN → SYN-ACK, µs.
-    pub syn_to_syn_ack: Histogram<u64>,
+    pub syn_to_syn_ack: Option<Histogram<u64>>,
 }
 
 impl ServerWindow {
@@ -81,7 +81,7 @@ impl ServerWindow {
             syns: 0,
             retransmits: 0,
             rsts: 0,
-            syn_to_syn_ack: latency_histogram(),
+            syn_to_syn_ack: None,
         }
     }
 }
@@ -93,6 +93,64 @@ pub struct Traffic {
     pub packets: u64,
     /// Bytes.
     pub bytes: u64,
+}
+
+/// Packets and bytes by tenant × protocol type × size class, in one flat array (no hashing
+/// per packet): cell `(tenant · types + type) · 7 + size class`.
+#[derive(Clone, Debug, Default)]
+pub struct TrafficTable {
+    types: usize,
+    cells: Vec<Traffic>,
+}
+
+impl TrafficTable {
+    fn new(types: usize) -> TrafficTable {
+        TrafficTable {
+            types: types.max(ProtocolType::BUILTIN),
+            cells: Vec::new(),
+        }
+    }
+
+    /// Counts one packet.
+    #[inline]
+    pub fn add(&mut self, tenant: TenantId, kind: ProtocolType, size: SizeClass, bytes: u32) {
+        let i = ((tenant.0 as usize * self.types) + kind.index().min(self.types - 1)) * 7
+            + size as usize;
+        if i >= self.cells.len() {
+            self.cells.resize(i + 1, Traffic::default());
+        }
+        let c = &mut self.cells[i];
+        c.packets += 1;
+        c.bytes += u64::from(bytes);
+    }
+
+    /// Non-empty cells as (tenant, protocol-type index, size class, traffic).
+    pub fn iter(&self) -> impl Iterator<Item = (TenantId, usize, SizeClass, Traffic)> + '_ {
+        self.cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.packets > 0)
+            .map(|(i, c)| {
+                let size = SizeClass::ALL[i % 7];
+                let rest = i / 7;
+                (
+                    TenantId((rest / self.types) as u16),
+                    rest % self.types,
+                    size,
+                    *c,
+                )
+            })
+    }
+
+    fn merge(&mut self, o: &TrafficTable) {
+        if o.cells.len() > self.cells.len() {
+            self.cells.resize(o.cells.len(), Traffic::default());
+        }
+        for (a, b) in self.cells.iter_mut().zip(&o.cells) {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        }
+    }
 }
 
 /// Aggregates of one window `[start_ns, end_ns)`.
@@ -109,7 +167,7 @@ pub struct WindowStats {
     /// Per tenant, indexed by [`TenantId`].
     pub tenants: Vec<TenantWindow>,
     /// Packets and bytes by tenant × protocol type × size class.
-    pub traffic: FxHashMap<(TenantId, ProtocolType, SizeClass), Traffic>,
+    pub traffic: TrafficTable,
     /// Sources by packets (secondary: bytes).
     pub sources: FrequentItems<IpAddr>,
     /// Sources by bytes.
@@ -136,6 +194,7 @@ impl WindowStats {
         sketch_capacity: usize,
         exact_nodes: usize,
         max_servers: usize,
+        type_count: usize,
     ) -> WindowStats {
         WindowStats {
             start_ns,
@@ -143,7 +202,7 @@ impl WindowStats {
             packets: 0,
             bytes: 0,
             tenants: Vec::new(),
-            traffic: FxHashMap::default(),
+            traffic: TrafficTable::new(type_count),
             sources: FrequentItems::new(sketch_capacity),
             source_bytes: FrequentItems::new(sketch_capacity),
             source_kinds: FrequentItems::new(sketch_capacity),
@@ -164,6 +223,7 @@ impl WindowStats {
             self.sources.capacity(),
             self.exact_nodes,
             self.max_servers,
+            self.traffic.types,
         )
     }
 
@@ -202,11 +262,7 @@ impl WindowStats {
         for (i, t) in o.tenants.iter().enumerate() {
             self.tenant(TenantId(i as u16)).merge(t);
         }
-        for (k, v) in &o.traffic {
-            let e = self.traffic.entry(*k).or_default();
-            e.packets += v.packets;
-            e.bytes += v.bytes;
-        }
+        self.traffic.merge(&o.traffic);
         self.sources.merge(&o.sources);
         self.source_bytes.merge(&o.source_bytes);
         self.source_kinds.merge(&o.source_kinds);
@@ -217,7 +273,7 @@ impl WindowStats {
                 s.syns += v.syns;
                 s.retransmits += v.retransmits;
                 s.rsts += v.rsts;
-                let _ = s.syn_to_syn_ack.add(&v.syn_to_syn_ack);
+                merge_hist(&mut s.syn_to_syn_ack, &v.syn_to_syn_ack);
             }
         }
         self.servers_untracked += o.servers_untracked;

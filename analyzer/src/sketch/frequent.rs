@@ -41,6 +41,8 @@ pub struct FrequentItems<K> {
     offset: u64,
     total: u64,
     scratch: Vec<u64>,
+    /// The table purges rebuild into, swapped with `slots` (no allocation per purge).
+    spare: Vec<Option<Slot<K>>>,
 }
 
 impl<K: Copy + Eq + Hash> FrequentItems<K> {
@@ -57,6 +59,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
             offset: 0,
             total: 0,
             scratch: Vec::with_capacity(max_len),
+            spare: Vec::new(),
         }
     }
 
@@ -87,7 +90,8 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// Bytes of memory the sketch holds.
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Option<Slot<K>>>() + self.scratch.capacity() * 8
+        (self.slots.capacity() + self.spare.capacity()) * std::mem::size_of::<Option<Slot<K>>>()
+            + self.scratch.capacity() * 8
     }
 
     /// Adds `weight` (and a secondary weight) to `key`.
@@ -127,15 +131,21 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         let (_, median, _) = self.scratch.select_nth_unstable(mid);
         let cut = (*median).max(1);
         self.offset += cut;
-        let old = std::mem::replace(&mut self.slots, vec![None; self.mask + 1]);
+        if self.spare.len() != self.slots.len() {
+            self.spare = vec![None; self.slots.len()];
+        }
+        std::mem::swap(&mut self.slots, &mut self.spare);
         self.len = 0;
-        for s in old.into_iter().flatten() {
+        for i in 0..self.spare.len() {
+            let Some(s) = self.spare[i].take() else {
+                continue;
+            };
             if s.count > cut {
-                let mut i = mix64(&s.key) as usize & self.mask;
-                while self.slots[i].is_some() {
-                    i = (i + 1) & self.mask;
+                let mut j = mix64(&s.key) as usize & self.mask;
+                while self.slots[j].is_some() {
+                    j = (j + 1) & self.mask;
                 }
-                self.slots[i] = Some(Slot {
+                self.slots[j] = Some(Slot {
                     count: s.count - cut,
                     ..s
                 });
