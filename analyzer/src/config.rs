@@ -153,7 +153,7 @@ impl Default for HeartbeatConfig {
             min_regular: 0.9,
             min_period_s: 0.05,
             max_period_s: 600.0,
-            max_flows: 1 << 18,
+            max_flows: 1 << 17,
         }
     }
 }
@@ -181,7 +181,7 @@ pub struct HandshakeConfig {
 impl Default for HandshakeConfig {
     fn default() -> Self {
         HandshakeConfig {
-            max_pending: 1 << 20,
+            max_pending: 1 << 18,
             timeout_s: 30.0,
             min_retransmit_gap_s: 0.5,
             burst_window_s: 10.0,

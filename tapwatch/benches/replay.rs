@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
 use tapwatch_analyzer::scenario::Rng;
-use tapwatch_analyzer::Totals;
+use tapwatch_analyzer::{Analyzer, AnalyzerConfig, Totals};
 use tapwatch_capture::{FileReader, FrameSource, LinkType, PcapWriter};
 use tapwatch_classifier::Classifier;
 
@@ -164,6 +164,19 @@ fn main() {
         counted = totals.packets;
     });
     assert_eq!(counted as usize, packets);
+    let mut findings = 0usize;
+    let with_detectors = best(3, || {
+        let mut r = FileReader::open(&file).unwrap();
+        let mut totals = Totals::new(classifier.type_count());
+        let mut analyzer = Analyzer::new(&AnalyzerConfig::default(), &classifier);
+        while let Some(frame) = r.next_frame().unwrap() {
+            let meta = classifier.classify(&frame);
+            totals.add(&meta);
+            analyzer.observe(&meta);
+        }
+        analyzer.finish();
+        findings = analyzer.take_findings().len();
+    });
     let read_only = best(3, || {
         let mut r = FileReader::open(&file).unwrap();
         let mut n = 0u64;
@@ -221,6 +234,10 @@ fn main() {
     row(
         "tapwatch classify + totals, in process, 1 worker",
         in_process,
+    );
+    row(
+        "tapwatch classify + totals + all detectors, in process",
+        with_detectors,
     );
     row("tapwatch replay FILE --format json (whole binary)", binary);
     let tcpdump = Command::new("tcpdump")
