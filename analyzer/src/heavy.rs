@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
-use tapwatch_classifier::{Classifier, ProtocolType, SizeClass, TenantMap};
+use tapwatch_classifier::{Classifier, ProtocolType, SizeClass, TenantId, TenantMap};
 
 use crate::config::HeavyHitterConfig;
 use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
@@ -70,6 +70,7 @@ pub struct HeavyJudge {
     source_bytes: Dimension<IpAddr>,
     source_kinds: Dimension<(IpAddr, ProtocolType, SizeClass)>,
     services: Dimension<ServiceKey>,
+    tenant_dim: Dimension<u16>,
     type_names: Vec<String>,
 }
 
@@ -91,6 +92,7 @@ impl HeavyJudge {
             source_bytes: Dimension::new(),
             source_kinds: Dimension::new(),
             services: Dimension::new(),
+            tenant_dim: Dimension::new(),
             type_names,
         }
     }
@@ -246,82 +248,139 @@ impl HeavyJudge {
             raise(&mut self.services, &cfg, *key, subject, None, v, w, e, out);
         }
 
-        self.resolve_quiet(w, &hot_sources, &kinds, &services, tenants, out);
-    }
+        // Tenants, counted exactly: a tenant jumping far above its own baseline, unless its
+        // hot sources (already reported) explain most of it. "unassigned" is not a tenant.
+        let mut tenant_counts = FrequentItems::new(w.tenants.len().max(16));
+        for (i, t) in w.tenants.iter().enumerate().skip(1) {
+            if t.packets > 0 {
+                tenant_counts.add(i as u16, t.packets, t.bytes);
+            }
+        }
+        let tenant_verdicts = judge_dimension(
+            &cfg,
+            &mut self.tenant_dim,
+            &tenant_counts,
+            w.packets,
+            width,
+            cfg.min_pps,
+            judging,
+        );
+        for (key, v) in tenant_verdicts.iter().filter(|(_, v)| v.hot) {
+            let from_hot: u64 = hot_sources
+                .iter()
+                .filter(|s| tenants.lookup(**s).0 == *key)
+                .map(|s| w.sources.get(s).map(|e| e.count).unwrap_or(0))
+                .sum();
+            if from_hot * 2 >= v.count {
+                continue;
+            }
+            let name = tenants.name(TenantId(*key)).to_string();
+            let mut e = evidence("tenant", "packets", v, w, width, &cfg, 0);
+            e["nodes"] = serde_json::json!(w.tenants[*key as usize].nodes.count().0);
+            raise(
+                &mut self.tenant_dim,
+                &cfg,
+                *key,
+                name.clone(),
+                Some(name),
+                v,
+                w,
+                e,
+                out,
+            );
+        }
 
-    fn resolve_quiet(
-        &mut self,
-        w: &WindowStats,
-        hot_sources: &[IpAddr],
-        kinds: &[((IpAddr, ProtocolType, SizeClass), Verdict)],
-        services: &[(ServiceKey, Verdict)],
-        tenants: &TenantMap,
-        out: &mut Vec<Finding>,
-    ) {
-        let clear = self.cfg.clear_windows;
-        let threshold = self.cfg.min_share;
-        let mut done = |subject: String, tenant: Option<String>, f: &Firing| {
-            out.push(Finding {
-                kind: FindingKind::HeavyHitter,
-                active: false,
-                tenant,
-                subject,
-                severity: Severity::Warning,
-                started_ns: f.since_ns,
-                detected_ns: w.end_ns,
-                value: f.peak,
-                threshold,
-                evidence: serde_json::json!({"peak_share": f.peak, "quiet_windows": f.quiet}),
-            })
-        };
+        // Firing keys that were not hot this window count quiet windows, then resolve.
+        let (clear, min_share, end) = (cfg.clear_windows, cfg.min_share, w.end_ns);
+        let tenant_of = |a: &IpAddr| Some(tenants.name(tenants.lookup(*a)).to_string());
         let names = &self.type_names;
-        self.sources.firing.retain(|k, f| {
-            if hot_sources.contains(k) {
-                return true;
-            }
-            f.quiet += 1;
-            let keep = f.quiet < clear;
-            if !keep {
-                done(
-                    k.to_string(),
-                    Some(tenants.name(tenants.lookup(*k)).to_string()),
-                    f,
-                );
-            }
-            keep
-        });
-        self.source_kinds.firing.retain(|k, f| {
-            if kinds.iter().any(|(kk, v)| kk == k && v.hot) {
-                return true;
-            }
-            f.quiet += 1;
-            let keep = f.quiet < clear;
-            if !keep {
-                let name = names.get(k.1.index()).cloned().unwrap_or_default();
-                done(
-                    format!("{} {} {}", k.0, name, k.2.name()),
-                    Some(tenants.name(tenants.lookup(k.0)).to_string()),
-                    f,
-                );
-            }
-            keep
-        });
-        self.services.firing.retain(|k, f| {
-            if services.iter().any(|(kk, v)| kk == k && v.hot) {
-                return true;
-            }
-            f.quiet += 1;
-            let keep = f.quiet < clear;
-            if !keep {
-                done(
-                    format!("{}/{}", endpoint(k.0, k.1), proto_label(k.2)),
-                    None,
-                    f,
-                );
-            }
-            keep
-        });
+        settle(
+            &mut self.sources,
+            |k| hot_sources.contains(k),
+            |k| (k.to_string(), tenant_of(k)),
+            clear,
+            min_share,
+            end,
+            out,
+        );
+        settle(
+            &mut self.source_kinds,
+            |k| kinds.iter().any(|(kk, v)| kk == k && v.hot),
+            |k| {
+                (
+                    format!(
+                        "{} {} {}",
+                        k.0,
+                        names.get(k.1.index()).cloned().unwrap_or_default(),
+                        k.2.name()
+                    ),
+                    tenant_of(&k.0),
+                )
+            },
+            clear,
+            min_share,
+            end,
+            out,
+        );
+        settle(
+            &mut self.services,
+            |k| services.iter().any(|(kk, v)| kk == k && v.hot),
+            |k| (format!("{}/{}", endpoint(k.0, k.1), proto_label(k.2)), None),
+            clear,
+            min_share,
+            end,
+            out,
+        );
+        settle(
+            &mut self.tenant_dim,
+            |k| tenant_verdicts.iter().any(|(kk, v)| kk == k && v.hot),
+            |k| {
+                let name = tenants.name(TenantId(*k)).to_string();
+                (name.clone(), Some(name))
+            },
+            clear,
+            min_share,
+            end,
+            out,
+        );
     }
+}
+
+/// Counts a quiet window for every firing key that was not hot; resolves those quiet for
+/// `clear` windows.
+#[allow(clippy::too_many_arguments)]
+fn settle<K: Copy + Eq + Hash>(
+    dim: &mut Dimension<K>,
+    hot: impl Fn(&K) -> bool,
+    subject: impl Fn(&K) -> (String, Option<String>),
+    clear: u32,
+    threshold: f64,
+    end_ns: u64,
+    out: &mut Vec<Finding>,
+) {
+    dim.firing.retain(|k, f| {
+        if hot(k) {
+            return true;
+        }
+        f.quiet += 1;
+        if f.quiet < clear {
+            return true;
+        }
+        let (subject, tenant) = subject(k);
+        out.push(Finding {
+            kind: FindingKind::HeavyHitter,
+            active: false,
+            tenant,
+            subject,
+            severity: Severity::Warning,
+            started_ns: f.since_ns,
+            detected_ns: end_ns,
+            value: f.peak,
+            threshold,
+            evidence: serde_json::json!({"peak_share": f.peak, "quiet_windows": f.quiet}),
+        });
+        false
+    });
 }
 
 /// Records a hot key as firing and reports it.
@@ -403,7 +462,8 @@ fn judge_dimension<K: Copy + Eq + Hash>(
     // warm-up they learn, so a big source that was always there resolves once known.
     let alpha = cfg.ewma_alpha;
     for (k, b) in dim.baselines.iter_mut() {
-        if !judging || !dim.firing.contains_key(k) {
+        let hot_now = verdicts.iter().any(|(vk, v)| vk == k && v.hot);
+        if !judging || !(hot_now || dim.firing.contains_key(k)) {
             let x = sketch.get(k).map(|e| e.count).unwrap_or(0) as f64;
             b.update(x, alpha);
         }
@@ -451,4 +511,117 @@ fn evidence(
         "baseline_factor": cfg.baseline_factor,
         "sketch_error_bound": error_bound,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::config::HeavyHitterConfig;
+
+    fn window(i: u64, senders: &[(u8, u32, u64)], tenants: &TenantMap) -> WindowStats {
+        let mut w = WindowStats::new(
+            i * 1_000_000_000,
+            (i + 1) * 1_000_000_000,
+            1024,
+            4096,
+            16,
+            32,
+        );
+        for &(b, sources, each) in senders {
+            for s in 0..sources {
+                let src = IpAddr::V4(Ipv4Addr::new(10, b, (s >> 8) as u8, s as u8));
+                let t = tenants.lookup(src);
+                for _ in 0..each {
+                    w.packets += 1;
+                    w.bytes += 100;
+                    w.sources.add(src, 1, 100);
+                    w.source_bytes.add(src, 100, 1);
+                    w.source_kinds
+                        .add((src, ProtocolType::Udp, SizeClass::UpTo128), 1, 100);
+                    let tw = w.tenant(t);
+                    tw.packets += 1;
+                    tw.bytes += 100;
+                    tw.nodes.add(src);
+                }
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn a_tenant_surge_from_many_small_sources_is_a_tenant_alert() {
+        let tenants = TenantMap::parse(std::path::Path::new("t"), "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.0.0/16\"]\n[[tenant]]\nname = \"beta\"\nprefixes = [\"10.2.0.0/16\"]\n").unwrap();
+        let classifier = Classifier::new(tenants.clone(), &Default::default());
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &classifier);
+        let mut out = Vec::new();
+        for i in 0..30 {
+            judge.judge(
+                &window(i, &[(1, 50, 1), (2, 50, 1)], &tenants),
+                &tenants,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "steady traffic raised {out:?}");
+        for i in 30..33 {
+            judge.judge(
+                &window(i, &[(1, 50, 1), (2, 1000, 2)], &tenants),
+                &tenants,
+                &mut out,
+            );
+        }
+        assert!(
+            out.iter().all(|f| f.subject == "beta" && f.active),
+            "{out:#?}"
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].evidence["dimension"], "tenant");
+        for i in 33..40 {
+            judge.judge(
+                &window(i, &[(1, 50, 1), (2, 50, 1)], &tenants),
+                &tenants,
+                &mut out,
+            );
+        }
+        let last = out.last().unwrap();
+        assert!(
+            !last.active && last.subject == "beta",
+            "the surge resolves: {last:?}"
+        );
+    }
+
+    #[test]
+    fn a_big_source_that_was_always_there_is_not_an_anomaly_but_a_new_one_is() {
+        let tenants = TenantMap::default();
+        let classifier = Classifier::default();
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &classifier);
+        let mut out = Vec::new();
+        // 10.1.0.0 sends 600 of ~700 packets per window from the start.
+        for i in 0..40 {
+            judge.judge(
+                &window(i, &[(1, 1, 600), (3, 100, 1)], &tenants),
+                &tenants,
+                &mut out,
+            );
+        }
+        assert!(
+            out.iter()
+                .all(|f| !f.active || f.detected_ns <= 11_000_000_000),
+            "only a warm-up flag may fire: {out:?}"
+        );
+        let before = out.len();
+        for i in 40..42 {
+            judge.judge(
+                &window(i, &[(1, 1, 600), (3, 100, 1), (4, 1, 3000)], &tenants),
+                &tenants,
+                &mut out,
+            );
+        }
+        let new: Vec<_> = out[before..].iter().filter(|f| f.active).collect();
+        assert!(
+            !new.is_empty() && new.iter().all(|f| f.subject == "10.4.0.0"),
+            "{new:#?}"
+        );
+    }
 }
