@@ -24,12 +24,14 @@ fn bundled_demo_is_what_the_generator_writes() {
         .args(["scenario", "demo", "--seed", "1", "--out"])
         .arg(&out));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let fresh = std::fs::read(&out).unwrap();
-    let bundled = std::fs::read(demo()).unwrap();
-    assert!(
-        fresh == bundled,
-        "data/demo.pcap is stale: regenerate it with `tapwatch scenario demo --out data/demo.pcap`"
-    );
+    for name in ["demo.pcap", "demo.truth.json", "demo.tenants.toml"] {
+        let fresh = std::fs::read(tmp.path(name)).unwrap();
+        let bundled = std::fs::read(root().join("data").join(name)).unwrap();
+        assert!(
+            fresh == bundled,
+            "data/{name} is stale: regenerate with `tapwatch scenario demo --out data/demo.pcap`"
+        );
+    }
 }
 
 #[test]
