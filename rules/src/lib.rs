@@ -26,6 +26,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod webhook;
+
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tapwatch_analyzer::{Finding, FindingKind, Severity};
@@ -161,6 +163,34 @@ fn event(
         value: f.value,
         threshold: f.threshold,
         evidence: f.evidence.clone(),
+    }
+}
+
+/// FNV-1a of some bytes as 16 hex digits.
+pub(crate) fn alert_id_bytes(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A tiny SplitMix64 for retry jitter (no need for a cryptographic source).
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    pub(crate) fn new(seed: u64) -> Jitter {
+        Jitter(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -1,0 +1,491 @@
+//! Webhook delivery that never loses an alert and never slows capture.
+//!
+//! Each sink has an append-only on-disk spool: [`WebhookSink::send`] renders the event in
+//! the sink's format and appends it (with a CRC-32) before returning, so an accepted alert
+//! survives a receiver outage and a tapwatch restart. A delivery thread per sink posts the
+//! spooled bodies in order, retrying timeouts, connection errors, 5xx and 429 with
+//! exponential backoff and jitter; other 4xx answers are reported and skipped (retrying
+//! them forever would block every later alert). A token bucket caps the rate per sink.
+//! Bodies are signed with `X-Tapwatch-Signature: sha256=HEX` (HMAC-SHA256) when the sink
+//! has a secret, read from a file or the environment, never from the command line.
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+
+use crate::{AlertEvent, AlertState};
+
+/// Body shape a receiver expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The alert contract itself (versioned JSON; `docs/alerts.md`).
+    Generic,
+    /// Slack incoming webhook: `{"text": …}`.
+    Slack,
+    /// PagerDuty Events API v2: trigger/resolve with `dedup_key` = alert id.
+    Pagerduty,
+    /// Prometheus Alertmanager webhook payload (version 4).
+    Alertmanager,
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<WebhookFormat, String> {
+        match s {
+            "generic" | "json" => Ok(WebhookFormat::Generic),
+            "slack" => Ok(WebhookFormat::Slack),
+            "pagerduty" => Ok(WebhookFormat::Pagerduty),
+            "alertmanager" => Ok(WebhookFormat::Alertmanager),
+            _ => Err(format!("webhook format {s:?}: expected generic, slack, pagerduty or alertmanager")),
+        }
+    }
+}
+
+fn default_timeout() -> f64 {
+    5.0
+}
+fn default_rate() -> f64 {
+    10.0
+}
+fn default_spool_mib() -> u64 {
+    64
+}
+
+/// One `[[webhook]]` table of the config file (or one `--webhook URL`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Body format.
+    #[serde(default = "generic")]
+    pub format: WebhookFormat,
+    /// File holding the HMAC secret (first line).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the HMAC secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the PagerDuty routing key (first line).
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
+    /// Per-request timeout, seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Most requests per second.
+    #[serde(default = "default_rate")]
+    pub rate_per_s: f64,
+    /// Spool size cap, MiB; alerts beyond it are counted as overflow.
+    #[serde(default = "default_spool_mib")]
+    pub spool_mib: u64,
+}
+
+fn generic() -> WebhookFormat {
+    WebhookFormat::Generic
+}
+
+impl WebhookConfig {
+    /// A generic-format sink for `url` with default settings (`--webhook URL`).
+    pub fn for_url(url: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: url.to_string(),
+            format: WebhookFormat::Generic,
+            secret_file: None,
+            secret_env: None,
+            routing_key_file: None,
+            timeout_s: default_timeout(),
+            rate_per_s: default_rate(),
+            spool_mib: default_spool_mib(),
+        }
+    }
+}
+
+/// Why a sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// A file (spool, secret) could not be used.
+    #[error("webhook {url}: {what} {path}: {source}")]
+    File {
+        /// The sink's URL.
+        url: String,
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is unusable.
+    #[error("webhook {url}: {reason}")]
+    Config {
+        /// The sink's URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Delivery counters of one sink, shared with its thread.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Alerts accepted into the spool.
+    pub accepted: AtomicU64,
+    /// Alerts delivered (2xx).
+    pub delivered: AtomicU64,
+    /// Attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Alerts the receiver rejected with a 4xx other than 429 (not retried).
+    pub rejected: AtomicU64,
+    /// Alerts refused because the spool was full.
+    pub overflow: AtomicU64,
+    /// Spooled records whose checksum did not match (skipped on replay).
+    pub corrupt: AtomicU64,
+}
+
+/// A running webhook sink.
+pub struct WebhookSink {
+    cfg: WebhookConfig,
+    spool: Spool,
+    routing_key: Option<String>,
+    wake: Sender<()>,
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+    /// Counters.
+    pub stats: Arc<DeliveryStats>,
+}
+
+impl WebhookSink {
+    /// Starts a sink spooling under `spool_dir` (created if missing). Alerts left in the
+    /// spool by an earlier run are delivered first.
+    pub fn start(cfg: WebhookConfig, spool_dir: &Path) -> Result<WebhookSink, WebhookError> {
+        let file_err = |what, path: &Path, source| WebhookError::File { url: cfg.url.clone(), what, path: path.to_path_buf(), source };
+        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
+            return Err(WebhookError::Config { url: cfg.url.clone(), reason: "the URL must start with http:// or https://".into() });
+        }
+        let secret = read_secret(&cfg, &file_err)?;
+        let routing_key = match &cfg.routing_key_file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| file_err("reading routing key file", p, e))?.lines().next().unwrap_or("").trim().to_string()),
+            None => None,
+        };
+        if cfg.format == WebhookFormat::Pagerduty && routing_key.is_none() {
+            return Err(WebhookError::Config { url: cfg.url.clone(), reason: "format pagerduty needs routing_key_file".into() });
+        }
+        let dir = spool_dir.join(sink_dir_name(&cfg.url));
+        std::fs::create_dir_all(&dir).map_err(|e| file_err("creating spool directory", &dir, e))?;
+        let spool = Spool::open(&dir, cfg.spool_mib << 20).map_err(|e| file_err("opening spool", &dir, e))?;
+        let stats = Arc::new(DeliveryStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = mpsc::channel();
+        let worker = {
+            let (cfg, stats, stop, dir) = (cfg.clone(), Arc::clone(&stats), Arc::clone(&stop), dir.clone());
+            std::thread::Builder::new()
+                .name("tapwatch-webhook".into())
+                .spawn(move || deliver_loop(cfg, secret, dir, stats, stop, woken))
+                .map_err(|e| file_err("starting delivery thread for", &spool_dir.to_path_buf(), e))?
+        };
+        Ok(WebhookSink { cfg, spool, routing_key, wake, stop, worker: Some(worker), stats })
+    }
+
+    /// The sink's URL.
+    pub fn url(&self) -> &str {
+        &self.cfg.url
+    }
+
+    /// Renders and spools one event; it is delivered in the background.
+    pub fn send(&mut self, event: &AlertEvent) {
+        let body = render(self.cfg.format, event, self.routing_key.as_deref());
+        match self.spool.append(&body) {
+            Ok(true) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let _ = self.wake.send(());
+            }
+            Ok(false) => {
+                self.stats.overflow.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.overflow.fetch_add(1, Ordering::Relaxed);
+                eprintln!("tapwatch: webhook {}: cannot spool an alert: {e}", self.cfg.url);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the spool to empty, then stops the sink. Returns how many
+    /// alerts remain spooled for the next run.
+    pub fn drain(mut self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.pending() > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.send(());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        self.pending()
+    }
+
+    /// Alerts spooled and not yet delivered or rejected.
+    pub fn pending(&self) -> u64 {
+        Spool::pending(&self.spool.dir)
+    }
+}
+
+fn read_secret(cfg: &WebhookConfig, file_err: &dyn Fn(&'static str, &Path, std::io::Error) -> WebhookError) -> Result<Option<Vec<u8>>, WebhookError> {
+    if let Some(p) = &cfg.secret_file {
+        let text = std::fs::read_to_string(p).map_err(|e| file_err("reading secret file", p, e))?;
+        return Ok(Some(text.lines().next().unwrap_or("").trim_end().as_bytes().to_vec()));
+    }
+    if let Some(var) = &cfg.secret_env {
+        return match std::env::var(var) {
+            Ok(v) => Ok(Some(v.into_bytes())),
+            Err(_) => Err(WebhookError::Config { url: cfg.url.clone(), reason: format!("secret_env {var} is not set") }),
+        };
+    }
+    Ok(None)
+}
+
+/// A directory name for a URL (no credentials or separators in it).
+fn sink_dir_name(url: &str) -> String {
+    let h = crate::alert_id_bytes(url.as_bytes());
+    let host: String = url.split("//").nth(1).unwrap_or(url).chars().take_while(|c| *c != '/' && *c != '@').map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("{host}-{h}")
+}
+
+/// The `sha256=HEX` signature of a body.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Renders an event for a format.
+pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) -> Vec<u8> {
+    let severity = serde_json::to_value(e.severity).unwrap_or_default();
+    let firing = e.state == AlertState::Firing;
+    let summary = format!(
+        "[{}] {} {} {}{}",
+        if firing { "FIRING" } else { "RESOLVED" },
+        e.kind,
+        e.subject,
+        e.tenant.as_deref().map(|t| format!("(tenant {t}) ")).unwrap_or_default(),
+        format_args!("value {:.3} threshold {:.3}", e.value, e.threshold)
+    );
+    let v = match format {
+        WebhookFormat::Generic => serde_json::to_value(e).unwrap_or_default(),
+        WebhookFormat::Slack => serde_json::json!({ "text": format!("{summary} at {}", e.detected_at) }),
+        WebhookFormat::Pagerduty => serde_json::json!({
+            "routing_key": routing_key.unwrap_or(""),
+            "event_action": if firing { "trigger" } else { "resolve" },
+            "dedup_key": e.id,
+            "payload": {
+                "summary": summary,
+                "source": e.subject,
+                "severity": if severity == "critical" { "critical" } else if severity == "warning" { "warning" } else { "info" },
+                "timestamp": e.detected_at,
+                "component": e.kind,
+                "group": e.tenant,
+                "custom_details": e.evidence,
+            },
+        }),
+        WebhookFormat::Alertmanager => {
+            let labels = serde_json::json!({ "alertname": e.kind, "severity": severity, "subject": e.subject, "tenant": e.tenant.clone().unwrap_or_default() });
+            let status = if firing { "firing" } else { "resolved" };
+            serde_json::json!({
+                "version": "4",
+                "groupKey": format!("{{}}:{{alertname=\"{}\"}}", e.kind),
+                "truncatedAlerts": 0,
+                "status": status,
+                "receiver": "tapwatch",
+                "groupLabels": { "alertname": e.kind },
+                "commonLabels": labels,
+                "commonAnnotations": { "summary": summary },
+                "externalURL": "",
+                "alerts": [{
+                    "status": status,
+                    "labels": labels,
+                    "annotations": { "summary": summary, "evidence": e.evidence.to_string() },
+                    "startsAt": e.started_at,
+                    "endsAt": if firing { "0001-01-01T00:00:00Z".to_string() } else { e.detected_at.clone() },
+                    "generatorURL": "",
+                    "fingerprint": e.id,
+                }],
+            })
+        }
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The on-disk spool: `queue` holds `CRC32HEX<TAB>BODY<LF>` records; `cursor` holds the
+/// byte offset of the first record not yet delivered. When everything is delivered both
+/// are reset.
+struct Spool {
+    dir: PathBuf,
+    file: File,
+    cap: u64,
+}
+
+impl Spool {
+    fn open(dir: &Path, cap: u64) -> std::io::Result<Spool> {
+        let file = OpenOptions::new().create(true).append(true).open(dir.join("queue"))?;
+        Ok(Spool { dir: dir.to_path_buf(), file, cap })
+    }
+
+    fn append(&mut self, body: &[u8]) -> std::io::Result<bool> {
+        let len = self.file.metadata()?.len();
+        if len + body.len() as u64 + 10 > self.cap {
+            return Ok(false);
+        }
+        let mut rec = format!("{:08x}\t", crc32fast::hash(body)).into_bytes();
+        rec.extend_from_slice(body);
+        rec.push(b'\n');
+        self.file.write_all(&rec)?;
+        self.file.flush()?;
+        Ok(true)
+    }
+
+    fn cursor(dir: &Path) -> u64 {
+        std::fs::read_to_string(dir.join("cursor")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    fn set_cursor(dir: &Path, offset: u64) -> std::io::Result<()> {
+        let tmp = dir.join("cursor.tmp");
+        std::fs::write(&tmp, offset.to_string())?;
+        std::fs::rename(tmp, dir.join("cursor"))
+    }
+
+    /// Records after the cursor.
+    fn pending(dir: &Path) -> u64 {
+        let Ok(mut f) = File::open(dir.join("queue")) else { return 0 };
+        if f.seek(SeekFrom::Start(Spool::cursor(dir))).is_err() {
+            return 0;
+        }
+        let mut rest = Vec::new();
+        let _ = f.read_to_end(&mut rest);
+        rest.iter().filter(|b| **b == b'\n').count() as u64
+    }
+}
+
+/// The next record at or after `offset`: (body, offset after it), skipping corrupt ones.
+fn next_record(dir: &Path, offset: u64, stats: &DeliveryStats) -> Option<(Vec<u8>, u64)> {
+    let mut f = File::open(dir.join("queue")).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut reader = BufReader::new(f);
+    let mut at = offset;
+    loop {
+        let mut line = Vec::new();
+        let n = reader.read_until(b'\n', &mut line).ok()?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return None; // nothing more, or a record still being written
+        }
+        at += n as u64;
+        line.pop();
+        let ok = line.len() > 9 && line[8] == b'\t' && std::str::from_utf8(&line[..8]).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) == Some(crc32fast::hash(&line[9..]));
+        if ok {
+            return Some((line[9..].to_vec(), at));
+        }
+        stats.corrupt.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Rejected(u16),
+    Retry(String),
+}
+
+fn post(agent: &ureq::Agent, cfg: &WebhookConfig, secret: Option<&[u8]>, body: &[u8]) -> Outcome {
+    let mut req = agent.post(&cfg.url).header("Content-Type", "application/json").header("User-Agent", concat!("tapwatch/", env!("CARGO_PKG_VERSION")));
+    if let Some(s) = secret {
+        req = req.header("X-Tapwatch-Signature", &signature(s, body));
+    }
+    match req.send(body) {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            match code {
+                200..=299 => Outcome::Delivered,
+                429 | 500..=599 => Outcome::Retry(format!("HTTP {code}")),
+                _ => Outcome::Rejected(code),
+            }
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+fn deliver_loop(cfg: WebhookConfig, secret: Option<Vec<u8>>, dir: PathBuf, stats: Arc<DeliveryStats>, stop: Arc<AtomicBool>, woken: Receiver<()>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs_f64(cfg.timeout_s.max(0.1))))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut rng = crate::Jitter::new(crc32fast::hash(cfg.url.as_bytes()) as u64);
+    let min_gap = Duration::from_secs_f64(1.0 / cfg.rate_per_s.max(0.01));
+    let mut last_post = Instant::now() - min_gap;
+    let mut backoff = Duration::from_millis(250);
+    let mut warned = false;
+    loop {
+        let cursor = Spool::cursor(&dir);
+        let Some((body, next)) = next_record(&dir, cursor, &stats) else {
+            // Everything delivered: start the spool afresh (only this thread moves the cursor).
+            if cursor > 0 && Spool::pending(&dir) == 0 {
+                if let Ok(f) = OpenOptions::new().write(true).open(dir.join("queue")) {
+                    if f.metadata().map(|m| m.len()).unwrap_or(0) == cursor && f.set_len(0).is_ok() {
+                        let _ = Spool::set_cursor(&dir, 0);
+                    }
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match woken.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let since = last_post.elapsed();
+        if since < min_gap {
+            std::thread::sleep(min_gap - since);
+        }
+        last_post = Instant::now();
+        match post(&agent, &cfg, secret.as_deref(), &body) {
+            Outcome::Delivered => {
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                let _ = Spool::set_cursor(&dir, next);
+                backoff = Duration::from_millis(250);
+                warned = false;
+            }
+            Outcome::Rejected(code) => {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                eprintln!("tapwatch: webhook {}: receiver rejected an alert with HTTP {code}; not retrying it", cfg.url);
+                let _ = Spool::set_cursor(&dir, next);
+            }
+            Outcome::Retry(why) => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                if !warned {
+                    eprintln!("tapwatch: webhook {}: delivery failed ({why}); retrying with backoff, alerts stay spooled", cfg.url);
+                    warned = true;
+                }
+                let wait = backoff.mul_f64(0.8 + 0.4 * rng.unit());
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                // Sleep in small steps so a stop request is honoured promptly.
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+                }
+            }
+        }
+    }
+}
