@@ -44,7 +44,9 @@ impl std::str::FromStr for WebhookFormat {
             "slack" => Ok(WebhookFormat::Slack),
             "pagerduty" => Ok(WebhookFormat::Pagerduty),
             "alertmanager" => Ok(WebhookFormat::Alertmanager),
-            _ => Err(format!("webhook format {s:?}: expected generic, slack, pagerduty or alertmanager")),
+            _ => Err(format!(
+                "webhook format {s:?}: expected generic, slack, pagerduty or alertmanager"
+            )),
         }
     }
 }
@@ -167,32 +169,67 @@ impl WebhookSink {
     /// Starts a sink spooling under `spool_dir` (created if missing). Alerts left in the
     /// spool by an earlier run are delivered first.
     pub fn start(cfg: WebhookConfig, spool_dir: &Path) -> Result<WebhookSink, WebhookError> {
-        let file_err = |what, path: &Path, source| WebhookError::File { url: cfg.url.clone(), what, path: path.to_path_buf(), source };
+        let file_err = |what, path: &Path, source| WebhookError::File {
+            url: cfg.url.clone(),
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
         if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
-            return Err(WebhookError::Config { url: cfg.url.clone(), reason: "the URL must start with http:// or https://".into() });
+            return Err(WebhookError::Config {
+                url: cfg.url.clone(),
+                reason: "the URL must start with http:// or https://".into(),
+            });
         }
         let secret = read_secret(&cfg, &file_err)?;
         let routing_key = match &cfg.routing_key_file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| file_err("reading routing key file", p, e))?.lines().next().unwrap_or("").trim().to_string()),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| file_err("reading routing key file", p, e))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
             None => None,
         };
         if cfg.format == WebhookFormat::Pagerduty && routing_key.is_none() {
-            return Err(WebhookError::Config { url: cfg.url.clone(), reason: "format pagerduty needs routing_key_file".into() });
+            return Err(WebhookError::Config {
+                url: cfg.url.clone(),
+                reason: "format pagerduty needs routing_key_file".into(),
+            });
         }
         let dir = spool_dir.join(sink_dir_name(&cfg.url));
         std::fs::create_dir_all(&dir).map_err(|e| file_err("creating spool directory", &dir, e))?;
-        let spool = Spool::open(&dir, cfg.spool_mib << 20).map_err(|e| file_err("opening spool", &dir, e))?;
+        let spool = Spool::open(&dir, cfg.spool_mib << 20)
+            .map_err(|e| file_err("opening spool", &dir, e))?;
         let stats = Arc::new(DeliveryStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (wake, woken) = mpsc::channel();
         let worker = {
-            let (cfg, stats, stop, dir) = (cfg.clone(), Arc::clone(&stats), Arc::clone(&stop), dir.clone());
+            let (cfg, stats, stop, dir) = (
+                cfg.clone(),
+                Arc::clone(&stats),
+                Arc::clone(&stop),
+                dir.clone(),
+            );
             std::thread::Builder::new()
                 .name("tapwatch-webhook".into())
                 .spawn(move || deliver_loop(cfg, secret, dir, stats, stop, woken))
-                .map_err(|e| file_err("starting delivery thread for", &spool_dir.to_path_buf(), e))?
+                .map_err(|e| {
+                    file_err("starting delivery thread for", spool_dir, e)
+                })?
         };
-        Ok(WebhookSink { cfg, spool, routing_key, wake, stop, worker: Some(worker), stats })
+        Ok(WebhookSink {
+            cfg,
+            spool,
+            routing_key,
+            wake,
+            stop,
+            worker: Some(worker),
+            stats,
+        })
     }
 
     /// The sink's URL.
@@ -213,7 +250,10 @@ impl WebhookSink {
             }
             Err(e) => {
                 self.stats.overflow.fetch_add(1, Ordering::Relaxed);
-                eprintln!("tapwatch: webhook {}: cannot spool an alert: {e}", self.cfg.url);
+                eprintln!(
+                    "tapwatch: webhook {}: cannot spool an alert: {e}",
+                    self.cfg.url
+                );
             }
         }
     }
@@ -239,15 +279,28 @@ impl WebhookSink {
     }
 }
 
-fn read_secret(cfg: &WebhookConfig, file_err: &dyn Fn(&'static str, &Path, std::io::Error) -> WebhookError) -> Result<Option<Vec<u8>>, WebhookError> {
+fn read_secret(
+    cfg: &WebhookConfig,
+    file_err: &dyn Fn(&'static str, &Path, std::io::Error) -> WebhookError,
+) -> Result<Option<Vec<u8>>, WebhookError> {
     if let Some(p) = &cfg.secret_file {
         let text = std::fs::read_to_string(p).map_err(|e| file_err("reading secret file", p, e))?;
-        return Ok(Some(text.lines().next().unwrap_or("").trim_end().as_bytes().to_vec()));
+        return Ok(Some(
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .trim_end()
+                .as_bytes()
+                .to_vec(),
+        ));
     }
     if let Some(var) = &cfg.secret_env {
         return match std::env::var(var) {
             Ok(v) => Ok(Some(v.into_bytes())),
-            Err(_) => Err(WebhookError::Config { url: cfg.url.clone(), reason: format!("secret_env {var} is not set") }),
+            Err(_) => Err(WebhookError::Config {
+                url: cfg.url.clone(),
+                reason: format!("secret_env {var} is not set"),
+            }),
         };
     }
     Ok(None)
@@ -256,13 +309,21 @@ fn read_secret(cfg: &WebhookConfig, file_err: &dyn Fn(&'static str, &Path, std::
 /// A directory name for a URL (no credentials or separators in it).
 fn sink_dir_name(url: &str) -> String {
     let h = crate::alert_id_bytes(url.as_bytes());
-    let host: String = url.split("//").nth(1).unwrap_or(url).chars().take_while(|c| *c != '/' && *c != '@').map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let host: String = url
+        .split("//")
+        .nth(1)
+        .unwrap_or(url)
+        .chars()
+        .take_while(|c| *c != '/' && *c != '@')
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     format!("{host}-{h}")
 }
 
 /// The `sha256=HEX` signature of a body.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     let bytes = mac.finalize().into_bytes();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -278,12 +339,17 @@ pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) 
         if firing { "FIRING" } else { "RESOLVED" },
         e.kind,
         e.subject,
-        e.tenant.as_deref().map(|t| format!("(tenant {t}) ")).unwrap_or_default(),
+        e.tenant
+            .as_deref()
+            .map(|t| format!("(tenant {t}) "))
+            .unwrap_or_default(),
         format_args!("value {:.3} threshold {:.3}", e.value, e.threshold)
     );
     let v = match format {
         WebhookFormat::Generic => serde_json::to_value(e).unwrap_or_default(),
-        WebhookFormat::Slack => serde_json::json!({ "text": format!("{summary} at {}", e.detected_at) }),
+        WebhookFormat::Slack => {
+            serde_json::json!({ "text": format!("{summary} at {}", e.detected_at) })
+        }
         WebhookFormat::Pagerduty => serde_json::json!({
             "routing_key": routing_key.unwrap_or(""),
             "event_action": if firing { "trigger" } else { "resolve" },
@@ -337,8 +403,15 @@ struct Spool {
 
 impl Spool {
     fn open(dir: &Path, cap: u64) -> std::io::Result<Spool> {
-        let file = OpenOptions::new().create(true).append(true).open(dir.join("queue"))?;
-        Ok(Spool { dir: dir.to_path_buf(), file, cap })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("queue"))?;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            file,
+            cap,
+        })
     }
 
     fn append(&mut self, body: &[u8]) -> std::io::Result<bool> {
@@ -355,7 +428,10 @@ impl Spool {
     }
 
     fn cursor(dir: &Path) -> u64 {
-        std::fs::read_to_string(dir.join("cursor")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        std::fs::read_to_string(dir.join("cursor"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     fn set_cursor(dir: &Path, offset: u64) -> std::io::Result<()> {
@@ -366,7 +442,9 @@ impl Spool {
 
     /// Records after the cursor.
     fn pending(dir: &Path) -> u64 {
-        let Ok(mut f) = File::open(dir.join("queue")) else { return 0 };
+        let Ok(mut f) = File::open(dir.join("queue")) else {
+            return 0;
+        };
         if f.seek(SeekFrom::Start(Spool::cursor(dir))).is_err() {
             return 0;
         }
@@ -390,7 +468,12 @@ fn next_record(dir: &Path, offset: u64, stats: &DeliveryStats) -> Option<(Vec<u8
         }
         at += n as u64;
         line.pop();
-        let ok = line.len() > 9 && line[8] == b'\t' && std::str::from_utf8(&line[..8]).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) == Some(crc32fast::hash(&line[9..]));
+        let ok = line.len() > 9
+            && line[8] == b'\t'
+            && std::str::from_utf8(&line[..8])
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                == Some(crc32fast::hash(&line[9..]));
         if ok {
             return Some((line[9..].to_vec(), at));
         }
@@ -405,7 +488,13 @@ enum Outcome {
 }
 
 fn post(agent: &ureq::Agent, cfg: &WebhookConfig, secret: Option<&[u8]>, body: &[u8]) -> Outcome {
-    let mut req = agent.post(&cfg.url).header("Content-Type", "application/json").header("User-Agent", concat!("tapwatch/", env!("CARGO_PKG_VERSION")));
+    let mut req = agent
+        .post(&cfg.url)
+        .header("Content-Type", "application/json")
+        .header(
+            "User-Agent",
+            concat!("tapwatch/", env!("CARGO_PKG_VERSION")),
+        );
     if let Some(s) = secret {
         req = req.header("X-Tapwatch-Signature", &signature(s, body));
     }
@@ -422,7 +511,14 @@ fn post(agent: &ureq::Agent, cfg: &WebhookConfig, secret: Option<&[u8]>, body: &
     }
 }
 
-fn deliver_loop(cfg: WebhookConfig, secret: Option<Vec<u8>>, dir: PathBuf, stats: Arc<DeliveryStats>, stop: Arc<AtomicBool>, woken: Receiver<()>) {
+fn deliver_loop(
+    cfg: WebhookConfig,
+    secret: Option<Vec<u8>>,
+    dir: PathBuf,
+    stats: Arc<DeliveryStats>,
+    stop: Arc<AtomicBool>,
+    woken: Receiver<()>,
+) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs_f64(cfg.timeout_s.max(0.1))))
         .http_status_as_error(false)
@@ -439,7 +535,8 @@ fn deliver_loop(cfg: WebhookConfig, secret: Option<Vec<u8>>, dir: PathBuf, stats
             // Everything delivered: start the spool afresh (only this thread moves the cursor).
             if cursor > 0 && Spool::pending(&dir) == 0 {
                 if let Ok(f) = OpenOptions::new().write(true).open(dir.join("queue")) {
-                    if f.metadata().map(|m| m.len()).unwrap_or(0) == cursor && f.set_len(0).is_ok() {
+                    if f.metadata().map(|m| m.len()).unwrap_or(0) == cursor && f.set_len(0).is_ok()
+                    {
                         let _ = Spool::set_cursor(&dir, 0);
                     }
                 }

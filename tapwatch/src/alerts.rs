@@ -6,7 +6,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use tapwatch_analyzer::Finding;
+use tapwatch_rules::webhook::{WebhookConfig, WebhookSink};
 use tapwatch_rules::{AlertEngine, AlertEvent, AlertState};
+
+use crate::DeliveryArgs;
 
 /// Alert events kept for the summary at most.
 const KEPT: usize = 200;
@@ -15,6 +18,8 @@ const KEPT: usize = 200;
 pub struct AlertOutput {
     engine: AlertEngine,
     file: Option<Box<dyn Write>>,
+    sinks: Vec<WebhookSink>,
+    drained: Vec<serde_json::Value>,
     /// Events so far (the first [`KEPT`]), for the summary.
     pub kept: Vec<AlertEvent>,
     /// Events so far.
@@ -22,8 +27,30 @@ pub struct AlertOutput {
 }
 
 impl AlertOutput {
-    /// Writes JSON lines to `path` (`-`: stdout) when given.
-    pub fn new(path: Option<&Path>) -> anyhow::Result<AlertOutput> {
+    /// Writes JSON lines to `path` (`-`: stdout) when given, and starts the webhook sinks of
+    /// the config plus `--webhook` URLs (delivering what earlier runs left spooled first).
+    pub fn new(
+        path: Option<&Path>,
+        configured: &[WebhookConfig],
+        delivery: &DeliveryArgs,
+    ) -> anyhow::Result<AlertOutput> {
+        let spool = delivery.data_dir.join("spool");
+        let mut sinks = Vec::new();
+        for cfg in configured
+            .iter()
+            .cloned()
+            .chain(delivery.webhooks.iter().map(|u| WebhookConfig::for_url(u)))
+        {
+            let sink = WebhookSink::start(cfg, &spool)?;
+            let pending = sink.pending();
+            if pending > 0 {
+                eprintln!(
+                    "tapwatch: webhook {}: delivering {pending} alerts spooled by an earlier run",
+                    sink.url()
+                );
+            }
+            sinks.push(sink);
+        }
         let file: Option<Box<dyn Write>> = match path {
             None => None,
             Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
@@ -34,6 +61,8 @@ impl AlertOutput {
         Ok(AlertOutput {
             engine: AlertEngine::default(),
             file,
+            sinks,
+            drained: Vec::new(),
             kept: Vec::new(),
             total: 0,
         })
@@ -46,6 +75,9 @@ impl AlertOutput {
                 continue;
             };
             self.total += 1;
+            for sink in &mut self.sinks {
+                sink.send(&event);
+            }
             if let Some(out) = &mut self.file {
                 serde_json::to_writer(&mut *out, &event)?;
                 out.write_all(b"\n")?;
@@ -56,6 +88,43 @@ impl AlertOutput {
             }
         }
         Ok(())
+    }
+
+    /// Webhook sinks running.
+    pub fn sink_count(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Webhook delivery counters, per sink (final once [`AlertOutput::finish`] ran).
+    pub fn delivery_report(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.drained.clone())
+    }
+
+    /// Drains every sink (bounded by `--drain-timeout`) and says what stays spooled.
+    pub fn finish(&mut self, delivery: &DeliveryArgs) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let timeout = std::time::Duration::from_secs_f64(delivery.drain_timeout.max(0.0));
+        for sink in self.sinks.drain(..) {
+            let url = sink.url().to_string();
+            let stats = std::sync::Arc::clone(&sink.stats);
+            let left = sink.drain(timeout);
+            let delivered = stats.delivered.load(Relaxed);
+            if left > 0 {
+                eprintln!("tapwatch: webhook {url}: {delivered} delivered, {left} remain spooled after waiting {:.0} s; the next run delivers them", delivery.drain_timeout);
+            } else {
+                eprintln!("tapwatch: webhook {url}: {delivered} delivered, none left spooled");
+            }
+            self.drained.push(serde_json::json!({
+                "url": url,
+                "accepted": stats.accepted.load(Relaxed),
+                "delivered": delivered,
+                "retries": stats.retries.load(Relaxed),
+                "rejected": stats.rejected.load(Relaxed),
+                "spool_overflow": stats.overflow.load(Relaxed),
+                "corrupt_spool_records": stats.corrupt.load(Relaxed),
+                "still_spooled": left,
+            }));
+        }
     }
 
     /// Alerts still open.

@@ -18,6 +18,9 @@ pub struct Config {
     /// `[analyzer]`: windows and detectors.
     #[serde(default)]
     pub analyzer: AnalyzerConfig,
+    /// `[[webhook]]`: alert receivers.
+    #[serde(default)]
+    pub webhook: Vec<tapwatch_rules::webhook::WebhookConfig>,
 }
 
 impl Config {

@@ -69,7 +69,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let mut alerts = crate::alerts::AlertOutput::new(args.alerts_out.as_deref())?;
+    let mut alerts = crate::alerts::AlertOutput::new(
+        args.alerts_out.as_deref(),
+        &config.webhook,
+        &args.common.delivery,
+    )?;
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
@@ -161,6 +165,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             }
             merger.finish(&mut findings);
             alerts.publish(findings)?;
+            alerts.finish(&args.common.delivery);
             Ok(handles
                 .into_iter()
                 .map(|h| {

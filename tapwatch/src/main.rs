@@ -69,6 +69,11 @@ enum Command {
         after_help = "Examples:\n  tapwatch run --interface eth1\n  tapwatch run --interface eth1 --workers 2 --duration 30 --format json\n  tapwatch run --interface veth1 --backend pnet --count 1000"
     )]
     Run(RunArgs),
+    /// Deliver alerts left in the webhook spools by earlier runs, then exit.
+    #[command(
+        after_help = "Example:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60"
+    )]
+    Deliver(DeliverArgs),
     /// Write a seeded, labelled scenario capture (e.g. the bundled demo).
     #[command(after_help = "Example:\n  tapwatch scenario demo --out data/demo.pcap --seed 1")]
     Scenario(ScenarioArgs),
@@ -110,6 +115,24 @@ pub struct CommonArgs {
     /// How many top sources to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Where alerts are delivered besides the summary.
+#[derive(Args, Debug, Clone)]
+pub struct DeliveryArgs {
+    /// POST every alert event to this URL as generic JSON (repeatable). Use `[[webhook]]` in
+    /// the config for other formats, secrets and rate limits.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
+    /// Directory for tapwatch's own state: the webhook spools live under `spool/`.
+    #[arg(long, value_name = "DIR", default_value = "tapwatch-data")]
+    pub data_dir: PathBuf,
+    /// At exit, wait at most this many seconds for webhook deliveries; what is left stays
+    /// spooled for the next run.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub drain_timeout: f64,
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +194,15 @@ struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+struct DeliverArgs {
+    /// Config file with `[[webhook]]` tables.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+}
+
+#[derive(Args, Debug)]
 struct ScenarioArgs {
     /// Scenario name.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(tapwatch_analyzer::scenario::NAMES))]
@@ -209,6 +241,7 @@ fn main() -> ExitCode {
             alerts_out: a.alerts_out,
         }),
         Command::Scenario(a) => scenario(&a),
+        Command::Deliver(a) => deliver(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,6 +259,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
+    let config = match &a.config {
+        Some(p) => config::Config::load(p)?,
+        None => config::Config::default(),
+    };
+    let mut out = alerts::AlertOutput::new(None, &config.webhook, &a.delivery)?;
+    anyhow::ensure!(
+        out.sink_count() > 0,
+        "no webhook to deliver to: give --webhook URL or [[webhook]] tables in --config"
+    );
+    out.finish(&a.delivery);
+    Ok(())
 }
 
 fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {

@@ -107,7 +107,7 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
             v["detectors"] = d;
         }
         if let Some(a) = s.alerts {
-            v["alerts"] = serde_json::json!({"events": a.total, "open": a.open(), "by_kind_state": a.counts(), "list": a.kept});
+            v["alerts"] = serde_json::json!({"events": a.total, "open": a.open(), "by_kind_state": a.counts(), "list": a.kept, "webhooks": a.delivery_report()});
         }
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;

@@ -6,3 +6,4 @@ mod live_capture;
 mod replay_cli;
 mod scenarios;
 mod shared_pcaps;
+mod webhooks;
