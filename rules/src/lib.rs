@@ -4,8 +4,10 @@
 //! finding raises it (`firing`), later active findings update it silently (a severity
 //! increase is announced again), and an inactive finding resolves it (`resolved`). Each
 //! alert's `id` is stable for its life: a fingerprint of kind, tenant and subject with the
-//! time it started. [`AlertEvent`] is the alert contract shared by stdout, JSON-lines
-//! files, webhooks and storage (see `docs/alerts.md`).
+//! time it started. The `[rules]` config adds minimum durations, held resolves (flap
+//! damping), severities, per-tenant and per-subject overrides, silences, and
+//! tenant-isolation advice. [`AlertEvent`] is the alert contract shared by stdout,
+//! JSON-lines files, webhooks and storage (see `docs/alerts.md`).
 //!
 //! ```
 //! use tapwatch_analyzer::{Finding, FindingKind, Severity};
@@ -18,22 +20,28 @@
 //!     started_ns: 1_000_000_000, detected_ns: 2_200_000_000, value: 1.2, threshold: 1.2,
 //!     evidence: serde_json::json!({}),
 //! };
-//! let raised = engine.process(&f).unwrap();
+//! let raised = engine.process(&f).remove(0);
 //! assert_eq!(raised.state, AlertState::Firing);
 //! f.active = false;
-//! let cleared = engine.process(&f).unwrap();
+//! let cleared = engine.process(&f).remove(0);
 //! assert_eq!((cleared.state, cleared.id.as_str()), (AlertState::Resolved, raised.id.as_str()));
 //! ```
 #![deny(missing_docs)]
 
+mod config;
 pub mod webhook;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tapwatch_analyzer::{Finding, FindingKind, Severity};
 
+pub use config::{parse_rfc3339, IsolationRules, KindRules, Override, RulesConfig, Silence};
+
 /// Version of the alert contract written in every event.
 pub const CONTRACT_VERSION: u32 = 1;
+
+/// Kind name of tenant-isolation advice events.
+pub const ISOLATION_ADVICE: &str = "isolation_advice";
 
 /// Whether an alert is raised or cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -50,7 +58,7 @@ pub enum AlertState {
 pub struct AlertEvent {
     /// Contract version.
     pub version: u32,
-    /// Detector: `heavy_hitter`, `quadratic_setup_growth`, `missed_heartbeat`, `syn_retransmits`.
+    /// `heavy_hitter`, `quadratic_setup_growth`, `missed_heartbeat`, `syn_retransmits`, `isolation_advice`.
     pub kind: &'static str,
     /// `firing` or `resolved`.
     pub state: AlertState,
@@ -60,7 +68,7 @@ pub struct AlertEvent {
     pub severity: Severity,
     /// Tenant concerned, or null.
     pub tenant: Option<String>,
-    /// An address, a service, or a flow `src:port->dst:port/proto`.
+    /// An address, a service, a flow `src:port->dst:port/proto`, or a tenant.
     pub subject: String,
     /// When the condition started, RFC 3339 UTC with nanoseconds (event time).
     pub started_at: String,
@@ -74,72 +82,319 @@ pub struct AlertEvent {
     pub evidence: serde_json::Value,
 }
 
+/// A `[rules]` setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// A silence's time does not parse.
+    #[error("rules.silence[{index}].{field}: {value:?} is not an RFC 3339 UTC time such as \"2026-11-24T02:00:00Z\"")]
+    BadTime {
+        /// Which silence (0-based).
+        index: usize,
+        /// `from` or `until`.
+        field: &'static str,
+        /// The text found.
+        value: String,
+    },
+    /// A silence ends before it starts.
+    #[error("rules.silence[{index}]: until ({until}) is before from ({from})")]
+    Backwards {
+        /// Which silence.
+        index: usize,
+        /// Start.
+        from: String,
+        /// End.
+        until: String,
+    },
+}
+
+type Key = (FindingKind, Option<String>, String);
+
 #[derive(Clone, Debug)]
 struct OpenAlert {
     id: String,
     started_ns: u64,
     severity: Severity,
+    advice: Option<String>,
 }
 
 /// Alert lifecycle over findings.
 #[derive(Debug, Default)]
 pub struct AlertEngine {
-    open: FxHashMap<(FindingKind, Option<String>, String), OpenAlert>,
+    cfg: RulesConfig,
+    silences: Vec<(usize, u64, u64)>,
+    open: FxHashMap<Key, OpenAlert>,
+    /// First time (event time) each not-yet-raised condition was seen, for minimum durations.
+    pending: FxHashMap<Key, u64>,
+    /// Resolves held for flap damping: release time and the resolving finding.
+    held: FxHashMap<Key, (u64, Finding)>,
+    now: u64,
     /// Events raised so far, by kind and state.
     pub counts: FxHashMap<(&'static str, &'static str), u64>,
+    /// Events not sent because of a silence, a mute or a disabled kind.
+    pub suppressed: u64,
 }
 
 impl AlertEngine {
+    /// An engine applying `cfg`; silences are checked here.
+    pub fn new(cfg: RulesConfig) -> Result<AlertEngine, RulesError> {
+        let mut silences = Vec::new();
+        for (i, s) in cfg.silences.iter().enumerate() {
+            let from = parse_rfc3339(&s.from).ok_or_else(|| RulesError::BadTime {
+                index: i,
+                field: "from",
+                value: s.from.clone(),
+            })?;
+            let until = parse_rfc3339(&s.until).ok_or_else(|| RulesError::BadTime {
+                index: i,
+                field: "until",
+                value: s.until.clone(),
+            })?;
+            if until < from {
+                return Err(RulesError::Backwards {
+                    index: i,
+                    from: s.from.clone(),
+                    until: s.until.clone(),
+                });
+            }
+            silences.push((i, from, until));
+        }
+        Ok(AlertEngine {
+            cfg,
+            silences,
+            ..AlertEngine::default()
+        })
+    }
+
     /// Alerts open now.
     pub fn open_alerts(&self) -> usize {
         self.open.len()
     }
 
-    /// Applies a finding; returns the event to publish, if any.
-    pub fn process(&mut self, f: &Finding) -> Option<AlertEvent> {
-        let key = (f.kind, f.tenant.clone(), f.subject.clone());
-        let event = match (f.active, self.open.get_mut(&key)) {
-            (true, None) => {
-                let id = alert_id(f.kind, f.tenant.as_deref(), &f.subject, f.started_ns);
-                self.open.insert(
-                    key,
-                    OpenAlert {
-                        id: id.clone(),
-                        started_ns: f.started_ns,
-                        severity: f.severity,
-                    },
-                );
-                Some(event(f, AlertState::Firing, id, f.started_ns, f.severity))
+    fn kind_rules(&self, kind: FindingKind) -> &KindRules {
+        match kind {
+            FindingKind::HeavyHitter => &self.cfg.heavy_hitter,
+            FindingKind::QuadraticSetupGrowth => &self.cfg.quadratic_setup_growth,
+            FindingKind::MissedHeartbeat => &self.cfg.missed_heartbeat,
+            FindingKind::SynRetransmits => &self.cfg.syn_retransmits,
+        }
+    }
+
+    fn silenced(&self, kind: &str, tenant: Option<&str>, subject: &str, at: u64) -> bool {
+        self.silences.iter().any(|(i, from, until)| {
+            let s = &self.cfg.silences[*i];
+            (*from..=*until).contains(&at)
+                && s.kind.is_none_or(|k| k.name() == kind)
+                && config::matches(&s.tenant, tenant)
+                && config::matches(&s.subject, Some(subject))
+        })
+    }
+
+    /// Applies a finding; returns the events to publish (possibly none, possibly advice too).
+    pub fn process(&mut self, f: &Finding) -> Vec<AlertEvent> {
+        let mut out = self.tick(f.detected_ns);
+        let rules = self.kind_rules(f.kind).clone();
+        let ov = self
+            .cfg
+            .overrides
+            .iter()
+            .find(|o| {
+                o.kind.is_none_or(|k| k == f.kind)
+                    && config::matches(&o.tenant, f.tenant.as_deref())
+                    && config::matches(&o.subject, Some(&f.subject))
+            })
+            .cloned();
+        if rules.disabled || ov.as_ref().is_some_and(|o| o.mute) {
+            self.suppressed += 1;
+            return out;
+        }
+        let severity = ov
+            .as_ref()
+            .and_then(|o| o.severity)
+            .or(rules.severity)
+            .unwrap_or(f.severity);
+        let min_duration = (ov
+            .as_ref()
+            .and_then(|o| o.min_duration_s)
+            .unwrap_or(rules.min_duration_s)
+            * 1e9) as u64;
+        let key: Key = (f.kind, f.tenant.clone(), f.subject.clone());
+        if f.active {
+            // A resolve held for flap damping is cancelled: the alert simply stays open.
+            self.held.remove(&key);
+            if let Some(open) = self.open.get_mut(&key) {
+                if severity > open.severity {
+                    open.severity = severity;
+                    let (id, started) = (open.id.clone(), open.started_ns);
+                    out.extend(self.emit(f, AlertState::Firing, id, started, severity));
+                }
+                return out;
             }
-            (true, Some(open)) if f.severity > open.severity => {
-                open.severity = f.severity;
-                Some(event(
-                    f,
-                    AlertState::Firing,
-                    open.id.clone(),
-                    open.started_ns,
-                    f.severity,
-                ))
+            let first = *self.pending.entry(key.clone()).or_insert(f.detected_ns);
+            if f.detected_ns.saturating_sub(first) < min_duration {
+                return out;
             }
-            (true, Some(_)) => None,
-            (false, Some(_)) => {
-                let open = self.open.remove(&key).expect("present");
-                Some(event(
-                    f,
-                    AlertState::Resolved,
-                    open.id,
-                    open.started_ns,
-                    open.severity,
-                ))
+            self.pending.remove(&key);
+            let id = alert_id(f.kind, f.tenant.as_deref(), &f.subject, f.started_ns);
+            self.open.insert(
+                key.clone(),
+                OpenAlert {
+                    id: id.clone(),
+                    started_ns: f.started_ns,
+                    severity,
+                    advice: None,
+                },
+            );
+            out.extend(self.emit(f, AlertState::Firing, id, f.started_ns, severity));
+            if let Some(advice) = self.advice(f, severity) {
+                if let Some(open) = self.open.get_mut(&key) {
+                    open.advice = Some(advice.id.clone());
+                }
+                out.push(advice);
             }
-            (false, None) => None,
-        }?;
-        let state = match event.state {
+        } else {
+            self.pending.remove(&key);
+            if self.open.contains_key(&key) {
+                let hold = (rules.resolve_hold_s * 1e9) as u64;
+                if hold > 0 {
+                    self.held.insert(key, (f.detected_ns + hold, f.clone()));
+                } else {
+                    out.extend(self.resolve(&key, f));
+                }
+            }
+        }
+        out
+    }
+
+    /// Advances event time: releases held resolves that are due.
+    pub fn tick(&mut self, now: u64) -> Vec<AlertEvent> {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let due: Vec<Key> = self
+            .held
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in due {
+            if let Some((_, f)) = self.held.remove(&key) {
+                out.extend(self.resolve(&key, &f));
+            }
+        }
+        out
+    }
+
+    /// Releases every held resolve (end of input).
+    pub fn finish(&mut self) -> Vec<AlertEvent> {
+        self.tick(u64::MAX)
+    }
+
+    fn resolve(&mut self, key: &Key, f: &Finding) -> Vec<AlertEvent> {
+        let Some(open) = self.open.remove(key) else {
+            return Vec::new();
+        };
+        let mut out = self.emit(
+            f,
+            AlertState::Resolved,
+            open.id.clone(),
+            open.started_ns,
+            open.severity,
+        );
+        if let Some(advice_id) = open.advice {
+            let mut e = event(
+                f,
+                AlertState::Resolved,
+                advice_id,
+                open.started_ns,
+                Severity::Info,
+            );
+            e.kind = ISOLATION_ADVICE;
+            e.evidence = serde_json::json!({ "cause": f.kind.name(), "cause_alert": open.id });
+            out.extend(self.gate(e));
+        }
+        out
+    }
+
+    fn emit(
+        &mut self,
+        f: &Finding,
+        state: AlertState,
+        id: String,
+        started_ns: u64,
+        severity: Severity,
+    ) -> Vec<AlertEvent> {
+        self.gate(event(f, state, id, started_ns, severity))
+    }
+
+    /// Silences and counting: the last step before an event leaves.
+    fn gate(&mut self, e: AlertEvent) -> Vec<AlertEvent> {
+        let at = parse_rfc3339(&e.detected_at).unwrap_or(self.now);
+        if self.silenced(e.kind, e.tenant.as_deref(), &e.subject, at) {
+            self.suppressed += 1;
+            return Vec::new();
+        }
+        let state = match e.state {
             AlertState::Firing => "firing",
             AlertState::Resolved => "resolved",
         };
-        *self.counts.entry((event.kind, state)).or_insert(0) += 1;
-        Some(event)
+        *self.counts.entry((e.kind, state)).or_insert(0) += 1;
+        vec![e]
+    }
+
+    /// Tenant-isolation advice for a tenant-level alert that just fired.
+    fn advice(&mut self, f: &Finding, severity: Severity) -> Option<AlertEvent> {
+        let tenant = f.tenant.clone()?;
+        let iso = &self.cfg.isolation;
+        let ev = &f.evidence;
+        let (text, evidence) = match f.kind {
+            FindingKind::QuadraticSetupGrowth if iso.on_setup_growth => {
+                let exponent = ev["exponent"].as_f64().unwrap_or(f.value);
+                let nodes = ev["nodes_now"].as_u64().unwrap_or(0);
+                let rate = ev["setup_rate_per_s"].as_f64().unwrap_or(0.0);
+                let projected = ev["projected_setup_rate_at_2x_nodes"]
+                    .as_f64()
+                    .unwrap_or(0.0);
+                (
+                    format!(
+                        "move tenant {tenant} to a dedicated relay, or cap how many peers each of its nodes connects to: its connection setups grow as nodes^{exponent:.2}; at 2x its {nodes} nodes expect {projected:.0} setups/s (now {rate:.1}/s)"
+                    ),
+                    serde_json::json!({"cause": "quadratic_setup_growth", "exponent": exponent, "exponent_ci95": ev["exponent_ci95"], "nodes_now": nodes, "setup_rate_per_s": rate, "projected_setup_rate_at_2x_nodes": projected}),
+                )
+            }
+            FindingKind::HeavyHitter if iso.on_tenant_share && ev["dimension"] == "tenant" => {
+                let share = ev["share"].as_f64().unwrap_or(f.value);
+                let base = ev["baseline_mean"].as_f64().unwrap_or(0.0);
+                let count = ev["count"].as_f64().unwrap_or(0.0);
+                let jump = if base > 0.0 {
+                    count / base
+                } else {
+                    f64::INFINITY
+                };
+                (
+                    format!("tenant {tenant} drives {:.0}% of this relay's packets ({jump:.1}x its baseline): move it to a dedicated relay if it persists", share * 100.0),
+                    serde_json::json!({"cause": "heavy_hitter", "share": share, "baseline_factor": jump, "nodes": ev["nodes"]}),
+                )
+            }
+            _ => return None,
+        };
+        let id = alert_id(
+            f.kind,
+            Some(&tenant),
+            &format!("{ISOLATION_ADVICE}:{}", f.subject),
+            f.started_ns,
+        );
+        let mut e = event(
+            f,
+            AlertState::Firing,
+            id,
+            f.started_ns,
+            severity.min(Severity::Warning),
+        );
+        e.kind = ISOLATION_ADVICE;
+        let mut evidence = evidence;
+        evidence["advice"] = serde_json::json!(text);
+        e.evidence = evidence;
+        self.gate(e).pop()
     }
 }
 
@@ -275,26 +530,158 @@ mod tests {
     #[test]
     fn lifecycle_raises_once_updates_silently_and_resolves() {
         let mut e = AlertEngine::default();
-        let a = e.process(&finding(true, Severity::Warning, 5)).unwrap();
+        let a = e
+            .process(&finding(true, Severity::Warning, 5))
+            .pop()
+            .unwrap();
         assert_eq!(a.state, AlertState::Firing);
         assert!(
-            e.process(&finding(true, Severity::Warning, 6)).is_none(),
+            e.process(&finding(true, Severity::Warning, 6)).is_empty(),
             "repeats update the open alert"
         );
-        let escalated = e.process(&finding(true, Severity::Critical, 7)).unwrap();
+        let escalated = e
+            .process(&finding(true, Severity::Critical, 7))
+            .pop()
+            .unwrap();
         assert_eq!(
             (escalated.id.as_str(), escalated.severity),
             (a.id.as_str(), Severity::Critical)
         );
-        let r = e.process(&finding(false, Severity::Warning, 8)).unwrap();
+        let r = e
+            .process(&finding(false, Severity::Warning, 8))
+            .pop()
+            .unwrap();
         assert_eq!(
             (r.state, r.id.as_str(), r.started_at.as_str()),
             (AlertState::Resolved, a.id.as_str(), a.started_at.as_str())
         );
-        assert!(e.process(&finding(false, Severity::Warning, 9)).is_none());
-        let again = e.process(&finding(true, Severity::Warning, 50)).unwrap();
+        assert!(e.process(&finding(false, Severity::Warning, 9)).is_empty());
+        let again = e
+            .process(&finding(true, Severity::Warning, 50))
+            .pop()
+            .unwrap();
         assert_ne!(again.id, a.id, "a new incident is a new alert");
         assert_eq!(e.counts[&("heavy_hitter", "firing")], 3);
+    }
+
+    #[test]
+    fn min_duration_hold_overrides_silences_and_advice() {
+        let cfg: RulesConfig = toml::from_str(
+            r#"
+[heavy_hitter]
+min_duration_s = 2
+resolve_hold_s = 5
+
+[[override]]
+tenant = "quiet"
+mute = true
+
+[[override]]
+subject = "10.1.*"
+severity = "info"
+
+[[silence]]
+kind = "heavy_hitter"
+subject = "10.9.0.1"
+from = "1970-01-01T00:00:00Z"
+until = "1970-01-01T00:01:40Z"
+"#,
+        )
+        .unwrap();
+        let mut e = AlertEngine::new(cfg).unwrap();
+        let at = |active: bool, s: u64| Finding {
+            detected_ns: s * 1_000_000_000,
+            started_ns: 0,
+            ..finding(active, Severity::Warning, 0)
+        };
+        // Needs 2 s of the condition before firing.
+        assert!(e.process(&at(true, 1)).is_empty());
+        let fired = e.process(&at(true, 3));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            fired[0].severity,
+            Severity::Info,
+            "the subject override applies"
+        );
+        // A resolve is held 5 s; the condition returning within it cancels the resolve.
+        assert!(e.process(&at(false, 4)).is_empty());
+        assert!(e.process(&at(true, 6)).is_empty());
+        assert!(e.process(&at(false, 7)).is_empty());
+        let released = e.tick(12 * 1_000_000_000);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].state, AlertState::Resolved);
+        assert_eq!(released[0].id, fired[0].id, "one alert across the flap");
+        // Mutes and silences send nothing.
+        let mut quiet = at(true, 20);
+        quiet.tenant = Some("quiet".into());
+        quiet.subject = "10.2.0.1".into();
+        assert!(e.process(&quiet).is_empty());
+        let mut silenced = at(true, 50);
+        silenced.tenant = None;
+        silenced.subject = "10.9.0.1".into();
+        assert!(e.process(&silenced).is_empty());
+        assert!(e
+            .process(&Finding {
+                detected_ns: 53_000_000_000,
+                ..silenced.clone()
+            })
+            .is_empty());
+        assert_eq!(
+            e.suppressed, 2,
+            "one mute, one silenced firing (the first sighting was still pending)"
+        );
+        // A quadratic-growth alert brings isolation advice, resolved with it.
+        let growth = Finding {
+            kind: FindingKind::QuadraticSetupGrowth,
+            active: true,
+            tenant: Some("swarm".into()),
+            subject: "swarm".into(),
+            severity: Severity::Critical,
+            started_ns: 0,
+            detected_ns: 60_000_000_000,
+            value: 2.0,
+            threshold: 1.6,
+            evidence: serde_json::json!({"exponent": 2.0, "nodes_now": 120, "setup_rate_per_s": 30.0, "projected_setup_rate_at_2x_nodes": 120.0}),
+        };
+        let ev = e.process(&growth);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1].kind, ISOLATION_ADVICE);
+        let advice = ev[1].evidence["advice"].as_str().unwrap();
+        assert!(
+            advice.contains("swarm")
+                && advice.contains("nodes^2.00")
+                && advice.contains("120 setups/s"),
+            "{advice}"
+        );
+        let done = e.process(&Finding {
+            active: false,
+            detected_ns: 90_000_000_000,
+            ..growth
+        });
+        assert_eq!(
+            done.iter().map(|e| (e.kind, e.state)).collect::<Vec<_>>(),
+            vec![
+                ("quadratic_setup_growth", AlertState::Resolved),
+                (ISOLATION_ADVICE, AlertState::Resolved)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_silences_are_reported() {
+        let cfg: RulesConfig =
+            toml::from_str("[[silence]]\nfrom = \"yesterday\"\nuntil = \"2026-01-01T00:00:00Z\"\n")
+                .unwrap();
+        let e = AlertEngine::new(cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("rules.silence[0].from") && e.contains("yesterday"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T00:00:01.5Z"),
+            Some(1_767_225_601_500_000_000)
+        );
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
     }
 
     #[test]
@@ -302,6 +689,7 @@ mod tests {
         let mut e = AlertEngine::default();
         let a = e
             .process(&finding(true, Severity::Warning, 1_767_225_600_000_000_000))
+            .pop()
             .unwrap();
         let v = serde_json::to_value(&a).unwrap();
         for k in [

@@ -217,9 +217,7 @@ impl WebhookSink {
             std::thread::Builder::new()
                 .name("tapwatch-webhook".into())
                 .spawn(move || deliver_loop(cfg, secret, dir, stats, stop, woken))
-                .map_err(|e| {
-                    file_err("starting delivery thread for", spool_dir, e)
-                })?
+                .map_err(|e| file_err("starting delivery thread for", spool_dir, e))?
         };
         Ok(WebhookSink {
             cfg,

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use tapwatch_analyzer::Finding;
 use tapwatch_rules::webhook::{WebhookConfig, WebhookSink};
-use tapwatch_rules::{AlertEngine, AlertEvent, AlertState};
+use tapwatch_rules::{AlertEngine, AlertEvent, AlertState, RulesConfig};
 
 use crate::DeliveryArgs;
 
@@ -31,9 +31,11 @@ impl AlertOutput {
     /// the config plus `--webhook` URLs (delivering what earlier runs left spooled first).
     pub fn new(
         path: Option<&Path>,
+        rules: &RulesConfig,
         configured: &[WebhookConfig],
         delivery: &DeliveryArgs,
     ) -> anyhow::Result<AlertOutput> {
+        let engine = AlertEngine::new(rules.clone())?;
         let spool = delivery.data_dir.join("spool");
         let mut sinks = Vec::new();
         for cfg in configured
@@ -59,7 +61,7 @@ impl AlertOutput {
             ))),
         };
         Ok(AlertOutput {
-            engine: AlertEngine::default(),
+            engine,
             file,
             sinks,
             drained: Vec::new(),
@@ -71,9 +73,20 @@ impl AlertOutput {
     /// Applies findings and writes the events they cause.
     pub fn publish(&mut self, findings: Vec<Finding>) -> anyhow::Result<()> {
         for f in findings {
-            let Some(event) = self.engine.process(&f) else {
-                continue;
-            };
+            let events = self.engine.process(&f);
+            self.write(events)?;
+        }
+        Ok(())
+    }
+
+    /// Advances event time in the rules (held resolves come due).
+    pub fn tick(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        let events = self.engine.tick(now_ns);
+        self.write(events)
+    }
+
+    fn write(&mut self, events: Vec<AlertEvent>) -> anyhow::Result<()> {
+        for event in events {
             self.total += 1;
             for sink in &mut self.sinks {
                 sink.send(&event);
@@ -100,8 +113,11 @@ impl AlertOutput {
         serde_json::Value::Array(self.drained.clone())
     }
 
-    /// Drains every sink (bounded by `--drain-timeout`) and says what stays spooled.
-    pub fn finish(&mut self, delivery: &DeliveryArgs) {
+    /// Releases held resolves, drains every sink (bounded by `--drain-timeout`) and says
+    /// what stays spooled.
+    pub fn finish(&mut self, delivery: &DeliveryArgs) -> anyhow::Result<()> {
+        let events = self.engine.finish();
+        self.write(events)?;
         use std::sync::atomic::Ordering::Relaxed;
         let timeout = std::time::Duration::from_secs_f64(delivery.drain_timeout.max(0.0));
         for sink in self.sinks.drain(..) {
@@ -125,6 +141,7 @@ impl AlertOutput {
                 "still_spooled": left,
             }));
         }
+        Ok(())
     }
 
     /// Alerts still open.

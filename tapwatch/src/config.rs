@@ -18,6 +18,9 @@ pub struct Config {
     /// `[analyzer]`: windows and detectors.
     #[serde(default)]
     pub analyzer: AnalyzerConfig,
+    /// `[rules]`: severities, durations, flap damping, overrides, silences, isolation advice.
+    #[serde(default)]
+    pub rules: tapwatch_rules::RulesConfig,
     /// `[[webhook]]`: alert receivers.
     #[serde(default)]
     pub webhook: Vec<tapwatch_rules::webhook::WebhookConfig>,
@@ -46,4 +49,102 @@ pub fn load(common: &CommonArgs) -> anyhow::Result<(Config, Classifier)> {
     };
     let classifier = Classifier::new(tenants, &config.classifier);
     Ok((config, classifier))
+}
+
+/// `tapwatch rules check`: loads everything a run would load, then explains it.
+pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    tapwatch_rules::AlertEngine::new(config.rules.clone())
+        .with_context(|| format!("{}", path.display()))?;
+    let tenant_map = match tenants {
+        Some(t) => Some(TenantMap::load(t)?),
+        None => None,
+    };
+    let a = &config.analyzer;
+    println!("{}: valid", path.display());
+    if let Some(t) = &tenant_map {
+        println!(
+            "tenants: {} ({} besides \"unassigned\")",
+            t.names()[1..].join(", "),
+            t.names().len() - 1
+        );
+    }
+    println!(
+        "windows: {} s, late packets counted up to {} s; rolled up to 10 s and 60 s",
+        a.window_s, a.grace_s
+    );
+    let h = &a.heavy_hitters;
+    println!(
+        "heavy_hitter: a source, source type/size, destination service or tenant with >= {:.0}% of a window, >= {} packets/s (or {} bytes/s), > {}x and > {} sd above its EWMA baseline (alpha {}); warm-up {} s; resolves after {} quiet windows",
+        h.min_share * 100.0, h.min_pps, h.min_bytes_per_s, h.baseline_factor, h.baseline_sigmas, h.ewma_alpha, h.warmup_s, h.clear_windows
+    );
+    let g = &a.setup_growth;
+    let extra = if g.setup_types.is_empty() {
+        String::new()
+    } else {
+        format!(" and {}", g.setup_types.join(", "))
+    };
+    println!(
+        "quadratic_setup_growth: per tenant, setups (TCP SYN{extra}) ~ nodes^b over the last {} points of {} s; fires at b >= {} with nodes spanning >= {}x and R2 >= {}",
+        g.history, g.point_s, g.min_exponent, g.min_node_range, g.min_r2
+    );
+    let hb = &a.heartbeat;
+    println!(
+        "missed_heartbeat: BFD by detect multiplier x interval; other flows periodic after {} intervals over {} s within +-{:.0}%, late after {} periods (period {}..{} s, packets <= {} bytes)",
+        hb.min_samples, hb.min_learn_s, hb.tolerance * 100.0, hb.k, hb.min_period_s, hb.max_period_s, hb.max_packet_bytes
+    );
+    let hs = &a.handshake;
+    println!(
+        "syn_retransmits: >= {} retransmitted SYNs and >= {:.0}% of a server's SYNs within {} s",
+        hs.min_retransmits,
+        hs.min_retransmit_ratio * 100.0,
+        hs.burst_window_s
+    );
+    let r = &config.rules;
+    for (kind, k) in [
+        ("heavy_hitter", &r.heavy_hitter),
+        ("quadratic_setup_growth", &r.quadratic_setup_growth),
+        ("missed_heartbeat", &r.missed_heartbeat),
+        ("syn_retransmits", &r.syn_retransmits),
+    ] {
+        if k.disabled {
+            println!("rules.{kind}: disabled");
+        } else if k.severity.is_some() || k.min_duration_s > 0.0 || k.resolve_hold_s > 0.0 {
+            println!(
+                "rules.{kind}: severity {:?}, fires after {} s, resolves held {} s",
+                k.severity, k.min_duration_s, k.resolve_hold_s
+            );
+        }
+    }
+    for o in &r.overrides {
+        println!(
+            "override: kind {:?} tenant {:?} subject {:?} -> severity {:?}{}",
+            o.kind,
+            o.tenant,
+            o.subject,
+            o.severity,
+            if o.mute { ", muted" } else { "" }
+        );
+    }
+    for s in &r.silences {
+        println!(
+            "silence: kind {:?} tenant {:?} subject {:?} from {} until {} {}",
+            s.kind, s.tenant, s.subject, s.from, s.until, s.comment
+        );
+    }
+    println!(
+        "isolation advice: on setup growth {}, on tenant share {}",
+        r.isolation.on_setup_growth, r.isolation.on_tenant_share
+    );
+    for w in &config.webhook {
+        println!(
+            "webhook: {} ({:?}, {} req/s, timeout {} s, signed: {})",
+            w.url,
+            w.format,
+            w.rate_per_s,
+            w.timeout_s,
+            w.secret_file.is_some() || w.secret_env.is_some()
+        );
+    }
+    Ok(())
 }

@@ -71,6 +71,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     }
     let mut alerts = crate::alerts::AlertOutput::new(
         args.alerts_out.as_deref(),
+        &config.rules,
         &config.webhook,
         &args.common.delivery,
     )?;
@@ -156,7 +157,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             // The merger runs here until every worker has hung up.
             for msg in rx.iter() {
                 match msg {
-                    ToMerger::Window(shard, w) => merger.push(shard, *w, &mut findings),
+                    ToMerger::Window(shard, w) => {
+                        let end = w.end_ns;
+                        merger.push(shard, *w, &mut findings);
+                        alerts.tick(end)?;
+                    }
                     ToMerger::Findings(f) => findings.extend(f),
                 }
                 if !findings.is_empty() {
@@ -165,7 +170,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             }
             merger.finish(&mut findings);
             alerts.publish(findings)?;
-            alerts.finish(&args.common.delivery);
+            alerts.finish(&args.common.delivery)?;
             Ok(handles
                 .into_iter()
                 .map(|h| {

@@ -69,6 +69,9 @@ enum Command {
         after_help = "Examples:\n  tapwatch run --interface eth1\n  tapwatch run --interface eth1 --workers 2 --duration 30 --format json\n  tapwatch run --interface veth1 --backend pnet --count 1000"
     )]
     Run(RunArgs),
+    /// Check a config file and explain what it sets up.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Deliver alerts left in the webhook spools by earlier runs, then exit.
     #[command(
         after_help = "Example:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60"
@@ -193,6 +196,22 @@ struct RunArgs {
     alerts_out: Option<PathBuf>,
 }
 
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Validate a config file (every error names the line, the field and what was expected)
+    /// and explain the detectors, rules, silences and webhooks it sets up.
+    #[command(
+        after_help = "Example:\n  tapwatch rules check /etc/tapwatch/tapwatch.toml --tenants /etc/tapwatch/tenants.toml"
+    )]
+    Check {
+        /// The config file.
+        file: PathBuf,
+        /// A tenants file to check alongside.
+        #[arg(long, value_name = "FILE")]
+        tenants: Option<PathBuf>,
+    },
+}
+
 #[derive(Args, Debug)]
 struct DeliverArgs {
     /// Config file with `[[webhook]]` tables.
@@ -242,6 +261,9 @@ fn main() -> ExitCode {
         }),
         Command::Scenario(a) => scenario(&a),
         Command::Deliver(a) => deliver(&a),
+        Command::Rules(RulesCommand::Check { file, tenants }) => {
+            config::check(&file, tenants.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -266,12 +288,12 @@ fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
         Some(p) => config::Config::load(p)?,
         None => config::Config::default(),
     };
-    let mut out = alerts::AlertOutput::new(None, &config.webhook, &a.delivery)?;
+    let mut out = alerts::AlertOutput::new(None, &config.rules, &config.webhook, &a.delivery)?;
     anyhow::ensure!(
         out.sink_count() > 0,
         "no webhook to deliver to: give --webhook URL or [[webhook]] tables in --config"
     );
-    out.finish(&a.delivery);
+    out.finish(&a.delivery)?;
     Ok(())
 }
 

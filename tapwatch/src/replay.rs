@@ -36,8 +36,12 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         alerts_out,
     } = o;
     let (config, classifier) = crate::config::load(common)?;
-    let mut alerts =
-        crate::alerts::AlertOutput::new(alerts_out, &config.webhook, &common.delivery)?;
+    let mut alerts = crate::alerts::AlertOutput::new(
+        alerts_out,
+        &config.rules,
+        &config.webhook,
+        &common.delivery,
+    )?;
     let mut analyzer = Analyzer::new(&config.analyzer, &classifier);
     let mut readers = Vec::with_capacity(files.len());
     for f in files {
@@ -84,7 +88,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     };
     analyzer.finish();
     alerts.publish(analyzer.take_findings())?;
-    alerts.finish(&common.delivery);
+    alerts.finish(&common.delivery)?;
     bar.finish_and_clear();
     for w in &warnings {
         eprintln!("tapwatch: warning: {w}");

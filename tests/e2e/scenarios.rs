@@ -95,6 +95,16 @@ fn check_scenario(name: &str) {
         }
     }
     for a in &firing {
+        if a["kind"] == "isolation_advice" {
+            // Advice accompanies a tenant-level alert that is itself expected.
+            assert!(
+                expected
+                    .iter()
+                    .any(|e| e["kind"] == "quadratic_setup_growth" && e["tenant"] == a["tenant"]),
+                "{name}: unexpected isolation advice {a:#}"
+            );
+            continue;
+        }
         assert!(
             expected
                 .iter()
@@ -102,6 +112,21 @@ fn check_scenario(name: &str) {
             "{name}: unexpected alert {} on {}: {a:#}",
             a["kind"],
             a["subject"]
+        );
+    }
+    for e in expected
+        .iter()
+        .filter(|e| e["kind"] == "quadratic_setup_growth")
+    {
+        let advice = firing
+            .iter()
+            .find(|a| a["kind"] == "isolation_advice" && a["tenant"] == e["tenant"]);
+        let text = advice
+            .and_then(|a| a["evidence"]["advice"].as_str())
+            .unwrap_or_else(|| panic!("{name}: no isolation advice for {}", e["tenant"]));
+        assert!(
+            text.contains("dedicated relay") && text.contains("setups/s"),
+            "{text}"
         );
     }
     // Every alert that fired with an expected transient cause is well-formed.
