@@ -197,6 +197,15 @@ pub fn human_line(e: &AlertEvent) -> String {
         ("syn_retransmits", _) => {
             format!("{} retransmitted SYNs (threshold {})", e.value, e.threshold)
         }
+        ("isolation_advice", AlertState::Firing) => {
+            e.evidence["advice"].as_str().unwrap_or("").to_string()
+        }
+        ("isolation_advice", AlertState::Resolved) => {
+            format!(
+                "the {} alert behind it resolved",
+                e.evidence["cause"].as_str().unwrap_or("")
+            )
+        }
         _ => format!("value {} threshold {}", e.value, e.threshold),
     };
     format!(

@@ -231,6 +231,25 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         }
     }
     if let Some(a) = s.alerts {
+        let advice: Vec<_> = a
+            .kept
+            .iter()
+            .filter(|e| {
+                e.kind == tapwatch_rules::ISOLATION_ADVICE
+                    && e.state == tapwatch_rules::AlertState::Firing
+            })
+            .collect();
+        if !advice.is_empty() {
+            writeln!(out, "\ntenant isolation advice:")?;
+            for e in advice {
+                writeln!(
+                    out,
+                    "  {}: {}",
+                    e.subject,
+                    e.evidence["advice"].as_str().unwrap_or("")
+                )?;
+            }
+        }
         writeln!(out, "\nalerts: {} events, {} still open", a.total, a.open())?;
         for e in &a.kept {
             writeln!(out, "  {}", human_line(e))?;
