@@ -58,7 +58,9 @@ pub struct HeavyHitterConfig {
     pub warmup_share: f64,
     /// Multiple of `min_pps` a key needs during warm-up.
     pub warmup_factor: f64,
-    /// Windows a firing key must stay below the thresholds before it resolves.
+    /// Hysteresis: a firing key keeps firing while it holds at least this share.
+    pub clear_share: f64,
+    /// Windows a firing key must stay below `clear_share` before it resolves.
     pub clear_windows: u32,
 }
 
@@ -75,6 +77,7 @@ impl Default for HeavyHitterConfig {
             warmup_s: 10.0,
             warmup_share: 0.5,
             warmup_factor: 5.0,
+            clear_share: 0.1,
             clear_windows: 5,
         }
     }
@@ -92,6 +95,8 @@ pub struct SetupGrowthConfig {
     pub min_points: usize,
     /// Exponent at or above which growth is flagged.
     pub min_exponent: f64,
+    /// Hysteresis: a flagged tenant clears when its exponent falls below this.
+    pub clear_exponent: f64,
     /// Ratio of largest to smallest node count the history must span.
     pub min_node_range: f64,
     /// Coefficient of determination the fit must reach (log-log).
@@ -109,6 +114,7 @@ impl Default for SetupGrowthConfig {
             history: 30,
             min_points: 6,
             min_exponent: 1.6,
+            clear_exponent: 1.4,
             min_node_range: 2.0,
             min_r2: 0.8,
             setup_types: Vec::new(),
@@ -174,6 +180,9 @@ pub struct HandshakeConfig {
     pub min_retransmits: u64,
     /// Share of that server's SYNs that must be retransmissions.
     pub min_retransmit_ratio: f64,
+    /// Hysteresis: a firing server clears when its retransmissions in a burst window fall
+    /// below this many.
+    pub clear_retransmits: u64,
     /// Servers with their own latency histogram per window (the busiest by SYNs).
     pub max_servers: usize,
 }
@@ -187,6 +196,7 @@ impl Default for HandshakeConfig {
             burst_window_s: 10.0,
             min_retransmits: 5,
             min_retransmit_ratio: 0.2,
+            clear_retransmits: 2,
             max_servers: 256,
         }
     }

@@ -146,9 +146,11 @@ impl GrowthDetector {
             .fold((f64::MAX, 0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
         let range = max_n / min_n.max(1.0);
         self.last_fit[t] = Some((fit, range, setups as f64 / width_s.max(1e-9)));
-        let hot = fit.slope >= self.cfg.min_exponent
+        let raise = fit.slope >= self.cfg.min_exponent
             && range >= self.cfg.min_node_range
             && fit.r2 >= self.cfg.min_r2;
+        // Hysteresis: once flagged, the tenant clears only below `clear_exponent`.
+        let hot = raise || (h.firing_since.is_some() && fit.slope >= self.cfg.clear_exponent);
         let rate_now = setups as f64 / width_s.max(1e-9);
         let projected = rate_now * 2f64.powf(fit.slope);
         let evidence = serde_json::json!({

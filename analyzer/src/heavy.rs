@@ -290,13 +290,22 @@ impl HeavyJudge {
             );
         }
 
-        // Firing keys that were not hot this window count quiet windows, then resolve.
+        // Hysteresis: a firing key stays firing while it holds at least `clear_share` of the
+        // window, even below the raise thresholds; otherwise it counts quiet windows, then
+        // resolves.
         let (clear, min_share, end) = (cfg.clear_windows, cfg.min_share, w.end_ns);
+        let holds = |count: Option<u64>, total: u64| {
+            count.is_some_and(|c| total > 0 && c as f64 >= cfg.clear_share * total as f64)
+        };
         let tenant_of = |a: &IpAddr| Some(tenants.name(tenants.lookup(*a)).to_string());
         let names = &self.type_names;
         settle(
             &mut self.sources,
-            |k| hot_sources.contains(k),
+            |k| {
+                hot_sources.contains(k)
+                    || holds(w.sources.get(k).map(|e| e.count), w.packets)
+                    || holds(w.source_bytes.get(k).map(|e| e.count), w.bytes)
+            },
             |k| (k.to_string(), tenant_of(k)),
             clear,
             min_share,
@@ -305,7 +314,10 @@ impl HeavyJudge {
         );
         settle(
             &mut self.source_kinds,
-            |k| kinds.iter().any(|(kk, v)| kk == k && v.hot),
+            |k| {
+                kinds.iter().any(|(kk, v)| kk == k && v.hot)
+                    || holds(w.source_kinds.get(k).map(|e| e.count), w.packets)
+            },
             |k| {
                 (
                     format!(
@@ -324,7 +336,10 @@ impl HeavyJudge {
         );
         settle(
             &mut self.services,
-            |k| services.iter().any(|(kk, v)| kk == k && v.hot),
+            |k| {
+                services.iter().any(|(kk, v)| kk == k && v.hot)
+                    || holds(w.services.get(k).map(|e| e.count), w.packets)
+            },
             |k| (format!("{}/{}", endpoint(k.0, k.1), proto_label(k.2)), None),
             clear,
             min_share,
@@ -333,7 +348,10 @@ impl HeavyJudge {
         );
         settle(
             &mut self.tenant_dim,
-            |k| tenant_verdicts.iter().any(|(kk, v)| kk == k && v.hot),
+            |k| {
+                tenant_verdicts.iter().any(|(kk, v)| kk == k && v.hot)
+                    || holds(tenant_counts.get(k).map(|e| e.count), w.packets)
+            },
             |k| {
                 let name = tenants.name(TenantId(*k)).to_string();
                 (name.clone(), Some(name))

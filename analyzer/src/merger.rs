@@ -219,7 +219,11 @@ impl Merger {
             } else {
                 0.0
             };
-            if s.retransmits >= cfg.min_retransmits && ratio >= cfg.min_retransmit_ratio {
+            let raise = s.retransmits >= cfg.min_retransmits && ratio >= cfg.min_retransmit_ratio;
+            // Hysteresis: a firing server stays firing down to `clear_retransmits`.
+            let holds =
+                self.syn_firing.contains_key(server) && s.retransmits >= cfg.clear_retransmits;
+            if raise || holds {
                 hot.push(*server);
                 let started = *self.syn_firing.entry(*server).or_insert(b.start_ns);
                 let h = s.syn_to_syn_ack.as_ref();

@@ -42,6 +42,10 @@ pub struct KindRules {
     /// stays open and nothing is sent (flap damping).
     #[serde(default)]
     pub resolve_hold_s: f64,
+    /// After an alert resolves, the same alert does not fire again for this many seconds
+    /// (a condition still present after the cooldown fires as a new alert).
+    #[serde(default)]
+    pub cooldown_s: f64,
     /// Drop this kind entirely.
     #[serde(default)]
     pub disabled: bool,

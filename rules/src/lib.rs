@@ -127,6 +127,8 @@ pub struct AlertEngine {
     pending: FxHashMap<Key, u64>,
     /// Resolves held for flap damping: release time and the resolving finding.
     held: FxHashMap<Key, (u64, Finding)>,
+    /// When each alert last resolved, for cooldowns.
+    resolved_at: FxHashMap<Key, u64>,
     now: u64,
     /// Events raised so far, by kind and state.
     pub counts: FxHashMap<(&'static str, &'static str), u64>,
@@ -229,6 +231,15 @@ impl AlertEngine {
                 }
                 return out;
             }
+            let cooldown = (rules.cooldown_s * 1e9) as u64;
+            if self
+                .resolved_at
+                .get(&key)
+                .is_some_and(|t| f.detected_ns < t.saturating_add(cooldown))
+            {
+                self.suppressed += 1;
+                return out;
+            }
             let first = *self.pending.entry(key.clone()).or_insert(f.detected_ns);
             if f.detected_ns.saturating_sub(first) < min_duration {
                 return out;
@@ -293,6 +304,13 @@ impl AlertEngine {
         let Some(open) = self.open.remove(key) else {
             return Vec::new();
         };
+        if self.kind_rules(key.0).cooldown_s > 0.0 {
+            if self.resolved_at.len() > 65_536 {
+                let horizon = self.now.saturating_sub(86_400_000_000_000);
+                self.resolved_at.retain(|_, t| *t >= horizon);
+            }
+            self.resolved_at.insert(key.clone(), f.detected_ns);
+        }
         let mut out = self.emit(
             f,
             AlertState::Resolved,
@@ -664,6 +682,26 @@ until = "1970-01-01T00:01:40Z"
                 ("quadratic_setup_growth", AlertState::Resolved),
                 (ISOLATION_ADVICE, AlertState::Resolved)
             ]
+        );
+    }
+
+    #[test]
+    fn cooldown_keeps_a_resolved_alert_quiet() {
+        let cfg: RulesConfig = toml::from_str("[heavy_hitter]\ncooldown_s = 60\n").unwrap();
+        let mut e = AlertEngine::new(cfg).unwrap();
+        let at = |active: bool, s: u64| Finding {
+            detected_ns: s * 1_000_000_000,
+            started_ns: s * 1_000_000_000,
+            ..finding(active, Severity::Warning, 0)
+        };
+        assert_eq!(e.process(&at(true, 1)).len(), 1);
+        assert_eq!(e.process(&at(false, 5)).len(), 1);
+        assert!(e.process(&at(true, 30)).is_empty(), "within the cooldown");
+        let again = e.process(&at(true, 70));
+        assert_eq!(
+            (again.len(), again[0].state),
+            (1, AlertState::Firing),
+            "after the cooldown"
         );
     }
 
