@@ -58,8 +58,10 @@ pub struct HeavyHitterConfig {
     pub warmup_share: f64,
     /// Multiple of `min_pps` a key needs during warm-up.
     pub warmup_factor: f64,
-    /// Hysteresis: a firing key keeps firing while it holds at least this share.
+    /// Hysteresis: a firing key keeps firing while it holds at least this share…
     pub clear_share: f64,
+    /// …and at least this many times its baseline mean.
+    pub clear_factor: f64,
     /// Windows a firing key must stay below `clear_share` before it resolves.
     pub clear_windows: u32,
 }
@@ -78,6 +80,7 @@ impl Default for HeavyHitterConfig {
             warmup_share: 0.5,
             warmup_factor: 5.0,
             clear_share: 0.1,
+            clear_factor: 1.5,
             clear_windows: 5,
         }
     }

@@ -294,17 +294,40 @@ impl HeavyJudge {
         // window, even below the raise thresholds; otherwise it counts quiet windows, then
         // resolves.
         let (clear, min_share, end) = (cfg.clear_windows, cfg.min_share, w.end_ns);
-        let holds = |count: Option<u64>, total: u64| {
-            count.is_some_and(|c| total > 0 && c as f64 >= cfg.clear_share * total as f64)
+        // Holding means: at least `clear_share` of the window and still at least
+        // `clear_factor` times the key's (frozen) baseline.
+        let holds = |count: Option<u64>, total: u64, base: Option<&f64>| {
+            count.is_some_and(|c| {
+                total > 0
+                    && c as f64 >= cfg.clear_share * total as f64
+                    && c as f64 >= cfg.clear_factor * base.copied().unwrap_or(0.0)
+            })
         };
+        let (src_base, src_bytes_base) = (
+            firing_baselines(&self.sources),
+            firing_baselines(&self.source_bytes),
+        );
+        let (kind_base, service_base, tenant_base) = (
+            firing_baselines(&self.source_kinds),
+            firing_baselines(&self.services),
+            firing_baselines(&self.tenant_dim),
+        );
         let tenant_of = |a: &IpAddr| Some(tenants.name(tenants.lookup(*a)).to_string());
         let names = &self.type_names;
         settle(
             &mut self.sources,
             |k| {
                 hot_sources.contains(k)
-                    || holds(w.sources.get(k).map(|e| e.count), w.packets)
-                    || holds(w.source_bytes.get(k).map(|e| e.count), w.bytes)
+                    || holds(
+                        w.sources.get(k).map(|e| e.count),
+                        w.packets,
+                        src_base.get(k),
+                    )
+                    || holds(
+                        w.source_bytes.get(k).map(|e| e.count),
+                        w.bytes,
+                        src_bytes_base.get(k),
+                    )
             },
             |k| (k.to_string(), tenant_of(k)),
             clear,
@@ -316,7 +339,11 @@ impl HeavyJudge {
             &mut self.source_kinds,
             |k| {
                 kinds.iter().any(|(kk, v)| kk == k && v.hot)
-                    || holds(w.source_kinds.get(k).map(|e| e.count), w.packets)
+                    || holds(
+                        w.source_kinds.get(k).map(|e| e.count),
+                        w.packets,
+                        kind_base.get(k),
+                    )
             },
             |k| {
                 (
@@ -338,7 +365,11 @@ impl HeavyJudge {
             &mut self.services,
             |k| {
                 services.iter().any(|(kk, v)| kk == k && v.hot)
-                    || holds(w.services.get(k).map(|e| e.count), w.packets)
+                    || holds(
+                        w.services.get(k).map(|e| e.count),
+                        w.packets,
+                        service_base.get(k),
+                    )
             },
             |k| (format!("{}/{}", endpoint(k.0, k.1), proto_label(k.2)), None),
             clear,
@@ -350,7 +381,11 @@ impl HeavyJudge {
             &mut self.tenant_dim,
             |k| {
                 tenant_verdicts.iter().any(|(kk, v)| kk == k && v.hot)
-                    || holds(tenant_counts.get(k).map(|e| e.count), w.packets)
+                    || holds(
+                        tenant_counts.get(k).map(|e| e.count),
+                        w.packets,
+                        tenant_base.get(k),
+                    )
             },
             |k| {
                 let name = tenants.name(TenantId(*k)).to_string();
@@ -362,6 +397,14 @@ impl HeavyJudge {
             out,
         );
     }
+}
+
+/// Baseline means of a dimension's firing keys (frozen while they fire).
+fn firing_baselines<K: Copy + Eq + Hash>(dim: &Dimension<K>) -> FxHashMap<K, f64> {
+    dim.firing
+        .keys()
+        .map(|k| (*k, dim.baselines.get(k).map(|b| b.mean).unwrap_or(0.0)))
+        .collect()
 }
 
 /// Counts a quiet window for every firing key that was not hot; resolves those quiet for
