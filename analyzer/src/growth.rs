@@ -85,6 +85,29 @@ fn median_sorted(v: &[f64]) -> f64 {
     }
 }
 
+/// One rollup point of one tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct GrowthPoint<'a> {
+    /// Tenant index.
+    pub index: usize,
+    /// Tenant name.
+    pub tenant: &'a str,
+    /// Point start (event time, ns).
+    pub start_ns: u64,
+    /// Point end.
+    pub end_ns: u64,
+    /// Distinct sources of the tenant in the point.
+    pub nodes: u64,
+    /// Connection setups from the tenant in the point.
+    pub setups: u64,
+    /// Width of the point, seconds.
+    pub width_s: f64,
+    /// The tenant's share of all setups in the point.
+    pub setup_share: f64,
+    /// The tenant's share of all packets in the point.
+    pub packet_share: f64,
+}
+
 /// One tenant's history and alert state.
 #[derive(Clone, Debug, Default)]
 struct TenantHistory {
@@ -110,19 +133,19 @@ impl GrowthDetector {
         }
     }
 
-    /// Adds one point for tenant `t` (index) with its name; reports changes of state.
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe(
-        &mut self,
-        t: usize,
-        tenant: &str,
-        start_ns: u64,
-        end_ns: u64,
-        nodes: u64,
-        setups: u64,
-        width_s: f64,
-        out: &mut Vec<Finding>,
-    ) {
+    /// Adds one point for a tenant; reports changes of state.
+    pub fn observe(&mut self, p: &GrowthPoint<'_>, out: &mut Vec<Finding>) {
+        let GrowthPoint {
+            index: t,
+            tenant,
+            start_ns,
+            end_ns,
+            nodes,
+            setups,
+            width_s,
+            setup_share,
+            packet_share,
+        } = *p;
         if self.tenants.len() <= t {
             self.tenants.resize_with(t + 1, TenantHistory::default);
             self.last_fit.resize(t + 1, None);
@@ -164,6 +187,8 @@ impl GrowthDetector {
             "nodes_max": max_n,
             "node_range": range,
             "setups_now": setups,
+            "setup_share": setup_share,
+            "packet_share": packet_share,
             "setup_rate_per_s": rate_now,
             "projected_setup_rate_at_2x_nodes": projected,
             "history": h.points.iter().map(|(ts, n, s)| serde_json::json!([ts, n, s])).collect::<Vec<_>>(),
@@ -242,16 +267,33 @@ mod tests {
         for i in 0..20u64 {
             let n = 20 + 10 * i;
             d.observe(
-                1,
-                "quad",
-                i * 10,
-                (i + 1) * 10,
-                n,
-                n * n / 10,
-                10.0,
+                &GrowthPoint {
+                    index: 1,
+                    tenant: "quad",
+                    start_ns: i * 10,
+                    end_ns: (i + 1) * 10,
+                    nodes: n,
+                    setups: n * n / 10,
+                    width_s: 10.0,
+                    setup_share: 0.5,
+                    packet_share: 0.5,
+                },
                 &mut out,
             );
-            d.observe(2, "linear", i * 10, (i + 1) * 10, n, 3 * n, 10.0, &mut out);
+            d.observe(
+                &GrowthPoint {
+                    index: 2,
+                    tenant: "linear",
+                    start_ns: i * 10,
+                    end_ns: (i + 1) * 10,
+                    nodes: n,
+                    setups: 3 * n,
+                    width_s: 10.0,
+                    setup_share: 0.5,
+                    packet_share: 0.5,
+                },
+                &mut out,
+            );
         }
         assert!(out.iter().all(|f| f.subject == "quad"), "{out:?}");
         let last = out.last().unwrap();
@@ -270,13 +312,17 @@ mod tests {
         for i in 0..20u64 {
             let n = 100 + i % 3; // steady node count, noisy setups
             d.observe(
-                0,
-                "steady",
-                i,
-                i + 1,
-                n,
-                1000 + (i * 37 % 200),
-                10.0,
+                &GrowthPoint {
+                    index: 0,
+                    tenant: "steady",
+                    start_ns: i,
+                    end_ns: i + 1,
+                    nodes: n,
+                    setups: 1000 + (i * 37 % 200),
+                    width_s: 10.0,
+                    setup_share: 0.5,
+                    packet_share: 0.5,
+                },
                 &mut out,
             );
         }

@@ -10,7 +10,7 @@ use tapwatch_classifier::{Classifier, TenantId, TenantMap};
 
 use crate::config::AnalyzerConfig;
 use crate::finding::{endpoint, Finding, FindingKind, Severity};
-use crate::growth::GrowthDetector;
+use crate::growth::{GrowthDetector, GrowthPoint};
 use crate::heavy::HeavyJudge;
 use crate::window::{latency_histogram, WindowStats};
 
@@ -190,22 +190,31 @@ impl Merger {
     }
 
     fn growth_point(&mut self, p: &WindowStats, out: &mut Vec<Finding>) {
-        let width = p.width_s();
+        let total_setups: u64 = p.tenants.iter().map(|t| t.setups).sum();
+        let share = |x: u64, total: u64| {
+            if total > 0 {
+                x as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
         for (i, t) in p.tenants.iter().enumerate() {
             if i == TenantId::UNASSIGNED.0 as usize {
                 continue; // "unassigned" is not one tenant: its nodes are unrelated
             }
             let name = self.tenants.name(TenantId(i as u16)).to_string();
-            self.growth.observe(
-                i,
-                &name,
-                p.start_ns,
-                p.end_ns,
-                t.nodes.count().0,
-                t.setups,
-                width,
-                out,
-            );
+            let point = GrowthPoint {
+                index: i,
+                tenant: &name,
+                start_ns: p.start_ns,
+                end_ns: p.end_ns,
+                nodes: t.nodes.count().0,
+                setups: t.setups,
+                width_s: p.width_s(),
+                setup_share: share(t.setups, total_setups),
+                packet_share: share(t.packets, p.packets),
+            };
+            self.growth.observe(&point, out);
         }
     }
 

@@ -372,11 +372,15 @@ impl AlertEngine {
                 let projected = ev["projected_setup_rate_at_2x_nodes"]
                     .as_f64()
                     .unwrap_or(0.0);
+                let setup_share = ev["setup_share"].as_f64().unwrap_or(0.0);
+                let packet_share = ev["packet_share"].as_f64().unwrap_or(0.0);
                 (
                     format!(
-                        "move tenant {tenant} to a dedicated relay, or cap how many peers each of its nodes connects to: its connection setups grow as nodes^{exponent:.2}; at 2x its {nodes} nodes expect {projected:.0} setups/s (now {rate:.1}/s)"
+                        "move tenant {tenant} to a dedicated relay, or cap how many peers each of its nodes connects to: it makes {:.0}% of this relay's connection setups ({:.0}% of its packets), and its setups grow as nodes^{exponent:.2}; at 2x its {nodes} nodes expect {projected:.0} setups/s (now {rate:.1}/s)",
+                        setup_share * 100.0,
+                        packet_share * 100.0
                     ),
-                    serde_json::json!({"cause": "quadratic_setup_growth", "exponent": exponent, "exponent_ci95": ev["exponent_ci95"], "nodes_now": nodes, "setup_rate_per_s": rate, "projected_setup_rate_at_2x_nodes": projected}),
+                    serde_json::json!({"cause": "quadratic_setup_growth", "exponent": exponent, "exponent_ci95": ev["exponent_ci95"], "nodes_now": nodes, "setup_share": setup_share, "packet_share": packet_share, "setup_rate_per_s": rate, "projected_setup_rate_at_2x_nodes": projected}),
                 )
             }
             FindingKind::HeavyHitter if iso.on_tenant_share && ev["dimension"] == "tenant" => {
