@@ -10,12 +10,12 @@ use std::time::Duration;
 use crate::common::*;
 
 /// A network namespace with a veth pair `twa` ↔ `twb`, torn down on drop.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn create(tag: &str) -> Option<Netns> {
+    pub(crate) fn create(tag: &str) -> Option<Netns> {
         let root = unsafe { libc::geteuid() } == 0;
         if !root || !have("ip") {
             assert!(
@@ -50,7 +50,7 @@ impl Netns {
     }
 
     /// Runs `f` on a thread that has entered the namespace.
-    fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -74,7 +74,7 @@ impl Drop for Netns {
 }
 
 /// Sends frames out of interface `ifname` through a raw AF_PACKET socket.
-fn send_frames(ifname: &str, frames: &[Vec<u8>]) {
+pub(crate) fn send_frames(ifname: &str, frames: &[Vec<u8>]) {
     unsafe {
         let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());

@@ -3,6 +3,7 @@
 
 mod common;
 mod live_capture;
+mod live_detect;
 mod replay_cli;
 mod scenarios;
 mod shared_pcaps;

@@ -12,16 +12,18 @@ use crate::common::*;
 
 /// One request as the receiver saw it.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
+    /// When it arrived.
+    pub(crate) at: Instant,
     signature: Option<String>,
-    body: serde_json::Value,
+    pub(crate) body: serde_json::Value,
     raw: Vec<u8>,
 }
 
 /// A real HTTP server on loopback answering each request with the status `answer` picks
 /// (by request number), after an optional delay.
-struct Receiver {
-    port: u16,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
     got: Arc<Mutex<Vec<Received>>>,
     requests: Arc<Mutex<u64>>,
     server: Arc<tiny_http::Server>,
@@ -29,7 +31,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(port: u16, delay: Duration, answer: impl Fn(u64) -> u16 + Send + 'static) -> Receiver {
+    pub(crate) fn start(
+        port: u16,
+        delay: Duration,
+        answer: impl Fn(u64) -> u16 + Send + 'static,
+    ) -> Receiver {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("bind receiver"));
         let port = server.server_addr().to_ip().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -39,6 +45,7 @@ impl Receiver {
                 (Arc::clone(&server), Arc::clone(&got), Arc::clone(&requests));
             std::thread::spawn(move || {
                 for mut req in server.incoming_requests() {
+                    let at = Instant::now();
                     let mut raw = Vec::new();
                     let _ = req.as_reader().read_to_end(&mut raw);
                     let n = {
@@ -56,6 +63,7 @@ impl Receiver {
                             .map(|h| h.value.as_str().to_string());
                         let body = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
                         got.lock().unwrap().push(Received {
+                            at,
                             signature,
                             body,
                             raw,
@@ -74,11 +82,11 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 

@@ -1,0 +1,125 @@
+//! The live path end to end, on real interfaces: BFD packets every 400 ms cross a veth pair
+//! in a namespace the test made; the sender pauses for 1.5 s; `tapwatch run` on the mirror
+//! side posts the missed heartbeat to a real webhook receiver within 1.5 s of the deadline,
+//! resolves it when BFD resumes, and exits 0 on SIGTERM with its deliveries drained.
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::live_capture::{send_frames, Netns};
+use crate::webhooks::Receiver;
+
+fn bfd_frame() -> Vec<u8> {
+    let payload = tapwatch_analyzer::scenario::bfd_control(3, 3, 0x77, 0x78, 400_000);
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
+        .ipv4([10, 77, 0, 1], [10, 77, 0, 2], 255)
+        .udp(49152, 3784)
+        .write(&mut v, &payload)
+        .unwrap();
+    v
+}
+
+#[test]
+fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
+    let Some(ns) = Netns::create("d") else { return };
+    let n = ns.name.clone();
+    let o = run(Command::new("ip").args(["netns", "exec", &n, "ip", "link", "set", "lo", "up"]));
+    assert!(o.status.success());
+    // The receiver listens on the namespace's loopback, where tapwatch will post.
+    let rx = ns.within(|| Receiver::start(0, Duration::ZERO, |_| 200));
+    let tmp = TempDir::new("live-detect");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &n])
+        .arg(env!("CARGO_BIN_EXE_tapwatch"))
+        .args([
+            "run",
+            "--interface",
+            "twb",
+            "--format",
+            "json",
+            "--drain-timeout",
+            "10",
+            "--webhook",
+            &rx.url(),
+            "--data-dir",
+        ])
+        .arg(tmp.path("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("capturing on twb"), "{line}");
+
+    // 3 s of BFD at 400 ms minus 0-25 % jitter, a 1.5 s pause, then 3 s more. Returns the
+    // time of the last packet before the pause.
+    let last_before_pause = ns.within(|| {
+        let send_for = |d: Duration| {
+            let until = Instant::now() + d;
+            let mut last = Instant::now();
+            let mut i = 0u64;
+            while Instant::now() < until {
+                send_frames("twa", &[bfd_frame()]);
+                last = Instant::now();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(400 - (i * 37 % 100)));
+            }
+            last
+        };
+        let last = send_for(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(1500).saturating_sub(last.elapsed()));
+        send_for(Duration::from_secs(3));
+        last
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(
+        out.status.success(),
+        "tapwatch run did not exit 0 on SIGTERM: {rest}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(summary["capture"]["kernel_drops"], 0);
+
+    let got = rx.received();
+    let subject = "10.77.0.1:49152->10.77.0.2:3784/udp";
+    let firing = got.iter().find(|r| {
+        r.body["kind"] == "missed_heartbeat"
+            && r.body["state"] == "firing"
+            && r.body["subject"] == subject
+    });
+    let Some(firing) = firing else {
+        panic!(
+            "no missed_heartbeat reached the webhook: {:#?}",
+            got.iter().map(|g| &g.body).collect::<Vec<_>>()
+        )
+    };
+    // Detection time is 3 x 400 ms after the last packet; the webhook must have it within 1.5 s of that.
+    let deadline = last_before_pause + Duration::from_millis(1200);
+    let late = firing.at.saturating_duration_since(deadline);
+    assert!(
+        late <= Duration::from_millis(1500),
+        "alert reached the webhook {late:?} after the deadline"
+    );
+    assert!(
+        firing.at >= deadline - Duration::from_millis(100),
+        "alert before the deadline?"
+    );
+    let resolved = got
+        .iter()
+        .find(|r| r.body["state"] == "resolved" && r.body["id"] == firing.body["id"])
+        .expect("resolved when BFD resumed");
+    let gap = resolved.body["evidence"]["gap_s"].as_f64().unwrap();
+    assert!((1.3..2.2).contains(&gap), "gap {gap}");
+    assert!(
+        rest.contains("none left spooled"),
+        "deliveries drained on SIGTERM: {rest}"
+    );
+}
