@@ -81,6 +81,8 @@ pub struct Merger {
     pub windows: [u64; 3],
     /// Whole-run latency and setups per tenant index.
     pub latency: Vec<TenantLatency>,
+    /// The last finished base window (for live views of top talkers).
+    pub last_window: Option<WindowStats>,
 }
 
 impl Merger {
@@ -99,6 +101,7 @@ impl Merger {
             syn_firing: FxHashMap::default(),
             windows: [0; 3],
             latency: Vec::new(),
+            last_window: None,
             cfg: cfg.clone(),
         }
     }
@@ -187,6 +190,7 @@ impl Merger {
                 self.windows[i + 1] += 1;
             }
         }
+        self.last_window = Some(w);
     }
 
     fn growth_point(&mut self, p: &WindowStats, out: &mut Vec<Finding>) {

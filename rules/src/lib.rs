@@ -172,6 +172,17 @@ impl AlertEngine {
         self.open.len()
     }
 
+    /// The open alerts: kind, tenant, subject, id, severity, start (event time, RFC 3339).
+    pub fn open_list(&self) -> Vec<serde_json::Value> {
+        let mut v: Vec<_> = self
+            .open
+            .iter()
+            .map(|((kind, tenant, subject), a)| serde_json::json!({"kind": kind.name(), "tenant": tenant, "subject": subject, "id": a.id, "severity": a.severity, "started_at": rfc3339(a.started_ns)}))
+            .collect();
+        v.sort_by(|a, b| a["started_at"].as_str().cmp(&b["started_at"].as_str()));
+        v
+    }
+
     fn kind_rules(&self, kind: FindingKind) -> &KindRules {
         match kind {
             FindingKind::HeavyHitter => &self.cfg.heavy_hitter,

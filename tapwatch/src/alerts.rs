@@ -144,6 +144,31 @@ impl AlertOutput {
         Ok(())
     }
 
+    /// The open alerts, oldest first.
+    pub fn open_list(&self) -> Vec<serde_json::Value> {
+        self.engine.open_list()
+    }
+
+    /// Delivery counters of the running sinks: (url, delivered, retries, rejected, overflow, spooled).
+    pub fn sink_stats(&self) -> Vec<(String, [u64; 5])> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.sinks
+            .iter()
+            .map(|s| {
+                (
+                    s.url().to_string(),
+                    [
+                        s.stats.delivered.load(Relaxed),
+                        s.stats.retries.load(Relaxed),
+                        s.stats.rejected.load(Relaxed),
+                        s.stats.overflow.load(Relaxed),
+                        s.pending(),
+                    ],
+                )
+            })
+            .collect()
+    }
+
     /// Alerts still open.
     pub fn open(&self) -> usize {
         self.engine.open_alerts()

@@ -11,6 +11,7 @@ use tapwatch_analyzer::{Finding, Merger, Shard, Totals, WindowStats};
 use tapwatch_capture::live::{parse_bpf_program, Backend, LiveCapture, LiveConfig};
 use tapwatch_capture::SourceStats;
 
+use crate::http::{Telemetry, WorkerCounters};
 use crate::{output, CommonArgs};
 
 pub struct LiveArgs {
@@ -24,6 +25,7 @@ pub struct LiveArgs {
     pub duration: Option<f64>,
     pub count: Option<u64>,
     pub alerts_out: Option<PathBuf>,
+    pub listen: Option<String>,
 }
 
 /// Packets a worker counts locally before publishing to the shared counter.
@@ -35,6 +37,58 @@ const POLL: Duration = Duration::from_millis(50);
 enum ToMerger {
     Window(usize, Box<WindowStats>),
     Findings(Vec<Finding>),
+}
+
+/// Publishes a worker's counters for `/metrics` (never per packet).
+fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
+    c.packets.store(totals.packets, Ordering::Relaxed);
+    c.bytes.store(totals.bytes, Ordering::Relaxed);
+    c.malformed
+        .store(totals.malformed_total(), Ordering::Relaxed);
+    c.late.store(shard.counters.late, Ordering::Relaxed);
+    c.heartbeat_flows
+        .store(shard.heartbeat_flows().0 as u64, Ordering::Relaxed);
+    c.pending_handshakes
+        .store(shard.pending_handshakes() as u64, Ordering::Relaxed);
+}
+
+/// Refreshes the JSON views after a window was merged.
+fn refresh_views(
+    t: &Telemetry,
+    merger: &Merger,
+    alerts: &crate::alerts::AlertOutput,
+    classifier: &tapwatch_classifier::Classifier,
+) {
+    t.windows.store(merger.windows[0], Ordering::Relaxed);
+    let tenants = classifier.tenants();
+    let top = merger.last_window.as_ref().map(|w| {
+        t.window_lag_ms.store(wall_ns().saturating_sub(w.end_ns) / 1_000_000, Ordering::Relaxed);
+        serde_json::json!({
+            "window_start": tapwatch_rules::rfc3339(w.start_ns),
+            "window_s": w.width_s(),
+            "packets": w.packets,
+            "bytes": w.bytes,
+            "sources": w.sources.top(20).iter().map(|e| serde_json::json!({"address": e.key.to_string(), "tenant": tenants.name(tenants.lookup(e.key)), "packets": e.count, "bytes": e.secondary})).collect::<Vec<_>>(),
+            "services": w.services.top(20).iter().map(|e| serde_json::json!({"service": format!("{}:{}/{}", e.key.0, e.key.1, e.key.2), "packets": e.count})).collect::<Vec<_>>(),
+            "sketch_error_bound": w.sources.error_bound(),
+        })
+    });
+    let mut per_tenant = serde_json::Map::new();
+    for (i, fit) in merger.growth_fits().iter().enumerate() {
+        if let Some((f, range, rate)) = fit {
+            per_tenant.insert(
+                tenants.name(tapwatch_classifier::TenantId(i as u16)).to_string(),
+                serde_json::json!({"exponent": f.slope, "exponent_ci95": [f.slope_low, f.slope_high], "r2": f.r2, "points": f.n, "node_range": range, "setup_rate_per_s": rate}),
+            );
+        }
+    }
+    if let Ok(mut v) = t.views.lock() {
+        v.top = top.unwrap_or_default();
+        v.alerts = serde_json::Value::Array(alerts.open_list());
+        v.tenants = serde_json::Value::Object(per_tenant);
+        v.alert_counts = alerts.counts();
+        v.webhooks = alerts.sink_stats();
+    }
 }
 
 fn wall_ns() -> u64 {
@@ -59,6 +113,16 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     if workers > 1 {
         live.fanout_group = Some((std::process::id() & 0xffff) as u16);
     }
+    let telemetry = Arc::new(Telemetry::new(&args.interface, workers));
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let http = match &args.listen {
+        Some(addr) => Some(crate::http::serve(
+            addr,
+            Arc::clone(&telemetry),
+            Arc::clone(&http_stop),
+        )?),
+        None => None,
+    };
     // Open every socket before reporting readiness, so no frame after it is missed.
     let mut captures = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -86,6 +150,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         args.backend,
         if workers == 1 { "" } else { "s" }
     );
+    telemetry.ready.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<ToMerger>();
     let results: Vec<anyhow::Result<(Totals, SourceStats)>> =
@@ -101,6 +166,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         tx.clone(),
                         &config,
                     );
+                    let telemetry = Arc::clone(&telemetry);
                     let count = args.count;
                     scope.spawn(move || -> anyhow::Result<(Totals, SourceStats)> {
                         let mut totals = Totals::new(classifier.type_count());
@@ -108,6 +174,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         let mut findings = Vec::new();
                         let mut closed = Vec::new();
                         let mut unpublished = 0u64;
+                        let mut kernel_read = Instant::now();
+                        let counters = &telemetry.workers[id];
                         let send = |findings: &mut Vec<Finding>, closed: &mut Vec<WindowStats>| {
                             if !findings.is_empty() {
                                 let _ = tx.send(ToMerger::Findings(std::mem::take(findings)));
@@ -141,6 +209,17 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                             let total =
                                 seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
                             unpublished = 0;
+                            publish(counters, &totals, &shard);
+                            if kernel_read.elapsed() >= Duration::from_secs(1) {
+                                kernel_read = Instant::now();
+                                let k = cap.stats();
+                                counters
+                                    .kernel_packets
+                                    .store(k.kernel_packets, Ordering::Relaxed);
+                                counters
+                                    .kernel_drops
+                                    .store(k.kernel_drops, Ordering::Relaxed);
+                            }
                             if count.is_some_and(|c| total >= c) {
                                 stop.store(true, Ordering::Relaxed);
                             }
@@ -161,6 +240,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         let end = w.end_ns;
                         merger.push(shard, *w, &mut findings);
                         alerts.tick(end)?;
+                        refresh_views(&telemetry, &merger, &alerts, &classifier);
                     }
                     ToMerger::Findings(f) => findings.extend(f),
                 }
@@ -171,6 +251,10 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             merger.finish(&mut findings);
             alerts.publish(findings)?;
             alerts.finish(&args.common.delivery)?;
+            http_stop.store(true, Ordering::Relaxed);
+            if let Some(h) = http {
+                let _ = h.join();
+            }
             Ok(handles
                 .into_iter()
                 .map(|h| {

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
 mod config;
+mod http;
 mod live;
 mod output;
 mod replay;
@@ -194,6 +195,9 @@ struct RunArgs {
     /// Write alert events as JSON lines to this file (`-`: standard output).
     #[arg(long, value_name = "PATH")]
     alerts_out: Option<PathBuf>,
+    /// Serve /metrics, /healthz, /readyz and /api/{top,alerts,tenants} here (`none` to turn off).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9178")]
+    listen: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +262,7 @@ fn main() -> ExitCode {
             duration: a.duration,
             count: a.count,
             alerts_out: a.alerts_out,
+            listen: (a.listen != "none").then_some(a.listen),
         }),
         Command::Scenario(a) => scenario(&a),
         Command::Deliver(a) => deliver(&a),

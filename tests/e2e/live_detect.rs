@@ -75,7 +75,17 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
         send_for(Duration::from_secs(3));
         last
     });
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
+    // tapwatch's own endpoint, inside the namespace (default --listen 127.0.0.1:9178).
+    let (metrics, health, ready, top, open) = ns.within(|| {
+        (
+            get("/metrics"),
+            get("/healthz"),
+            get("/readyz"),
+            get("/api/top"),
+            get("/api/alerts"),
+        )
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let mut rest = String::new();
@@ -122,4 +132,51 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
         rest.contains("none left spooled"),
         "deliveries drained on SIGTERM: {rest}"
     );
+
+    assert!(
+        health.starts_with("HTTP/1.1 200") && ready.starts_with("HTTP/1.1 200"),
+        "{health}\n{ready}"
+    );
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let packets = value("tapwatch_packets_total{");
+    assert!(
+        packets >= 14.0,
+        "BFD packets counted in /metrics: {metrics}"
+    );
+    assert_eq!(value("tapwatch_kernel_drops_total{"), 0.0, "{metrics}");
+    assert!(
+        value("tapwatch_alert_events_total{kind=\"missed_heartbeat\",state=\"firing\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("tapwatch_webhook_delivered_total{") >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("tapwatch_windows_total") >= 5.0, "{metrics}");
+    let top_body = top.split("\r\n\r\n").nth(1).unwrap_or("");
+    let top: serde_json::Value =
+        serde_json::from_str(top_body).unwrap_or_else(|e| panic!("{e}: {top_body}"));
+    assert!(top["sources"].as_array().is_some(), "{top}");
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+}
+
+/// A plain HTTP/1.1 GET to tapwatch's endpoint; the whole response as text.
+fn get(path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("127.0.0.1:9178").expect("connect to --listen");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }

@@ -1,0 +1,283 @@
+//! tapwatch's own HTTP endpoint for `run`: Prometheus `/metrics`, `/healthz`, `/readyz`, and a
+//! small JSON API (`/api/top`, `/api/alerts`, `/api/tenants`). Workers publish counters into
+//! atomics (every 256 packets or poll timeout); the merger thread refreshes the JSON views
+//! once per window. Nothing here is touched per packet.
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Counters of one capture worker.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Packets classified.
+    pub packets: AtomicU64,
+    /// Wire bytes.
+    pub bytes: AtomicU64,
+    /// Malformed packets.
+    pub malformed: AtomicU64,
+    /// Packets the kernel saw for this worker's socket.
+    pub kernel_packets: AtomicU64,
+    /// Packets the kernel dropped (ring full).
+    pub kernel_drops: AtomicU64,
+    /// Heartbeat flows tracked.
+    pub heartbeat_flows: AtomicU64,
+    /// Handshakes in progress.
+    pub pending_handshakes: AtomicU64,
+    /// Packets later than the grace period.
+    pub late: AtomicU64,
+}
+
+/// Everything the endpoint shows.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// Interface captured.
+    pub interface: String,
+    /// Capture sockets are open.
+    pub ready: AtomicBool,
+    /// Per worker.
+    pub workers: Vec<WorkerCounters>,
+    /// Base windows merged.
+    pub windows: AtomicU64,
+    /// Wall time minus the end of the last merged window, ms.
+    pub window_lag_ms: AtomicU64,
+    /// JSON views and alert/webhook counters, refreshed per window.
+    pub views: Mutex<Views>,
+}
+
+/// The JSON views.
+#[derive(Debug, Default)]
+pub struct Views {
+    /// `/api/top`.
+    pub top: serde_json::Value,
+    /// `/api/alerts`.
+    pub alerts: serde_json::Value,
+    /// `/api/tenants`.
+    pub tenants: serde_json::Value,
+    /// Alert events by `kind/state`.
+    pub alert_counts: serde_json::Value,
+    /// Webhook sinks: url and [delivered, retries, rejected, overflow, spooled].
+    pub webhooks: Vec<(String, [u64; 5])>,
+}
+
+impl Telemetry {
+    /// Telemetry for `workers` workers on `interface`.
+    pub fn new(interface: &str, workers: usize) -> Telemetry {
+        Telemetry {
+            interface: interface.to_string(),
+            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+            ..Telemetry::default()
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let iface = escape(&self.interface);
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let per_worker = |f: &dyn Fn(&WorkerCounters) -> u64| -> Vec<(String, f64)> {
+            self.workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    (
+                        format!("{{interface=\"{iface}\",worker=\"{i}\"}}"),
+                        f(w) as f64,
+                    )
+                })
+                .collect()
+        };
+        family(
+            "tapwatch_up",
+            "gauge",
+            "1 while tapwatch runs.",
+            vec![(String::new(), 1.0)],
+        );
+        family(
+            "tapwatch_ready",
+            "gauge",
+            "1 once every capture socket is open.",
+            vec![(
+                String::new(),
+                f64::from(u8::from(self.ready.load(Ordering::Relaxed))),
+            )],
+        );
+        family(
+            "tapwatch_packets_total",
+            "counter",
+            "Packets captured and classified.",
+            per_worker(&|w| w.packets.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_bytes_total",
+            "counter",
+            "Wire bytes captured.",
+            per_worker(&|w| w.bytes.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_malformed_packets_total",
+            "counter",
+            "Packets with malformed headers (skipped by detectors).",
+            per_worker(&|w| w.malformed.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_kernel_packets_total",
+            "counter",
+            "Packets the kernel delivered to the capture socket, drops included.",
+            per_worker(&|w| w.kernel_packets.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_kernel_drops_total",
+            "counter",
+            "Packets the kernel dropped because the ring was full.",
+            per_worker(&|w| w.kernel_drops.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_late_packets_total",
+            "counter",
+            "Packets later than the window grace period.",
+            per_worker(&|w| w.late.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_heartbeat_flows",
+            "gauge",
+            "Flows tracked by the heartbeat detector.",
+            per_worker(&|w| w.heartbeat_flows.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_pending_handshakes",
+            "gauge",
+            "TCP handshakes in progress.",
+            per_worker(&|w| w.pending_handshakes.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_windows_total",
+            "counter",
+            "Base windows merged and judged.",
+            vec![(String::new(), self.windows.load(Ordering::Relaxed) as f64)],
+        );
+        family(
+            "tapwatch_window_lag_seconds",
+            "gauge",
+            "Wall time since the end of the last merged window.",
+            vec![(
+                String::new(),
+                self.window_lag_ms.load(Ordering::Relaxed) as f64 / 1e3,
+            )],
+        );
+        let views = self
+            .views
+            .lock()
+            .map(|v| {
+                (
+                    v.alert_counts.clone(),
+                    v.webhooks.clone(),
+                    v.alerts.as_array().map(Vec::len).unwrap_or(0),
+                )
+            })
+            .unwrap_or_default();
+        let (counts, hooks, open) = views;
+        let mut rows = Vec::new();
+        if let Some(m) = counts.as_object() {
+            for (k, v) in m {
+                let (kind, state) = k.split_once('/').unwrap_or((k, ""));
+                rows.push((
+                    format!("{{kind=\"{}\",state=\"{}\"}}", escape(kind), escape(state)),
+                    v.as_f64().unwrap_or(0.0),
+                ));
+            }
+        }
+        family(
+            "tapwatch_alert_events_total",
+            "counter",
+            "Alert events raised, by kind and state.",
+            rows,
+        );
+        family(
+            "tapwatch_open_alerts",
+            "gauge",
+            "Alerts firing now.",
+            vec![(String::new(), open as f64)],
+        );
+        let hook = |i: usize| {
+            hooks
+                .iter()
+                .map(|(u, s)| (format!("{{url=\"{}\"}}", escape(u)), s[i] as f64))
+                .collect::<Vec<_>>()
+        };
+        family(
+            "tapwatch_webhook_delivered_total",
+            "counter",
+            "Alert events delivered to a webhook.",
+            hook(0),
+        );
+        family(
+            "tapwatch_webhook_retries_total",
+            "counter",
+            "Webhook attempts that failed and were retried.",
+            hook(1),
+        );
+        family(
+            "tapwatch_webhook_rejected_total",
+            "counter",
+            "Alert events a webhook rejected with a 4xx (not retried).",
+            hook(2),
+        );
+        family(
+            "tapwatch_webhook_spool_overflow_total",
+            "counter",
+            "Alert events refused because the spool was full.",
+            hook(3),
+        );
+        family(
+            "tapwatch_webhook_spooled",
+            "gauge",
+            "Alert events waiting in a webhook's spool.",
+            hook(4),
+        );
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves the endpoint on `addr` until `stop` is set.
+pub fn serve(
+    addr: &str,
+    telemetry: Arc<Telemetry>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("listening on {addr} (--listen)"))?;
+    Ok(std::thread::Builder::new().name("tapwatch-http".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
+            let path = req.url().split('?').next().unwrap_or("").to_string();
+            let json = |v: serde_json::Value| (200, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default());
+            let (status, ctype, body) = match path.as_str() {
+                "/metrics" => (200, "text/plain; version=0.0.4", telemetry.metrics()),
+                "/healthz" => (200, "text/plain", "ok\n".to_string()),
+                "/readyz" if telemetry.ready.load(Ordering::Relaxed) => (200, "text/plain", "ready\n".to_string()),
+                "/readyz" => (503, "text/plain", "capture not open yet\n".to_string()),
+                "/api/top" => json(telemetry.views.lock().map(|v| v.top.clone()).unwrap_or_default()),
+                "/api/alerts" => json(telemetry.views.lock().map(|v| v.alerts.clone()).unwrap_or_default()),
+                "/api/tenants" => json(telemetry.views.lock().map(|v| v.tenants.clone()).unwrap_or_default()),
+                _ => (404, "text/plain", "not found: try /metrics, /healthz, /readyz, /api/top, /api/alerts, /api/tenants\n".to_string()),
+            };
+            let header = tiny_http::Header::from_bytes("Content-Type", ctype).expect("static header");
+            let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(header));
+        }
+    })?)
+}
