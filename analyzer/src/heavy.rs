@@ -77,14 +77,7 @@ pub struct HeavyJudge {
 impl HeavyJudge {
     /// A judge with these settings; type names come from the classifier.
     pub fn new(cfg: HeavyHitterConfig, classifier: &Classifier) -> HeavyJudge {
-        let type_names = (0..classifier.type_count())
-            .map(|i| {
-                classifier
-                    .type_at(i)
-                    .map(|k| classifier.type_name(k).to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let type_names = type_names(classifier);
         HeavyJudge {
             cfg,
             first_ns: None,
@@ -95,6 +88,11 @@ impl HeavyJudge {
             tenant_dim: Dimension::new(),
             type_names,
         }
+    }
+
+    /// Takes the protocol-type names of a reloaded classifier.
+    pub fn relabel(&mut self, classifier: &Classifier) {
+        self.type_names = type_names(classifier);
     }
 
     /// Judges one closed window.
@@ -397,6 +395,18 @@ impl HeavyJudge {
             out,
         );
     }
+}
+
+/// Names of every protocol-type index, custom ones included.
+fn type_names(classifier: &Classifier) -> Vec<String> {
+    (0..classifier.type_count())
+        .map(|i| {
+            classifier
+                .type_at(i)
+                .map(|k| classifier.type_name(k).to_string())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Baseline means of a dimension's firing keys (frozen while they fire).

@@ -106,6 +106,12 @@ impl Merger {
         }
     }
 
+    /// Takes new labels after a reload (tenant names and map, protocol-type names).
+    pub fn relabel(&mut self, classifier: &Classifier) {
+        self.tenants = classifier.tenants().clone();
+        self.heavy.relabel(classifier);
+    }
+
     /// The last setup-growth fit per tenant index: (fit, node range, setup rate per s).
     pub fn growth_fits(&self) -> &[Option<(crate::growth::Fit, f64, f64)>] {
         &self.growth.last_fit

@@ -46,18 +46,7 @@ pub struct Shard {
 impl Shard {
     /// A shard for packets labelled by `classifier`.
     pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier) -> Shard {
-        let mut setup = vec![false; classifier.type_count()];
-        setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
-        for name in &cfg.setup_growth.setup_types {
-            for (i, is_setup) in setup.iter_mut().enumerate() {
-                if classifier
-                    .type_at(i)
-                    .is_some_and(|k| classifier.type_name(k) == name)
-                {
-                    *is_setup = true;
-                }
-            }
-        }
+        let setup = setup_kinds(cfg, classifier);
         Shard {
             width_ns: (cfg.window_s * 1e9) as u64,
             grace_ns: (cfg.grace_s * 1e9) as u64,
@@ -70,6 +59,13 @@ impl Shard {
             counters: ShardCounters::default(),
             cfg: cfg.clone(),
         }
+    }
+
+    /// Takes new labels after a reload (tenant names, protocol types that count as setups).
+    /// Windows in flight keep the tenant indices they were counted under.
+    pub fn relabel(&mut self, classifier: &Classifier) {
+        self.setup = setup_kinds(&self.cfg, classifier);
+        self.tenant_names = classifier.tenants().names().to_vec();
     }
 
     /// Event time as far as this shard has seen it.
@@ -247,4 +243,22 @@ impl Shard {
     pub fn finish(&mut self, closed: &mut Vec<WindowStats>) {
         closed.extend(self.open.drain(..));
     }
+}
+
+/// Whether each protocol-type index counts as a connection setup: TCP SYN, plus the
+/// configured `setup_types`.
+fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
+    let mut setup = vec![false; classifier.type_count()];
+    setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
+    for name in &cfg.setup_growth.setup_types {
+        for (i, is_setup) in setup.iter_mut().enumerate() {
+            if classifier
+                .type_at(i)
+                .is_some_and(|k| classifier.type_name(k) == name)
+            {
+                *is_setup = true;
+            }
+        }
+    }
+    setup
 }

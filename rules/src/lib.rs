@@ -167,6 +167,14 @@ impl AlertEngine {
         })
     }
 
+    /// Applies new rules; open alerts stay open (a changed severity shows on their next event).
+    pub fn set_rules(&mut self, cfg: RulesConfig) -> Result<(), RulesError> {
+        let fresh = AlertEngine::new(cfg)?;
+        self.cfg = fresh.cfg;
+        self.silences = fresh.silences;
+        Ok(())
+    }
+
     /// Alerts open now.
     pub fn open_alerts(&self) -> usize {
         self.open.len()

@@ -144,6 +144,11 @@ impl AlertOutput {
         Ok(())
     }
 
+    /// Applies reloaded rules (SIGHUP).
+    pub fn set_rules(&mut self, rules: &RulesConfig) -> anyhow::Result<()> {
+        Ok(self.engine.set_rules(rules.clone())?)
+    }
+
     /// The open alerts, oldest first.
     pub fn open_list(&self) -> Vec<serde_json::Value> {
         self.engine.open_list()

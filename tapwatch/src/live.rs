@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tapwatch_analyzer::{Finding, Merger, Shard, Totals, WindowStats};
 use tapwatch_capture::live::{parse_bpf_program, Backend, LiveCapture, LiveConfig};
 use tapwatch_capture::SourceStats;
+use tapwatch_classifier::Classifier;
 
 use crate::http::{Telemetry, WorkerCounters};
 use crate::{output, CommonArgs};
@@ -26,6 +27,7 @@ pub struct LiveArgs {
     pub count: Option<u64>,
     pub alerts_out: Option<PathBuf>,
     pub listen: Option<String>,
+    pub user: Option<String>,
 }
 
 /// Packets a worker counts locally before publishing to the shared counter.
@@ -33,10 +35,73 @@ const PUBLISH_EVERY: u64 = 256;
 /// How long a worker waits for a frame before ticking event time with the wall clock.
 const POLL: Duration = Duration::from_millis(50);
 
+/// The classifier in use, replaced whole on SIGHUP; workers compare the generation between
+/// batches of packets, never per packet.
+struct ClassifierCell {
+    current: Mutex<Arc<Classifier>>,
+    generation: AtomicU64,
+}
+
+impl ClassifierCell {
+    fn new(c: Classifier) -> ClassifierCell {
+        ClassifierCell {
+            current: Mutex::new(Arc::new(c)),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self) -> Arc<Classifier> {
+        self.current
+            .lock()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn set(&self, c: Classifier) {
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = Arc::new(c);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// What workers send the merger: never per packet, only per window or per finding.
 enum ToMerger {
     Window(usize, Box<WindowStats>),
     Findings(Vec<Finding>),
+}
+
+/// Switches to an unprivileged user once the capture sockets are open (they stay usable).
+fn drop_privileges(user: &str) -> anyhow::Result<()> {
+    let name = std::ffi::CString::new(user).context("--user")?;
+    // SAFETY: getpwnam reads a static record; uid and gid are copied out at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    anyhow::ensure!(!pw.is_null(), "--user {user}: no such user");
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    // SAFETY: plain syscalls; each result is checked.
+    unsafe {
+        anyhow::ensure!(
+            libc::setgroups(0, std::ptr::null()) == 0,
+            "--user {user}: setgroups: {}",
+            std::io::Error::last_os_error()
+        );
+        anyhow::ensure!(
+            libc::setgid(gid) == 0,
+            "--user {user}: setgid({gid}): {}",
+            std::io::Error::last_os_error()
+        );
+        anyhow::ensure!(
+            libc::setuid(uid) == 0,
+            "--user {user}: setuid({uid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    eprintln!("tapwatch: capture open; running as {user} (uid {uid}, gid {gid})");
+    Ok(())
 }
 
 /// Publishes a worker's counters for `/metrics` (never per packet).
@@ -128,6 +193,14 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     for _ in 0..workers {
         captures.push(LiveCapture::open(&live)?);
     }
+    // Capture sockets are open: nothing below needs root any more.
+    if let Some(user) = &args.user {
+        drop_privileges(user)?;
+    }
+    let cell = Arc::new(ClassifierCell::new(classifier));
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing the SIGHUP handler")?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -139,7 +212,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         &config.webhook,
         &args.common.delivery,
     )?;
-    let mut merger = Merger::new(&config.analyzer, &classifier, workers);
+    let mut merger = Merger::new(&config.analyzer, &cell.get(), workers);
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
         .duration
@@ -153,24 +226,26 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     telemetry.ready.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<ToMerger>();
-    let results: Vec<anyhow::Result<(Totals, SourceStats)>> =
-        std::thread::scope(|scope| -> anyhow::Result<_> {
+    let results: Vec<anyhow::Result<(Totals, SourceStats)>> = std::thread::scope(
+        |scope| -> anyhow::Result<_> {
             let handles: Vec<_> = captures
                 .into_iter()
                 .enumerate()
                 .map(|(id, mut cap)| {
-                    let (stop, seen, classifier, tx, config) = (
+                    let (stop, seen, cell, tx, config) = (
                         Arc::clone(&stop),
                         Arc::clone(&seen),
-                        &classifier,
+                        Arc::clone(&cell),
                         tx.clone(),
                         &config,
                     );
                     let telemetry = Arc::clone(&telemetry);
                     let count = args.count;
                     scope.spawn(move || -> anyhow::Result<(Totals, SourceStats)> {
+                        let mut classifier = cell.get();
+                        let mut generation = cell.generation();
                         let mut totals = Totals::new(classifier.type_count());
-                        let mut shard = Shard::new(&config.analyzer, classifier);
+                        let mut shard = Shard::new(&config.analyzer, &classifier);
                         let mut findings = Vec::new();
                         let mut closed = Vec::new();
                         let mut unpublished = 0u64;
@@ -210,6 +285,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                                 seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
                             unpublished = 0;
                             publish(counters, &totals, &shard);
+                            if cell.generation() != generation {
+                                generation = cell.generation();
+                                classifier = cell.get();
+                                shard.relabel(&classifier);
+                            }
                             if kernel_read.elapsed() >= Duration::from_secs(1) {
                                 kernel_read = Instant::now();
                                 let k = cap.stats();
@@ -234,13 +314,33 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             drop(tx);
             let mut findings = Vec::new();
             // The merger runs here until every worker has hung up.
-            for msg in rx.iter() {
+            loop {
+                if reload.swap(false, Ordering::Relaxed) {
+                    match crate::config::load(&args.common).and_then(|(cfg, c)| {
+                        alerts.set_rules(&cfg.rules)?;
+                        Ok(c)
+                    }) {
+                        Ok(c) => {
+                            merger.relabel(&c);
+                            cell.set(c);
+                            eprintln!("tapwatch: SIGHUP: reloaded the rules and the tenants file; capture went on");
+                        }
+                        Err(e) => eprintln!(
+                            "tapwatch: SIGHUP: reload failed, keeping the old configuration: {e:#}"
+                        ),
+                    }
+                }
+                let msg = match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
                 match msg {
                     ToMerger::Window(shard, w) => {
                         let end = w.end_ns;
                         merger.push(shard, *w, &mut findings);
                         alerts.tick(end)?;
-                        refresh_views(&telemetry, &merger, &alerts, &classifier);
+                        refresh_views(&telemetry, &merger, &alerts, &cell.get());
                     }
                     ToMerger::Findings(f) => findings.extend(f),
                 }
@@ -262,7 +362,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         .unwrap_or_else(|_| Err(anyhow::anyhow!("capture worker panicked")))
                 })
                 .collect())
-        })?;
+        },
+    )?;
+    let classifier = cell.get();
     let mut totals = Totals::new(classifier.type_count());
     let mut stats = SourceStats::default();
     for r in results {

@@ -61,11 +61,13 @@ enum Command {
         after_help = "Examples:\n  tapwatch replay data/demo.pcap --tenants data/demo.tenants.toml\n  tapwatch replay a.pcap b.pcapng.gz --format json\n  zcat big.pcap.gz | tapwatch replay - --pace realtime"
     )]
     Replay(ReplayArgs),
-    /// Capture live from an interface (a mirror port) and print a summary at the end.
+    /// Capture live from an interface (a mirror port), detect, alert, and print a summary at the end.
     ///
     /// Uses a memory-mapped TPACKET_V3 ring per worker joined in one PACKET_FANOUT group
     /// (`--backend ring`, the default), or the portable pnet path (`--backend pnet`).
-    /// Stops on SIGINT/SIGTERM, after `--duration`, or after `--count` packets.
+    /// Stops on SIGINT/SIGTERM (closing windows and draining webhooks), after `--duration`,
+    /// or after `--count` packets. SIGHUP reloads `[rules]` and the tenants file.
+    /// Serves /metrics and a JSON API on `--listen`.
     #[command(
         after_help = "Examples:\n  tapwatch run --interface eth1\n  tapwatch run --interface eth1 --workers 2 --duration 30 --format json\n  tapwatch run --interface veth1 --backend pnet --count 1000"
     )]
@@ -198,6 +200,9 @@ struct RunArgs {
     /// Serve /metrics, /healthz, /readyz and /api/{top,alerts,tenants} here (`none` to turn off).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9178")]
     listen: String,
+    /// Once the capture sockets are open, switch to this unprivileged user.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,6 +268,7 @@ fn main() -> ExitCode {
             count: a.count,
             alerts_out: a.alerts_out,
             listen: (a.listen != "none").then_some(a.listen),
+            user: a.user,
         }),
         Command::Scenario(a) => scenario(&a),
         Command::Deliver(a) => deliver(&a),

@@ -260,3 +260,104 @@ fn bpf_filter_drops_in_the_kernel() {
     );
     assert!(s["by_protocol_type"].get("tcp_syn").is_none());
 }
+
+#[test]
+fn sighup_reloads_tenants_and_user_drops_root() {
+    let Some(ns) = Netns::create("h") else { return };
+    let (frames, _, _) = test_frames();
+    let tmp = TempDir::new("hup");
+    // The unprivileged user must be able to write its spool directory.
+    let data = tmp.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let _ = Command::new("chmod").arg("0777").arg(&data).status();
+    let tenants = tmp.path("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[[tenant]]\nname = \"senders\"\nprefixes = [\"10.99.0.0/24\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(env!("CARGO_BIN_EXE_tapwatch"))
+        .args([
+            "run",
+            "--interface",
+            "twb",
+            "--format",
+            "json",
+            "--listen",
+            "none",
+            "--duration",
+            "60",
+            "--user",
+            "nobody",
+            "--tenants",
+        ])
+        .arg(&tenants)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut read_until = |needle: &str| {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("tapwatch ended before printing {needle:?}: {seen}");
+            }
+            seen.push_str(&line);
+            if line.contains(needle) {
+                return seen;
+            }
+        }
+    };
+    let who = read_until("capturing on twb");
+    assert!(who.contains("running as nobody (uid 65534"), "{who}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "still privileged: {uid_line}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    ns.within(|| send_frames("twa", &frames));
+    // A broken tenants file is refused; the old one stays and capture goes on.
+    std::fs::write(
+        &tenants,
+        "[[tenant]]\nname = \"renamed\"\nprefixes = [\"10.99.0.0/33\"]\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let refused = read_until("reload failed");
+    assert!(
+        refused.contains("keeping the old configuration") && refused.contains("tenants.toml:3"),
+        "{refused}"
+    );
+    std::fs::write(
+        &tenants,
+        "[[tenant]]\nname = \"renamed\"\nprefixes = [\"10.99.0.0/24\"]\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    read_until("reloaded the rules and the tenants file");
+    ns.within(|| send_frames("twa", &frames));
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s["packets"].as_u64().unwrap(),
+        2 * frames.len() as u64,
+        "capture went on across reloads: {s}"
+    );
+    assert!(
+        s["by_tenant"].get("renamed").is_some(),
+        "the reloaded tenants file names the tenant: {}",
+        s["by_tenant"]
+    );
+}

@@ -41,6 +41,8 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
             "json",
             "--drain-timeout",
             "10",
+            "--duration",
+            "60",
             "--webhook",
             &rx.url(),
             "--data-dir",
