@@ -378,11 +378,21 @@ fn evidence(key: &FlowKey, flow: &Flow) -> serde_json::Value {
     e
 }
 
-fn firing(key: &FlowKey, flow: &Flow, deadline: u64) -> Finding {
-    let allowed = deadline.saturating_sub(flow.last_ts) as f64 / 1e9;
+/// A finding about one flow; BFD sessions are critical, other heartbeats warnings.
+#[allow(clippy::too_many_arguments)]
+fn finding(
+    key: &FlowKey,
+    flow: &Flow,
+    active: bool,
+    started_ns: u64,
+    detected_ns: u64,
+    value: f64,
+    threshold: f64,
+    evidence: serde_json::Value,
+) -> Finding {
     Finding {
         kind: FindingKind::MissedHeartbeat,
-        active: true,
+        active,
         tenant: flow.tenant.clone(),
         subject: key.subject(flow.shown_src_port),
         severity: if flow.bfd.is_some() {
@@ -390,12 +400,26 @@ fn firing(key: &FlowKey, flow: &Flow, deadline: u64) -> Finding {
         } else {
             Severity::Warning
         },
-        started_ns: flow.last_ts,
-        detected_ns: deadline,
-        value: allowed,
-        threshold: allowed,
-        evidence: evidence(key, flow),
+        started_ns,
+        detected_ns,
+        value,
+        threshold,
+        evidence,
     }
+}
+
+fn firing(key: &FlowKey, flow: &Flow, deadline: u64) -> Finding {
+    let allowed = deadline.saturating_sub(flow.last_ts) as f64 / 1e9;
+    finding(
+        key,
+        flow,
+        true,
+        flow.last_ts,
+        deadline,
+        allowed,
+        allowed,
+        evidence(key, flow),
+    )
 }
 
 fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: &str) -> Finding {
@@ -403,20 +427,5 @@ fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: &str) -> Find
     let mut e = evidence(key, flow);
     e["gap_s"] = serde_json::json!(gap);
     e["resolution"] = serde_json::json!(why);
-    Finding {
-        kind: FindingKind::MissedHeartbeat,
-        active: false,
-        tenant: flow.tenant.clone(),
-        subject: key.subject(flow.shown_src_port),
-        severity: if flow.bfd.is_some() {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
-        started_ns: since,
-        detected_ns: now,
-        value: gap,
-        threshold: 0.0,
-        evidence: e,
-    }
+    finding(key, flow, false, since, now, gap, 0.0, e)
 }
