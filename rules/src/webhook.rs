@@ -248,10 +248,7 @@ impl WebhookSink {
             }
             Err(e) => {
                 self.stats.overflow.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "tapwatch: webhook {}: cannot spool an alert: {e}",
-                    self.cfg.url
-                );
+                tracing::warn!("webhook {}: cannot spool an alert: {e}", self.cfg.url);
             }
         }
     }
@@ -564,13 +561,16 @@ fn deliver_loop(
             }
             Outcome::Rejected(code) => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
-                eprintln!("tapwatch: webhook {}: receiver rejected an alert with HTTP {code}; not retrying it", cfg.url);
+                tracing::warn!(
+                    "webhook {}: receiver rejected an alert with HTTP {code}; not retrying it",
+                    cfg.url
+                );
                 let _ = Spool::set_cursor(&dir, next);
             }
             Outcome::Retry(why) => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 if !warned {
-                    eprintln!("tapwatch: webhook {}: delivery failed ({why}); retrying with backoff, alerts stay spooled", cfg.url);
+                    tracing::warn!("webhook {}: delivery failed ({why}); retrying with backoff, alerts stay spooled", cfg.url);
                     warned = true;
                 }
                 let wait = backoff.mul_f64(0.8 + 0.4 * rng.unit());

@@ -46,8 +46,8 @@ impl AlertOutput {
             let sink = WebhookSink::start(cfg, &spool)?;
             let pending = sink.pending();
             if pending > 0 {
-                eprintln!(
-                    "tapwatch: webhook {}: delivering {pending} alerts spooled by an earlier run",
+                tracing::info!(
+                    "webhook {}: delivering {pending} alerts spooled by an earlier run",
                     sink.url()
                 );
             }
@@ -126,9 +126,9 @@ impl AlertOutput {
             let left = sink.drain(timeout);
             let delivered = stats.delivered.load(Relaxed);
             if left > 0 {
-                eprintln!("tapwatch: webhook {url}: {delivered} delivered, {left} remain spooled after waiting {:.0} s; the next run delivers them", delivery.drain_timeout);
+                tracing::warn!("webhook {url}: {delivered} delivered, {left} remain spooled after waiting {:.0} s; the next run delivers them", delivery.drain_timeout);
             } else {
-                eprintln!("tapwatch: webhook {url}: {delivered} delivered, none left spooled");
+                tracing::info!("webhook {url}: {delivered} delivered, none left spooled");
             }
             self.drained.push(serde_json::json!({
                 "url": url,

@@ -100,7 +100,7 @@ fn drop_privileges(user: &str) -> anyhow::Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    eprintln!("tapwatch: capture open; running as {user} (uid {uid}, gid {gid})");
+    tracing::info!("capture open; running as {user} (uid {uid}, gid {gid})");
     Ok(())
 }
 
@@ -217,8 +217,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let deadline = args
         .duration
         .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
-    eprintln!(
-        "tapwatch: capturing on {} ({:?} backend, {workers} worker{})",
+    tracing::info!(
+        "capturing on {} ({:?} backend, {workers} worker{})",
         args.interface,
         args.backend,
         if workers == 1 { "" } else { "s" }
@@ -226,8 +226,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     telemetry.ready.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<ToMerger>();
-    let results: Vec<anyhow::Result<(Totals, SourceStats)>> = std::thread::scope(
-        |scope| -> anyhow::Result<_> {
+    let results: Vec<anyhow::Result<(Totals, SourceStats)>> =
+        std::thread::scope(|scope| -> anyhow::Result<_> {
             let handles: Vec<_> = captures
                 .into_iter()
                 .enumerate()
@@ -323,10 +323,12 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         Ok(c) => {
                             merger.relabel(&c);
                             cell.set(c);
-                            eprintln!("tapwatch: SIGHUP: reloaded the rules and the tenants file; capture went on");
+                            tracing::info!(
+                                "SIGHUP: reloaded the rules and the tenants file; capture went on"
+                            );
                         }
-                        Err(e) => eprintln!(
-                            "tapwatch: SIGHUP: reload failed, keeping the old configuration: {e:#}"
+                        Err(e) => tracing::error!(
+                            "SIGHUP: reload failed, keeping the old configuration: {e:#}"
                         ),
                     }
                 }
@@ -362,8 +364,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         .unwrap_or_else(|_| Err(anyhow::anyhow!("capture worker panicked")))
                 })
                 .collect())
-        },
-    )?;
+        })?;
     let classifier = cell.get();
     let mut totals = Totals::new(classifier.type_count());
     let mut stats = SourceStats::default();

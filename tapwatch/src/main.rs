@@ -24,6 +24,54 @@ mod replay;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on standard error: `human` (`tapwatch: LEVEL: message`) or `json` (one object
+    /// per line with timestamp, level and message, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// How tapwatch writes its own log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `tapwatch: LEVEL: message`.
+    Human,
+    /// JSON lines.
+    Json,
+}
+
+/// Human log lines: `tapwatch: message` for info, `tapwatch: warning: …` / `tapwatch: error: …`.
+struct HumanLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for HumanLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error: ",
+            tracing::Level::WARN => "warning: ",
+            _ => "",
+        };
+        write!(w, "tapwatch: {level}")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO);
+    let _ = match format {
+        LogFormat::Human => builder.event_format(HumanLines).try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
 }
 
 const EXAMPLES: &str = "\
@@ -246,6 +294,7 @@ struct ScenarioArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Replay(a) => replay::run(replay::ReplayOptions {
             files: &a.files,
@@ -288,10 +337,24 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tapwatch: error: {e:#}");
+            tracing::error!("{}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error with its causes, each said once (a cause already quoted in its parent's
+/// message is not repeated).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
@@ -332,8 +395,8 @@ fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", truth_path.display()))?;
     std::fs::write(&tenants_path, tapwatch_analyzer::scenario::TENANTS_TOML)
         .with_context(|| format!("writing {}", tenants_path.display()))?;
-    eprintln!(
-        "tapwatch: wrote {n} packets of scenario {:?} (seed {}) to {}, ground truth to {}, tenants to {}",
+    tracing::info!(
+        "wrote {n} packets of scenario {:?} (seed {}) to {}, ground truth to {}, tenants to {}",
         a.name,
         a.seed,
         a.out.display(),

@@ -91,7 +91,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     alerts.finish(&common.delivery)?;
     bar.finish_and_clear();
     for w in &warnings {
-        eprintln!("tapwatch: warning: {w}");
+        tracing::warn!("{w}");
     }
     output::print_summary(&output::Summary {
         classifier: &classifier,
