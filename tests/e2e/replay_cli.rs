@@ -360,3 +360,38 @@ fn fuzz_regressions_replay_without_panicking() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn log_lines_can_be_json() {
+    let bytes = std::fs::read(demo()).unwrap();
+    let tmp = TempDir::new("jsonlog");
+    let f = tmp.path("cut.pcap");
+    std::fs::write(&f, &bytes[..bytes.len() - 10]).unwrap();
+    let o = run(tapwatch()
+        .args(["--log-format", "json", "replay"])
+        .arg(&f)
+        .args(["--format", "json"]));
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let warn = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .expect("a warning line");
+    assert!(
+        warn["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cut short"),
+        "{warn}"
+    );
+    assert!(warn["timestamp"].is_string());
+    let human = run(tapwatch().arg("replay").arg(&f).args(["--format", "json"]));
+    assert!(
+        String::from_utf8_lossy(&human.stderr).starts_with("tapwatch: warning: "),
+        "{}",
+        String::from_utf8_lossy(&human.stderr)
+    );
+}
