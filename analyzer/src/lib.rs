@@ -112,4 +112,9 @@ impl Analyzer {
     pub fn merger(&self) -> &Merger {
         &self.merger
     }
+
+    /// The merger, to record or take window summaries.
+    pub fn merger_mut(&mut self) -> &mut Merger {
+        &mut self.merger
+    }
 }

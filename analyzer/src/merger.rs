@@ -17,6 +17,9 @@ use crate::window::{latency_histogram, WindowStats};
 /// Widths of the rollup levels above the base window, seconds.
 pub const ROLLUP_LEVELS_S: [f64; 2] = [10.0, 60.0];
 
+/// Names of the levels in window summaries: the base window, then the rollups.
+const LEVEL_NAMES: [&str; 3] = ["base", "10s", "60s"];
+
 /// Accumulates consecutive windows into one of a wider width.
 struct Rollup {
     width_ns: u64,
@@ -83,6 +86,8 @@ pub struct Merger {
     pub latency: Vec<TenantLatency>,
     /// The last finished base window (for live views of top talkers).
     pub last_window: Option<WindowStats>,
+    record: bool,
+    log: Vec<serde_json::Value>,
 }
 
 impl Merger {
@@ -102,7 +107,34 @@ impl Merger {
             windows: [0; 3],
             latency: Vec::new(),
             last_window: None,
+            record: false,
+            log: Vec::new(),
             cfg: cfg.clone(),
+        }
+    }
+
+    /// Keeps a JSON summary of every finished window (base and rollups) for
+    /// [`Merger::take_window_log`].
+    pub fn record_windows(&mut self, on: bool) {
+        self.record = on;
+    }
+
+    /// Whether window summaries are waiting.
+    #[inline]
+    pub fn has_window_log(&self) -> bool {
+        !self.log.is_empty()
+    }
+
+    /// The window summaries recorded since the last call, in the order they finished.
+    pub fn take_window_log(&mut self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn log_window(&mut self, w: &WindowStats, level: &str) {
+        if self.record {
+            let mut v = w.summary(&self.tenants);
+            v["level"] = serde_json::json!(level);
+            self.log.push(v);
         }
     }
 
@@ -159,10 +191,15 @@ impl Merger {
         if let Some(b) = self.bursts.finish() {
             self.burst(&b, out);
         }
-        for (i, l) in self.levels.iter_mut().enumerate() {
-            if l.finish().is_some() {
-                self.windows[i + 1] += 1;
-            }
+        let rolled: Vec<(usize, WindowStats)> = self
+            .levels
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, l)| l.finish().map(|r| (i, r)))
+            .collect();
+        for (i, r) in rolled {
+            self.windows[i + 1] += 1;
+            self.log_window(&r, LEVEL_NAMES[i + 1]);
         }
     }
 
@@ -191,10 +228,16 @@ impl Merger {
         if let Some(b) = self.bursts.push(&w) {
             self.burst(&b, out);
         }
-        for (i, l) in self.levels.iter_mut().enumerate() {
-            if l.push(&w).is_some() {
-                self.windows[i + 1] += 1;
-            }
+        self.log_window(&w, LEVEL_NAMES[0]);
+        let rolled: Vec<(usize, WindowStats)> = self
+            .levels
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, l)| l.push(&w).map(|r| (i, r)))
+            .collect();
+        for (i, r) in rolled {
+            self.windows[i + 1] += 1;
+            self.log_window(&r, LEVEL_NAMES[i + 1]);
         }
         self.last_window = Some(w);
     }

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
-use tapwatch_classifier::{ProtocolType, SizeClass, TenantId};
+use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 
 use crate::sketch::{DistinctCounter, FrequentItems};
 
@@ -277,5 +277,55 @@ impl WindowStats {
             }
         }
         self.servers_untracked += o.servers_untracked;
+    }
+}
+
+/// p50 / p99 / max / count of a latency histogram, µs (null when empty).
+fn quantiles(h: Option<&Histogram<u64>>) -> serde_json::Value {
+    match h {
+        Some(h) if h.len() > 0 => {
+            serde_json::json!({"p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max(), "count": h.len()})
+        }
+        _ => serde_json::Value::Null,
+    }
+}
+
+impl WindowStats {
+    /// One JSON object describing the window: totals, per tenant (with handshake latency
+    /// quantiles), the busiest sources and services, and the servers that saw SYNs.
+    pub fn summary(&self, tenants: &TenantMap) -> serde_json::Value {
+        let per_tenant: serde_json::Map<String, serde_json::Value> = self
+            .tenants
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.packets > 0)
+            .map(|(i, t)| {
+                (
+                    tenants.name(TenantId(i as u16)).to_string(),
+                    serde_json::json!({
+                        "packets": t.packets,
+                        "bytes": t.bytes,
+                        "setups": t.setups,
+                        "nodes": t.nodes.count().0,
+                        "syn_to_syn_ack": quantiles(t.syn_to_syn_ack.as_ref()),
+                        "syn_ack_to_ack": quantiles(t.syn_ack_to_ack.as_ref()),
+                    }),
+                )
+            })
+            .collect();
+        let mut servers: Vec<_> = self.servers.iter().collect();
+        servers.sort_by(|a, b| b.1.syns.cmp(&a.1.syns).then(a.0.cmp(b.0)));
+        serde_json::json!({
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "window_s": self.width_s(),
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "tenants": per_tenant,
+            "top_sources": self.sources.top(10).iter().map(|e| serde_json::json!({"address": e.key.to_string(), "packets": e.count, "bytes": e.secondary})).collect::<Vec<_>>(),
+            "top_services": self.services.top(10).iter().map(|e| serde_json::json!({"address": e.key.0.to_string(), "port": e.key.1, "proto": e.key.2, "packets": e.count})).collect::<Vec<_>>(),
+            "sketch_error_bound": self.sources.error_bound(),
+            "servers": servers.iter().take(20).map(|(k, s)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "syns": s.syns, "retransmitted_syns": s.retransmits, "rsts": s.rsts, "syn_to_syn_ack": quantiles(s.syn_to_syn_ack.as_ref())})).collect::<Vec<_>>(),
+        })
     }
 }

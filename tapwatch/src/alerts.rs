@@ -243,3 +243,37 @@ pub fn human_line(e: &AlertEvent) -> String {
         e.detected_at, e.kind, severity, e.subject
     )
 }
+
+/// The `--windows-out` JSON-lines writer.
+pub struct WindowLog(Option<BufWriter<File>>);
+
+impl WindowLog {
+    /// Opens the file if one was asked for.
+    pub fn open(path: Option<&Path>) -> anyhow::Result<WindowLog> {
+        Ok(WindowLog(match path {
+            Some(p) => {
+                Some(BufWriter::new(File::create(p).with_context(|| {
+                    format!("creating windows file {}", p.display())
+                })?))
+            }
+            None => None,
+        }))
+    }
+
+    /// Whether summaries are wanted.
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Writes summaries, one per line.
+    pub fn write(&mut self, lines: Vec<serde_json::Value>) -> anyhow::Result<()> {
+        if let Some(out) = &mut self.0 {
+            for v in lines {
+                serde_json::to_writer(&mut *out, &v)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -213,6 +213,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         &args.common.delivery,
     )?;
     let mut merger = Merger::new(&config.analyzer, &cell.get(), workers);
+    let mut windows = crate::alerts::WindowLog::open(args.common.windows_out.as_deref())?;
+    merger.record_windows(windows.enabled());
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
         .duration
@@ -341,6 +343,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                     ToMerger::Window(shard, w) => {
                         let end = w.end_ns;
                         merger.push(shard, *w, &mut findings);
+                        windows.write(merger.take_window_log())?;
                         alerts.tick(end)?;
                         refresh_views(&telemetry, &merger, &alerts, &cell.get());
                     }
@@ -351,6 +354,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 }
             }
             merger.finish(&mut findings);
+            windows.write(merger.take_window_log())?;
             alerts.publish(findings)?;
             alerts.finish(&args.common.delivery)?;
             http_stop.store(true, Ordering::Relaxed);

@@ -169,6 +169,11 @@ pub struct CommonArgs {
     /// How many top sources to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+    /// Write one JSON line per finished window (each base window, 10 s and 60 s rollups):
+    /// traffic, per-tenant setups, nodes and handshake latency p50/p99/max, top sources and
+    /// services, servers' SYNs and retransmissions.
+    #[arg(long, value_name = "PATH")]
+    pub windows_out: Option<PathBuf>,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
 }

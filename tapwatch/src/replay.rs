@@ -43,6 +43,8 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         &common.delivery,
     )?;
     let mut analyzer = Analyzer::new(&config.analyzer, &classifier);
+    let mut windows = crate::alerts::WindowLog::open(common.windows_out.as_deref())?;
+    analyzer.merger_mut().record_windows(windows.enabled());
     let mut readers = Vec::with_capacity(files.len());
     for f in files {
         let reader = if f.as_os_str() == "-" {
@@ -68,6 +70,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         totals: &mut totals,
         analyzer: &mut analyzer,
         alerts: &mut alerts,
+        windows: &mut windows,
         pacer: &mut pacer,
         bar: &bar,
         print_packets,
@@ -88,6 +91,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     };
     analyzer.finish();
     alerts.publish(analyzer.take_findings())?;
+    windows.write(analyzer.merger_mut().take_window_log())?;
     alerts.finish(&common.delivery)?;
     bar.finish_and_clear();
     for w in &warnings {
@@ -114,6 +118,7 @@ struct Pipeline<'a> {
     totals: &'a mut Totals,
     analyzer: &'a mut Analyzer,
     alerts: &'a mut crate::alerts::AlertOutput,
+    windows: &'a mut crate::alerts::WindowLog,
     pacer: &'a mut Pacer,
     bar: &'a ProgressBar,
     print_packets: bool,
@@ -130,6 +135,10 @@ impl Pipeline<'_> {
             self.analyzer.observe(&meta);
             if self.analyzer.has_findings() {
                 self.alerts.publish(self.analyzer.take_findings())?;
+            }
+            if self.analyzer.merger().has_window_log() {
+                self.windows
+                    .write(self.analyzer.merger_mut().take_window_log())?;
             }
             if self.print_packets {
                 let line = crate::output::packet_line(self.classifier, &meta);

@@ -395,3 +395,73 @@ fn log_lines_can_be_json() {
         String::from_utf8_lossy(&human.stderr)
     );
 }
+
+#[test]
+fn window_summaries_add_up_to_the_run() {
+    let tmp = TempDir::new("windows");
+    let out = tmp.path("windows.jsonl");
+    let s = replay_json(&[
+        &demo(),
+        "--tenants",
+        &demo_tenants(),
+        "--windows-out",
+        out.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let base: Vec<_> = lines.iter().filter(|l| l["level"] == "base").collect();
+    let tens: Vec<_> = lines.iter().filter(|l| l["level"] == "10s").collect();
+    assert_eq!(
+        base.len() as u64,
+        s["detectors"]["windows"]["1s"].as_u64().unwrap()
+    );
+    assert_eq!(
+        tens.len() as u64,
+        s["detectors"]["windows"]["10s"].as_u64().unwrap()
+    );
+    // Every packet is in exactly one base window (the demo has no late packets) and in one 10 s rollup.
+    let sum = |ws: &[&serde_json::Value]| {
+        ws.iter()
+            .map(|w| w["packets"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(sum(&base), s["packets"].as_u64().unwrap());
+    assert_eq!(sum(&tens), s["packets"].as_u64().unwrap());
+    // Per-tenant setups add up to the run's, and windows carry handshake latency quantiles.
+    let setups: u64 = base
+        .iter()
+        .map(|w| w["tenants"]["acme"]["setups"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        setups,
+        s["detectors"]["tenants"]["acme"]["setups"]
+            .as_u64()
+            .unwrap()
+    );
+    let timed = base
+        .iter()
+        .filter(|w| {
+            w["tenants"]["acme"]["syn_to_syn_ack"]["p99_us"]
+                .as_u64()
+                .is_some()
+        })
+        .count();
+    assert!(timed > 10, "per-window p50/p99/max handshake latency");
+    assert!(
+        base.windows(2).all(|p| p[0]["end_ns"] == p[1]["start_ns"]),
+        "consecutive windows"
+    );
+    let web = base
+        .iter()
+        .flat_map(|w| w["servers"].as_array().unwrap().iter())
+        .filter(|srv| srv["address"] == "192.0.2.80")
+        .map(|srv| srv["retransmitted_syns"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(
+        web > 20,
+        "the demo's dropping server shows its retransmitted SYNs per window: {web}"
+    );
+}
