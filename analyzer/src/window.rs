@@ -283,7 +283,7 @@ impl WindowStats {
 /// p50 / p99 / max / count of a latency histogram, µs (null when empty).
 fn quantiles(h: Option<&Histogram<u64>>) -> serde_json::Value {
     match h {
-        Some(h) if h.len() > 0 => {
+        Some(h) if !h.is_empty() => {
             serde_json::json!({"p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max(), "count": h.len()})
         }
         _ => serde_json::Value::Null,
