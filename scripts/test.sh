@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs tapwatch's whole test suite on a fresh machine with only the Rust toolchain:
-# installs the reference tools the tests compare against (tcpdump, tshark) and iproute2
-# for the veth/namespace live-capture tests, then runs `cargo test --workspace`.
+# installs the reference tools the tests compare against (tcpdump, tshark), iproute2 for
+# the veth/namespace live-capture tests and Chromium for the status-page test, then runs
+# `cargo test --workspace`.
 #
 # Live-capture tests need root (CAP_NET_ADMIN to create namespaces); under CI=true they
 # fail rather than skip when something they need is missing.
@@ -13,6 +14,7 @@ command -v tcpdump >/dev/null 2>&1 || packages+=(tcpdump)
 command -v tshark >/dev/null 2>&1 || packages+=(tshark)
 command -v ip >/dev/null 2>&1 || packages+=(iproute2)
 command -v gzip >/dev/null 2>&1 || packages+=(gzip)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)   # the status page test renders it
 if [ ${#packages[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${packages[*]}" >&2
   sudo=""

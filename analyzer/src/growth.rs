@@ -133,6 +133,14 @@ impl GrowthDetector {
         }
     }
 
+    /// The (nodes, setups) points a tenant's fit uses now.
+    pub fn history(&self, t: usize) -> Vec<(f64, f64)> {
+        self.tenants
+            .get(t)
+            .map(|h| h.points.iter().map(|p| (p.1, p.2)).collect())
+            .unwrap_or_default()
+    }
+
     /// Adds one point for a tenant; reports changes of state.
     pub fn observe(&mut self, p: &GrowthPoint<'_>, out: &mut Vec<Finding>) {
         let GrowthPoint {

@@ -74,6 +74,8 @@ struct Flow {
     firing_since: Option<u64>,
     bfd: Option<BfdTiming>,
     tenant: Option<String>,
+    /// Length of the last missed-heartbeat gap, ns (0: none yet).
+    last_gap_ns: u64,
 }
 
 /// Per-worker heartbeat state.
@@ -146,6 +148,29 @@ impl HeartbeatTracker {
     /// Periodic flows tracked now.
     pub fn periodic(&self) -> usize {
         self.flows.values().filter(|f| f.periodic).count()
+    }
+
+    /// Up to `limit` periodic flows and BFD sessions: subject, period (s), late (firing now),
+    /// last gap (s).
+    pub fn periodic_list(&self, limit: usize) -> Vec<serde_json::Value> {
+        let mut v: Vec<_> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.periodic || f.bfd.is_some())
+            .map(|(k, f)| {
+                serde_json::json!({
+                    "subject": k.subject(f.shown_src_port),
+                    "tenant": f.tenant,
+                    "bfd": f.bfd.is_some(),
+                    "period_s": f.period_ns as f64 / 1e9,
+                    "late": f.firing_since.is_some(),
+                    "last_gap_s": f.last_gap_ns as f64 / 1e9,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a["subject"].as_str().cmp(&b["subject"].as_str()));
+        v.truncate(limit);
+        v
     }
 
     /// Feeds one packet; a flow that resumes after a missed deadline yields a resolving finding.
@@ -228,6 +253,7 @@ impl HeartbeatTracker {
             firing_since: None,
             bfd: None,
             tenant: tenant(),
+            last_gap_ns: 0,
         });
         if m.ts_ns < flow.last_ts {
             return; // out of order: no interval to learn from
@@ -236,6 +262,7 @@ impl HeartbeatTracker {
             flow.data = true;
         }
         if let Some(since) = flow.firing_since.take() {
+            flow.last_gap_ns = m.ts_ns.saturating_sub(since);
             out.push(resolved(&key, flow, since, m.ts_ns, "flow resumed"));
             // The gap is not a sample of the period; the rhythm is learned again.
             flow.n = 0;

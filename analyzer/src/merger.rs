@@ -113,6 +113,11 @@ impl Merger {
         }
     }
 
+    /// The (nodes, setups) points behind a tenant's growth fit.
+    pub fn growth_history(&self, tenant: usize) -> Vec<(f64, f64)> {
+        self.growth.history(tenant)
+    }
+
     /// Keeps a JSON summary of every finished window (base and rollups) for
     /// [`Merger::take_window_log`].
     pub fn record_windows(&mut self, on: bool) {

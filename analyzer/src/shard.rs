@@ -78,6 +78,11 @@ impl Shard {
         (self.heartbeat.len(), self.heartbeat.periodic())
     }
 
+    /// Periodic flows and BFD sessions with their last gap (for status views).
+    pub fn periodic_flows(&self, limit: usize) -> Vec<serde_json::Value> {
+        self.heartbeat.periodic_list(limit)
+    }
+
     /// Handshakes in progress.
     pub fn pending_handshakes(&self) -> usize {
         self.handshake.len()

@@ -28,6 +28,8 @@ pub struct WorkerCounters {
     pub pending_handshakes: AtomicU64,
     /// Packets later than the grace period.
     pub late: AtomicU64,
+    /// Periodic flows and BFD sessions of this worker (refreshed once a second).
+    pub heartbeats: Mutex<Vec<serde_json::Value>>,
 }
 
 /// Everything the endpoint shows.
@@ -252,6 +254,9 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The status page: plain HTML and JavaScript polling the JSON API every two seconds.
+const STATUS_PAGE: &str = include_str!("status.html");
+
 /// Serves the endpoint on `addr` until `stop` is set.
 pub fn serve(
     addr: &str,
@@ -274,7 +279,9 @@ pub fn serve(
                 "/api/top" => json(telemetry.views.lock().map(|v| v.top.clone()).unwrap_or_default()),
                 "/api/alerts" => json(telemetry.views.lock().map(|v| v.alerts.clone()).unwrap_or_default()),
                 "/api/tenants" => json(telemetry.views.lock().map(|v| v.tenants.clone()).unwrap_or_default()),
-                _ => (404, "text/plain", "not found: try /metrics, /healthz, /readyz, /api/top, /api/alerts, /api/tenants\n".to_string()),
+                "/api/heartbeats" => json(serde_json::Value::Array(telemetry.workers.iter().flat_map(|w| w.heartbeats.lock().map(|h| h.clone()).unwrap_or_default()).collect())),
+                "/" | "/status" => (200, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
+                _ => (404, "text/plain", "not found: try /status, /metrics, /healthz, /readyz, /api/top, /api/alerts, /api/tenants, /api/heartbeats\n".to_string()),
             };
             let header = tiny_http::Header::from_bytes("Content-Type", ctype).expect("static header");
             let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(header));

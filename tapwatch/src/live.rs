@@ -143,7 +143,7 @@ fn refresh_views(
         if let Some((f, range, rate)) = fit {
             per_tenant.insert(
                 tenants.name(tapwatch_classifier::TenantId(i as u16)).to_string(),
-                serde_json::json!({"exponent": f.slope, "exponent_ci95": [f.slope_low, f.slope_high], "r2": f.r2, "points": f.n, "node_range": range, "setup_rate_per_s": rate}),
+                serde_json::json!({"exponent": f.slope, "exponent_ci95": [f.slope_low, f.slope_high], "r2": f.r2, "points": f.n, "node_range": range, "setup_rate_per_s": rate, "history": merger.growth_history(i)}),
             );
         }
     }
@@ -301,6 +301,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                                 counters
                                     .kernel_drops
                                     .store(k.kernel_drops, Ordering::Relaxed);
+                                if let Ok(mut h) = counters.heartbeats.lock() {
+                                    *h = shard.periodic_flows(200);
+                                }
                             }
                             if count.is_some_and(|c| total >= c) {
                                 stop.store(true, Ordering::Relaxed);

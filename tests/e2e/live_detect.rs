@@ -88,6 +88,7 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
             get("/api/alerts"),
         )
     });
+    let page = status_page(&n, &tmp);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let mut rest = String::new();
@@ -166,6 +167,28 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
         serde_json::from_str(top_body).unwrap_or_else(|e| panic!("{e}: {top_body}"));
     assert!(top["sources"].as_array().is_some(), "{top}");
     assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+
+    // The status page, rendered by a real browser: live top talkers, heartbeat flows (the BFD
+    // session with its last gap), the alerts table and the growth section.
+    if let Some(dom) = page {
+        assert!(
+            dom.contains("Top talkers") && dom.contains("10.77.0.1"),
+            "top talkers not rendered: {dom}"
+        );
+        assert!(
+            dom.contains("10.77.0.1:49152-&gt;10.77.0.2:3784/udp (BFD)"),
+            "heartbeat flows not rendered: {dom}"
+        );
+        assert!(
+            dom.contains("open alerts") && dom.contains("packets"),
+            "status line not rendered: {dom}"
+        );
+        assert!(dom.contains("Connection setups against nodes"), "{dom}");
+        assert!(
+            root().join("target/tapwatch-status.png").exists(),
+            "no screenshot"
+        );
+    }
 }
 
 /// A plain HTTP/1.1 GET to tapwatch's endpoint; the whole response as text.
@@ -181,4 +204,41 @@ fn get(path: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// Renders the daemon's status page in headless Chromium inside the namespace: the DOM
+/// after its scripts ran, and a screenshot kept under target/ for people to look at.
+fn status_page(ns: &str, tmp: &TempDir) -> Option<String> {
+    if !have("chromium") {
+        return None;
+    }
+    let shot = root().join("target/tapwatch-status.png");
+    let flags = |extra: &str| {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            ns,
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1200,1000",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", tmp.path(extra).display()));
+        c
+    };
+    let dom = run(flags("profile-dom").args(["--dump-dom", "http://127.0.0.1:9178/status"]));
+    let _ = run(flags("profile-shot")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("http://127.0.0.1:9178/status"));
+    eprintln!("status page screenshot: {}", shot.display());
+    Some(String::from_utf8_lossy(&dom.stdout).into_owned())
 }
