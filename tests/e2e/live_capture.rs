@@ -49,6 +49,16 @@ impl Netns {
         Some(ns)
     }
 
+    /// `tapwatch` to be run inside the namespace, with piped output.
+    pub(crate) fn tapwatch(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name])
+            .arg(env!("CARGO_BIN_EXE_tapwatch"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
     /// Runs `f` on a thread that has entered the namespace.
     pub(crate) fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/var/run/netns/{}", self.name);
@@ -140,9 +150,8 @@ fn capture_sees_every_frame(backend: &str, workers: usize) {
         "[[tenant]]\nname = \"senders\"\nprefixes = [\"10.99.0.0/24\"]\n",
     )
     .unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(env!("CARGO_BIN_EXE_tapwatch"))
+    let mut child = ns
+        .tapwatch()
         .args([
             "run",
             "--interface",
@@ -162,18 +171,10 @@ fn capture_sees_every_frame(backend: &str, workers: usize) {
             "--tenants",
         ])
         .arg(&tfile)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tapwatch run");
     // Wait for the readiness line: every socket is open from then on.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("capturing on twb"),
-        "unexpected first line: {line:?}"
-    );
+    let (mut stderr, line) = wait_capturing(&mut child);
     std::thread::sleep(Duration::from_millis(100));
     ns.within(|| send_frames("twa", &frames));
     let out = child.wait_with_output().expect("tapwatch run");
@@ -226,9 +227,8 @@ fn bpf_filter_drops_in_the_kernel() {
     let o = run(Command::new("tcpdump").args(["-ddd", "udp"]));
     assert!(o.status.success());
     std::fs::write(&prog, &o.stdout).unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(env!("CARGO_BIN_EXE_tapwatch"))
+    let mut child = ns
+        .tapwatch()
         .args([
             "run",
             "--interface",
@@ -240,14 +240,9 @@ fn bpf_filter_drops_in_the_kernel() {
             "--bpf-file",
         ])
         .arg(&prog)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("capturing on twb"), "{line}");
+    let (_stderr, _) = wait_capturing(&mut child);
     std::thread::sleep(Duration::from_millis(100));
     ns.within(|| send_frames("twa", &frames));
     let out = child.wait_with_output().unwrap();
@@ -276,9 +271,8 @@ fn sighup_reloads_tenants_and_user_drops_root() {
         "[[tenant]]\nname = \"senders\"\nprefixes = [\"10.99.0.0/24\"]\n",
     )
     .unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(env!("CARGO_BIN_EXE_tapwatch"))
+    let mut child = ns
+        .tapwatch()
         .args([
             "run",
             "--interface",
@@ -296,8 +290,6 @@ fn sighup_reloads_tenants_and_user_drops_root() {
         .arg(&tenants)
         .arg("--data-dir")
         .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
@@ -360,4 +352,23 @@ fn sighup_reloads_tenants_and_user_drops_root() {
         "the reloaded tenants file names the tenant: {}",
         s["by_tenant"]
     );
+}
+
+/// Reads a spawned `tapwatch run`'s standard error up to its readiness line; returns the
+/// reader (for the rest) and what was read.
+pub(crate) fn wait_capturing(
+    child: &mut std::process::Child,
+) -> (BufReader<std::process::ChildStderr>, String) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("tapwatch run ended before it was capturing: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("capturing on twb") {
+            return (stderr, seen);
+        }
+    }
 }

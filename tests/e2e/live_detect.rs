@@ -2,12 +2,12 @@
 //! in a namespace the test made; the sender pauses for 1.5 s; `tapwatch run` on the mirror
 //! side posts the missed heartbeat to a real webhook receiver within 1.5 s of the deadline,
 //! resolves it when BFD resumes, and exits 0 on SIGTERM with its deliveries drained.
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::live_capture::{send_frames, Netns};
+use crate::live_capture::{send_frames, wait_capturing, Netns};
 use crate::webhooks::Receiver;
 
 fn bfd_frame() -> Vec<u8> {
@@ -30,9 +30,8 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
     // The receiver listens on the namespace's loopback, where tapwatch will post.
     let rx = ns.within(|| Receiver::start(0, Duration::ZERO, |_| 200));
     let tmp = TempDir::new("live-detect");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &n])
-        .arg(env!("CARGO_BIN_EXE_tapwatch"))
+    let mut child = ns
+        .tapwatch()
         .args([
             "run",
             "--interface",
@@ -48,14 +47,9 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
             "--data-dir",
         ])
         .arg(tmp.path("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("capturing on twb"), "{line}");
+    let (mut stderr, _) = wait_capturing(&mut child);
 
     // 3 s of BFD at 400 ms minus 0-25 % jitter, a 1.5 s pause, then 3 s more. Returns the
     // time of the last packet before the pause.
