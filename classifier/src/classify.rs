@@ -2,7 +2,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::err::ip::LaxHeaderSliceError;
-use etherparse::{Ethernet2Slice, LaxIpSlice, SingleVlanSlice};
+use etherparse::{Ethernet2Slice, Ipv4HeaderSlice, LaxIpSlice, SingleVlanSlice};
 use tapwatch_capture::{Frame, LinkType};
 
 use crate::config::{ClassifierConfig, Transport};
@@ -229,6 +229,9 @@ impl Classifier {
 
     #[inline]
     fn ip(&self, meta: &mut PacketMeta, data: &[u8]) {
+        if data.first().map(|b| b >> 4) == Some(4) {
+            return self.ipv4(meta, data);
+        }
         let (ip, ext_err) = match LaxIpSlice::from_slice(data) {
             Ok(v) => v,
             Err(LaxHeaderSliceError::Len(_)) => {
@@ -284,6 +287,45 @@ impl Classifier {
             return;
         }
         self.transport(meta, payload.payload);
+    }
+
+    /// IPv4, the common case, through etherparse's header slice alone: the header is checked
+    /// once, the payload is cut at the total length (or the captured bytes, if fewer).
+    #[inline]
+    fn ipv4(&self, meta: &mut PacketMeta, data: &[u8]) {
+        use etherparse::err::ipv4::HeaderSliceError;
+        let h = match Ipv4HeaderSlice::from_slice(data) {
+            Ok(h) => h,
+            Err(HeaderSliceError::Len(_)) => return self.short(meta, "ipv4"),
+            Err(HeaderSliceError::Content(e)) => {
+                use etherparse::err::ipv4::HeaderError::*;
+                let reason = match e {
+                    UnexpectedVersion { .. } => "unsupported version",
+                    HeaderLengthSmallerThanHeader { .. } => "header length below 20 bytes",
+                };
+                return malformed(meta, "ipv4", reason);
+            }
+        };
+        meta.src = Some(IpAddr::V4(Ipv4Addr::from(h.source())));
+        meta.dst = Some(IpAddr::V4(Ipv4Addr::from(h.destination())));
+        if h.fragments_offset().value() != 0 {
+            meta.fragment = Fragment::Later;
+        } else if h.more_fragments() {
+            meta.fragment = Fragment::First;
+        }
+        meta.ip_proto = h.protocol().0;
+        if meta.fragment == Fragment::Later {
+            meta.kind = ProtocolType::IpFragment;
+            return;
+        }
+        let header_len = h.slice().len();
+        let total = usize::from(h.total_len());
+        let end = if total >= header_len && total <= data.len() {
+            total
+        } else {
+            data.len()
+        };
+        self.transport(meta, data.get(header_len..end).unwrap_or(&[]));
     }
 
     #[inline]
