@@ -18,7 +18,9 @@ mod replay;
 ///
 /// tapwatch reads packets from a mirror (SPAN/TAP) port or from pcap/pcapng files,
 /// labels every packet by size class, protocol type and tenant from its headers alone
-/// (payloads are never decrypted or stored), and reports the shape of the traffic.
+/// (payloads are never decrypted or stored), and raises alerts on the shape of the traffic:
+/// heavy hitters, connection setups growing with the square of a tenant's nodes, missed
+/// BFD/keepalive heartbeats and SYN-retransmission bursts.
 #[derive(Parser, Debug)]
 #[command(name = "tapwatch", version, after_help = EXAMPLES)]
 struct Cli {
@@ -99,7 +101,7 @@ Examples:
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Read capture files and print a traffic summary.
+    /// Replay capture files through every detector; print a traffic summary and the alerts.
     ///
     /// Files may be pcap (either byte order, µs or ns timestamps), pcapng (any number of
     /// interfaces, per-interface link types and resolutions), or either one gzip-compressed;
