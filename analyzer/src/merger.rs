@@ -70,7 +70,6 @@ pub struct TenantLatency {
 pub struct Merger {
     cfg: AnalyzerConfig,
     tenants: TenantMap,
-    shards: usize,
     pending: BTreeMap<u64, WindowStats>,
     /// Latest window start each shard has closed.
     shard_progress: Vec<Option<u64>>,
@@ -95,7 +94,6 @@ impl Merger {
     pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier, shards: usize) -> Merger {
         Merger {
             tenants: classifier.tenants().clone(),
-            shards,
             pending: BTreeMap::new(),
             shard_progress: vec![None; shards],
             heavy: HeavyJudge::new(cfg.heavy_hitters.clone(), classifier),
@@ -209,7 +207,6 @@ impl Merger {
     }
 
     fn finished(&mut self, w: WindowStats, out: &mut Vec<Finding>) {
-        let _ = self.shards;
         self.windows[0] += 1;
         self.heavy.judge(&w, &self.tenants, out);
         for (i, t) in w.tenants.iter().enumerate() {

@@ -5,6 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{interface_link_type, sys, LiveConfig};
 use crate::{CaptureError, Frame, LinkType, SourceStats};
 
+/// How long a pnet read waits for a frame.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(50);
+
 /// A `pnet` receiver on one interface. Timestamps are taken in user space on receipt.
 pub struct PnetCapture {
     rx: Box<dyn pnet_datalink::DataLinkReceiver>,
@@ -12,7 +15,6 @@ pub struct PnetCapture {
     raw_fd: i32,
     link: LinkType,
     ifindex: u32,
-    timeout: Duration,
     stats: SourceStats,
 }
 
@@ -32,7 +34,7 @@ impl PnetCapture {
         let raw_fd = fd.as_raw_fd();
         let pconfig = pnet_datalink::Config {
             promiscuous: config.promiscuous,
-            read_timeout: Some(Duration::from_millis(100)),
+            read_timeout: Some(READ_TIMEOUT),
             read_buffer_size: 65536,
             socket_fd: Some(fd.into_raw_fd()),
             linux_fanout: config
@@ -67,14 +69,13 @@ impl PnetCapture {
             raw_fd,
             link: interface_link_type(name),
             ifindex: iface.index,
-            timeout: Duration::from_millis(100),
             stats: SourceStats::default(),
         })
     }
 
-    /// The next frame, or `None` if none arrived within about `timeout`.
-    pub fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame<'_>>, CaptureError> {
-        self.timeout = timeout;
+    /// The next frame, or `None` if none arrived within the channel's read timeout
+    /// ([`READ_TIMEOUT`]: pnet fixes it when the channel opens, so `_timeout` is not used).
+    pub fn next_frame(&mut self, _timeout: Duration) -> Result<Option<Frame<'_>>, CaptureError> {
         match self.rx.next() {
             Ok(data) => {
                 let ts_ns = SystemTime::now()
