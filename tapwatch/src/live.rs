@@ -117,8 +117,8 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
         .store(shard.pending_handshakes() as u64, Ordering::Relaxed);
 }
 
-/// Refreshes the JSON views after a window was merged.
-fn refresh_views(
+/// Refreshes the JSON views after a window was merged (or once, after a replay).
+pub(crate) fn refresh_views(
     t: &Telemetry,
     merger: &Merger,
     alerts: &crate::alerts::AlertOutput,

@@ -219,6 +219,10 @@ struct ReplayArgs {
     /// goes to standard error). See docs/alerts.md for the fields.
     #[arg(long, value_name = "PATH")]
     alerts_out: Option<PathBuf>,
+    /// After the replay, serve its status page and JSON API on this address (e.g.
+    /// 127.0.0.1:9178) until SIGINT/SIGTERM.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -311,6 +315,7 @@ fn main() -> ExitCode {
             progress: a.progress,
             print_packets: a.print_packets,
             alerts_out: a.alerts_out.as_deref(),
+            serve: a.serve.as_deref(),
         }),
         Command::Run(a) => live::run(live::LiveArgs {
             interface: a.interface,

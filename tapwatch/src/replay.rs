@@ -23,6 +23,7 @@ pub struct ReplayOptions<'a> {
     pub progress: ProgressMode,
     pub print_packets: bool,
     pub alerts_out: Option<&'a std::path::Path>,
+    pub serve: Option<&'a str>,
 }
 
 pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
@@ -34,6 +35,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         progress,
         print_packets,
         alerts_out,
+        serve,
     } = o;
     let (config, classifier) = crate::config::load(common)?;
     let mut alerts = crate::alerts::AlertOutput::new(
@@ -109,7 +111,11 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         merger: None,
         alerts: Some(&alerts),
         to_stderr: alerts_out.is_some_and(|p| p.as_os_str() == "-"),
-    })
+    })?;
+    match serve {
+        Some(addr) => serve_views(addr, &analyzer, &alerts, &classifier, &totals),
+        None => Ok(()),
+    }
 }
 
 /// The per-packet path of a replay.
@@ -186,4 +192,36 @@ pub fn capture_totals(stats: &SourceStats) -> serde_json::Value {
         "kernel_drops": stats.kernel_drops,
         "kernel_freezes": stats.kernel_freezes,
     })
+}
+
+/// Serves the finished replay's status page and JSON API until SIGINT/SIGTERM.
+fn serve_views(
+    addr: &str,
+    analyzer: &Analyzer,
+    alerts: &crate::alerts::AlertOutput,
+    classifier: &Classifier,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let telemetry = Arc::new(crate::http::Telemetry::new("replay", 1));
+    crate::live::refresh_views(&telemetry, analyzer.merger(), alerts, classifier);
+    let w = &telemetry.workers[0];
+    w.packets.store(totals.packets, Ordering::Relaxed);
+    w.bytes.store(totals.bytes, Ordering::Relaxed);
+    w.malformed
+        .store(totals.malformed_total(), Ordering::Relaxed);
+    if let Ok(mut h) = w.heartbeats.lock() {
+        *h = analyzer.shard().periodic_flows(200);
+    }
+    telemetry.ready.store(true, Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let server = crate::http::serve(addr, telemetry, stop)?;
+    tracing::info!("serving the replay's status page on http://{addr}/status until SIGINT/SIGTERM");
+    let _ = server.join();
+    Ok(())
 }

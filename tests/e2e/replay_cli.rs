@@ -465,3 +465,85 @@ fn window_summaries_add_up_to_the_run() {
         "the demo's dropping server shows its retransmitted SYNs per window: {web}"
     );
 }
+
+#[test]
+fn the_demo_status_page_plots_setup_growth_in_a_browser() {
+    if !have("chromium") {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = tapwatch()
+        .args([
+            "replay",
+            &demo(),
+            "--tenants",
+            &demo_tenants(),
+            "--format",
+            "json",
+            "--serve",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving the replay's status page") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "replay ended before serving"
+        );
+    }
+    let tmp = TempDir::new("demo-status");
+    let chromium = |extra: &[&str], profile: &str| {
+        let mut c = Command::new("chromium");
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1200,1400",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", tmp.path(profile).display()))
+        .args(extra)
+        .arg(format!("http://{addr}/status"));
+        run(&mut c)
+    };
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"], "p1").stdout).into_owned();
+    let shot = root().join("target/tapwatch-demo-status.png");
+    chromium(&[&format!("--screenshot={}", shot.display())], "p2");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    eprintln!("demo status page screenshot: {}", shot.display());
+    // The swarm tenant's points and fitted line on log-log axes, the linear tenant beside it.
+    assert!(
+        dom.contains("swarm: setups ~ nodes^2.0"),
+        "no growth plot for swarm: {dom}"
+    );
+    assert!(
+        dom.contains("steady: setups ~ nodes^1.0"),
+        "no growth plot for steady: {dom}"
+    );
+    assert!(
+        dom.matches("<circle").count() >= 12,
+        "plotted points missing"
+    );
+    assert!(
+        dom.contains("quadratic_setup_growth"),
+        "open alerts table: {dom}"
+    );
+    assert!(shot.exists());
+}
