@@ -76,7 +76,7 @@ impl Default for HeavyHitterConfig {
             baseline_factor: 3.0,
             baseline_sigmas: 6.0,
             ewma_alpha: 0.05,
-            warmup_s: 10.0,
+            warmup_s: 5.0,
             warmup_share: 0.5,
             warmup_factor: 5.0,
             clear_share: 0.1,
@@ -155,7 +155,7 @@ impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
             k: 3.0,
-            min_samples: 8,
+            min_samples: 6,
             min_learn_s: 10.0,
             max_packet_bytes: 512,
             tolerance: 0.3,

@@ -71,6 +71,7 @@ pub struct HeavyJudge {
     source_kinds: Dimension<(IpAddr, ProtocolType, SizeClass)>,
     services: Dimension<ServiceKey>,
     tenant_dim: Dimension<u16>,
+    destinations: Dimension<IpAddr>,
     type_names: Vec<String>,
 }
 
@@ -86,6 +87,7 @@ impl HeavyJudge {
             source_kinds: Dimension::new(),
             services: Dimension::new(),
             tenant_dim: Dimension::new(),
+            destinations: Dimension::new(),
             type_names,
         }
     }
@@ -246,6 +248,59 @@ impl HeavyJudge {
             raise(&mut self.services, &cfg, *key, subject, None, v, w, e, out);
         }
 
+        // Destination addresses: a victim flooded on many ports (amplification), reported
+        // only when neither one of its services nor hot sources already explain it.
+        let destinations = judge_dimension(
+            &cfg,
+            &mut self.destinations,
+            &w.destinations,
+            w.packets,
+            width,
+            cfg.min_pps,
+            judging,
+        );
+        for (addr, v) in destinations.iter().filter(|(_, v)| v.hot) {
+            let by_service = services.iter().any(|(k, sv)| k.0 == *addr && sv.hot);
+            let from_hot: u64 = flows
+                .iter()
+                .filter(|f| f.key.2 == *addr && hot_sources.contains(&f.key.0))
+                .map(|f| f.count)
+                .sum();
+            if by_service || from_hot * 2 >= v.count {
+                continue;
+            }
+            let mut e = evidence(
+                "destination",
+                "packets",
+                v,
+                w,
+                width,
+                &cfg,
+                w.destinations.error_bound(),
+            );
+            e["top_services"] = serde_json::json!(w
+                .services
+                .top(64)
+                .iter()
+                .filter(|s| s.key.0 == *addr)
+                .take(5)
+                .map(|s| serde_json::json!({"service": format!("{}/{}", endpoint(s.key.0, s.key.1), proto_label(s.key.2)), "packets": s.count}))
+                .collect::<Vec<_>>());
+            e["distinct_sources_in_top_flows"] =
+                serde_json::json!(flows.iter().filter(|f| f.key.2 == *addr).count());
+            raise(
+                &mut self.destinations,
+                &cfg,
+                *addr,
+                addr.to_string(),
+                None,
+                v,
+                w,
+                e,
+                out,
+            );
+        }
+
         // Tenants, counted exactly: a tenant jumping far above its own baseline, unless its
         // hot sources (already reported) explain most of it. "unassigned" is not a tenant.
         let mut tenant_counts = FrequentItems::new(w.tenants.len().max(16));
@@ -305,6 +360,7 @@ impl HeavyJudge {
             firing_baselines(&self.sources),
             firing_baselines(&self.source_bytes),
         );
+        let dest_base = firing_baselines(&self.destinations);
         let (kind_base, service_base, tenant_base) = (
             firing_baselines(&self.source_kinds),
             firing_baselines(&self.services),
@@ -389,6 +445,22 @@ impl HeavyJudge {
                 let name = tenants.name(TenantId(*k)).to_string();
                 (name.clone(), Some(name))
             },
+            clear,
+            min_share,
+            end,
+            out,
+        );
+        settle(
+            &mut self.destinations,
+            |k| {
+                destinations.iter().any(|(kk, v)| kk == k && v.hot)
+                    || holds(
+                        w.destinations.get(k).map(|e| e.count),
+                        w.packets,
+                        dest_base.get(k),
+                    )
+            },
+            |k| (k.to_string(), None),
             clear,
             min_share,
             end,

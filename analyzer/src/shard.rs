@@ -150,6 +150,7 @@ impl Shard {
         w.source_kinds
             .add((src, m.kind, m.size_class), 1, u64::from(m.wire_len));
         if let Some(dst) = m.dst {
+            w.destinations.add(dst, 1, u64::from(m.wire_len));
             if m.fragment != Fragment::Later {
                 w.services
                     .add((dst, m.dst_port, m.ip_proto), 1, u64::from(m.wire_len));

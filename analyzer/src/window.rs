@@ -176,6 +176,8 @@ pub struct WindowStats {
     pub source_kinds: FrequentItems<(IpAddr, ProtocolType, SizeClass)>,
     /// Destination services by packets.
     pub services: FrequentItems<ServiceKey>,
+    /// Destination addresses by packets (a victim attacked on many ports).
+    pub destinations: FrequentItems<IpAddr>,
     /// Flows by packets.
     pub flows: FrequentItems<FlowTuple>,
     /// Servers that received SYNs (bounded; overflow counted in `servers_untracked`).
@@ -207,6 +209,7 @@ impl WindowStats {
             source_bytes: FrequentItems::new(sketch_capacity),
             source_kinds: FrequentItems::new(sketch_capacity),
             services: FrequentItems::new(sketch_capacity),
+            destinations: FrequentItems::new(sketch_capacity),
             flows: FrequentItems::new(sketch_capacity),
             servers: FxHashMap::default(),
             servers_untracked: 0,
@@ -267,6 +270,7 @@ impl WindowStats {
         self.source_bytes.merge(&o.source_bytes);
         self.source_kinds.merge(&o.source_kinds);
         self.services.merge(&o.services);
+        self.destinations.merge(&o.destinations);
         self.flows.merge(&o.flows);
         for (k, v) in &o.servers {
             if let Some(s) = self.server(*k) {

@@ -258,6 +258,12 @@ fn real_attacks_in_the_shared_captures_are_found() {
         "{alerts:#?}"
     );
     // The spoofed SYN flood: one destination service takes all packets from the start.
+    // SNMP reflection: ~4300 reflectors hit one victim on three ports within 23 ms.
+    let alerts = alerts_of(&dir.join("stopddos__amp.UDP.snmp.src161.pcapng"), None);
+    assert!(
+        has_alert(&alerts, "heavy_hitter", "10.10.10.10"),
+        "{alerts:#?}"
+    );
     let alerts = alerts_of(&dir.join("stopddos__pkt.TCP.synflood.spoofed.pcap"), None);
     assert!(
         has_alert(&alerts, "heavy_hitter", "10.10.10.10:25565/tcp"),
