@@ -16,6 +16,28 @@ struct ConnKey {
     server_port: u16,
 }
 
+impl ConnKey {
+    /// The connection of a packet the client sent.
+    fn sent_by_client(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ConnKey {
+        ConnKey {
+            client: src,
+            server: dst,
+            client_port: m.src_port,
+            server_port: m.dst_port,
+        }
+    }
+
+    /// The connection of a packet the server sent.
+    fn sent_by_server(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ConnKey {
+        ConnKey {
+            client: dst,
+            server: src,
+            client_port: m.dst_port,
+            server_port: m.src_port,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     first_syn: u64,
@@ -90,12 +112,7 @@ impl HandshakeTracker {
         }
         match m.kind {
             ProtocolType::TcpSyn => {
-                let key = ConnKey {
-                    client: src,
-                    server: dst,
-                    client_port: m.src_port,
-                    server_port: m.dst_port,
-                };
+                let key = ConnKey::sent_by_client(m, src, dst);
                 let server = (dst, m.dst_port);
                 if let Some(p) = self.pending.get_mut(&key) {
                     let gap = m.ts_ns.saturating_sub(p.last_syn);
@@ -133,12 +150,7 @@ impl HandshakeTracker {
                 Some((server, HandshakeEvent::Syn))
             }
             ProtocolType::TcpSynAck => {
-                let key = ConnKey {
-                    client: dst,
-                    server: src,
-                    client_port: m.dst_port,
-                    server_port: m.src_port,
-                };
+                let key = ConnKey::sent_by_server(m, src, dst);
                 let p = self.pending.get_mut(&key)?;
                 if m.tcp_ack != p.isn.wrapping_add(1) || p.syn_ack.is_some() {
                     return None;
@@ -159,18 +171,8 @@ impl HandshakeTracker {
                 } else {
                     (dst, m.dst_port)
                 };
-                let a = ConnKey {
-                    client: src,
-                    server: dst,
-                    client_port: m.src_port,
-                    server_port: m.dst_port,
-                };
-                let b = ConnKey {
-                    client: dst,
-                    server: src,
-                    client_port: m.dst_port,
-                    server_port: m.src_port,
-                };
+                let a = ConnKey::sent_by_client(m, src, dst);
+                let b = ConnKey::sent_by_server(m, src, dst);
                 let known = if let Some(p) = self.pending.remove(&a) {
                     Some(((a.server, a.server_port), p))
                 } else {
@@ -182,12 +184,7 @@ impl HandshakeTracker {
             }
             _ if m.tcp_flags & 0x10 != 0 => {
                 // The client's ACK of the SYN-ACK completes the handshake.
-                let key = ConnKey {
-                    client: src,
-                    server: dst,
-                    client_port: m.src_port,
-                    server_port: m.dst_port,
-                };
+                let key = ConnKey::sent_by_client(m, src, dst);
                 let p = self.pending.get(&key)?;
                 let (at, server_isn) = p.syn_ack?;
                 if m.tcp_ack != server_isn.wrapping_add(1) {

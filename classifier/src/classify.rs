@@ -1,8 +1,7 @@
 //! Frame → [`PacketMeta`].
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use etherparse::err::ip::LaxHeaderSliceError;
-use etherparse::{Ethernet2Slice, Ipv4HeaderSlice, LaxIpSlice, SingleVlanSlice};
+use etherparse::{Ethernet2Slice, Ipv4HeaderSlice, LaxIpv6Slice, SingleVlanSlice};
 use tapwatch_capture::{Frame, LinkType};
 
 use crate::config::{ClassifierConfig, Transport};
@@ -229,58 +228,41 @@ impl Classifier {
 
     #[inline]
     fn ip(&self, meta: &mut PacketMeta, data: &[u8]) {
-        if data.first().map(|b| b >> 4) == Some(4) {
-            return self.ipv4(meta, data);
+        match data.first().map(|b| b >> 4) {
+            Some(4) => self.ipv4(meta, data),
+            Some(6) => self.ipv6(meta, data),
+            Some(_) => malformed(meta, "ip", "unsupported version"),
+            None => self.short(meta, "ipv4"),
         }
-        let (ip, ext_err) = match LaxIpSlice::from_slice(data) {
+    }
+
+    /// IPv6 through etherparse's lax slice (extension headers, fragments), the fragment state
+    /// read from the extension chain with bounds checks.
+    #[inline]
+    fn ipv6(&self, meta: &mut PacketMeta, data: &[u8]) {
+        let (v6, ext_err) = match LaxIpv6Slice::from_slice(data) {
             Ok(v) => v,
-            Err(LaxHeaderSliceError::Len(_)) => {
-                let layer = match data.first().map(|b| b >> 4) {
-                    Some(6) => "ipv6",
-                    _ => "ipv4",
-                };
-                return self.short(meta, layer);
+            Err(etherparse::err::ipv6::HeaderSliceError::Len(_)) => {
+                return self.short(meta, "ipv6")
             }
-            Err(LaxHeaderSliceError::Content(e)) => {
-                use etherparse::err::ip::HeaderError::*;
-                let (layer, reason) = match e {
-                    UnsupportedIpVersion { .. } => ("ip", "unsupported version"),
-                    Ipv4HeaderLengthSmallerThanHeader { .. } => {
-                        ("ipv4", "header length below 20 bytes")
-                    }
-                };
-                return malformed(meta, layer, reason);
+            Err(etherparse::err::ipv6::HeaderSliceError::Content(_)) => {
+                return malformed(meta, "ip", "unsupported version")
             }
         };
-        let payload = match &ip {
-            LaxIpSlice::Ipv4(v4) => {
-                let h = v4.header();
-                meta.src = Some(IpAddr::V4(Ipv4Addr::from(h.source())));
-                meta.dst = Some(IpAddr::V4(Ipv4Addr::from(h.destination())));
-                if h.fragments_offset().value() != 0 {
-                    meta.fragment = Fragment::Later;
-                } else if h.more_fragments() {
-                    meta.fragment = Fragment::First;
-                }
-                v4.payload()
-            }
-            LaxIpSlice::Ipv6(v6) => {
-                let h = v6.header();
-                meta.src = Some(IpAddr::V6(Ipv6Addr::from(h.source())));
-                meta.dst = Some(IpAddr::V6(Ipv6Addr::from(h.destination())));
-                if v6.payload().fragmented {
-                    let exts = v6.extensions();
-                    meta.fragment = match exts.first_header() {
-                        Some(first) => ipv6_fragment(first.0, exts.slice()),
-                        None => Fragment::First,
-                    };
-                }
-                v6.payload()
-            }
-        };
+        let h = v6.header();
+        meta.src = Some(IpAddr::V6(Ipv6Addr::from(h.source())));
+        meta.dst = Some(IpAddr::V6(Ipv6Addr::from(h.destination())));
+        let payload = v6.payload();
+        if payload.fragmented {
+            let exts = v6.extensions();
+            meta.fragment = match exts.first_header() {
+                Some(first) => ipv6_fragment(first.0, exts.slice()),
+                None => Fragment::First,
+            };
+        }
         meta.ip_proto = payload.ip_number.0;
         if ext_err.is_some() {
-            return self.short_or_bad(meta, "ip_extension", payload.payload.len());
+            return self.short_or_bad(meta, "ip_extension");
         }
         if meta.fragment == Fragment::Later {
             meta.kind = ProtocolType::IpFragment;
@@ -329,7 +311,7 @@ impl Classifier {
     }
 
     #[inline]
-    fn short_or_bad(&self, meta: &mut PacketMeta, layer: &'static str, _have: usize) {
+    fn short_or_bad(&self, meta: &mut PacketMeta, layer: &'static str) {
         if meta.flags & FLAG_SNAPPED_HEADER != 0 {
             meta.kind = ProtocolType::OtherIp;
         } else {
