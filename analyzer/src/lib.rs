@@ -37,10 +37,10 @@ pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
 pub use finding::{Finding, FindingKind, Severity};
-pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
-pub use shard::{Shard, ShardCounters};
+pub use merger::{GrowthSample, Merger, TenantLatency, ROLLUP_LEVELS_S};
+pub use shard::{setup_kinds, Shard, ShardCounters};
 pub use totals::{Report, SourceReport, TenantReport, Totals};
-pub use window::WindowStats;
+pub use window::{SourceClass, Traffic, WindowStats};
 
 use tapwatch_classifier::{Classifier, PacketMeta};
 

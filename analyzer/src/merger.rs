@@ -66,6 +66,23 @@ pub struct TenantLatency {
     pub setups: u64,
 }
 
+/// One setup-growth point with the fit it produced, for storage.
+#[derive(Clone, Debug)]
+pub struct GrowthSample {
+    /// Tenant name.
+    pub tenant: String,
+    /// Point start (event time, ns).
+    pub start_ns: u64,
+    /// Point width, seconds.
+    pub width_s: f64,
+    /// Distinct sources (nodes) in the point.
+    pub nodes: u64,
+    /// Connection setups in the point.
+    pub setups: u64,
+    /// The fit over the tenant's history after this point, if there were enough points.
+    pub fit: Option<crate::growth::Fit>,
+}
+
 /// Merges shard windows and runs the window-level detectors.
 pub struct Merger {
     cfg: AnalyzerConfig,
@@ -87,6 +104,9 @@ pub struct Merger {
     pub last_window: Option<WindowStats>,
     record: bool,
     log: Vec<serde_json::Value>,
+    keep: bool,
+    closed: Vec<WindowStats>,
+    growth_samples: Vec<GrowthSample>,
 }
 
 impl Merger {
@@ -107,6 +127,9 @@ impl Merger {
             last_window: None,
             record: false,
             log: Vec::new(),
+            keep: false,
+            closed: Vec::new(),
+            growth_samples: Vec::new(),
             cfg: cfg.clone(),
         }
     }
@@ -131,6 +154,31 @@ impl Merger {
     /// The window summaries recorded since the last call, in the order they finished.
     pub fn take_window_log(&mut self) -> Vec<serde_json::Value> {
         std::mem::take(&mut self.log)
+    }
+
+    /// Keeps every finished base window and setup-growth point for [`Merger::take_closed`]
+    /// (the storage sink's rows).
+    pub fn keep_closed(&mut self, on: bool) {
+        self.keep = on;
+    }
+
+    /// Whether kept windows or growth points are waiting.
+    #[inline]
+    pub fn has_closed(&self) -> bool {
+        !self.closed.is_empty() || !self.growth_samples.is_empty()
+    }
+
+    /// The base windows and growth points finished since the last call, in order.
+    pub fn take_closed(&mut self) -> (Vec<WindowStats>, Vec<GrowthSample>) {
+        (
+            std::mem::take(&mut self.closed),
+            std::mem::take(&mut self.growth_samples),
+        )
+    }
+
+    /// The tenant map windows are labelled with.
+    pub fn tenants(&self) -> &TenantMap {
+        &self.tenants
     }
 
     fn log_window(&mut self, w: &WindowStats, level: &str) {
@@ -241,6 +289,9 @@ impl Merger {
             self.windows[i + 1] += 1;
             self.log_window(&r, LEVEL_NAMES[i + 1]);
         }
+        if self.keep {
+            self.closed.push(w.clone());
+        }
         self.last_window = Some(w);
     }
 
@@ -270,6 +321,16 @@ impl Merger {
                 packet_share: share(t.packets, p.packets),
             };
             self.growth.observe(&point, out);
+            if self.keep && point.nodes >= 2 && point.setups >= 1 {
+                self.growth_samples.push(GrowthSample {
+                    tenant: name.clone(),
+                    start_ns: p.start_ns,
+                    width_s: p.width_s(),
+                    nodes: point.nodes,
+                    setups: point.setups,
+                    fit: self.growth.last_fit.get(i).copied().flatten().map(|f| f.0),
+                });
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use crate::config::AnalyzerConfig;
 use crate::finding::Finding;
 use crate::handshake::{HandshakeEvent, HandshakeTracker};
 use crate::heartbeat::HeartbeatTracker;
-use crate::window::{latency_histogram, WindowStats};
+use crate::window::{latency_histogram, SourceClass, WindowStats};
 
 /// Windows a jump forward in time may create before the shard skips ahead instead.
 const MAX_EMPTY_WINDOWS: u64 = 600;
@@ -133,7 +133,13 @@ impl Shard {
         };
         w.packets += 1;
         w.bytes += u64::from(m.wire_len);
-        w.traffic.add(m.tenant, m.kind, m.size_class, m.wire_len);
+        w.traffic.add(
+            m.tenant,
+            m.kind,
+            SourceClass::of(m.src),
+            m.size_class,
+            m.wire_len,
+        );
         let Some(src) = m.src else { return };
         if m.malformed.is_some() {
             return;
@@ -253,7 +259,7 @@ impl Shard {
 
 /// Whether each protocol-type index counts as a connection setup: TCP SYN, plus the
 /// configured `setup_types`.
-fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
+pub fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
     let mut setup = vec![false; classifier.type_count()];
     setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
     for name in &cfg.setup_growth.setup_types {

@@ -95,8 +95,43 @@ pub struct Traffic {
     pub bytes: u64,
 }
 
-/// Packets and bytes by tenant × protocol type × size class, in one flat array (no hashing
-/// per packet): cell `(tenant · types + type) · 7 + size class`.
+/// The class of a packet's source address: the address family, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceClass {
+    /// An IPv4 source.
+    Ipv4 = 0,
+    /// An IPv6 source.
+    Ipv6 = 1,
+    /// No IP source (ARP, LLDP, malformed).
+    NonIp = 2,
+}
+
+impl SourceClass {
+    /// Every class, in index order.
+    pub const ALL: [SourceClass; 3] = [SourceClass::Ipv4, SourceClass::Ipv6, SourceClass::NonIp];
+
+    /// The class of a source address.
+    #[inline]
+    pub fn of(src: Option<IpAddr>) -> SourceClass {
+        match src {
+            Some(IpAddr::V4(_)) => SourceClass::Ipv4,
+            Some(IpAddr::V6(_)) => SourceClass::Ipv6,
+            None => SourceClass::NonIp,
+        }
+    }
+
+    /// Its name in storage rows: `ipv4`, `ipv6`, `non_ip`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceClass::Ipv4 => "ipv4",
+            SourceClass::Ipv6 => "ipv6",
+            SourceClass::NonIp => "non_ip",
+        }
+    }
+}
+
+/// Packets and bytes by tenant × protocol type × source class × size class, in one flat array
+/// (no hashing per packet): cell `((tenant · types + type) · 3 + source class) · 7 + size class`.
 #[derive(Clone, Debug, Default)]
 pub struct TrafficTable {
     types: usize,
@@ -113,8 +148,17 @@ impl TrafficTable {
 
     /// Counts one packet.
     #[inline]
-    pub fn add(&mut self, tenant: TenantId, kind: ProtocolType, size: SizeClass, bytes: u32) {
-        let i = ((tenant.0 as usize * self.types) + kind.index().min(self.types - 1)) * 7
+    pub fn add(
+        &mut self,
+        tenant: TenantId,
+        kind: ProtocolType,
+        class: SourceClass,
+        size: SizeClass,
+        bytes: u32,
+    ) {
+        let i = (((tenant.0 as usize * self.types) + kind.index().min(self.types - 1)) * 3
+            + class as usize)
+            * 7
             + size as usize;
         if i >= self.cells.len() {
             self.cells.resize(i + 1, Traffic::default());
@@ -124,18 +168,22 @@ impl TrafficTable {
         c.bytes += u64::from(bytes);
     }
 
-    /// Non-empty cells as (tenant, protocol-type index, size class, traffic).
-    pub fn iter(&self) -> impl Iterator<Item = (TenantId, usize, SizeClass, Traffic)> + '_ {
+    /// Non-empty cells as (tenant, protocol-type index, source class, size class, traffic).
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = (TenantId, usize, SourceClass, SizeClass, Traffic)> + '_ {
         self.cells
             .iter()
             .enumerate()
             .filter(|(_, c)| c.packets > 0)
             .map(|(i, c)| {
                 let size = SizeClass::ALL[i % 7];
-                let rest = i / 7;
+                let class = SourceClass::ALL[(i / 7) % 3];
+                let rest = i / 21;
                 (
                     TenantId((rest / self.types) as u16),
                     rest % self.types,
+                    class,
                     size,
                     *c,
                 )

@@ -420,7 +420,7 @@ impl FileReader {
         }
         let block_type = self.u32_at(h, 0);
         let total = self.u32_at(h, 4) as usize;
-        if total < 12 || total % 4 != 0 || total > MAX_RECORD {
+        if total < 12 || !total.is_multiple_of(4) || total > MAX_RECORD {
             self.corrupt(format!(
                 "block type {block_type:#x} has total length {total}; expected a multiple of 4 from 12 to {MAX_RECORD}"
             ));

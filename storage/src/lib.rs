@@ -1,5 +1,70 @@
-//! Queryable history: aggregates and alerts to ClickHouse, or to local files by default.
+//! tapwatch storage: queryable history of windows, detectors and alerts.
 //!
-//! Not built yet: this crate holds its place at the end of the pipeline
-//! capture → classifier → analyzer → rules → **sinks**.
-#![deny(missing_docs)]
+//! - [`schema`]: versioned migrations for ClickHouse (18.16 to 26.x), single server or cluster.
+//! - [`writer::Store`]: the sink — a bounded queue, batches by count and age, typed inserts
+//!   with the `clickhouse` crate, an on-disk [`spool`] replayed in order with batch-id checks.
+//! - [`files`]: the embedded default, hourly `TabSeparatedWithNames` files ClickHouse loads.
+//! - [`query`]: the built-in questions of `tapwatch query`, over ClickHouse or the files.
+use std::path::PathBuf;
+
+pub mod agent;
+pub mod ch;
+pub mod config;
+pub mod convert;
+pub mod files;
+pub mod query;
+pub mod rows;
+pub mod schema;
+pub mod spool;
+pub mod tsv;
+pub mod writer;
+
+pub use ch::ClickHouse;
+pub use config::{ClickHouseConfig, StorageConfig, URL_ENV};
+pub use files::FileStore;
+pub use rows::Rows;
+pub use writer::{Backend, Store, StoreStats};
+
+/// Storage errors, each naming what was being done and where.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A setting that cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// A password file or variable that cannot be read.
+    #[error("ClickHouse credentials: {what}: {why}")]
+    Credentials {
+        /// Which setting.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// ClickHouse refused or did not answer.
+    #[error("ClickHouse {url}: {what}: {why}")]
+    ClickHouse {
+        /// Server URL.
+        url: String,
+        /// What was being done.
+        what: String,
+        /// Its answer or the transport error.
+        why: String,
+    },
+    /// A file of the store or spool.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file-store file that does not parse.
+    #[error("{path}, line {line}: {why}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Line number (1-based).
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+}

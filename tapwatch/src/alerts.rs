@@ -24,6 +24,8 @@ pub struct AlertOutput {
     pub kept: Vec<AlertEvent>,
     /// Events so far.
     pub total: u64,
+    /// Events not yet taken by the storage sink (kept only when it runs).
+    for_store: Option<Vec<AlertEvent>>,
 }
 
 impl AlertOutput {
@@ -34,9 +36,10 @@ impl AlertOutput {
         rules: &RulesConfig,
         configured: &[WebhookConfig],
         delivery: &DeliveryArgs,
+        data_dir: &Path,
     ) -> anyhow::Result<AlertOutput> {
         let engine = AlertEngine::new(rules.clone())?;
-        let spool = delivery.data_dir.join("spool");
+        let spool = data_dir.join("spool");
         let mut sinks = Vec::new();
         for cfg in configured
             .iter()
@@ -67,6 +70,7 @@ impl AlertOutput {
             drained: Vec::new(),
             kept: Vec::new(),
             total: 0,
+            for_store: None,
         })
     }
 
@@ -96,11 +100,27 @@ impl AlertOutput {
                 out.write_all(b"\n")?;
                 out.flush()?;
             }
+            if let Some(v) = &mut self.for_store {
+                v.push(event.clone());
+            }
             if self.kept.len() < KEPT {
                 self.kept.push(event);
             }
         }
         Ok(())
+    }
+
+    /// Keeps every event for [`AlertOutput::take_for_store`].
+    pub fn keep_for_store(&mut self) {
+        self.for_store.get_or_insert_with(Vec::new);
+    }
+
+    /// Events since the last call (empty unless [`AlertOutput::keep_for_store`] was called).
+    pub fn take_for_store(&mut self) -> Vec<AlertEvent> {
+        self.for_store
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Webhook sinks running.

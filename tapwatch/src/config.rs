@@ -24,6 +24,12 @@ pub struct Config {
     /// `[[webhook]]`: alert receivers.
     #[serde(default)]
     pub webhook: Vec<tapwatch_rules::webhook::WebhookConfig>,
+    /// `[storage]`: data directory, batching, spool, retention, agent id.
+    #[serde(default)]
+    pub storage: tapwatch_storage::StorageConfig,
+    /// `[clickhouse]`: the server rows go to (else the file store).
+    #[serde(default)]
+    pub clickhouse: tapwatch_storage::ClickHouseConfig,
 }
 
 impl Config {
@@ -39,10 +45,13 @@ impl Config {
 
 /// The config file and the classifier the common flags describe.
 pub fn load(common: &CommonArgs) -> anyhow::Result<(Config, Classifier)> {
-    let config = match &common.config {
+    let mut config = match &common.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
+    if let Some(d) = &common.delivery.data_dir {
+        config.storage.data_dir = d.clone();
+    }
     let tenants = match &common.tenants {
         Some(p) => TenantMap::load(p)?,
         None => TenantMap::default(),

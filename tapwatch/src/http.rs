@@ -47,6 +47,8 @@ pub struct Telemetry {
     pub window_lag_ms: AtomicU64,
     /// JSON views and alert/webhook counters, refreshed per window.
     pub views: Mutex<Views>,
+    /// The storage sink's counters, once it runs.
+    pub storage: std::sync::OnceLock<std::sync::Arc<tapwatch_storage::StoreStats>>,
 }
 
 /// The JSON views.
@@ -159,6 +161,55 @@ impl Telemetry {
             "TCP handshakes in progress.",
             per_worker(&|w| w.pending_handshakes.load(Ordering::Relaxed)),
         );
+        if let Some(st) = self.storage.get() {
+            let g = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
+            family(
+                "tapwatch_storage_rows_written_total",
+                "counter",
+                "Rows written to ClickHouse or the file store.",
+                g(&st.rows_written),
+            );
+            family(
+                "tapwatch_storage_insert_failures_total",
+                "counter",
+                "Inserts that failed (their batch was spooled).",
+                g(&st.insert_failures),
+            );
+            family(
+                "tapwatch_storage_batches_spooled_total",
+                "counter",
+                "Batches put in the storage spool.",
+                g(&st.batches_spooled),
+            );
+            family(
+                "tapwatch_storage_rows_lost_total",
+                "counter",
+                "Rows lost because the storage spool was full.",
+                g(&st.overflow_rows),
+            );
+            family(
+                "tapwatch_storage_spool_bytes",
+                "gauge",
+                "Size of the storage spool on disk.",
+                g(&st.spool_bytes),
+            );
+            family(
+                "tapwatch_storage_queue_rows",
+                "gauge",
+                "Rows queued towards the storage writer.",
+                g(&st.queue_depth),
+            );
+            let batches = st.batches_written.load(Ordering::Relaxed).max(1) as f64;
+            family(
+                "tapwatch_storage_insert_seconds_avg",
+                "gauge",
+                "Mean insert latency.",
+                vec![(
+                    String::new(),
+                    st.insert_us_total.load(Ordering::Relaxed) as f64 / batches / 1e6,
+                )],
+            );
+        }
         family(
             "tapwatch_windows_total",
             "counter",

@@ -118,6 +118,16 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
 }
 
 /// Refreshes the JSON views after a window was merged (or once, after a replay).
+/// Every worker's periodic flows, as last published.
+fn periodic_list(telemetry: &Telemetry) -> Vec<serde_json::Value> {
+    telemetry
+        .workers
+        .iter()
+        .filter_map(|w| w.heartbeats.lock().ok().map(|h| h.clone()))
+        .flatten()
+        .collect()
+}
+
 pub(crate) fn refresh_views(
     t: &Telemetry,
     merger: &Merger,
@@ -211,10 +221,23 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         &config.rules,
         &config.webhook,
         &args.common.delivery,
+        &config.storage.data_dir,
     )?;
     let mut merger = Merger::new(&config.analyzer, &cell.get(), workers);
     let mut windows = crate::alerts::WindowLog::open(args.common.windows_out.as_deref())?;
     merger.record_windows(windows.enabled());
+    let mut store = crate::store::StoreSink::open(
+        &config,
+        &cell.get(),
+        &args.common.store,
+        "run",
+        vec![args.interface.clone()],
+    )?;
+    if let Some(s) = &store {
+        merger.keep_closed(true);
+        alerts.keep_for_store();
+        let _ = telemetry.storage.set(s.stats());
+    }
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
         .duration
@@ -228,150 +251,170 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     telemetry.ready.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<ToMerger>();
-    let results: Vec<anyhow::Result<(Totals, SourceStats)>> =
-        std::thread::scope(|scope| -> anyhow::Result<_> {
-            let handles: Vec<_> = captures
-                .into_iter()
-                .enumerate()
-                .map(|(id, mut cap)| {
-                    let (stop, seen, cell, tx, config) = (
-                        Arc::clone(&stop),
-                        Arc::clone(&seen),
-                        Arc::clone(&cell),
-                        tx.clone(),
-                        &config,
-                    );
-                    let telemetry = Arc::clone(&telemetry);
-                    let count = args.count;
-                    scope.spawn(move || -> anyhow::Result<(Totals, SourceStats)> {
-                        let mut classifier = cell.get();
-                        let mut generation = cell.generation();
-                        let mut totals = Totals::new(classifier.type_count());
-                        let mut shard = Shard::new(&config.analyzer, &classifier);
-                        let mut findings = Vec::new();
-                        let mut closed = Vec::new();
-                        let mut unpublished = 0u64;
-                        let mut kernel_read = Instant::now();
-                        let counters = &telemetry.workers[id];
-                        let send = |findings: &mut Vec<Finding>, closed: &mut Vec<WindowStats>| {
-                            if !findings.is_empty() {
-                                let _ = tx.send(ToMerger::Findings(std::mem::take(findings)));
-                            }
-                            for w in closed.drain(..) {
-                                let _ = tx.send(ToMerger::Window(id, Box::new(w)));
-                            }
-                        };
-                        loop {
-                            if stop.load(Ordering::Relaxed)
-                                || deadline.is_some_and(|d| Instant::now() >= d)
-                            {
-                                break;
-                            }
-                            if let Some(frame) = cap.next_frame(POLL)? {
-                                let meta = classifier.classify(&frame);
-                                totals.add(&meta);
-                                shard.observe(&meta, &mut findings, &mut closed);
-                                if !findings.is_empty() || !closed.is_empty() {
-                                    send(&mut findings, &mut closed);
-                                }
-                                unpublished += 1;
-                                if unpublished < PUBLISH_EVERY && count.is_none() {
-                                    continue;
-                                }
-                            } else {
-                                // A quiet link still moves event time: deadlines fire on time.
-                                shard.advance(wall_ns(), &mut findings, &mut closed);
+    let (storage, results): (
+        Option<serde_json::Value>,
+        Vec<anyhow::Result<(Totals, SourceStats)>>,
+    ) = std::thread::scope(|scope| -> anyhow::Result<_> {
+        let handles: Vec<_> = captures
+            .into_iter()
+            .enumerate()
+            .map(|(id, mut cap)| {
+                let (stop, seen, cell, tx, config) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&seen),
+                    Arc::clone(&cell),
+                    tx.clone(),
+                    &config,
+                );
+                let telemetry = Arc::clone(&telemetry);
+                let count = args.count;
+                scope.spawn(move || -> anyhow::Result<(Totals, SourceStats)> {
+                    let mut classifier = cell.get();
+                    let mut generation = cell.generation();
+                    let mut totals = Totals::new(classifier.type_count());
+                    let mut shard = Shard::new(&config.analyzer, &classifier);
+                    let mut findings = Vec::new();
+                    let mut closed = Vec::new();
+                    let mut unpublished = 0u64;
+                    let mut kernel_read = Instant::now();
+                    let counters = &telemetry.workers[id];
+                    let send = |findings: &mut Vec<Finding>, closed: &mut Vec<WindowStats>| {
+                        if !findings.is_empty() {
+                            let _ = tx.send(ToMerger::Findings(std::mem::take(findings)));
+                        }
+                        for w in closed.drain(..) {
+                            let _ = tx.send(ToMerger::Window(id, Box::new(w)));
+                        }
+                    };
+                    loop {
+                        if stop.load(Ordering::Relaxed)
+                            || deadline.is_some_and(|d| Instant::now() >= d)
+                        {
+                            break;
+                        }
+                        if let Some(frame) = cap.next_frame(POLL)? {
+                            let meta = classifier.classify(&frame);
+                            totals.add(&meta);
+                            shard.observe(&meta, &mut findings, &mut closed);
+                            if !findings.is_empty() || !closed.is_empty() {
                                 send(&mut findings, &mut closed);
                             }
-                            let total =
-                                seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
-                            unpublished = 0;
-                            publish(counters, &totals, &shard);
-                            if cell.generation() != generation {
-                                generation = cell.generation();
-                                classifier = cell.get();
-                                shard.relabel(&classifier);
+                            unpublished += 1;
+                            if unpublished < PUBLISH_EVERY && count.is_none() {
+                                continue;
                             }
-                            if kernel_read.elapsed() >= Duration::from_secs(1) {
-                                kernel_read = Instant::now();
-                                let k = cap.stats();
-                                counters
-                                    .kernel_packets
-                                    .store(k.kernel_packets, Ordering::Relaxed);
-                                counters
-                                    .kernel_drops
-                                    .store(k.kernel_drops, Ordering::Relaxed);
-                                if let Ok(mut h) = counters.heartbeats.lock() {
-                                    *h = shard.periodic_flows(200);
-                                }
-                            }
-                            if count.is_some_and(|c| total >= c) {
-                                stop.store(true, Ordering::Relaxed);
+                        } else {
+                            // A quiet link still moves event time: deadlines fire on time.
+                            shard.advance(wall_ns(), &mut findings, &mut closed);
+                            send(&mut findings, &mut closed);
+                        }
+                        let total = seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
+                        unpublished = 0;
+                        publish(counters, &totals, &shard);
+                        if cell.generation() != generation {
+                            generation = cell.generation();
+                            classifier = cell.get();
+                            shard.relabel(&classifier);
+                        }
+                        if kernel_read.elapsed() >= Duration::from_secs(1) {
+                            kernel_read = Instant::now();
+                            let k = cap.stats();
+                            counters
+                                .kernel_packets
+                                .store(k.kernel_packets, Ordering::Relaxed);
+                            counters
+                                .kernel_drops
+                                .store(k.kernel_drops, Ordering::Relaxed);
+                            if let Ok(mut h) = counters.heartbeats.lock() {
+                                *h = shard.periodic_flows(200);
                             }
                         }
-                        seen.fetch_add(unpublished, Ordering::Relaxed);
-                        shard.finish(&mut closed);
-                        send(&mut findings, &mut closed);
-                        Ok((totals, cap.stats()))
-                    })
+                        if count.is_some_and(|c| total >= c) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    seen.fetch_add(unpublished, Ordering::Relaxed);
+                    shard.finish(&mut closed);
+                    send(&mut findings, &mut closed);
+                    Ok((totals, cap.stats()))
                 })
-                .collect();
-            drop(tx);
-            let mut findings = Vec::new();
-            // The merger runs here until every worker has hung up.
-            loop {
-                if reload.swap(false, Ordering::Relaxed) {
-                    match crate::config::load(&args.common).and_then(|(cfg, c)| {
-                        alerts.set_rules(&cfg.rules)?;
-                        Ok(c)
-                    }) {
-                        Ok(c) => {
-                            merger.relabel(&c);
-                            cell.set(c);
-                            tracing::info!(
-                                "SIGHUP: reloaded the rules and the tenants file; capture went on"
-                            );
+            })
+            .collect();
+        drop(tx);
+        let mut findings = Vec::new();
+        // The merger runs here until every worker has hung up.
+        loop {
+            if reload.swap(false, Ordering::Relaxed) {
+                match crate::config::load(&args.common).and_then(|(cfg, c)| {
+                    alerts.set_rules(&cfg.rules)?;
+                    Ok(c)
+                }) {
+                    Ok(c) => {
+                        merger.relabel(&c);
+                        cell.set(c);
+                        tracing::info!(
+                            "SIGHUP: reloaded the rules and the tenants file; capture went on"
+                        );
+                    }
+                    Err(e) => tracing::error!(
+                        "SIGHUP: reload failed, keeping the old configuration: {e:#}"
+                    ),
+                }
+            }
+            let msg = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            match msg {
+                ToMerger::Window(shard, w) => {
+                    let end = w.end_ns;
+                    merger.push(shard, *w, &mut findings);
+                    windows.write(merger.take_window_log())?;
+                    alerts.tick(end)?;
+                    refresh_views(&telemetry, &merger, &alerts, &cell.get());
+                    if let Some(s) = &mut store {
+                        s.windows(&mut merger, &cell.get());
+                        if s.periodic_due() {
+                            s.periodic(&periodic_list(&telemetry), end);
                         }
-                        Err(e) => tracing::error!(
-                            "SIGHUP: reload failed, keeping the old configuration: {e:#}"
-                        ),
                     }
                 }
-                let msg = match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                };
-                match msg {
-                    ToMerger::Window(shard, w) => {
-                        let end = w.end_ns;
-                        merger.push(shard, *w, &mut findings);
-                        windows.write(merger.take_window_log())?;
-                        alerts.tick(end)?;
-                        refresh_views(&telemetry, &merger, &alerts, &cell.get());
-                    }
-                    ToMerger::Findings(f) => findings.extend(f),
-                }
-                if !findings.is_empty() {
-                    alerts.publish(std::mem::take(&mut findings))?;
-                }
+                ToMerger::Findings(f) => findings.extend(f),
             }
-            merger.finish(&mut findings);
-            windows.write(merger.take_window_log())?;
-            alerts.publish(findings)?;
-            alerts.finish(&args.common.delivery)?;
-            http_stop.store(true, Ordering::Relaxed);
-            if let Some(h) = http {
-                let _ = h.join();
+            if !findings.is_empty() {
+                alerts.publish(std::mem::take(&mut findings))?;
             }
-            Ok(handles
+            if let Some(s) = &mut store {
+                s.alerts(&alerts.take_for_store());
+            }
+        }
+        merger.finish(&mut findings);
+        windows.write(merger.take_window_log())?;
+        alerts.publish(findings)?;
+        alerts.finish(&args.common.delivery)?;
+        let storage = store.take().map(|mut s| {
+            s.windows(&mut merger, &cell.get());
+            s.alerts(&alerts.take_for_store());
+            let end = merger.last_window.as_ref().map_or(0, |w| w.end_ns);
+            s.periodic(&periodic_list(&telemetry), end);
+            s.close()
+        });
+        http_stop.store(true, Ordering::Relaxed);
+        if let Some(h) = http {
+            let _ = h.join();
+        }
+        Ok((
+            storage,
+            handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(anyhow::anyhow!("capture worker panicked")))
                 })
-                .collect())
-        })?;
+                .collect(),
+        ))
+    })?;
     let classifier = cell.get();
     let mut totals = Totals::new(classifier.type_count());
     let mut stats = SourceStats::default();
@@ -391,6 +434,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         analyzer: None,
         merger: Some(&merger),
         alerts: Some(&alerts),
+        storage,
         to_stderr: args
             .alerts_out
             .as_deref()

@@ -9,10 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
 mod config;
+mod history;
 mod http;
 mod live;
 mod output;
 mod replay;
+mod store;
 
 /// Passive traffic-pattern anomaly detector for relays and load balancers.
 ///
@@ -130,6 +132,25 @@ enum Command {
         after_help = "Example:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60"
     )]
     Deliver(DeliverArgs),
+    /// Print or apply the ClickHouse schema (versioned migrations).
+    #[command(subcommand)]
+    Schema(history::SchemaCommand),
+    /// Ask the stored history a built-in question (ClickHouse or the file store).
+    ///
+    /// Questions: top-talkers (sources by packets in the heavy-hitter sketches, merged across
+    /// agents), alerts, heartbeat-gaps (silences that ended and how long they were),
+    /// setup-growth (per tenant: nodes, setups and the latest exponent), latency (handshake
+    /// p50/p99/max per tenant and stage). ClickHouse when `[clickhouse] url` or
+    /// TAPWATCH_CLICKHOUSE_URL is set, else the file store under the data directory.
+    #[command(
+        after_help = "Examples:\n  tapwatch query top-talkers --since 1h\n  tapwatch query alerts --since 2026-11-17T14:00:00Z --until 2026-11-17T14:20:00Z --agent relay7\n  tapwatch query setup-growth --tenant acme --format json\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch query latency --format csv"
+    )]
+    Query(history::QueryArgs),
+    /// Load the file store (hourly TabSeparatedWithNames files) into ClickHouse.
+    #[command(
+        after_help = "Example:\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch load --data-dir ./tapwatch-data"
+    )]
+    Load(history::LoadArgs),
     /// Write a seeded, labelled scenario capture (e.g. the bundled demo).
     #[command(after_help = "Example:\n  tapwatch scenario demo --out data/demo.pcap --seed 1")]
     Scenario(ScenarioArgs),
@@ -178,6 +199,19 @@ pub struct CommonArgs {
     pub windows_out: Option<PathBuf>,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where rows of history go.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Keep no history: no rows to ClickHouse or the file store.
+    #[arg(long)]
+    pub no_store: bool,
+    /// Agent id on every stored row (default: `[storage] agent_id`, else the host name).
+    #[arg(long, value_name = "ID")]
+    pub agent_id: Option<String>,
 }
 
 /// Where alerts are delivered besides the summary.
@@ -187,9 +221,10 @@ pub struct DeliveryArgs {
     /// the config for other formats, secrets and rate limits.
     #[arg(long = "webhook", value_name = "URL")]
     pub webhooks: Vec<String>,
-    /// Directory for tapwatch's own state: the webhook spools live under `spool/`.
-    #[arg(long, value_name = "DIR", default_value = "tapwatch-data")]
-    pub data_dir: PathBuf,
+    /// Data directory (default `./tapwatch-data`, or `[storage] data_dir`): the file store's
+    /// hourly files, and the webhook and ClickHouse spools under `spool/`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// At exit, wait at most this many seconds for webhook deliveries; what is left stays
     /// spooled for the next run.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
@@ -282,9 +317,12 @@ enum RulesCommand {
 
 #[derive(Args, Debug)]
 struct DeliverArgs {
-    /// Config file with `[[webhook]]` tables.
+    /// Config file with `[[webhook]]` tables and/or `[clickhouse]`.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Agent id the spooled rows were written as (it checks batch ids with it).
+    #[arg(long, value_name = "ID")]
+    agent_id: Option<String>,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -333,6 +371,9 @@ fn main() -> ExitCode {
         }),
         Command::Scenario(a) => scenario(&a),
         Command::Deliver(a) => deliver(&a),
+        Command::Schema(c) => history::schema(&c),
+        Command::Query(a) => history::query(&a),
+        Command::Load(a) => history::load(&a),
         Command::Rules(RulesCommand::Check { file, tenants }) => {
             config::check(&file, tenants.as_deref())
         }
@@ -374,12 +415,39 @@ fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
         Some(p) => config::Config::load(p)?,
         None => config::Config::default(),
     };
-    let mut out = alerts::AlertOutput::new(None, &config.rules, &config.webhook, &a.delivery)?;
+    let data_dir = a
+        .delivery
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.storage.data_dir.clone());
+    let mut out =
+        alerts::AlertOutput::new(None, &config.rules, &config.webhook, &a.delivery, &data_dir)?;
+    let clickhouse = config.clickhouse.effective_url().is_some();
     anyhow::ensure!(
-        out.sink_count() > 0,
-        "no webhook to deliver to: give --webhook URL or [[webhook]] tables in --config"
+        out.sink_count() > 0 || clickhouse,
+        "nothing to deliver to: give --webhook URL, [[webhook]] tables or [clickhouse] in --config, or TAPWATCH_CLICKHOUSE_URL"
     );
     out.finish(&a.delivery)?;
+    if clickhouse {
+        let mut storage = config.storage.clone();
+        storage.data_dir = data_dir;
+        storage.drain_timeout_s = a.delivery.drain_timeout;
+        let backend = tapwatch_storage::Backend::from_config(&config.clickhouse, &storage)?;
+        let agent = a
+            .agent_id
+            .clone()
+            .or(storage.agent_id.clone())
+            .unwrap_or_else(tapwatch_storage::agent::hostname);
+        let store = tapwatch_storage::Store::start(&storage, backend, &agent)?;
+        let describe = store.describe().to_string();
+        let left = store.close();
+        anyhow::ensure!(
+            left == 0,
+            "{describe}: {left} batches remain spooled after {:.0} s",
+            a.delivery.drain_timeout
+        );
+        println!("{describe}: spool delivered");
+    }
     Ok(())
 }
 

@@ -29,6 +29,8 @@ pub struct Summary<'a> {
     pub analyzer: Option<&'a Analyzer>,
     pub merger: Option<&'a Merger>,
     pub alerts: Option<&'a AlertOutput>,
+    /// What the storage sink wrote (rows, batches, spool).
+    pub storage: Option<serde_json::Value>,
     /// Write to standard error (standard output carries the alerts).
     pub to_stderr: bool,
 }
@@ -108,6 +110,9 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         }
         if let Some(a) = s.alerts {
             v["alerts"] = serde_json::json!({"events": a.total, "open": a.open(), "by_kind_state": a.counts(), "list": a.kept, "webhooks": a.delivery_report()});
+        }
+        if let Some(st) = &s.storage {
+            v["storage"] = st.clone();
         }
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
@@ -262,6 +267,22 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
             )?;
         }
     }
+    if let Some(st) = &s.storage {
+        let left = st["batches_left_spooled"].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "
+history: {} rows to {} as agent {}{}",
+            st["rows_written"],
+            st["backend"].as_str().unwrap_or(""),
+            st["agent"],
+            if left > 0 {
+                format!("; {left} batches still spooled")
+            } else {
+                String::new()
+            }
+        )?;
+    }
     Ok(())
 }
 
@@ -302,7 +323,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

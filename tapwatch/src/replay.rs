@@ -43,8 +43,16 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         &config.rules,
         &config.webhook,
         &common.delivery,
+        &config.storage.data_dir,
     )?;
     let mut analyzer = Analyzer::new(&config.analyzer, &classifier);
+    let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let mut store =
+        crate::store::StoreSink::open(&config, &classifier, &common.store, "replay", inputs)?;
+    if store.is_some() {
+        analyzer.merger_mut().keep_closed(true);
+        alerts.keep_for_store();
+    }
     let mut windows = crate::alerts::WindowLog::open(common.windows_out.as_deref())?;
     analyzer.merger_mut().record_windows(windows.enabled());
     let mut readers = Vec::with_capacity(files.len());
@@ -73,6 +81,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         analyzer: &mut analyzer,
         alerts: &mut alerts,
         windows: &mut windows,
+        store: store.as_mut(),
         pacer: &mut pacer,
         bar: &bar,
         print_packets,
@@ -95,6 +104,17 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     alerts.publish(analyzer.take_findings())?;
     windows.write(analyzer.merger_mut().take_window_log())?;
     alerts.finish(&common.delivery)?;
+    let storage = store.map(|mut s| {
+        s.windows(analyzer.merger_mut(), &classifier);
+        s.alerts(&alerts.take_for_store());
+        let last_ns = analyzer
+            .merger()
+            .last_window
+            .as_ref()
+            .map_or(0, |w| w.end_ns);
+        s.periodic(&analyzer.shard().periodic_flows(usize::MAX), last_ns);
+        s.close()
+    });
     bar.finish_and_clear();
     for w in &warnings {
         tracing::warn!("{w}");
@@ -110,6 +130,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         analyzer: Some(&analyzer),
         merger: None,
         alerts: Some(&alerts),
+        storage,
         to_stderr: alerts_out.is_some_and(|p| p.as_os_str() == "-"),
     })?;
     match serve {
@@ -125,6 +146,7 @@ struct Pipeline<'a> {
     analyzer: &'a mut Analyzer,
     alerts: &'a mut crate::alerts::AlertOutput,
     windows: &'a mut crate::alerts::WindowLog,
+    store: Option<&'a mut crate::store::StoreSink>,
     pacer: &'a mut Pacer,
     bar: &'a ProgressBar,
     print_packets: bool,
@@ -141,6 +163,14 @@ impl Pipeline<'_> {
             self.analyzer.observe(&meta);
             if self.analyzer.has_findings() {
                 self.alerts.publish(self.analyzer.take_findings())?;
+                if let Some(s) = self.store.as_deref_mut() {
+                    s.alerts(&self.alerts.take_for_store());
+                }
+            }
+            if self.analyzer.merger().has_closed() {
+                if let Some(s) = self.store.as_deref_mut() {
+                    s.windows(self.analyzer.merger_mut(), self.classifier);
+                }
             }
             if self.analyzer.merger().has_window_log() {
                 self.windows

@@ -2,9 +2,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The binary under test.
+/// The binary under test (never pointed at a ClickHouse by the caller's environment).
 pub fn tapwatch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tapwatch"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tapwatch"));
+    c.env_remove("TAPWATCH_CLICKHOUSE_URL");
+    c
 }
 
 /// Workspace root.
@@ -59,7 +61,7 @@ pub fn replay_json(args: &[&str]) -> serde_json::Value {
     let out = run(tapwatch()
         .arg("replay")
         .args(args)
-        .args(["--format", "json"]));
+        .args(["--format", "json", "--no-store"]));
     assert!(
         out.status.success(),
         "tapwatch replay {args:?} failed: {}",

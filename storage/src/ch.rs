@@ -1,0 +1,331 @@
+//! The ClickHouse side: the `clickhouse` client over HTTP(S), schema application, typed
+//! inserts, spooled-batch replay, batch-id checks, retention and JSON queries.
+use std::time::Duration;
+
+use clickhouse::{Client, Compression};
+
+use crate::config::ClickHouseConfig;
+use crate::rows::StoredRow;
+use crate::schema::{partition_last_day, Layout, MIGRATIONS};
+use crate::StorageError;
+
+/// A connection to one ClickHouse server (of a cluster, possibly) with its own runtime.
+pub struct ClickHouse {
+    client: Client,
+    url: String,
+    /// Database and cluster.
+    pub layout: Layout,
+    rt: tokio::runtime::Runtime,
+    timeout: Duration,
+}
+
+fn ch_err(url: &str, what: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::ClickHouse {
+        url: url.to_string(),
+        what: what.to_string(),
+        why: e.to_string(),
+    }
+}
+
+impl ClickHouse {
+    /// A client for `url` with the settings of `cfg` (no request is made yet).
+    pub fn new(url: &str, cfg: &ClickHouseConfig) -> Result<ClickHouse, StorageError> {
+        cfg.check()?;
+        let mut client = Client::default()
+            .with_url(url)
+            .with_validation(cfg.validation)
+            .with_compression(if cfg.lz4 {
+                Compression::Lz4
+            } else {
+                Compression::None
+            });
+        if let Some(u) = &cfg.user {
+            client = client.with_user(u);
+        }
+        if let Some(p) = cfg.password()? {
+            client = client.with_password(p);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ch_err(url, "starting the client runtime", e))?;
+        Ok(ClickHouse {
+            client,
+            url: url.to_string(),
+            layout: Layout {
+                database: cfg.database.clone(),
+                cluster: cfg.cluster.clone(),
+            },
+            rt,
+            timeout: Duration::from_secs_f64(cfg.timeout_s.max(0.1)),
+        })
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn run<F: std::future::Future<Output = Result<T, clickhouse::error::Error>>, T>(
+        &self,
+        what: &str,
+        f: F,
+    ) -> Result<T, StorageError> {
+        self.rt.block_on(async {
+            match tokio::time::timeout(self.timeout, f).await {
+                Ok(r) => r.map_err(|e| ch_err(&self.url, what, e)),
+                Err(_) => Err(ch_err(
+                    &self.url,
+                    what,
+                    format!("no answer in {:?}", self.timeout),
+                )),
+            }
+        })
+    }
+
+    /// Runs one statement (DDL or ALTER), outside the `tapwatch` database if need be.
+    pub fn execute(&self, sql: &str) -> Result<(), StorageError> {
+        let short: String = sql.chars().take(80).collect();
+        self.run(
+            &format!("running `{short}…`"),
+            self.client.query(sql).execute(),
+        )
+    }
+
+    /// The server's version string.
+    pub fn version(&self) -> Result<String, StorageError> {
+        self.run(
+            "asking the version",
+            self.client.query("SELECT version()").fetch_one::<String>(),
+        )
+    }
+
+    /// Migrations already applied (versions).
+    pub fn applied(&self) -> Result<Vec<u32>, StorageError> {
+        let sql = format!(
+            "SELECT DISTINCT version FROM {}.schema_migrations ORDER BY version",
+            self.layout.database
+        );
+        self.run(
+            "reading schema_migrations",
+            self.client.query(&sql).fetch_all::<u32>(),
+        )
+    }
+
+    /// Applies the migrations not applied yet (every statement is idempotent); returns the
+    /// versions applied now.
+    pub fn apply_schema(&self) -> Result<Vec<u32>, StorageError> {
+        for st in self.layout.preamble() {
+            self.execute(&st)?;
+        }
+        let done = self.applied()?;
+        let mut now = Vec::new();
+        for m in MIGRATIONS {
+            if done.contains(&m.version) {
+                continue;
+            }
+            for st in self.layout.statements(m) {
+                self.execute(&st)?;
+            }
+            let table = self.layout.insert_table("schema_migrations");
+            self.execute(&format!(
+                "INSERT INTO {table} (version, name, applied) VALUES ({}, '{}', now())",
+                m.version, m.name
+            ))?;
+            now.push(m.version);
+        }
+        Ok(now)
+    }
+
+    /// Inserts typed rows in one `INSERT` (one block: all or nothing).
+    pub fn insert<T: StoredRow>(&self, rows: &[T]) -> Result<(), StorageError> {
+        // Database and table names are checked identifiers (see `ClickHouseConfig::check`).
+        let table = self.layout.insert_table(T::TABLE);
+        self.run(
+            &format!("inserting {} rows into {table}", rows.len()),
+            async {
+                let mut ins = self.client.insert_unescaped::<T>(&table).await?;
+                for r in rows {
+                    ins.write(r).await?;
+                }
+                ins.end().await
+            },
+        )
+    }
+
+    /// Inserts rows given as TabSeparated (a spooled batch or a file-store file).
+    pub fn insert_tsv(
+        &self,
+        table: &str,
+        columns: &[&str],
+        tsv: &[u8],
+        with_names: bool,
+    ) -> Result<(), StorageError> {
+        let target = self.layout.insert_table(table);
+        let format = if with_names {
+            "TabSeparatedWithNames"
+        } else {
+            "TabSeparated"
+        };
+        let sql = format!(
+            "INSERT INTO {target} ({}) FORMAT {format}",
+            columns.join(", ")
+        );
+        let data = bytes::Bytes::copy_from_slice(tsv);
+        self.run(&format!("inserting a batch into {target}"), async {
+            let mut ins = self.client.insert_formatted_with(sql);
+            ins.send(data).await?;
+            ins.end().await
+        })
+    }
+
+    /// Whether rows of this agent's batch are already in the table (a retried batch whose
+    /// first attempt did land).
+    pub fn batch_exists(
+        &self,
+        table: &str,
+        agent: &str,
+        batch: u64,
+        ts_min: u32,
+        ts_max: u32,
+    ) -> Result<bool, StorageError> {
+        let target = self.layout.insert_table(table);
+        let sql = format!(
+            "SELECT count() FROM {target} WHERE agent = ? AND batch = ? AND ts >= toDateTime(?, 'UTC') AND ts <= toDateTime(?, 'UTC')"
+        );
+        let n = self.run(
+            "checking a batch id",
+            self.client
+                .query(&sql)
+                .bind(agent)
+                .bind(batch)
+                .bind(ts_min)
+                .bind(ts_max)
+                .fetch_one::<u64>(),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Runs a query whose rows are `T`, read as RowBinary (with validation off, field widths
+    /// must equal column types exactly, as for inserts).
+    pub fn select<T>(&self, sql: &str) -> Result<Vec<T>, StorageError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.run("reading rows", self.client.query(sql).fetch_all::<T>())
+    }
+
+    /// Runs a query and returns its rows as JSON objects (64-bit integers as numbers).
+    pub fn query_json(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StorageError> {
+        let bytes = self.run("running a query", async {
+            let mut cursor = self
+                .client
+                .query(sql)
+                .with_setting("output_format_json_quote_64bit_integers", "0")
+                .fetch_bytes("JSONEachRow")?;
+            let mut all = Vec::new();
+            while let Some(chunk) = cursor.next().await? {
+                all.extend_from_slice(&chunk);
+            }
+            Ok(all)
+        })?;
+        let mut rows = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| ch_err(&self.url, "reading a query's answer", e))?;
+            if let serde_json::Value::Object(m) = v {
+                rows.push(m);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Drops partitions whose last day is older than each table's retention; returns
+    /// (table, partition) dropped.
+    pub fn drop_expired(
+        &self,
+        retention: &dyn Fn(&str) -> u32,
+        today: u32,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Part {
+            table: String,
+            partition: String,
+        }
+        let suffix = if self.layout.cluster.is_some() {
+            "_local"
+        } else {
+            ""
+        };
+        let sql =
+            "SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active";
+        let parts = self.run(
+            "listing partitions",
+            self.client
+                .query(sql)
+                .bind(self.layout.database.as_str())
+                .fetch_all::<Part>(),
+        )?;
+        let mut dropped = Vec::new();
+        for p in parts {
+            let Some(base) = p.table.strip_suffix(suffix) else {
+                continue;
+            };
+            if !Layout::data_tables().any(|t| t == base) {
+                continue;
+            }
+            let Some(last) = partition_last_day(&p.partition) else {
+                continue;
+            };
+            if days_between(last, today) > i64::from(retention(base)) {
+                let oc = match &self.layout.cluster {
+                    Some(c) => format!(" ON CLUSTER {c}"),
+                    None => String::new(),
+                };
+                self.execute(&format!(
+                    "ALTER TABLE {}.{}{oc} DROP PARTITION {}",
+                    self.layout.database, p.table, p.partition
+                ))?;
+                dropped.push((p.table, p.partition));
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// Days from `a` to `b`, both `YYYYMMDD` (an over-long month end like 20261131 counts as
+/// the month's last day and beyond, which only delays a drop by a day).
+pub fn days_between(a: u32, b: u32) -> i64 {
+    fn days(d: u32) -> i64 {
+        let (y, m, d) = (
+            (d / 10000) as i64,
+            ((d / 100) % 100) as i64,
+            (d % 100) as i64,
+        );
+        // Days from civil (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146097 + doe
+    }
+    days(b) - days(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::days_between;
+
+    #[test]
+    fn days_between_dates() {
+        assert_eq!(days_between(20261123, 20261124), 1);
+        assert_eq!(days_between(20261231, 20270101), 1);
+        assert_eq!(days_between(20240228, 20240301), 2);
+        assert_eq!(days_between(20261101, 20261123), 22);
+    }
+}

@@ -1,0 +1,270 @@
+//! Rows from the pipeline's outputs: finished windows, growth points, alert events, the
+//! periodic-flow list, and the agent's own record.
+use std::net::IpAddr;
+
+use hdrhistogram::Histogram;
+use tapwatch_analyzer::{GrowthSample, WindowStats};
+use tapwatch_classifier::{Classifier, TenantId, TenantMap};
+use tapwatch_rules::AlertEvent;
+
+use crate::rows::*;
+
+fn secs(ns: u64) -> u32 {
+    (ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32
+}
+
+/// Rows of one finished base window: traffic cells, tenants, heavy hitters (top `top` per
+/// dimension) and handshake latency per tenant and per server.
+pub fn window_rows(
+    w: &WindowStats,
+    tenants: &TenantMap,
+    classifier: &Classifier,
+    setup: &[bool],
+    agent: &str,
+    top: usize,
+    out: &mut Rows,
+) {
+    let ts = secs(w.start_ns);
+    let window_ms = ((w.end_ns - w.start_ns) / 1_000_000) as u32;
+    let name = |t: TenantId| tenants.name(t).to_string();
+    for (tenant, kind, class, size, c) in w.traffic.iter() {
+        out.traffic.push(TrafficRow {
+            ts,
+            agent: agent.to_string(),
+            batch: 0,
+            window_ms,
+            tenant: name(tenant),
+            source_class: class.name().to_string(),
+            protocol_type: classifier
+                .type_at(kind)
+                .map_or("other", |k| classifier.type_name(k))
+                .to_string(),
+            size_class: size.name().to_string(),
+            packets: c.packets,
+            bytes: c.bytes,
+            setups: if setup.get(kind).copied().unwrap_or(false) {
+                c.packets
+            } else {
+                0
+            },
+        });
+    }
+    for (i, t) in w.tenants.iter().enumerate() {
+        if t.packets == 0 {
+            continue;
+        }
+        let tenant = name(TenantId(i as u16));
+        out.tenants.push(TenantRow {
+            ts,
+            agent: agent.to_string(),
+            batch: 0,
+            window_ms,
+            tenant: tenant.clone(),
+            packets: t.packets,
+            bytes: t.bytes,
+            setups: t.setups,
+            sources: t.nodes.count().0,
+        });
+        for (stage, h) in [
+            ("syn_to_syn_ack", &t.syn_to_syn_ack),
+            ("syn_ack_to_ack", &t.syn_ack_to_ack),
+        ] {
+            if let Some(row) = latency_row(ts, agent, window_ms, &tenant, None, stage, h.as_ref()) {
+                out.latency.push(row);
+            }
+        }
+    }
+    for ((addr, port), s) in &w.servers {
+        let tenant = name(tenants.lookup(*addr));
+        if let Some(row) = latency_row(
+            ts,
+            agent,
+            window_ms,
+            &tenant,
+            Some((*addr, *port)),
+            "syn_to_syn_ack",
+            s.syn_to_syn_ack.as_ref(),
+        ) {
+            out.latency.push(row);
+        }
+    }
+    let mut hh = |dimension: &str, entries: Vec<(IpAddr, u16, u8, u64, u64)>, bound: u64| {
+        for (rank, (a, port, proto, count, secondary)) in entries.into_iter().enumerate() {
+            out.heavy_hitters.push(HeavyHitterRow {
+                ts,
+                agent: agent.to_string(),
+                batch: 0,
+                window_ms,
+                dimension: dimension.to_string(),
+                rank: rank as u16 + 1,
+                address: address(Some(a)),
+                port,
+                proto,
+                tenant: name(tenants.lookup(a)),
+                packets: count,
+                bytes: secondary,
+                error_bound: bound,
+                window_packets: w.packets,
+            });
+        }
+    };
+    hh(
+        "source",
+        w.sources
+            .top(top)
+            .iter()
+            .map(|e| (e.key, 0, 0, e.count, e.secondary))
+            .collect(),
+        w.sources.error_bound(),
+    );
+    hh(
+        "source_bytes",
+        w.source_bytes
+            .top(top)
+            .iter()
+            .map(|e| (e.key, 0, 0, e.count, e.secondary))
+            .collect(),
+        w.source_bytes.error_bound(),
+    );
+    hh(
+        "service",
+        w.services
+            .top(top)
+            .iter()
+            .map(|e| (e.key.0, e.key.1, e.key.2, e.count, e.secondary))
+            .collect(),
+        w.services.error_bound(),
+    );
+    hh(
+        "destination",
+        w.destinations
+            .top(top)
+            .iter()
+            .map(|e| (e.key, 0, 0, e.count, e.secondary))
+            .collect(),
+        w.destinations.error_bound(),
+    );
+}
+
+fn latency_row(
+    ts: u32,
+    agent: &str,
+    window_ms: u32,
+    tenant: &str,
+    server: Option<(IpAddr, u16)>,
+    stage: &str,
+    h: Option<&Histogram<u64>>,
+) -> Option<LatencyRow> {
+    let h = h.filter(|h| !h.is_empty())?;
+    Some(LatencyRow {
+        ts,
+        agent: agent.to_string(),
+        batch: 0,
+        window_ms,
+        tenant: tenant.to_string(),
+        server: address(server.map(|s| s.0)),
+        server_port: server.map_or(0, |s| s.1),
+        stage: stage.to_string(),
+        samples: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
+    })
+}
+
+/// A setup-growth row.
+pub fn growth_row(g: &GrowthSample, agent: &str) -> GrowthRow {
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    GrowthRow {
+        ts: secs(g.start_ns),
+        agent: agent.to_string(),
+        batch: 0,
+        tenant: g.tenant.clone(),
+        point_s: g.width_s.round() as u32,
+        nodes: g.nodes,
+        setups: g.setups,
+        exponent: g.fit.map_or(0.0, |f| finite(f.slope)),
+        exponent_low: g.fit.map_or(0.0, |f| finite(f.slope_low)),
+        exponent_high: g.fit.map_or(0.0, |f| finite(f.slope_high)),
+        r2: g.fit.map_or(0.0, |f| finite(f.r2)),
+        fit_points: g.fit.map_or(0, |f| f.n as u32),
+    }
+}
+
+fn ms_of_rfc3339(s: &str) -> u64 {
+    tapwatch_rules::parse_rfc3339(s).map_or(0, |ns| ns / 1_000_000)
+}
+
+/// The `alerts` row of an alert event, and its `heartbeat_gaps` row for a missed heartbeat.
+pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
+    let detected_ms = ms_of_rfc3339(&e.detected_at);
+    let started_ms = ms_of_rfc3339(&e.started_at);
+    let state = match e.state {
+        tapwatch_rules::AlertState::Firing => "firing",
+        tapwatch_rules::AlertState::Resolved => "resolved",
+    };
+    let ts = (detected_ms / 1000) as u32;
+    out.alerts.push(AlertRow {
+        ts,
+        agent: agent.to_string(),
+        batch: 0,
+        id: e.id.clone(),
+        kind: e.kind.to_string(),
+        state: state.to_string(),
+        severity: serde_json::to_value(e.severity)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        tenant: e.tenant.clone().unwrap_or_default(),
+        subject: e.subject.clone(),
+        started_ms,
+        detected_ms,
+        value: if e.value.is_finite() { e.value } else { 0.0 },
+        threshold: if e.threshold.is_finite() {
+            e.threshold
+        } else {
+            0.0
+        },
+        evidence: e.evidence.to_string(),
+        version: e.version,
+    });
+    if e.kind == "missed_heartbeat" {
+        let ev = &e.evidence;
+        let gap_s = match e.state {
+            tapwatch_rules::AlertState::Resolved => ev["gap_s"].as_f64().unwrap_or(e.value),
+            tapwatch_rules::AlertState::Firing => e.value,
+        };
+        out.heartbeat_gaps.push(HeartbeatGapRow {
+            ts,
+            agent: agent.to_string(),
+            batch: 0,
+            tenant: e.tenant.clone().unwrap_or_default(),
+            flow: e.subject.clone(),
+            state: state.to_string(),
+            bfd: u8::from(ev.get("bfd").is_some()),
+            period_ms: ev["period_s"].as_f64().unwrap_or(0.0) * 1000.0,
+            gap_ms: gap_s * 1000.0,
+            started_ms,
+            alert_id: e.id.clone(),
+        });
+    }
+}
+
+/// `periodic_flows` rows from the analyzer's periodic-flow list (JSON objects with
+/// `subject`, `tenant`, `bfd`, `period_s`, `late`, `last_gap_s`).
+pub fn periodic_rows(list: &[serde_json::Value], ts_ns: u64, agent: &str, out: &mut Rows) {
+    for f in list {
+        out.periodic_flows.push(PeriodicFlowRow {
+            ts: secs(ts_ns),
+            agent: agent.to_string(),
+            batch: 0,
+            tenant: f["tenant"].as_str().unwrap_or("unassigned").to_string(),
+            flow: f["subject"].as_str().unwrap_or_default().to_string(),
+            bfd: u8::from(f["bfd"].as_bool().unwrap_or(false)),
+            period_ms: f["period_s"].as_f64().unwrap_or(0.0) * 1000.0,
+            last_gap_ms: f["last_gap_s"].as_f64().unwrap_or(0.0) * 1000.0,
+            late: u8::from(f["late"].as_bool().unwrap_or(false)),
+        });
+    }
+}

@@ -1,0 +1,548 @@
+//! The built-in questions of `tapwatch query`, answered the same way from ClickHouse (SQL)
+//! and from the file store (the same aggregation in Rust): same columns, same order.
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::files::{civil, FileRow, FileStore};
+use crate::rows::address_text;
+use crate::schema::Layout;
+use crate::{ClickHouse, StorageError};
+
+/// A built-in question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Question {
+    /// Sources with the most packets in the heavy-hitter sketches, merged across agents.
+    TopTalkers,
+    /// Alert events.
+    Alerts,
+    /// Heartbeat gaps that ended (how long each flow was silent).
+    HeartbeatGaps,
+    /// Setup growth per tenant: node and setup ranges and the latest fit.
+    SetupGrowth,
+    /// Handshake latency per tenant and stage.
+    Latency,
+}
+
+impl Question {
+    /// Every question, with its command-line name.
+    pub const ALL: [(Question, &'static str); 5] = [
+        (Question::TopTalkers, "top-talkers"),
+        (Question::Alerts, "alerts"),
+        (Question::HeartbeatGaps, "heartbeat-gaps"),
+        (Question::SetupGrowth, "setup-growth"),
+        (Question::Latency, "latency"),
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Question::ALL
+            .iter()
+            .find(|(q, _)| *q == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    /// Output columns, in order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Question::TopTalkers => &[
+                "address",
+                "tenant",
+                "packets",
+                "bytes",
+                "windows",
+                "agents",
+                "max_error_bound",
+            ],
+            Question::Alerts => &[
+                "time",
+                "agent",
+                "kind",
+                "state",
+                "severity",
+                "tenant",
+                "subject",
+                "value",
+                "threshold",
+                "id",
+            ],
+            Question::HeartbeatGaps => &[
+                "time",
+                "agent",
+                "tenant",
+                "flow",
+                "bfd",
+                "period_ms",
+                "gap_ms",
+            ],
+            Question::SetupGrowth => &[
+                "agent",
+                "tenant",
+                "points",
+                "nodes_min",
+                "nodes_max",
+                "setups",
+                "exponent",
+                "exponent_low",
+                "exponent_high",
+                "r2",
+            ],
+            Question::Latency => &["tenant", "stage", "samples", "p50_us", "p99_us", "max_us"],
+        }
+    }
+}
+
+impl std::str::FromStr for Question {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Question, String> {
+        Question::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(q, _)| *q)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Question::ALL.iter().map(|(_, n)| *n).collect();
+                format!(
+                    "unknown question {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Filters every question takes.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// From (Unix seconds, inclusive).
+    pub since: u32,
+    /// To (Unix seconds, exclusive).
+    pub until: u32,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl Filter {
+    fn sql(&self) -> String {
+        let mut w = format!(
+            "ts >= toDateTime({}, 'UTC') AND ts < toDateTime({}, 'UTC')",
+            self.since, self.until
+        );
+        if let Some(t) = &self.tenant {
+            w.push_str(&format!(" AND tenant = {}", lit(t)));
+        }
+        if let Some(a) = &self.agent {
+            w.push_str(&format!(" AND agent = {}", lit(a)));
+        }
+        w
+    }
+
+    fn keeps(&self, r: &FileRow) -> bool {
+        let ts = r.u64("ts");
+        ts >= u64::from(self.since)
+            && ts < u64::from(self.until)
+            && self.tenant.as_ref().is_none_or(|t| r.str("tenant") == *t)
+            && self.agent.as_ref().is_none_or(|a| r.str("agent") == *a)
+    }
+}
+
+/// The SQL of a question for a layout.
+pub fn sql(q: Question, layout: &Layout, f: &Filter) -> String {
+    let t = |name: &str| layout.query_table(name);
+    let w = f.sql();
+    let n = f.limit;
+    match q {
+        // Aggregates are computed under other names in a subquery: an alias equal to a column
+        // name would shadow the column in WHERE and in other aggregates.
+        Question::TopTalkers => format!(
+            "SELECT replaceRegexpOne(IPv6NumToString(a), '^::ffff:', '') AS address, t AS tenant, \
+             p AS packets, b AS bytes, w AS windows, g AS agents, e AS max_error_bound \
+             FROM (SELECT address AS a, max(tenant) AS t, sum(packets) AS p, sum(bytes) AS b, count() AS w, \
+             uniqExact(agent) AS g, max(error_bound) AS e \
+             FROM {} WHERE dimension = 'source' AND {w} GROUP BY address) \
+             ORDER BY packets DESC, address LIMIT {n}",
+            t("heavy_hitters")
+        ),
+        Question::Alerts => format!(
+            "SELECT toString(ts) AS time, agent, kind, state, severity, tenant, subject, value, threshold, id \
+             FROM {} WHERE {w} ORDER BY ts, agent, id, state LIMIT {n}",
+            t("alerts")
+        ),
+        Question::HeartbeatGaps => format!(
+            "SELECT toString(ts) AS time, agent, tenant, flow, bfd, period_ms, gap_ms \
+             FROM {} WHERE state = 'resolved' AND {w} ORDER BY ts, agent, flow LIMIT {n}",
+            t("heartbeat_gaps")
+        ),
+        Question::SetupGrowth => format!(
+            "SELECT g AS agent, t AS tenant, c AS points, n0 AS nodes_min, n1 AS nodes_max, s AS setups, \
+             x AS exponent, x0 AS exponent_low, x1 AS exponent_high, r AS r2 \
+             FROM (SELECT agent AS g, tenant AS t, count() AS c, min(nodes) AS n0, max(nodes) AS n1, \
+             sum(setups) AS s, argMaxIf(exponent, ts, fit_points > 0) AS x, \
+             argMaxIf(exponent_low, ts, fit_points > 0) AS x0, argMaxIf(exponent_high, ts, fit_points > 0) AS x1, \
+             argMaxIf(r2, ts, fit_points > 0) AS r \
+             FROM {} WHERE {w} GROUP BY agent, tenant) ORDER BY agent, tenant LIMIT {n}",
+            t("setup_growth")
+        ),
+        Question::Latency => format!(
+            "SELECT t AS tenant, st AS stage, c AS samples, intDiv(w50, c) AS p50_us, p AS p99_us, m AS max_us \
+             FROM (SELECT tenant AS t, stage AS st, sum(samples) AS c, sum(p50_us * samples) AS w50, \
+             max(p99_us) AS p, max(max_us) AS m \
+             FROM {} WHERE server_port = 0 AND {w} GROUP BY tenant, stage) ORDER BY tenant, stage LIMIT {n}",
+            t("latency")
+        ),
+    }
+}
+
+/// Asks ClickHouse.
+pub fn ask_clickhouse(
+    ch: &ClickHouse,
+    q: Question,
+    f: &Filter,
+) -> Result<Vec<Map<String, Value>>, StorageError> {
+    let rows = ch.query_json(&sql(q, &ch.layout, f))?;
+    // Keep the declared column order whatever the server's JSON does.
+    Ok(rows
+        .into_iter()
+        .map(|mut r| {
+            q.columns()
+                .iter()
+                .map(|c| (c.to_string(), r.remove(*c).unwrap_or(Value::Null)))
+                .collect()
+        })
+        .collect())
+}
+
+/// `YYYY-MM-DD hh:mm:ss` of Unix seconds (ClickHouse's `toString(DateTime)` in UTC).
+pub fn datetime_text(ts: u64) -> String {
+    let (y, m, d) = civil((ts / 86_400) as i64);
+    let s = ts % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+fn obj(q: Question, vals: Vec<Value>) -> Map<String, Value> {
+    q.columns()
+        .iter()
+        .map(|c| c.to_string())
+        .zip(vals)
+        .collect()
+}
+
+/// Asks the file store.
+pub fn ask_files(
+    store: &FileStore,
+    q: Question,
+    f: &Filter,
+) -> Result<Vec<Map<String, Value>>, StorageError> {
+    let read = |table: &str| -> Result<Vec<FileRow>, StorageError> {
+        Ok(store
+            .read(table, f.since, f.until)?
+            .into_iter()
+            .filter(|r| f.keeps(r))
+            .collect())
+    };
+    let mut out: Vec<Map<String, Value>> = match q {
+        Question::TopTalkers => {
+            #[derive(Default)]
+            struct Acc {
+                tenant: String,
+                packets: u64,
+                bytes: u64,
+                windows: u64,
+                agents: std::collections::BTreeSet<String>,
+                bound: u64,
+            }
+            let mut by: BTreeMap<String, Acc> = BTreeMap::new();
+            for r in read("heavy_hitters")?
+                .iter()
+                .filter(|r| r.str("dimension") == "source")
+            {
+                let a = by.entry(address_text(&r.address("address"))).or_default();
+                a.tenant = a.tenant.clone().max(r.str("tenant"));
+                a.packets += r.u64("packets");
+                a.bytes += r.u64("bytes");
+                a.windows += 1;
+                a.agents.insert(r.str("agent"));
+                a.bound = a.bound.max(r.u64("error_bound"));
+            }
+            let mut v: Vec<(String, Acc)> = by.into_iter().collect();
+            v.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+            v.into_iter()
+                .map(|(addr, a)| {
+                    obj(
+                        q,
+                        vec![
+                            json!(addr),
+                            json!(a.tenant),
+                            json!(a.packets),
+                            json!(a.bytes),
+                            json!(a.windows),
+                            json!(a.agents.len()),
+                            json!(a.bound),
+                        ],
+                    )
+                })
+                .collect()
+        }
+        Question::Alerts => {
+            let mut rows = read("alerts")?;
+            rows.sort_by(|a, b| {
+                (a.u64("ts"), a.str("agent"), a.str("id"), a.str("state")).cmp(&(
+                    b.u64("ts"),
+                    b.str("agent"),
+                    b.str("id"),
+                    b.str("state"),
+                ))
+            });
+            rows.iter()
+                .map(|r| {
+                    obj(
+                        q,
+                        vec![
+                            json!(datetime_text(r.u64("ts"))),
+                            json!(r.str("agent")),
+                            json!(r.str("kind")),
+                            json!(r.str("state")),
+                            json!(r.str("severity")),
+                            json!(r.str("tenant")),
+                            json!(r.str("subject")),
+                            json!(r.f64("value")),
+                            json!(r.f64("threshold")),
+                            json!(r.str("id")),
+                        ],
+                    )
+                })
+                .collect()
+        }
+        Question::HeartbeatGaps => {
+            let mut rows: Vec<FileRow> = read("heartbeat_gaps")?
+                .into_iter()
+                .filter(|r| r.str("state") == "resolved")
+                .collect();
+            rows.sort_by(|a, b| {
+                (a.u64("ts"), a.str("agent"), a.str("flow")).cmp(&(
+                    b.u64("ts"),
+                    b.str("agent"),
+                    b.str("flow"),
+                ))
+            });
+            rows.iter()
+                .map(|r| {
+                    obj(
+                        q,
+                        vec![
+                            json!(datetime_text(r.u64("ts"))),
+                            json!(r.str("agent")),
+                            json!(r.str("tenant")),
+                            json!(r.str("flow")),
+                            json!(r.u64("bfd")),
+                            json!(r.f64("period_ms")),
+                            json!(r.f64("gap_ms")),
+                        ],
+                    )
+                })
+                .collect()
+        }
+        Question::SetupGrowth => {
+            struct Acc {
+                points: u64,
+                nmin: u64,
+                nmax: u64,
+                setups: u64,
+                latest: Option<(u64, [f64; 4])>,
+            }
+            let mut by: BTreeMap<(String, String), Acc> = BTreeMap::new();
+            for r in read("setup_growth")? {
+                let a = by.entry((r.str("agent"), r.str("tenant"))).or_insert(Acc {
+                    points: 0,
+                    nmin: u64::MAX,
+                    nmax: 0,
+                    setups: 0,
+                    latest: None,
+                });
+                a.points += 1;
+                a.nmin = a.nmin.min(r.u64("nodes"));
+                a.nmax = a.nmax.max(r.u64("nodes"));
+                a.setups += r.u64("setups");
+                let ts = r.u64("ts");
+                if r.u64("fit_points") > 0 && a.latest.is_none_or(|(t, _)| ts > t) {
+                    a.latest = Some((
+                        ts,
+                        [
+                            r.f64("exponent"),
+                            r.f64("exponent_low"),
+                            r.f64("exponent_high"),
+                            r.f64("r2"),
+                        ],
+                    ));
+                }
+            }
+            by.into_iter()
+                .map(|((agent, tenant), a)| {
+                    let fit = a.latest.map_or([0.0; 4], |l| l.1);
+                    obj(
+                        q,
+                        vec![
+                            json!(agent),
+                            json!(tenant),
+                            json!(a.points),
+                            json!(a.nmin),
+                            json!(a.nmax),
+                            json!(a.setups),
+                            json!(fit[0]),
+                            json!(fit[1]),
+                            json!(fit[2]),
+                            json!(fit[3]),
+                        ],
+                    )
+                })
+                .collect()
+        }
+        Question::Latency => {
+            let mut by: BTreeMap<(String, String), [u64; 4]> = BTreeMap::new();
+            for r in read("latency")?
+                .iter()
+                .filter(|r| r.u64("server_port") == 0)
+            {
+                let a = by.entry((r.str("tenant"), r.str("stage"))).or_default();
+                let n = r.u64("samples");
+                a[0] += n;
+                a[1] += r.u64("p50_us") * n;
+                a[2] = a[2].max(r.u64("p99_us"));
+                a[3] = a[3].max(r.u64("max_us"));
+            }
+            by.into_iter()
+                .map(|((tenant, stage), a)| {
+                    obj(
+                        q,
+                        vec![
+                            json!(tenant),
+                            json!(stage),
+                            json!(a[0]),
+                            json!(a[1].checked_div(a[0]).unwrap_or(0)),
+                            json!(a[2]),
+                            json!(a[3]),
+                        ],
+                    )
+                })
+                .collect()
+        }
+    };
+    out.truncate(f.limit);
+    Ok(out)
+}
+
+/// Renders answers as an aligned table.
+pub fn table(q: Question, rows: &[Map<String, Value>]) -> String {
+    let cols = q.columns();
+    let cell = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if !n.is_u64() && !n.is_i64() => format!("{x:.3}"),
+            _ => n.to_string(),
+        },
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| cell(r.get(*c))).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let mut s = String::new();
+    let line = |vals: Vec<&str>, s: &mut String| {
+        let parts: Vec<String> = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        s.push_str(parts.join("  ").trim_end());
+        s.push('\n');
+    };
+    line(cols.to_vec(), &mut s);
+    for r in &cells {
+        line(r.iter().map(String::as_str).collect(), &mut s);
+    }
+    if rows.is_empty() {
+        s.push_str("(no rows)\n");
+    }
+    s
+}
+
+/// Renders answers as CSV (RFC 4180 quoting).
+pub fn csv(q: Question, rows: &[Map<String, Value>]) -> String {
+    let quote = |s: String| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
+    };
+    let mut s = q.columns().join(",");
+    s.push('\n');
+    for r in rows {
+        let vals: Vec<String> = q
+            .columns()
+            .iter()
+            .map(|c| match r.get(*c) {
+                Some(Value::String(v)) => quote(v.clone()),
+                Some(v) => quote(v.to_string()),
+                None => String::new(),
+            })
+            .collect();
+        s.push_str(&vals.join(","));
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_print_like_clickhouse() {
+        assert_eq!(datetime_text(1_795_392_000 + 3723), "2026-11-23 01:02:03");
+    }
+
+    #[test]
+    fn every_question_has_sql_over_the_distributed_table_in_a_cluster() {
+        let l = Layout {
+            database: "tw".into(),
+            cluster: Some("c".into()),
+        };
+        let f = Filter {
+            since: 0,
+            until: 10,
+            tenant: Some("a'b".into()),
+            agent: None,
+            limit: 5,
+        };
+        for (q, _) in Question::ALL {
+            let s = sql(q, &l, &f);
+            assert!(s.contains("FROM tw.") && !s.contains("_local"), "{s}");
+            assert!(s.contains("tenant = 'a\\'b'"), "{s}");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Row types, one per table. Field order is column order and every field's width equals its
+//! column's type exactly: with the client's schema validation off (ClickHouse 18.16 lacks
+//! `RowBinaryWithNamesAndTypes`) nothing else checks it, so `tests/e2e` inserts and reads back
+//! every row type.
+//!
+//! Conventions: times are `DateTime('UTC')` as `u32` Unix seconds; addresses are
+//! `FixedString(16)` as `[u8; 16]` (IPv4 mapped into IPv6, `::ffff:a.b.c.d`); every row
+//! carries the agent id and the id of the batch it was inserted in (the idempotency key).
+use std::net::IpAddr;
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+/// An address as stored: 16 bytes, IPv4 mapped into IPv6.
+pub type Address = [u8; 16];
+
+/// The stored form of an address (all zeros for none).
+pub fn address(ip: Option<IpAddr>) -> Address {
+    match ip {
+        Some(IpAddr::V4(a)) => a.to_ipv6_mapped().octets(),
+        Some(IpAddr::V6(a)) => a.octets(),
+        None => [0; 16],
+    }
+}
+
+/// The text form of a stored address (`10.0.0.1` for mapped IPv4).
+pub fn address_text(a: &Address) -> String {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => v6.to_string(),
+    }
+}
+
+/// A row type bound to its table.
+pub trait StoredRow:
+    clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Clone + Send + Sync + 'static
+{
+    /// Table name (without database; the cluster layout appends `_local`).
+    const TABLE: &'static str;
+    /// The row's time (Unix seconds): partitions, hourly files and retention go by it.
+    fn ts(&self) -> u32;
+    /// Stamps the batch id the row is inserted with.
+    fn set_batch(&mut self, batch: u64);
+}
+
+macro_rules! stored_row {
+    ($t:ty, $table:literal) => {
+        impl StoredRow for $t {
+            const TABLE: &'static str = $table;
+            fn ts(&self) -> u32 {
+                self.ts
+            }
+            fn set_batch(&mut self, batch: u64) {
+                self.batch = batch;
+            }
+        }
+    };
+}
+
+/// Traffic of one window per tenant × source class × protocol type × size class.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TrafficRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id (idempotency key).
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// Tenant of the source.
+    pub tenant: String,
+    /// Source class: `ipv4`, `ipv6`, `non_ip`.
+    pub source_class: String,
+    /// Protocol type (`tcp_syn`, `bfd_control`, …).
+    pub protocol_type: String,
+    /// Size class (`65-128`, …).
+    pub size_class: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes on the wire.
+    pub bytes: u64,
+    /// Connection setups (packets of a setup type: TCP SYN by default).
+    pub setups: u64,
+}
+stored_row!(TrafficRow, "traffic");
+
+/// One tenant's totals in one window, with its distinct sources.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TenantRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Connection setups.
+    pub setups: u64,
+    /// Distinct sources (the tenant's active nodes; estimated above the exact limit).
+    pub sources: u64,
+}
+stored_row!(TenantRow, "tenants");
+
+/// One entry of a window's heavy-hitter sketch.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HeavyHitterRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// `source`, `source_bytes`, `service`, `destination`.
+    pub dimension: String,
+    /// 1 = heaviest.
+    pub rank: u16,
+    /// The address (source, or destination for `service`/`destination`).
+    pub address: Address,
+    /// Destination port (`service` only).
+    pub port: u16,
+    /// IP protocol (`service` only).
+    pub proto: u8,
+    /// Tenant of the address.
+    pub tenant: String,
+    /// Packets counted for it (bytes for `source_bytes`).
+    pub packets: u64,
+    /// Bytes (packets for `source_bytes`).
+    pub bytes: u64,
+    /// The sketch's error bound: the true count is within `[packets − bound, packets]`.
+    pub error_bound: u64,
+    /// All packets of the window.
+    pub window_packets: u64,
+}
+stored_row!(HeavyHitterRow, "heavy_hitters");
+
+/// Handshake latency quantiles of one window, per tenant (server all-zero) or per server.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LatencyRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// Tenant (of the client for per-tenant rows, of the server for per-server rows).
+    pub tenant: String,
+    /// Server address; all zeros on per-tenant rows.
+    pub server: Address,
+    /// Server port; 0 on per-tenant rows.
+    pub server_port: u16,
+    /// `syn_to_syn_ack` or `syn_ack_to_ack`.
+    pub stage: String,
+    /// Handshakes measured.
+    pub samples: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 90th percentile, µs.
+    pub p90_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// Maximum, µs.
+    pub max_us: u64,
+}
+stored_row!(LatencyRow, "latency");
+
+/// One setup-growth point of a tenant and the fit over its history.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GrowthRow {
+    /// Point start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Tenant.
+    pub tenant: String,
+    /// Point width, s.
+    pub point_s: u32,
+    /// Distinct sources in the point.
+    pub nodes: u64,
+    /// Connection setups in the point.
+    pub setups: u64,
+    /// Fitted exponent of setups against nodes (0 while `fit_points` is 0).
+    pub exponent: f64,
+    /// Lower end of its 95 % interval.
+    pub exponent_low: f64,
+    /// Upper end of its 95 % interval.
+    pub exponent_high: f64,
+    /// R² of the fit.
+    pub r2: f64,
+    /// Points in the fit (0: not enough history yet).
+    pub fit_points: u32,
+}
+stored_row!(GrowthRow, "setup_growth");
+
+/// A learned periodic flow or BFD session (snapshot).
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PeriodicFlowRow {
+    /// Snapshot time (event time).
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Tenant of the sender.
+    pub tenant: String,
+    /// The flow, `src:port->dst:port/proto`.
+    pub flow: String,
+    /// 1 for a BFD session.
+    pub bfd: u8,
+    /// Learned (or negotiated) period, ms.
+    pub period_ms: f64,
+    /// The last silence seen beyond the period, ms.
+    pub last_gap_ms: f64,
+    /// 1 while the flow is overdue.
+    pub late: u8,
+}
+stored_row!(PeriodicFlowRow, "periodic_flows");
+
+/// A heartbeat gap: raised when a deadline passed, resolved with the gap's length.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HeartbeatGapRow {
+    /// Detection time.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Tenant of the sender.
+    pub tenant: String,
+    /// The flow, `src:port->dst:port/proto`.
+    pub flow: String,
+    /// `firing` (deadline passed) or `resolved` (the flow spoke again or ended).
+    pub state: String,
+    /// 1 for a BFD session.
+    pub bfd: u8,
+    /// Period, ms.
+    pub period_ms: f64,
+    /// Silence so far (firing) or the whole gap (resolved), ms.
+    pub gap_ms: f64,
+    /// Last packet before the gap (Unix ms).
+    pub started_ms: u64,
+    /// Alert id (joins the `alerts` table).
+    pub alert_id: String,
+}
+stored_row!(HeartbeatGapRow, "heartbeat_gaps");
+
+/// An alert event: the alert contract of `docs/alerts.md`.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AlertRow {
+    /// Detection time.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Alert id, stable for the alert's life.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// `info`, `warning`, `critical`.
+    pub severity: String,
+    /// Tenant, empty when none.
+    pub tenant: String,
+    /// Subject.
+    pub subject: String,
+    /// When the condition started (Unix ms, event time).
+    pub started_ms: u64,
+    /// When this event was detected (Unix ms, event time).
+    pub detected_ms: u64,
+    /// Measured value.
+    pub value: f64,
+    /// Threshold crossed.
+    pub threshold: f64,
+    /// Evidence, a JSON object as a string.
+    pub evidence: String,
+    /// Contract version.
+    pub version: u32,
+}
+stored_row!(AlertRow, "alerts");
+
+/// An agent's record of itself, written at start and every few minutes.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AgentRow {
+    /// Record time (wall clock).
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// tapwatch version.
+    pub version: String,
+    /// `run` or `replay`.
+    pub mode: String,
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Host boot time.
+    pub boot_time: u32,
+    /// Host uptime, s.
+    pub uptime_s: u64,
+    /// When this agent started.
+    pub started: u32,
+    /// Interfaces (or files) it reads, comma-separated.
+    pub interfaces: String,
+}
+stored_row!(AgentRow, "agents");
+
+/// Rows of every table, as produced by one flush of the pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    /// `traffic`.
+    pub traffic: Vec<TrafficRow>,
+    /// `tenants`.
+    pub tenants: Vec<TenantRow>,
+    /// `heavy_hitters`.
+    pub heavy_hitters: Vec<HeavyHitterRow>,
+    /// `latency`.
+    pub latency: Vec<LatencyRow>,
+    /// `setup_growth`.
+    pub setup_growth: Vec<GrowthRow>,
+    /// `periodic_flows`.
+    pub periodic_flows: Vec<PeriodicFlowRow>,
+    /// `heartbeat_gaps`.
+    pub heartbeat_gaps: Vec<HeartbeatGapRow>,
+    /// `alerts`.
+    pub alerts: Vec<AlertRow>,
+    /// `agents`.
+    pub agents: Vec<AgentRow>,
+}
+
+/// Calls `$m!(field, Type)` for every table of [`Rows`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! for_each_table {
+    ($m:ident) => {
+        $m!(traffic, $crate::rows::TrafficRow);
+        $m!(tenants, $crate::rows::TenantRow);
+        $m!(heavy_hitters, $crate::rows::HeavyHitterRow);
+        $m!(latency, $crate::rows::LatencyRow);
+        $m!(setup_growth, $crate::rows::GrowthRow);
+        $m!(periodic_flows, $crate::rows::PeriodicFlowRow);
+        $m!(heartbeat_gaps, $crate::rows::HeartbeatGapRow);
+        $m!(alerts, $crate::rows::AlertRow);
+        $m!(agents, $crate::rows::AgentRow);
+    };
+}
+
+/// Names of the tables rows are written to, in [`Rows`] order.
+pub const TABLES: [&str; 9] = [
+    "traffic",
+    "tenants",
+    "heavy_hitters",
+    "latency",
+    "setup_growth",
+    "periodic_flows",
+    "heartbeat_gaps",
+    "alerts",
+    "agents",
+];
+
+impl Rows {
+    /// Rows in all tables.
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        macro_rules! add {
+            ($f:ident, $t:ty) => {
+                n += self.$f.len();
+            };
+        }
+        for_each_table!(add);
+        n
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves another set's rows to the end of this one's.
+    pub fn append(&mut self, o: &mut Rows) {
+        macro_rules! app {
+            ($f:ident, $t:ty) => {
+                self.$f.append(&mut o.$f);
+            };
+        }
+        for_each_table!(app);
+    }
+}

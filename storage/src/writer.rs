@@ -1,0 +1,625 @@
+//! The storage sink: a writer thread fed through a bounded queue, batching rows per table by
+//! count and age, inserting into ClickHouse (or the file store), spooling what ClickHouse does
+//! not take and replaying the spool in order when it answers again.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::ch::ClickHouse;
+use crate::config::{ClickHouseConfig, StorageConfig};
+use crate::files::{hour_name, FileStore};
+use crate::rows::{Rows, StoredRow};
+use crate::schema::default_retention_days;
+use crate::spool::{BatchMeta, Spool, SpooledBatch};
+use crate::{for_each_table, tsv, StorageError};
+
+/// Counters of the storage sink (shown in summaries and `/metrics`).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Rows handed to the sink.
+    pub rows_accepted: AtomicU64,
+    /// Rows written (ClickHouse inserts or file appends), spooled replays included.
+    pub rows_written: AtomicU64,
+    /// Batches written.
+    pub batches_written: AtomicU64,
+    /// Inserts that failed (their batch was spooled).
+    pub insert_failures: AtomicU64,
+    /// Batches put in the spool.
+    pub batches_spooled: AtomicU64,
+    /// Spooled batches skipped on replay because their batch id was already stored.
+    pub batches_deduplicated: AtomicU64,
+    /// Rows lost because the spool was full.
+    pub overflow_rows: AtomicU64,
+    /// Spool size on disk, bytes.
+    pub spool_bytes: AtomicU64,
+    /// Rows queued towards the writer.
+    pub queue_depth: AtomicU64,
+    /// Sum of insert latencies, µs.
+    pub insert_us_total: AtomicU64,
+    /// Partitions or hourly files dropped by retention.
+    pub retention_drops: AtomicU64,
+}
+
+/// Where rows go.
+pub enum Backend {
+    /// A ClickHouse server (or a cluster through one of its servers).
+    ClickHouse(Box<ClickHouse>),
+    /// The embedded file store.
+    Files(FileStore),
+}
+
+impl Backend {
+    /// The backend `[clickhouse]`/`TAPWATCH_CLICKHOUSE_URL` select, else the file store.
+    pub fn from_config(ch: &ClickHouseConfig, st: &StorageConfig) -> Result<Backend, StorageError> {
+        match ch.effective_url() {
+            Some(url) => Ok(Backend::ClickHouse(Box::new(ClickHouse::new(&url, ch)?))),
+            None => Ok(Backend::Files(FileStore::new(&st.data_dir))),
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::ClickHouse(c) => {
+                format!("ClickHouse {} (database {})", c.url(), c.layout.database)
+            }
+            Backend::Files(f) => format!("files under {}", f.dir().display()),
+        }
+    }
+}
+
+enum Msg {
+    Rows(Rows),
+    Flush(SyncSender<()>),
+}
+
+/// The sink handle held by the pipeline.
+pub struct Store {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+    spool: Arc<Mutex<Spool>>,
+    seq: Arc<AtomicU64>,
+    agent: String,
+    run_ms: u64,
+    /// Counters.
+    pub stats: Arc<StoreStats>,
+    describe: String,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The spool directory of a backend under the data directory.
+pub fn spool_dir(cfg: &StorageConfig, backend: &Backend) -> PathBuf {
+    let name = match backend {
+        Backend::ClickHouse(c) => format!(
+            "clickhouse-{:08x}",
+            crc32fast::hash(format!("{}/{}", c.url(), c.layout.database).as_bytes())
+        ),
+        Backend::Files(_) => "files".to_string(),
+    };
+    cfg.data_dir.join("spool").join(name)
+}
+
+impl Store {
+    /// Starts the writer thread. With ClickHouse, the schema is applied first (idempotent);
+    /// a server that does not answer is not an error: rows are spooled until it does.
+    pub fn start(
+        cfg: &StorageConfig,
+        backend: Backend,
+        agent: &str,
+    ) -> Result<Store, StorageError> {
+        let dir = spool_dir(cfg, &backend);
+        let spool = Spool::open(&dir, cfg.spool_mib.saturating_mul(1 << 20)).map_err(|e| {
+            StorageError::Io {
+                path: dir.clone(),
+                source: e,
+            }
+        })?;
+        let spool = Arc::new(Mutex::new(spool));
+        let stats = Arc::new(StoreStats::default());
+        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let describe = backend.describe();
+        let mut w = Writer {
+            backend,
+            cfg: cfg.clone(),
+            agent: agent.to_string(),
+            rx,
+            spool: Arc::clone(&spool),
+            stats: Arc::clone(&stats),
+            buf: Rows::default(),
+            buf_since: None,
+            seq: Arc::new(AtomicU64::new(0)),
+            run_ms: unix_now(),
+            schema_ready: false,
+            retry_at: Instant::now(),
+            backoff: Duration::from_millis(250),
+            warned: false,
+            last_retention: None,
+        };
+        let seq = Arc::clone(&w.seq);
+        let run_ms = w.run_ms;
+        w.prepare();
+        let thread = std::thread::Builder::new()
+            .name("tapwatch-store".into())
+            .spawn(move || w.run())
+            .map_err(|e| StorageError::Config(format!("starting the storage thread: {e}")))?;
+        Ok(Store {
+            tx: Some(tx),
+            thread: Some(thread),
+            spool,
+            seq,
+            agent: agent.to_string(),
+            run_ms,
+            stats,
+            describe,
+        })
+    }
+
+    /// Where rows go, for logs.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// The agent id on every row.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// Hands rows to the writer without blocking: when its queue is full they go straight to
+    /// the spool.
+    pub fn submit(&self, rows: Rows) {
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len() as u64;
+        self.stats.rows_accepted.fetch_add(n, Ordering::Relaxed);
+        let Some(tx) = &self.tx else { return };
+        self.stats.queue_depth.fetch_add(n, Ordering::Relaxed);
+        match tx.try_send(Msg::Rows(rows)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Msg::Rows(mut rows)))
+            | Err(TrySendError::Disconnected(Msg::Rows(mut rows))) => {
+                self.stats.queue_depth.fetch_sub(n, Ordering::Relaxed);
+                if let Ok(mut spool) = self.spool.lock() {
+                    spool_rows(
+                        &mut rows,
+                        &self.agent,
+                        self.run_ms,
+                        &self.seq,
+                        &mut spool,
+                        &self.stats,
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Writes everything buffered now and waits for it (used at window ends in tests and at
+    /// the end of a replay).
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (ack, done) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(ack)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+    }
+
+    /// Flushes, drains the spool (up to `drain_timeout_s` while ClickHouse is unreachable)
+    /// and stops the writer. Returns the batches still spooled.
+    pub fn close(mut self) -> u64 {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut spool = match self.spool.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let mut left = 0;
+        if let Ok(Some(_)) = spool.peek() {
+            left = pending_batches(&mut spool);
+        }
+        left
+    }
+}
+
+fn pending_batches(spool: &mut Spool) -> u64 {
+    // Count without consuming: walk a copy of the cursor.
+    let mut n = 0;
+    let mut probe = spool.peek();
+    while let Ok(Some((_, p))) = probe {
+        n += 1;
+        probe = spool.peek_after(p);
+    }
+    n
+}
+
+/// Stamps batch ids and spools every table of `rows`.
+fn spool_rows(
+    rows: &mut Rows,
+    agent: &str,
+    run_ms: u64,
+    seq: &AtomicU64,
+    spool: &mut Spool,
+    stats: &StoreStats,
+) {
+    macro_rules! one {
+        ($f:ident, $t:ty) => {
+            if !rows.$f.is_empty() {
+                let batch = next_batch(run_ms, seq);
+                let b = to_spooled(&mut rows.$f, batch);
+                put_in_spool(spool, &b, stats);
+                rows.$f.clear();
+            }
+        };
+    }
+    for_each_table!(one);
+    let _ = agent;
+}
+
+/// Batch ids: the run's start (ms) in the high bits, a sequence in the low 20, so a restarted
+/// agent never reuses one.
+fn next_batch(run_ms: u64, seq: &AtomicU64) -> u64 {
+    (run_ms << 20) | (seq.fetch_add(1, Ordering::Relaxed) & 0xf_ffff)
+}
+
+fn to_spooled<T: StoredRow>(rows: &mut [T], batch: u64) -> SpooledBatch {
+    let mut tsv = Vec::new();
+    let (mut lo, mut hi) = (u32::MAX, 0);
+    for r in rows.iter_mut() {
+        r.set_batch(batch);
+        lo = lo.min(r.ts());
+        hi = hi.max(r.ts());
+        let _ = tsv::write_row(r, &mut tsv);
+    }
+    SpooledBatch {
+        meta: BatchMeta {
+            table: T::TABLE.to_string(),
+            batch,
+            rows: rows.len() as u64,
+            ts_min: lo,
+            ts_max: hi,
+        },
+        tsv,
+    }
+}
+
+fn put_in_spool(spool: &mut Spool, b: &SpooledBatch, stats: &StoreStats) {
+    match spool.append(b) {
+        Ok(true) => {
+            stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(false) => {
+            stats
+                .overflow_rows
+                .fetch_add(b.meta.rows, Ordering::Relaxed);
+            tracing::error!(
+                "storage spool full: {} rows of {} lost (raise [storage] spool_mib)",
+                b.meta.rows,
+                b.meta.table
+            );
+        }
+        Err(e) => {
+            stats
+                .overflow_rows
+                .fetch_add(b.meta.rows, Ordering::Relaxed);
+            tracing::error!(
+                "storage spool: cannot write ({e}); {} rows of {} lost",
+                b.meta.rows,
+                b.meta.table
+            );
+        }
+    }
+    stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+}
+
+struct Writer {
+    backend: Backend,
+    cfg: StorageConfig,
+    agent: String,
+    rx: Receiver<Msg>,
+    spool: Arc<Mutex<Spool>>,
+    stats: Arc<StoreStats>,
+    buf: Rows,
+    buf_since: Option<Instant>,
+    seq: Arc<AtomicU64>,
+    run_ms: u64,
+    schema_ready: bool,
+    retry_at: Instant,
+    backoff: Duration,
+    warned: bool,
+    last_retention: Option<Instant>,
+}
+
+impl Writer {
+    /// Applies the schema when the server answers; remembers to try again when it does not.
+    fn prepare(&mut self) -> bool {
+        if self.schema_ready {
+            return true;
+        }
+        match &self.backend {
+            Backend::Files(_) => self.schema_ready = true,
+            Backend::ClickHouse(ch) => match ch.apply_schema() {
+                Ok(applied) => {
+                    if !applied.is_empty() {
+                        tracing::info!(
+                            "ClickHouse {}: applied schema migrations {applied:?}",
+                            ch.url()
+                        );
+                    }
+                    self.schema_ready = true;
+                }
+                Err(e) => self.failed(&e),
+            },
+        }
+        self.schema_ready
+    }
+
+    fn failed(&mut self, e: &StorageError) {
+        self.stats.insert_failures.fetch_add(1, Ordering::Relaxed);
+        if !self.warned {
+            tracing::warn!("{e}; rows are spooled and retried with backoff");
+            self.warned = true;
+        }
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+    }
+
+    fn recovered(&mut self) {
+        if self.warned {
+            tracing::info!("storage: {} answers again", self.backend.describe());
+        }
+        self.warned = false;
+        self.backoff = Duration::from_millis(250);
+    }
+
+    fn run(mut self) {
+        let age = Duration::from_secs_f64(self.cfg.batch_age_s.max(0.01));
+        loop {
+            let wait = match self.buf_since {
+                Some(t) => age.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(250),
+            };
+            match self.rx.recv_timeout(wait.max(Duration::from_millis(5))) {
+                Ok(Msg::Rows(mut rows)) => {
+                    self.stats
+                        .queue_depth
+                        .fetch_sub(rows.len() as u64, Ordering::Relaxed);
+                    self.buf.append(&mut rows);
+                    self.buf_since.get_or_insert_with(Instant::now);
+                    if self.largest_table() >= self.cfg.batch_rows {
+                        self.flush();
+                    }
+                }
+                Ok(Msg::Flush(ack)) => {
+                    self.flush();
+                    self.drain(false);
+                    let _ = ack.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.buf_since.is_some_and(|t| t.elapsed() >= age) {
+                self.flush();
+            }
+            if Instant::now() >= self.retry_at {
+                self.drain(false);
+            }
+            self.retention();
+        }
+        self.flush();
+        let until = Instant::now() + Duration::from_secs_f64(self.cfg.drain_timeout_s.max(0.0));
+        loop {
+            if self.drain(true) || Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(
+                self.retry_at
+                    .saturating_duration_since(Instant::now())
+                    .min(until.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(20)),
+            );
+        }
+    }
+
+    fn largest_table(&self) -> usize {
+        let mut m = 0;
+        macro_rules! one {
+            ($f:ident, $t:ty) => {
+                m = m.max(self.buf.$f.len());
+            };
+        }
+        for_each_table!(one);
+        m
+    }
+
+    /// Writes every buffered table as one batch each; what fails goes to the spool.
+    fn flush(&mut self) {
+        self.buf_since = None;
+        let backlog = !self.spool_empty();
+        macro_rules! one {
+            ($f:ident, $t:ty) => {
+                if !self.buf.$f.is_empty() {
+                    let mut rows = std::mem::take(&mut self.buf.$f);
+                    let batch = next_batch(self.run_ms, &self.seq);
+                    for r in rows.iter_mut() {
+                        r.set_batch(batch);
+                    }
+                    // Keep order behind a backlog: new batches queue after spooled ones.
+                    let direct = !backlog && Instant::now() >= self.retry_at && self.prepare();
+                    let ok = direct && self.write_typed(&rows);
+                    if !ok {
+                        let b = to_spooled(&mut rows, batch);
+                        if let Ok(mut s) = self.spool.lock() {
+                            put_in_spool(&mut s, &b, &self.stats);
+                        }
+                    }
+                }
+            };
+        }
+        for_each_table!(one);
+    }
+
+    fn spool_empty(&self) -> bool {
+        self.spool.lock().map(|mut s| s.is_empty()).unwrap_or(true)
+    }
+
+    fn write_typed<T: StoredRow>(&mut self, rows: &[T]) -> bool {
+        let t0 = Instant::now();
+        let r = match &self.backend {
+            Backend::ClickHouse(ch) => ch.insert(rows),
+            Backend::Files(f) => f.write(&self.agent, rows),
+        };
+        match r {
+            Ok(()) => {
+                self.wrote(rows.len() as u64, t0);
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
+    }
+
+    fn wrote(&mut self, rows: u64, t0: Instant) {
+        self.stats.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .insert_us_total
+            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.recovered();
+    }
+
+    /// Replays spooled batches in order until the spool is empty (true) or a write fails.
+    fn drain(&mut self, final_pass: bool) -> bool {
+        let _ = final_pass;
+        loop {
+            let next = match self.spool.lock() {
+                Ok(mut s) => s.peek(),
+                Err(_) => return false,
+            };
+            let (b, pos) = match next {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    if let Ok(s) = self.spool.lock() {
+                        self.stats.spool_bytes.store(s.bytes(), Ordering::Relaxed);
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!("storage spool: cannot read ({e})");
+                    return false;
+                }
+            };
+            if Instant::now() < self.retry_at || !self.prepare() {
+                return false;
+            }
+            let t0 = Instant::now();
+            let result = match &self.backend {
+                Backend::ClickHouse(ch) => ch
+                    .batch_exists(
+                        &b.meta.table,
+                        &self.agent,
+                        b.meta.batch,
+                        b.meta.ts_min,
+                        b.meta.ts_max,
+                    )
+                    .and_then(|exists| {
+                        if exists {
+                            self.stats
+                                .batches_deduplicated
+                                .fetch_add(1, Ordering::Relaxed);
+                            Ok(false)
+                        } else {
+                            ch.insert_tsv(&b.meta.table, columns_of(&b.meta.table), &b.tsv, false)
+                                .map(|()| true)
+                        }
+                    }),
+                Backend::Files(f) => f
+                    .append(
+                        &b.meta.table,
+                        columns_of(&b.meta.table),
+                        &hour_name(b.meta.ts_min),
+                        &self.agent,
+                        &b.tsv,
+                    )
+                    .map(|()| true),
+            };
+            match result {
+                Ok(inserted) => {
+                    if inserted {
+                        self.wrote(b.meta.rows, t0);
+                    }
+                    if let Ok(mut s) = self.spool.lock() {
+                        if let Err(e) = s.take(pos) {
+                            tracing::error!("storage spool: cannot advance ({e})");
+                            return false;
+                        }
+                        self.stats.spool_bytes.store(s.bytes(), Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Drops expired partitions (ClickHouse) or hourly files (file store) now and then.
+    fn retention(&mut self) {
+        let every = Duration::from_secs_f64(self.cfg.retention_every_s.max(1.0));
+        if self.last_retention.is_some_and(|t| t.elapsed() < every) || !self.schema_ready {
+            return;
+        }
+        self.last_retention = Some(Instant::now());
+        let days = self.cfg.retention_days.clone();
+        let retention = move |t: &str| {
+            days.get(t)
+                .copied()
+                .unwrap_or_else(|| default_retention_days(t))
+        };
+        let now = (unix_now() / 1000) as u32;
+        let dropped = match &self.backend {
+            Backend::ClickHouse(ch) => {
+                let today = hour_name(now)[..8].parse().unwrap_or(0);
+                match ch.drop_expired(&retention, today) {
+                    Ok(d) => d.len(),
+                    Err(e) => {
+                        tracing::warn!("retention: {e}");
+                        0
+                    }
+                }
+            }
+            Backend::Files(f) => f.drop_expired(&retention, now),
+        };
+        self.stats
+            .retention_drops
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+}
+
+/// Column names of a table, in order.
+pub fn columns_of(table: &str) -> &'static [&'static str] {
+    use clickhouse::Row;
+    macro_rules! one {
+        ($f:ident, $t:ty) => {
+            if table == <$t as StoredRow>::TABLE {
+                return <$t as Row>::COLUMN_NAMES;
+            }
+        };
+    }
+    for_each_table!(one);
+    &[]
+}

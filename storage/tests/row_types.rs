@@ -1,0 +1,264 @@
+//! Every row type inserted into a real ClickHouse (Debian's 18.16, started privately by
+//! `scripts/clickhouse.sh`) with schema validation off, then read back: equal field by field,
+//! which holds only if every Rust field's width equals its column's type.
+use std::path::PathBuf;
+use std::process::Command;
+
+use tapwatch_storage::rows::*;
+use tapwatch_storage::{ClickHouse, ClickHouseConfig};
+
+struct Server(PathBuf);
+
+impl Server {
+    fn start() -> (Server, String) {
+        let dir = std::env::temp_dir().join(format!("tapwatch-ch-rows-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("running scripts/clickhouse.sh");
+        assert!(
+            out.status.success(),
+            "clickhouse.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (Server(dir), url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn addr(last: u8) -> Address {
+    // Bytes across the whole range, so a width or escaping mistake shows.
+    let mut a = [0u8; 16];
+    for (i, b) in a.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37).wrapping_add(last);
+    }
+    a
+}
+
+fn round_trip<T>(ch: &ClickHouse, rows: Vec<T>)
+where
+    T: StoredRow + clickhouse::RowRead + PartialEq + std::fmt::Debug,
+{
+    ch.insert(&rows).unwrap();
+    let cols = <T as clickhouse::Row>::COLUMN_NAMES.join(", ");
+    let back: Vec<T> = ch
+        .select(&format!(
+            "SELECT {cols} FROM tapwatch.{} ORDER BY batch",
+            T::TABLE
+        ))
+        .unwrap();
+    assert_eq!(back, rows, "{}", T::TABLE);
+}
+
+#[test]
+fn every_row_type_round_trips_with_validation_off() {
+    let (_server, url) = Server::start();
+    let cfg = ClickHouseConfig {
+        validation: false,
+        ..ClickHouseConfig::default()
+    };
+    let ch = ClickHouse::new(&url, &cfg).unwrap();
+    ch.apply_schema().unwrap();
+    assert!(
+        ch.apply_schema().unwrap().is_empty(),
+        "migrations apply once"
+    );
+    let ts = 1_795_392_000;
+    let s = |x: &str| x.to_string();
+    round_trip(
+        &ch,
+        vec![TrafficRow {
+            ts,
+            agent: s("a\tgent'1"),
+            batch: u64::MAX - 1,
+            window_ms: 1000,
+            tenant: s("acme"),
+            source_class: s("ipv6"),
+            protocol_type: s("tcp_syn"),
+            size_class: s("0-64"),
+            packets: 1 << 40,
+            bytes: 3,
+            setups: 4,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![TenantRow {
+            ts,
+            agent: s("a"),
+            batch: 7,
+            window_ms: 500,
+            tenant: s("é tenant"),
+            packets: 1,
+            bytes: 2,
+            setups: 3,
+            sources: 4,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![HeavyHitterRow {
+            ts,
+            agent: s("a"),
+            batch: 8,
+            window_ms: 1000,
+            dimension: s("service"),
+            rank: 65535,
+            address: addr(250),
+            port: 443,
+            proto: 17,
+            tenant: s("t"),
+            packets: 10,
+            bytes: 20,
+            error_bound: 3,
+            window_packets: 40,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![LatencyRow {
+            ts,
+            agent: s("a"),
+            batch: 9,
+            window_ms: 1000,
+            tenant: s("t"),
+            server: addr(9),
+            server_port: 8443,
+            stage: s("syn_to_syn_ack"),
+            samples: 5,
+            p50_us: 6,
+            p90_us: 7,
+            p99_us: 8,
+            max_us: 9,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![GrowthRow {
+            ts,
+            agent: s("a"),
+            batch: 10,
+            tenant: s("t"),
+            point_s: 10,
+            nodes: 40,
+            setups: 1600,
+            exponent: 2.004_872_349_846_135,
+            exponent_low: 1.5,
+            exponent_high: -2.25,
+            r2: 0.999_933_958_042_592_4,
+            fit_points: 15,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![PeriodicFlowRow {
+            ts,
+            agent: s("a"),
+            batch: 11,
+            tenant: s("t"),
+            flow: s("10.0.0.1:49152->10.0.0.2:3784/udp"),
+            bfd: 1,
+            period_ms: 300.5,
+            last_gap_ms: 1200.25,
+            late: 0,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![HeartbeatGapRow {
+            ts,
+            agent: s("a"),
+            batch: 12,
+            tenant: s("t"),
+            flow: s("f"),
+            state: s("resolved"),
+            bfd: 0,
+            period_ms: 1.0,
+            gap_ms: 2.0,
+            started_ms: 1_795_392_000_123,
+            alert_id: s("abc"),
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![AlertRow {
+            ts,
+            agent: s("a"),
+            batch: 13,
+            id: s("0123456789abcdef"),
+            kind: s("missed_heartbeat"),
+            state: s("firing"),
+            severity: s("critical"),
+            tenant: s(""),
+            subject: s("x\ny"),
+            started_ms: 1,
+            detected_ms: 2,
+            value: 1.2,
+            threshold: 0.9,
+            evidence: s(r#"{"gap_s":1.3,"note":"tab\there"}"#),
+            version: 1,
+        }],
+    );
+    round_trip(
+        &ch,
+        vec![AgentRow {
+            ts,
+            agent: s("a"),
+            batch: 14,
+            version: s("0.1.0"),
+            mode: s("run"),
+            hostname: s("relay7"),
+            kernel: s("6.1.0-13-amd64"),
+            boot_time: ts - 100,
+            uptime_s: 100,
+            started: ts - 5,
+            interfaces: s("eth1,eth2"),
+        }],
+    );
+    // The same rows through the TabSeparated path (spool replay, file-store load).
+    let mut tsv = Vec::new();
+    let row = TenantRow {
+        ts,
+        agent: s("tsv"),
+        batch: 99,
+        window_ms: 1000,
+        tenant: s("a\\b\tc"),
+        packets: 5,
+        bytes: 6,
+        setups: 7,
+        sources: 8,
+    };
+    tapwatch_storage::tsv::write_row(&row, &mut tsv).unwrap();
+    ch.insert_tsv(
+        "tenants",
+        <TenantRow as clickhouse::Row>::COLUMN_NAMES,
+        &tsv,
+        false,
+    )
+    .unwrap();
+    let cols = <TenantRow as clickhouse::Row>::COLUMN_NAMES.join(", ");
+    let back: Vec<TenantRow> = ch
+        .select(&format!(
+            "SELECT {cols} FROM tapwatch.tenants WHERE agent = 'tsv'"
+        ))
+        .unwrap();
+    assert_eq!(back, vec![row]);
+    assert!(ch.batch_exists("tenants", "tsv", 99, ts, ts).unwrap());
+    assert!(!ch.batch_exists("tenants", "tsv", 98, ts, ts).unwrap());
+}

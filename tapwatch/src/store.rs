@@ -1,0 +1,171 @@
+//! The storage sink as the binary wires it: finished windows, growth points, alert events,
+//! periodic flows and the agent's record become rows for ClickHouse or the file store.
+use std::time::{Duration, Instant};
+
+use tapwatch_analyzer::{setup_kinds, Merger};
+use tapwatch_classifier::Classifier;
+use tapwatch_rules::AlertEvent;
+use tapwatch_storage::{convert, Backend, Rows, Store};
+
+use crate::config::Config;
+
+/// Heavy-hitter entries stored per window and dimension.
+const TOP_PER_WINDOW: usize = 10;
+
+/// The pipeline's handle on storage.
+pub struct StoreSink {
+    store: Store,
+    agent: String,
+    mode: &'static str,
+    inputs: Vec<String>,
+    started: u32,
+    setup: Vec<bool>,
+    last_agent_row: Instant,
+    agent_every: Duration,
+    last_periodic: Instant,
+    periodic_every: Duration,
+}
+
+impl StoreSink {
+    /// Starts the sink the config selects (`[clickhouse]`/`TAPWATCH_CLICKHOUSE_URL`, else
+    /// the file store under the data directory), or none with `--no-store`.
+    pub fn open(
+        config: &Config,
+        classifier: &Classifier,
+        args: &crate::StoreArgs,
+        mode: &'static str,
+        inputs: Vec<String>,
+    ) -> anyhow::Result<Option<StoreSink>> {
+        if args.no_store {
+            return Ok(None);
+        }
+        let agent = args
+            .agent_id
+            .clone()
+            .or_else(|| config.storage.agent_id.clone())
+            .unwrap_or_else(tapwatch_storage::agent::hostname);
+        let backend = Backend::from_config(&config.clickhouse, &config.storage)?;
+        let store = Store::start(&config.storage, backend, &agent)?;
+        tracing::debug!("storing rows as agent {agent:?} in {}", store.describe());
+        let started = unix_s();
+        let mut sink = StoreSink {
+            store,
+            agent,
+            mode,
+            inputs,
+            started,
+            setup: setup_kinds(&config.analyzer, classifier),
+            last_agent_row: Instant::now(),
+            agent_every: Duration::from_secs_f64(config.storage.agent_every_s.max(1.0)),
+            last_periodic: Instant::now(),
+            periodic_every: Duration::from_secs_f64(config.storage.periodic_every_s.max(1.0)),
+        };
+        sink.agent_row();
+        Ok(Some(sink))
+    }
+
+    fn agent_row(&mut self) {
+        let mut rows = Rows::default();
+        rows.agents.push(tapwatch_storage::agent::agent_row(
+            &self.agent,
+            self.mode,
+            self.started,
+            &self.inputs,
+        ));
+        self.last_agent_row = Instant::now();
+        self.store.submit(rows);
+    }
+
+    /// Takes the merger's finished windows and growth points.
+    pub fn windows(&mut self, merger: &mut Merger, classifier: &Classifier) {
+        if !merger.has_closed() {
+            return;
+        }
+        let (windows, growth) = merger.take_closed();
+        let mut rows = Rows::default();
+        for w in &windows {
+            convert::window_rows(
+                w,
+                merger.tenants(),
+                classifier,
+                &self.setup,
+                &self.agent,
+                TOP_PER_WINDOW,
+                &mut rows,
+            );
+        }
+        for g in &growth {
+            rows.setup_growth.push(convert::growth_row(g, &self.agent));
+        }
+        self.store.submit(rows);
+        if self.last_agent_row.elapsed() >= self.agent_every {
+            self.agent_row();
+        }
+    }
+
+    /// Stores alert events.
+    pub fn alerts(&mut self, events: &[AlertEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut rows = Rows::default();
+        for e in events {
+            convert::alert_rows(e, &self.agent, &mut rows);
+        }
+        self.store.submit(rows);
+    }
+
+    /// Whether a periodic-flow snapshot is due.
+    pub fn periodic_due(&self) -> bool {
+        self.last_periodic.elapsed() >= self.periodic_every
+    }
+
+    /// Stores a snapshot of the periodic flows at event time `ts_ns`.
+    pub fn periodic(&mut self, list: &[serde_json::Value], ts_ns: u64) {
+        self.last_periodic = Instant::now();
+        let mut rows = Rows::default();
+        convert::periodic_rows(list, ts_ns, &self.agent, &mut rows);
+        self.store.submit(rows);
+    }
+
+    /// Writes everything buffered, drains the spool (bounded) and reports.
+    pub fn close(self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = std::sync::Arc::clone(&self.store.stats);
+        let describe = self.store.describe().to_string();
+        let left = self.store.close();
+        let v = serde_json::json!({
+            "backend": describe,
+            "agent": self.agent,
+            "rows_accepted": stats.rows_accepted.load(Relaxed),
+            "rows_written": stats.rows_written.load(Relaxed),
+            "batches_written": stats.batches_written.load(Relaxed),
+            "insert_failures": stats.insert_failures.load(Relaxed),
+            "batches_spooled": stats.batches_spooled.load(Relaxed),
+            "batches_deduplicated": stats.batches_deduplicated.load(Relaxed),
+            "batches_left_spooled": left,
+            "rows_lost_spool_full": stats.overflow_rows.load(Relaxed),
+        });
+        if left > 0 {
+            tracing::warn!("storage: {left} batches remain spooled for {describe}; `tapwatch deliver` or the next run writes them");
+        } else {
+            tracing::debug!(
+                "storage: {} rows written to {describe}",
+                stats.rows_written.load(Relaxed)
+            );
+        }
+        v
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> std::sync::Arc<tapwatch_storage::StoreStats> {
+        std::sync::Arc::clone(&self.store.stats)
+    }
+}
+
+fn unix_s() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
