@@ -4,6 +4,7 @@
 #
 #   scripts/clickhouse.sh start DIR [HTTP_PORT TCP_PORT]   # prints the HTTP URL once /ping answers
 #   scripts/clickhouse.sh stop DIR
+#   scripts/clickhouse.sh kill DIR                         # SIGKILL: an outage mid-insert
 #
 # CLUSTER="name=127.0.0.1:9001,127.0.0.1:9002" adds a cluster of one replica per shard to the
 # server's remote_servers (the cluster test starts two servers with the same list), and
@@ -111,18 +112,20 @@ XML
     echo "clickhouse.sh: no answer on $url/ping after 30 s" >&2
     exit 1
     ;;
-stop)
+stop|kill)
+    signal=TERM
+    [ "$cmd" = kill ] && signal=KILL
     for f in "$dir/server.pid" "$dir/launcher.pid"; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -s "$signal" "$pid" 2>/dev/null || true
+        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         rm -f "$f"
     done
     ;;
 *)
-    echo "usage: clickhouse.sh start|stop DIR [HTTP_PORT TCP_PORT]" >&2
+    echo "usage: clickhouse.sh start|stop|kill DIR [HTTP_PORT TCP_PORT]" >&2
     exit 2
     ;;
 esac

@@ -7,4 +7,5 @@ mod live_detect;
 mod replay_cli;
 mod scenarios;
 mod shared_pcaps;
+mod storage;
 mod webhooks;
