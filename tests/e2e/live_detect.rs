@@ -1,13 +1,15 @@
 //! The live path end to end, on real interfaces: BFD packets every 400 ms cross a veth pair
 //! in a namespace the test made; the sender pauses for 1.5 s; `tapwatch run` on the mirror
 //! side posts the missed heartbeat to a real webhook receiver within 1.5 s of the deadline,
-//! resolves it when BFD resumes, and exits 0 on SIGTERM with its deliveries drained.
+//! resolves it when BFD resumes, and exits 0 on SIGTERM with its deliveries drained. TCP
+//! connection setups cross too; every row lands in a private ClickHouse in the namespace.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::live_capture::{send_frames, wait_capturing, Netns};
+use crate::storage::ClickHouseServer;
 use crate::webhooks::Receiver;
 
 fn bfd_frame() -> Vec<u8> {
@@ -21,6 +23,18 @@ fn bfd_frame() -> Vec<u8> {
     v
 }
 
+/// A TCP SYN from node `i` of tenant-less 10.78.0.0/24 to the relay's port 443.
+fn syn_frame(i: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, i], [2, 0, 0, 0, 0, 0xb])
+        .ipv4([10, 78, 0, i], [10, 77, 0, 2], 64)
+        .tcp(40000 + u16::from(i), 443, 1000 * u32::from(i), 64240)
+        .syn()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
 #[test]
 fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
     let Some(ns) = Netns::create("d") else { return };
@@ -30,8 +44,10 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
     // The receiver listens on the namespace's loopback, where tapwatch will post.
     let rx = ns.within(|| Receiver::start(0, Duration::ZERO, |_| 200));
     let tmp = TempDir::new("live-detect");
+    let ch = ClickHouseServer::start_in(&n, "live");
     let mut child = ns
         .tapwatch()
+        .env("TAPWATCH_CLICKHOUSE_URL", &ch.url)
         .args([
             "run",
             "--interface",
@@ -44,6 +60,8 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
             "60",
             "--webhook",
             &rx.url(),
+            "--agent-id",
+            "live1",
             "--data-dir",
         ])
         .arg(tmp.path("data"))
@@ -60,6 +78,9 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
             let mut i = 0u64;
             while Instant::now() < until {
                 send_frames("twa", &[bfd_frame()]);
+                if i < 12 {
+                    send_frames("twa", &[syn_frame(i as u8 + 1)]);
+                }
                 last = Instant::now();
                 i += 1;
                 std::thread::sleep(Duration::from_millis(400 - (i * 37 % 100)));
@@ -129,6 +150,30 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
         rest.contains("none left spooled"),
         "deliveries drained on SIGTERM: {rest}"
     );
+
+    // Every row reached ClickHouse before exit: traffic, setups, the alert and the gap, and
+    // the agent's record of itself.
+    let st = &summary["storage"];
+    assert_eq!(st["batches_left_spooled"], 0, "{st}");
+    assert_eq!(st["rows_accepted"], st["rows_written"], "{st}");
+    let syns = summary["by_protocol_type"]["tcp_syn"].as_u64().unwrap_or(0);
+    assert!(syns >= 10, "SYNs seen: {syns}");
+    let (packets, setups, alerts, gap, agent) = ns.within(|| {
+        (
+            ch.number("SELECT sum(packets) FROM tapwatch.traffic WHERE agent = 'live1'"),
+            ch.number("SELECT sum(setups) FROM tapwatch.tenants"),
+            ch.number("SELECT count() FROM tapwatch.alerts WHERE kind = 'missed_heartbeat'"),
+            ch.query("SELECT gap_ms FROM tapwatch.heartbeat_gaps WHERE state = 'resolved' AND bfd = 1"),
+            ch.query("SELECT concat(mode, ' ', interfaces, ' ', kernel) FROM tapwatch.agents WHERE agent = 'live1' LIMIT 1"),
+        )
+    });
+    assert_eq!(packets, summary["packets"].as_u64().unwrap());
+    assert_eq!(setups, syns);
+    assert!(alerts >= 2, "firing and resolved rows: {alerts}");
+    let gap: f64 = gap.parse().unwrap_or_else(|_| panic!("gap row: {gap:?}"));
+    assert!((1300.0..2200.0).contains(&gap), "gap {gap} ms");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(agent, format!("run twb {}", kernel.trim()));
 
     assert!(
         health.starts_with("HTTP/1.1 200") && ready.starts_with("HTTP/1.1 200"),

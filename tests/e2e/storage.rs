@@ -8,11 +8,13 @@ use std::time::Duration;
 use crate::common::{root, run, tapwatch, TempDir};
 
 /// A private ClickHouse server; stopped (and its files removed) on drop.
-struct ClickHouseServer {
+pub(crate) struct ClickHouseServer {
     dir: TempDir,
-    url: String,
+    /// Its HTTP URL.
+    pub(crate) url: String,
     ports: (String, String),
     env: Vec<(String, String)>,
+    netns: Option<String>,
 }
 
 fn script(name: &str) -> PathBuf {
@@ -27,8 +29,21 @@ fn free_port() -> u16 {
 }
 
 impl ClickHouseServer {
-    fn start(tag: &str) -> ClickHouseServer {
+    pub(crate) fn start(tag: &str) -> ClickHouseServer {
         Self::start_with(tag, free_port(), free_port(), Vec::new())
+    }
+
+    /// A server listening on the loopback of network namespace `netns`.
+    pub(crate) fn start_in(netns: &str, tag: &str) -> ClickHouseServer {
+        let mut s = ClickHouseServer {
+            dir: TempDir::new(&format!("ch-{tag}")),
+            url: String::new(),
+            ports: ("8123".into(), "9000".into()),
+            env: Vec::new(),
+            netns: Some(netns.to_string()),
+        };
+        s.up();
+        s
     }
 
     fn start_with(tag: &str, http: u16, tcp: u16, env: Vec<(String, String)>) -> ClickHouseServer {
@@ -38,13 +53,22 @@ impl ClickHouseServer {
             url: String::new(),
             ports: (http.to_string(), tcp.to_string()),
             env,
+            netns: None,
         };
         s.up();
         s
     }
 
     fn up(&mut self) {
-        let out = run(Command::new("bash")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "bash"]);
+                c
+            }
+            None => Command::new("bash"),
+        };
+        let out = run(cmd
             .arg(script("clickhouse.sh"))
             .arg("start")
             .arg(self.dir.path("server"))
@@ -72,7 +96,7 @@ impl ClickHouseServer {
     }
 
     /// One query over HTTP; the answer as text.
-    fn query(&self, sql: &str) -> String {
+    pub(crate) fn query(&self, sql: &str) -> String {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -86,7 +110,7 @@ impl ClickHouseServer {
         body.trim().to_string()
     }
 
-    fn number(&self, sql: &str) -> u64 {
+    pub(crate) fn number(&self, sql: &str) -> u64 {
         let a = self.query(sql);
         a.parse()
             .unwrap_or_else(|_| panic!("{sql}: not a number: {a:?}"))
