@@ -80,8 +80,7 @@ struct Current {
 
 /// Reads one pcap or pcapng file (optionally gzip-compressed) frame by frame, in file order.
 ///
-/// Memory stays constant: a regular file is memory-mapped, a stream is read through one
-/// reused block. Allocation happens only per pcapng interface description, never per frame.
+/// Memory stays constant: every input is read through one reused block. Allocation happens only per pcapng interface description, never per frame.
 pub struct FileReader {
     path: PathBuf,
     window: Window,
@@ -93,6 +92,10 @@ pub struct FileReader {
     current: Option<Current>,
     finished: bool,
     lengths_maybe_swapped: bool,
+    /// Input size when it is a plain file (for progress).
+    size: Option<u64>,
+    /// The input is gzip-compressed.
+    gzip: bool,
     stats: SourceStats,
     warnings: Vec<String>,
 }
@@ -107,19 +110,12 @@ impl FileReader {
         };
         let file = File::open(&path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        if meta.is_file() && meta.len() > 0 {
-            // SAFETY: the map is read-only and private to this reader; a file truncated by
-            // another process while mapped is the one case memory mapping cannot guard.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            #[cfg(unix)]
-            let _ = map.advise(memmap2::Advice::Sequential);
-            if map.starts_with(&[0x1f, 0x8b]) {
-                let gz = flate2::read::MultiGzDecoder::new(file);
-                return FileReader::with_window(path, Window::stream(Box::new(gz)));
-            }
-            return FileReader::with_window(path, Window::mapped(map));
+        let size = meta.is_file().then_some(meta.len());
+        let mut reader = FileReader::from_reader(path, file)?;
+        if !reader.gzip {
+            reader.size = size;
         }
-        FileReader::from_reader(path, file)
+        Ok(reader)
     }
 
     /// Reads a capture from any byte stream (stdin, a pipe); `name` is used in messages.
@@ -135,7 +131,9 @@ impl FileReader {
         })?;
         if window.bytes().starts_with(&[0x1f, 0x8b]) {
             let gz = flate2::read::MultiGzDecoder::new(StreamRest(window));
-            return FileReader::with_window(path, Window::stream(Box::new(gz)));
+            let mut r = FileReader::with_window(path, Window::stream(Box::new(gz)))?;
+            r.gzip = true;
+            return Ok(r);
         }
         FileReader::with_window(path, window)
     }
@@ -164,6 +162,8 @@ impl FileReader {
         let mut reader = FileReader {
             path,
             window,
+            size: None,
+            gzip: false,
             format,
             big_endian,
             interfaces: Vec::new(),
@@ -220,12 +220,9 @@ impl FileReader {
         }
     }
 
-    /// Size of the input in bytes when it is a memory-mapped file (not gzip, not a stream).
+    /// Size of the input in bytes when it is a plain file (not gzip, not a stream).
     pub fn size_hint(&self) -> Option<u64> {
-        match &self.window {
-            Window::Mapped { map, .. } => Some(map.len() as u64),
-            Window::Stream { .. } => None,
-        }
+        self.size
     }
 
     /// The file's container format.

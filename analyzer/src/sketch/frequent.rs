@@ -34,6 +34,10 @@ struct Slot<K> {
 /// The sketch. `K` is small and `Copy` (addresses, flow keys).
 #[derive(Clone, Debug)]
 pub struct FrequentItems<K> {
+    /// One byte per slot: 0 empty, else 7 bits of the key's hash with the high bit set. The
+    /// probe walks this small array and touches a slot only on a tag match, so a miss
+    /// (a new key, most keys under a flood of random sources) reads no slot at all.
+    tags: Vec<u8>,
     slots: Vec<Option<Slot<K>>>,
     mask: usize,
     len: usize,
@@ -45,6 +49,12 @@ pub struct FrequentItems<K> {
     spare: Vec<Option<Slot<K>>>,
 }
 
+/// The tag of a hash: 7 high bits (independent of the low bits that pick the slot), never 0.
+#[inline]
+fn tag_of(h: u64) -> u8 {
+    0x80 | (h >> 57) as u8
+}
+
 impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// A sketch tracking at most `capacity` keys (rounded up to a power of two ≥ 16).
     pub fn new(capacity: usize) -> FrequentItems<K> {
@@ -52,6 +62,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         // Load factor 3/4 at most.
         let table = (max_len * 4 / 3 + 1).next_power_of_two();
         FrequentItems {
+            tags: vec![0; table],
             slots: vec![None; table],
             mask: table - 1,
             len: 0,
@@ -98,18 +109,26 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     #[inline]
     pub fn add(&mut self, key: K, weight: u64, secondary: u64) {
         self.total += weight;
-        let mut i = mix64(&key) as usize & self.mask;
+        let h = mix64(&key);
+        let tag = tag_of(h);
+        let mut i = h as usize & self.mask;
         loop {
-            match &mut self.slots[i] {
-                Some(s) if s.key == key => {
-                    s.count += weight;
-                    s.secondary += secondary;
-                    return;
-                }
-                Some(_) => i = (i + 1) & self.mask,
-                None => break,
+            let t = self.tags[i];
+            if t == 0 {
+                break;
             }
+            if t == tag {
+                if let Some(s) = &mut self.slots[i] {
+                    if s.key == key {
+                        s.count += weight;
+                        s.secondary += secondary;
+                        return;
+                    }
+                }
+            }
+            i = (i + 1) & self.mask;
         }
+        self.tags[i] = tag;
         self.slots[i] = Some(Slot {
             key,
             count: weight,
@@ -135,16 +154,19 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
             self.spare = vec![None; self.slots.len()];
         }
         std::mem::swap(&mut self.slots, &mut self.spare);
+        self.tags.fill(0);
         self.len = 0;
         for i in 0..self.spare.len() {
             let Some(s) = self.spare[i].take() else {
                 continue;
             };
             if s.count > cut {
-                let mut j = mix64(&s.key) as usize & self.mask;
-                while self.slots[j].is_some() {
+                let h = mix64(&s.key);
+                let mut j = h as usize & self.mask;
+                while self.tags[j] != 0 {
                     j = (j + 1) & self.mask;
                 }
+                self.tags[j] = tag_of(h);
                 self.slots[j] = Some(Slot {
                     count: s.count - cut,
                     ..s
@@ -156,10 +178,16 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// The estimate for one key (`None` if not tracked: its true weight is at most the error bound).
     pub fn get(&self, key: &K) -> Option<ItemEstimate<K>> {
-        let mut i = mix64(key) as usize & self.mask;
-        while let Some(s) = &self.slots[i] {
-            if s.key == *key {
-                return Some(self.estimate(s));
+        let h = mix64(key);
+        let tag = tag_of(h);
+        let mut i = h as usize & self.mask;
+        while self.tags[i] != 0 {
+            if self.tags[i] == tag {
+                if let Some(s) = &self.slots[i] {
+                    if s.key == *key {
+                        return Some(self.estimate(s));
+                    }
+                }
             }
             i = (i + 1) & self.mask;
         }
