@@ -99,37 +99,42 @@ impl Classifier {
     }
 
     /// Labels one frame. Never panics; malformed headers are reported in the result.
-    #[inline]
+    #[inline(always)]
     pub fn classify(&self, frame: &Frame<'_>) -> PacketMeta {
-        let data = frame.data;
+        // Built in the caller's frame and filled through a reference: returning a record
+        // built inside a non-inlined function costs a 136-byte copy per packet.
         let mut meta = PacketMeta::empty(
             frame.ts_ns,
             frame.wire_len,
-            data.len() as u32,
+            frame.data.len() as u32,
             frame.interface,
         );
+        self.label(frame, &mut meta);
+        meta
+    }
+
+    fn label(&self, frame: &Frame<'_>, meta: &mut PacketMeta) {
+        let data = frame.data;
         if (data.len() as u32) < frame.wire_len {
             // Length errors in a frame the snaplen cut are not the sender's fault.
             meta.flags |= FLAG_SNAPPED_HEADER;
         }
         match frame.link {
             LinkType::Ethernet => match Ethernet2Slice::from_slice_without_fcs(data) {
-                Ok(eth) => self.ether(&mut meta, eth.ether_type().0, eth.payload_slice()),
-                Err(_) => malformed(&mut meta, "ethernet", "too short"),
+                Ok(eth) => self.ether(meta, eth.ether_type().0, eth.payload_slice()),
+                Err(_) => malformed(meta, "ethernet", "too short"),
             },
             // Cooked headers are read directly: etherparse rejects some valid ARPHRD values
             // (loopback among them) that Linux writes into SLL headers.
             LinkType::LinuxSll => match data.get(16..) {
                 Some(payload) => {
-                    self.cooked(&mut meta, u16::from_be_bytes([data[14], data[15]]), payload)
+                    self.cooked(meta, u16::from_be_bytes([data[14], data[15]]), payload)
                 }
-                None => malformed(&mut meta, "linux_sll", "too short"),
+                None => malformed(meta, "linux_sll", "too short"),
             },
             LinkType::LinuxSll2 => match data.get(20..) {
-                Some(payload) => {
-                    self.ether(&mut meta, u16::from_be_bytes([data[0], data[1]]), payload)
-                }
-                None => malformed(&mut meta, "linux_sll2", "too short"),
+                Some(payload) => self.ether(meta, u16::from_be_bytes([data[0], data[1]]), payload),
+                None => malformed(meta, "linux_sll2", "too short"),
             },
             LinkType::Null | LinkType::Loop => match data.get(..4) {
                 Some(h) => {
@@ -145,19 +150,18 @@ impl Classifier {
                         }
                     };
                     match family {
-                        2 | 10 | 24 | 28 | 30 => self.ip(&mut meta, &data[4..]),
+                        2 | 10 | 24 | 28 | 30 => self.ip(meta, &data[4..]),
                         _ => meta.kind = ProtocolType::NonIp,
                     }
                 }
-                None => malformed(&mut meta, "loopback", "too short"),
+                None => malformed(meta, "loopback", "too short"),
             },
-            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => self.ip(&mut meta, data),
-            LinkType::Other(_) => malformed(&mut meta, "link", "unsupported link type"),
+            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => self.ip(meta, data),
+            LinkType::Other(_) => malformed(meta, "link", "unsupported link type"),
         }
         if let Some(src) = meta.src {
             meta.tenant = self.tenants.lookup(src);
         }
-        meta
     }
 
     /// Linux cooked headers carry an ether type, or below 0x0600 a Linux protocol number

@@ -39,6 +39,10 @@ impl Config {
             .with_context(|| format!("reading config {}", path.display()))?;
         let config: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::at(path, &text, e.span(), e.message().to_string()))?;
+        config
+            .clickhouse
+            .check()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(config)
     }
 }
@@ -154,6 +158,28 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
             w.timeout_s,
             w.secret_file.is_some() || w.secret_env.is_some()
         );
+    }
+    let st = &config.storage;
+    match config.clickhouse.effective_url() {
+        Some(url) => println!(
+            "history: ClickHouse {url}, database {}{}, batches of {} rows or {} s, spool up to {} MiB under {}",
+            config.clickhouse.database,
+            config
+                .clickhouse
+                .cluster
+                .as_ref()
+                .map(|c| format!(" on cluster {c}"))
+                .unwrap_or_default(),
+            st.batch_rows,
+            st.batch_age_s,
+            st.spool_mib,
+            st.data_dir.join("spool").display()
+        ),
+        None => println!(
+            "history: hourly files under {} (no [clickhouse] url and no {})",
+            st.data_dir.display(),
+            tapwatch_storage::URL_ENV
+        ),
     }
     Ok(())
 }

@@ -648,3 +648,42 @@ fn current_clickhouse_runs_the_schema_and_every_query() {
         same_answers(q, answers, &ask(None, &files, q, &[]));
     }
 }
+
+#[test]
+fn bad_storage_settings_are_named() {
+    let tmp = TempDir::new("store-bad");
+    let cfg = tmp.path("bad.toml");
+    std::fs::write(&cfg, "[clickhouse]\ndatabase = \"tap-watch\"\n").unwrap();
+    let out = run(tapwatch().args(["schema", "print", "--config"]).arg(&cfg));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("database")
+            && err.contains("letters, digits and underscores"),
+        "{err}"
+    );
+    std::fs::write(&cfg, "[storage]\nbatch_rowz = 1\n").unwrap();
+    let out = run(tapwatch().args(["query", "alerts", "--config"]).arg(&cfg));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:2:1") && err.contains("batch_rowz"),
+        "{err}"
+    );
+    let out = run(tapwatch()
+        .args(["query", "alerts", "--since", "yesterday", "--data-dir"])
+        .arg(tmp.path("none")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--since \"yesterday\"") && err.contains("RFC 3339"),
+        "{err}"
+    );
+    let out = run(tapwatch()
+        .args(["query", "alerts", "--data-dir"])
+        .arg(tmp.path("none")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no file store at"), "{err}");
+    let out = run(tapwatch().args(["query", "top-talker"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected one of top-talkers"), "{err}");
+}

@@ -102,6 +102,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// Bytes of memory the sketch holds.
     pub fn memory_bytes(&self) -> usize {
         (self.slots.capacity() + self.spare.capacity()) * std::mem::size_of::<Option<Slot<K>>>()
+            + self.tags.capacity()
             + self.scratch.capacity() * 8
     }
 
