@@ -293,6 +293,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rows_read_back_and_retention_drops_old_hours() {
+        let dir = std::env::temp_dir().join(format!("tw-files-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = FileStore::new(&dir);
+        let now = 1_795_392_000 + 3600 * 5;
+        let row = |ts: u32, tenant: &str| crate::rows::TenantRow {
+            ts,
+            agent: "a b".into(),
+            batch: 1,
+            window_ms: 1000,
+            tenant: tenant.into(),
+            packets: 3,
+            bytes: 4,
+            setups: 5,
+            sources: 6,
+        };
+        store
+            .write("a b", &[row(now - 10 * 86_400, "old"), row(now, "x\ty")])
+            .unwrap();
+        assert_eq!(store.files("tenants").len(), 2);
+        let all = store.read("tenants", 0, u32::MAX).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].str("tenant"), "x\ty");
+        assert_eq!(all[1].u64("sources"), 6);
+        assert_eq!(store.read("tenants", now, now + 1).unwrap().len(), 1);
+        assert_eq!(store.drop_expired(&|_| 7, now), 1);
+        let left = store.read("tenants", 0, u32::MAX).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].str("agent"), "a b");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn hour_names() {
         assert_eq!(hour_name(0), "19700101T00");
         assert_eq!(hour_name(1_795_392_000 + 3 * 3600 + 59), "20261123T03");

@@ -261,4 +261,35 @@ fn every_row_type_round_trips_with_validation_off() {
     assert_eq!(back, vec![row]);
     assert!(ch.batch_exists("tenants", "tsv", 99, ts, ts).unwrap());
     assert!(!ch.batch_exists("tenants", "tsv", 98, ts, ts).unwrap());
+
+    // Retention drops whole partitions past each table's limit and nothing newer.
+    let old = TenantRow {
+        ts: 1_700_000_000, // 2023-11-14
+        agent: s("old"),
+        batch: 100,
+        ..back[0].clone()
+    };
+    ch.insert(&[old]).unwrap();
+    let count = |agent: &str| {
+        ch.query_json(&format!(
+            "SELECT count() AS n FROM tapwatch.tenants WHERE agent = '{agent}'"
+        ))
+        .unwrap()[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(count("old"), 1);
+    let dropped = ch
+        .drop_expired(
+            &|t: &str| if t == "tenants" { 30 } else { 100_000 },
+            20261123,
+        )
+        .unwrap();
+    assert!(
+        dropped.contains(&("tenants".to_string(), "20231114".to_string())),
+        "{dropped:?}"
+    );
+    assert!(dropped.iter().all(|(t, _)| t == "tenants"), "{dropped:?}");
+    assert_eq!(count("old"), 0);
+    assert_eq!(count("tsv"), 1, "a partition inside the retention stays");
 }
