@@ -101,7 +101,7 @@ pub struct QueryArgs {
     /// that long ago). Default: the beginning.
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
-    /// To (exclusive), same forms. Default: now.
+    /// To (exclusive), same forms. Default: no end.
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
     /// Only this tenant.
