@@ -144,15 +144,17 @@ impl Shard {
         if m.malformed.is_some() {
             return;
         }
+        // One hash of the source for the three sketches keyed by it.
+        let h = crate::sketch::mix64(&src);
         let tw = w.tenant(m.tenant);
         tw.packets += 1;
         tw.bytes += u64::from(m.wire_len);
-        tw.nodes.add(src);
+        tw.nodes.add_hashed(src, h);
         if self.setup.get(m.kind.index()).copied().unwrap_or(false) {
             tw.setups += 1;
         }
-        w.sources.add(src, 1, u64::from(m.wire_len));
-        w.source_bytes.add(src, u64::from(m.wire_len), 1);
+        w.sources.add_hashed(src, h, 1, u64::from(m.wire_len));
+        w.source_bytes.add_hashed(src, h, u64::from(m.wire_len), 1);
         w.source_kinds
             .add((src, m.kind, m.size_class), 1, u64::from(m.wire_len));
         if let Some(dst) = m.dst {

@@ -107,8 +107,9 @@ impl Totals {
             self.by_tenant.resize(t + 1, Count::default());
         }
         self.by_tenant[t].add(m.wire_len);
-        self.sources.add(src, 1, u64::from(m.wire_len));
-        self.distinct_sources.add(src);
+        let h = crate::sketch::mix64(&src);
+        self.sources.add_hashed(src, h, 1, u64::from(m.wire_len));
+        self.distinct_sources.add_hashed(src, h);
     }
 
     /// Adds another shard's counters into these.

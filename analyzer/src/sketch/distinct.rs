@@ -89,6 +89,12 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
     /// Adds a key.
     #[inline]
     pub fn add(&mut self, key: K) {
+        self.add_hashed(key, mix64(&key));
+    }
+
+    /// [`DistinctCounter::add`] with the key's [`mix64`] hash already computed.
+    #[inline]
+    pub fn add_hashed(&mut self, key: K, h: u64) {
         if let Some(set) = &mut self.exact {
             if set.insert(key) && set.len() > self.cap {
                 let mut hll = HyperLogLog::new(14);
@@ -99,7 +105,7 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
                 self.exact = None;
             }
         } else if let Some(hll) = &mut self.hll {
-            hll.add_hash(mix64(&key));
+            hll.add_hash(h);
         }
     }
 

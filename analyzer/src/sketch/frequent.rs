@@ -109,8 +109,14 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// Adds `weight` (and a secondary weight) to `key`.
     #[inline]
     pub fn add(&mut self, key: K, weight: u64, secondary: u64) {
+        self.add_hashed(key, mix64(&key), weight, secondary);
+    }
+
+    /// [`FrequentItems::add`] with the key's [`mix64`] hash already computed (shared with
+    /// other sketches fed the same key).
+    #[inline]
+    pub fn add_hashed(&mut self, key: K, h: u64, weight: u64, secondary: u64) {
         self.total += weight;
-        let h = mix64(&key);
         let tag = tag_of(h);
         let mut i = h as usize & self.mask;
         loop {
