@@ -36,8 +36,11 @@ struct Slot<K> {
 pub struct FrequentItems<K> {
     /// One byte per slot: 0 empty, else 7 bits of the key's hash with the high bit set. The
     /// probe walks this small array and touches a slot only on a tag match, so a miss
-    /// (a new key, most keys under a flood of random sources) reads no slot at all.
+    /// (a new key, most keys under a flood of random sources) reads no slot at all. Tags are
+    /// the only record of occupancy: a slot whose tag is 0 may hold a stale entry.
     tags: Vec<u8>,
+    /// The tags of `spare` during a purge.
+    spare_tags: Vec<u8>,
     slots: Vec<Option<Slot<K>>>,
     mask: usize,
     len: usize,
@@ -63,6 +66,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         let table = (max_len * 4 / 3 + 1).next_power_of_two();
         FrequentItems {
             tags: vec![0; table],
+            spare_tags: Vec::new(),
             slots: vec![None; table],
             mask: table - 1,
             len: 0,
@@ -103,6 +107,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     pub fn memory_bytes(&self) -> usize {
         (self.slots.capacity() + self.spare.capacity()) * std::mem::size_of::<Option<Slot<K>>>()
             + self.tags.capacity()
+            + self.spare_tags.capacity()
             + self.scratch.capacity() * 8
     }
 
@@ -150,30 +155,36 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// Subtracts the median count from every key and drops those at or below zero.
     #[cold]
     fn purge(&mut self) {
-        self.scratch.clear();
-        self.scratch
-            .extend(self.slots.iter().flatten().map(|s| s.count));
-        let mid = self.scratch.len() / 2;
-        let (_, median, _) = self.scratch.select_nth_unstable(mid);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend(self.occupied().map(|s| s.count));
+        let mid = scratch.len() / 2;
+        let (_, median, _) = scratch.select_nth_unstable(mid);
         let cut = (*median).max(1);
+        self.scratch = scratch;
         self.offset += cut;
         if self.spare.len() != self.slots.len() {
             self.spare = vec![None; self.slots.len()];
+            self.spare_tags = vec![0; self.slots.len()];
         }
+        // The old table becomes the spare; the new one is empty once its tags are cleared
+        // (its slots keep stale entries nobody reads).
         std::mem::swap(&mut self.slots, &mut self.spare);
+        std::mem::swap(&mut self.tags, &mut self.spare_tags);
         self.tags.fill(0);
         self.len = 0;
         for i in 0..self.spare.len() {
-            let Some(s) = self.spare[i].take() else {
+            if self.spare_tags[i] == 0 {
                 continue;
-            };
+            }
+            let Some(s) = self.spare[i] else { continue };
             if s.count > cut {
                 let h = mix64(&s.key);
                 let mut j = h as usize & self.mask;
                 while self.tags[j] != 0 {
                     j = (j + 1) & self.mask;
                 }
-                self.tags[j] = tag_of(h);
+                self.tags[j] = self.spare_tags[i];
                 self.slots[j] = Some(Slot {
                     count: s.count - cut,
                     ..s
@@ -181,6 +192,15 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
                 self.len += 1;
             }
         }
+    }
+
+    /// Entries in use.
+    fn occupied(&self) -> impl Iterator<Item = &Slot<K>> {
+        self.tags
+            .iter()
+            .zip(&self.slots)
+            .filter(|(t, _)| **t != 0)
+            .filter_map(|(_, s)| s.as_ref())
     }
 
     /// The estimate for one key (`None` if not tracked: its true weight is at most the error bound).
@@ -212,12 +232,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// The `n` heaviest tracked keys, heaviest first (ties by the order of `K` not defined).
     pub fn top(&self, n: usize) -> Vec<ItemEstimate<K>> {
-        let mut all: Vec<ItemEstimate<K>> = self
-            .slots
-            .iter()
-            .flatten()
-            .map(|s| self.estimate(s))
-            .collect();
+        let mut all: Vec<ItemEstimate<K>> = self.occupied().map(|s| self.estimate(s)).collect();
         let n = n.min(all.len());
         if n == 0 {
             return Vec::new();
@@ -232,11 +247,11 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// Adds another sketch's counts into this one (shards merged at window ends).
     pub fn merge(&mut self, other: &FrequentItems<K>) {
-        for s in other.slots.iter().flatten() {
+        for s in other.occupied() {
             self.add(s.key, s.count, s.secondary);
         }
         // `add` counted the other's tracked weight; its evicted weight is in its offset.
-        self.total += other.total - other.slots.iter().flatten().map(|s| s.count).sum::<u64>();
+        self.total += other.total - other.occupied().map(|s| s.count).sum::<u64>();
         self.offset += other.offset;
     }
 }
