@@ -107,6 +107,7 @@ fn main() {
                 "0",
                 "--duration",
                 "120",
+                "--no-store",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
