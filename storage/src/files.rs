@@ -110,6 +110,33 @@ impl FileStore {
         f.write_all(tsv_rows).map_err(|e| io(&path, e))
     }
 
+    /// Appends TabSeparated rows (no header, `ts` first, as every table has it) of `table`,
+    /// each to the file of its own hour (a spooled batch may span two).
+    pub fn append_rows(
+        &self,
+        table: &str,
+        columns: &[&str],
+        agent: &str,
+        tsv_rows: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut by_hour: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        for line in tsv_rows.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let ts = line
+                .split(|b| *b == b'\t')
+                .next()
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0);
+            let buf = by_hour.entry(hour_name(ts)).or_default();
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+        }
+        for (hour, rows) in by_hour {
+            self.append(table, columns, &hour, agent, &rows)?;
+        }
+        Ok(())
+    }
+
     /// Files of `table`, oldest hour first, with their hour.
     pub fn files(&self, table: &str) -> Vec<(String, PathBuf)> {
         let mut v: Vec<(String, PathBuf)> = fs::read_dir(self.dir.join(table))

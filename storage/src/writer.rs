@@ -547,10 +547,9 @@ impl Writer {
                         }
                     }),
                 Backend::Files(f) => f
-                    .append(
+                    .append_rows(
                         &b.meta.table,
                         columns_of(&b.meta.table),
-                        &hour_name(b.meta.ts_min),
                         &self.agent,
                         &b.tsv,
                     )
