@@ -340,14 +340,23 @@ mod tests {
             .write("a b", &[row(now - 10 * 86_400, "old"), row(now, "x\ty")])
             .unwrap();
         assert_eq!(store.files("tenants").len(), 2);
-        let all = store.read("tenants", 0, u32::MAX).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[1].str("tenant"), "x\ty");
-        assert_eq!(all[1].u64("sources"), 6);
         assert_eq!(store.read("tenants", now, now + 1).unwrap().len(), 1);
+        // A spooled batch spanning two hours lands in both hours' files.
+        let mut tsv = Vec::new();
+        for ts in [now - 3600, now] {
+            crate::tsv::write_row(&row(ts, "spooled"), &mut tsv).unwrap();
+        }
+        let cols = <crate::rows::TenantRow as clickhouse::Row>::COLUMN_NAMES;
+        store.append_rows("tenants", cols, "a b", &tsv).unwrap();
+        assert_eq!(store.files("tenants").len(), 3);
+        assert_eq!(store.read("tenants", now, now + 1).unwrap().len(), 2);
+        let all = store.read("tenants", 0, u32::MAX).unwrap();
+        assert_eq!(all.len(), 4);
+        let x = all.iter().find(|r| r.str("tenant") == "x\ty").unwrap();
+        assert_eq!(x.u64("sources"), 6);
         assert_eq!(store.drop_expired(&|_| 7, now), 1);
         let left = store.read("tenants", 0, u32::MAX).unwrap();
-        assert_eq!(left.len(), 1);
+        assert_eq!(left.len(), 3);
         assert_eq!(left[0].str("agent"), "a b");
         let _ = fs::remove_dir_all(&dir);
     }
