@@ -29,7 +29,8 @@ pub struct StorageConfig {
     pub drain_timeout_s: f64,
     /// Retention per table in days (tables not named keep their defaults).
     pub retention_days: BTreeMap<String, u32>,
-    /// How often old partitions and hourly files are dropped, seconds.
+    /// How often old partitions and hourly files are dropped, seconds (0: never). Only
+    /// `tapwatch run` enforces retention; a replay never drops anything.
     pub retention_every_s: f64,
     /// Seconds between an agent's records of itself.
     pub agent_every_s: f64,

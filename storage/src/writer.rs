@@ -109,8 +109,9 @@ pub fn spool_dir(cfg: &StorageConfig, backend: &Backend) -> PathBuf {
 }
 
 impl Store {
-    /// Starts the writer thread. With ClickHouse, the schema is applied first (idempotent);
-    /// a server that does not answer is not an error: rows are spooled until it does.
+    /// Starts the writer thread. With ClickHouse, the thread applies the schema before its
+    /// first insert (idempotent); a server that does not answer is not an error and delays
+    /// nothing: rows are spooled until it does.
     pub fn start(
         cfg: &StorageConfig,
         backend: Backend,
@@ -127,7 +128,7 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let describe = backend.describe();
-        let mut w = Writer {
+        let w = Writer {
             backend,
             cfg: cfg.clone(),
             agent: agent.to_string(),
@@ -146,7 +147,6 @@ impl Store {
         };
         let seq = Arc::clone(&w.seq);
         let run_ms = w.run_ms;
-        w.prepare();
         let thread = std::thread::Builder::new()
             .name("tapwatch-store".into())
             .spawn(move || w.run())
@@ -578,8 +578,11 @@ impl Writer {
 
     /// Drops expired partitions (ClickHouse) or hourly files (file store) now and then.
     fn retention(&mut self) {
+        if self.cfg.retention_every_s <= 0.0 || !self.schema_ready {
+            return;
+        }
         let every = Duration::from_secs_f64(self.cfg.retention_every_s.max(1.0));
-        if self.last_retention.is_some_and(|t| t.elapsed() < every) || !self.schema_ready {
+        if self.last_retention.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.last_retention = Some(Instant::now());
@@ -621,4 +624,62 @@ pub fn columns_of(table: &str) -> &'static [&'static str] {
     }
     for_each_table!(one);
     &[]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::TenantRow;
+
+    fn old_rows() -> Rows {
+        let mut rows = Rows::default();
+        rows.tenants.push(TenantRow {
+            ts: 1_700_000_000, // 2023
+            agent: "a".into(),
+            batch: 0,
+            window_ms: 1000,
+            tenant: "t".into(),
+            packets: 1,
+            bytes: 2,
+            setups: 0,
+            sources: 1,
+        });
+        rows
+    }
+
+    fn run_store(tag: &str, retention_every_s: f64) -> usize {
+        let dir = std::env::temp_dir().join(format!("tw-writer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = StorageConfig {
+            data_dir: dir.clone(),
+            retention_every_s,
+            ..StorageConfig::default()
+        };
+        let store = Store::start(&cfg, Backend::Files(FileStore::new(&dir)), "a").unwrap();
+        store.submit(old_rows());
+        store.flush();
+        // A second write after the writer has had a chance to run retention.
+        std::thread::sleep(Duration::from_millis(300));
+        store.submit(old_rows());
+        assert_eq!(store.close(), 0);
+        let n = FileStore::new(&dir)
+            .read("tenants", 0, u32::MAX)
+            .unwrap()
+            .len();
+        let _ = std::fs::remove_dir_all(&dir);
+        n
+    }
+
+    #[test]
+    fn retention_runs_only_when_enabled() {
+        assert_eq!(
+            run_store("keep", 0.0),
+            2,
+            "a replay keeps every row it writes"
+        );
+        assert!(
+            run_store("drop", 3600.0) < 2,
+            "the daemon drops rows past retention"
+        );
+    }
 }

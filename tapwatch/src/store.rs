@@ -44,8 +44,14 @@ impl StoreSink {
             .clone()
             .or_else(|| config.storage.agent_id.clone())
             .unwrap_or_else(tapwatch_storage::agent::hostname);
-        let backend = Backend::from_config(&config.clickhouse, &config.storage)?;
-        let store = Store::start(&config.storage, backend, &agent)?;
+        let mut storage = config.storage.clone();
+        if mode == "replay" {
+            // Retention is the daemon's job: a replay of an old capture must not drop the
+            // very rows it writes (nor anyone else's).
+            storage.retention_every_s = 0.0;
+        }
+        let backend = Backend::from_config(&config.clickhouse, &storage)?;
+        let store = Store::start(&storage, backend, &agent)?;
         tracing::debug!("storing rows as agent {agent:?} in {}", store.describe());
         let started = unix_s();
         let mut sink = StoreSink {
