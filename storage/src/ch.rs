@@ -206,6 +206,105 @@ impl ClickHouse {
         Ok(n > 0)
     }
 
+    /// The materialized views fed by `table`: (rollup table, bucket width in seconds, the
+    /// view's SELECT restricted to one agent's batch).
+    fn rollups_of(&self, table: &str, agent: &str, batch: u64) -> Vec<(String, u32, String)> {
+        let source = format!("FROM {}\nGROUP BY", self.layout.insert_table(table));
+        let only = format!(
+            "FROM {}\nWHERE agent = {} AND batch = {batch}\nGROUP BY",
+            self.layout.insert_table(table),
+            literal(agent)
+        );
+        let mut out = Vec::new();
+        for m in MIGRATIONS {
+            for st in self.layout.statements(m) {
+                if !st.starts_with("CREATE MATERIALIZED VIEW") || !st.contains(&source) {
+                    continue;
+                }
+                let Some((head, select)) = st.split_once(" AS\n") else {
+                    continue;
+                };
+                let Some(target) = head.rsplit(" TO ").next() else {
+                    continue;
+                };
+                let width = if target.contains("_1h") { 3600 } else { 60 };
+                out.push((
+                    target.trim().to_string(),
+                    width,
+                    select.replace(&source, &only),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Completes the rollups of a batch found in its base table. ClickHouse writes an INSERT
+    /// to the table and then to each materialized view; a server killed in between keeps
+    /// the batch in the table but not in a rollup. For each rollup, when in every bucket the
+    /// batch touches the rollup holds exactly the batch's share fewer packets than the table,
+    /// the batch is missing from it and is added from the table's rows. (One writer per
+    /// agent sends one INSERT at a time, so at most one batch per outage is half-written;
+    /// an ambiguous deficit is left alone: a rollup may lose, never double.) Returns the
+    /// rollups completed.
+    pub fn complete_rollups(
+        &self,
+        table: &str,
+        agent: &str,
+        batch: u64,
+        ts_min: u32,
+        ts_max: u32,
+    ) -> Result<Vec<String>, StorageError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Bucket {
+            bucket: u32,
+            packets: u64,
+        }
+        let mut completed = Vec::new();
+        for (target, width, select) in self.rollups_of(table, agent, batch) {
+            let (lo, hi) = (ts_min / width * width, (ts_max / width + 1) * width);
+            let sums = |sql: String| {
+                self.run(
+                    "checking a rollup",
+                    self.client.query(&sql).fetch_all::<Bucket>(),
+                )
+            };
+            let mine = sums(format!(
+                "SELECT toUInt32(ts) AS bucket, sumMerge(packets) AS packets FROM ({select}) GROUP BY bucket"
+            ))?;
+            let range = format!(
+                "agent = {} AND ts >= toDateTime({lo}, 'UTC') AND ts < toDateTime({hi}, 'UTC')",
+                literal(agent)
+            );
+            let base = sums(format!(
+                "SELECT toUInt32(toStartOf{g}(ts)) AS bucket, sum(packets) AS packets FROM {t} WHERE {range} GROUP BY bucket",
+                g = if width == 3600 { "Hour" } else { "Minute" },
+                t = self.layout.insert_table(table),
+            ))?;
+            let rolled = sums(format!(
+                "SELECT toUInt32(ts) AS bucket, sumMerge(packets) AS packets FROM {target} WHERE {range} GROUP BY bucket"
+            ))?;
+            let total = |v: &[Bucket], t: u32| {
+                v.iter()
+                    .filter(|b| b.bucket == t)
+                    .map(|b| b.packets)
+                    .sum::<u64>()
+            };
+            // Missing exactly when every bucket lacks exactly this batch's share: a deficit
+            // that is another batch's (or two batches') is left alone rather than doubled.
+            let missing = !mine.is_empty()
+                && mine.iter().all(|b| {
+                    b.packets > 0
+                        && total(&base, b.bucket).saturating_sub(total(&rolled, b.bucket))
+                            == b.packets
+                });
+            if missing {
+                self.execute(&format!("INSERT INTO {target} {select}"))?;
+                completed.push(target);
+            }
+        }
+        Ok(completed)
+    }
+
     /// Runs a query whose rows are `T`, read as RowBinary (with validation off, field widths
     /// must equal column types exactly, as for inserts).
     pub fn select<T>(&self, sql: &str) -> Result<Vec<T>, StorageError>
@@ -294,6 +393,11 @@ impl ClickHouse {
         }
         Ok(dropped)
     }
+}
+
+/// A ClickHouse string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Days from `a` to `b`, both `YYYYMMDD` (an over-long month end like 20261131 counts as

@@ -540,6 +540,21 @@ impl Writer {
                             self.stats
                                 .batches_deduplicated
                                 .fetch_add(1, Ordering::Relaxed);
+                            let done = ch.complete_rollups(
+                                &b.meta.table,
+                                &self.agent,
+                                b.meta.batch,
+                                b.meta.ts_min,
+                                b.meta.ts_max,
+                            )?;
+                            if !done.is_empty() {
+                                tracing::warn!(
+                                    "batch {} of {} was in the table but not in {}: completed from the table's rows",
+                                    b.meta.batch,
+                                    b.meta.table,
+                                    done.join(", ")
+                                );
+                            }
                             Ok(false)
                         } else {
                             ch.insert_tsv(&b.meta.table, columns_of(&b.meta.table), &b.tsv, false)

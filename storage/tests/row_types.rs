@@ -262,6 +262,56 @@ fn every_row_type_round_trips_with_validation_off() {
     assert!(ch.batch_exists("tenants", "tsv", 99, ts, ts).unwrap());
     assert!(!ch.batch_exists("tenants", "tsv", 98, ts, ts).unwrap());
 
+    // A batch killed between the table and one of its views: in `traffic` and `traffic_1h`,
+    // not in `traffic_1m`. Completing it fills the gap once, and only where it is.
+    let half = TrafficRow {
+        ts: ts + 61,
+        agent: s("half'way"),
+        batch: 500,
+        window_ms: 1000,
+        tenant: s("t"),
+        source_class: s("ipv4"),
+        protocol_type: s("udp"),
+        size_class: s("0-64"),
+        packets: 7,
+        bytes: 420,
+        setups: 0,
+    };
+    let full = TrafficRow {
+        batch: 499,
+        packets: 5,
+        ..half.clone()
+    };
+    ch.insert(&[full]).unwrap();
+    ch.execute("DETACH TABLE tapwatch.traffic_1m_mv").unwrap();
+    ch.insert(&[half]).unwrap();
+    ch.execute("ATTACH TABLE tapwatch.traffic_1m_mv").unwrap();
+    let sum = |sql: &str| ch.query_json(sql).unwrap()[0]["n"].as_u64().unwrap();
+    let rolled =
+        || sum("SELECT sumMerge(packets) AS n FROM tapwatch.traffic_1m WHERE agent = 'half\\'way'");
+    assert_eq!(rolled(), 5);
+    for batch in [499, 500] {
+        let done = ch
+            .complete_rollups("traffic", "half'way", batch, ts + 61, ts + 61)
+            .unwrap();
+        let expected: Vec<String> = if batch == 500 {
+            vec!["tapwatch.traffic_1m".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(done, expected, "batch {batch}");
+    }
+    assert_eq!(rolled(), 12);
+    assert!(ch
+        .complete_rollups("traffic", "half'way", 500, ts + 61, ts + 61)
+        .unwrap()
+        .is_empty());
+    assert_eq!(rolled(), 12, "completed once");
+    assert_eq!(
+        sum("SELECT sumMerge(packets) AS n FROM tapwatch.traffic_1h WHERE agent = 'half\\'way'"),
+        12
+    );
+
     // Retention drops whole partitions past each table's limit and nothing newer.
     let old = TenantRow {
         ts: 1_700_000_000, // 2023-11-14
