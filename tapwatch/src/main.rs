@@ -127,9 +127,10 @@ enum Command {
     /// Check a config file and explain what it sets up.
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// Deliver alerts left in the webhook spools by earlier runs, then exit.
+    /// Deliver what earlier runs left spooled — alerts for webhooks, rows for ClickHouse —
+    /// then exit.
     #[command(
-        after_help = "Example:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60"
+        after_help = "Examples:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch deliver --agent-id relay7 --data-dir /var/lib/tapwatch"
     )]
     Deliver(DeliverArgs),
     /// Print or apply the ClickHouse schema (versioned migrations).
