@@ -42,6 +42,8 @@ pub trait StoredRow:
     fn ts(&self) -> u32;
     /// Stamps the batch id the row is inserted with.
     fn set_batch(&mut self, batch: u64);
+    /// The agent id on the row.
+    fn agent(&self) -> &str;
 }
 
 macro_rules! stored_row {
@@ -53,6 +55,9 @@ macro_rules! stored_row {
             }
             fn set_batch(&mut self, batch: u64) {
                 self.batch = batch;
+            }
+            fn agent(&self) -> &str {
+                &self.agent
             }
         }
     };

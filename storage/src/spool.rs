@@ -18,6 +18,9 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 pub struct BatchMeta {
     /// Table (without database).
     pub table: String,
+    /// Agent id on the batch's rows (its batch ids are unique per agent).
+    #[serde(default)]
+    pub agent: String,
     /// Batch id (the idempotency key in every row).
     pub batch: u64,
     /// Rows.
@@ -252,6 +255,7 @@ mod tests {
         SpooledBatch {
             meta: BatchMeta {
                 table: "traffic".into(),
+                agent: "a".into(),
                 batch: n,
                 rows: 2,
                 ts_min: 1,

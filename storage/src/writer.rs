@@ -82,7 +82,6 @@ pub struct Store {
     thread: Option<JoinHandle<()>>,
     spool: Arc<Mutex<Spool>>,
     seq: Arc<AtomicU64>,
-    agent: String,
     run_ms: u64,
     /// Counters.
     pub stats: Arc<StoreStats>,
@@ -156,7 +155,6 @@ impl Store {
             thread: Some(thread),
             spool,
             seq,
-            agent: agent.to_string(),
             run_ms,
             stats,
             describe,
@@ -166,11 +164,6 @@ impl Store {
     /// Where rows go, for logs.
     pub fn describe(&self) -> &str {
         &self.describe
-    }
-
-    /// The agent id on every row.
-    pub fn agent(&self) -> &str {
-        &self.agent
     }
 
     /// Hands rows to the writer without blocking: when its queue is full they go straight to
@@ -189,14 +182,7 @@ impl Store {
             | Err(TrySendError::Disconnected(Msg::Rows(mut rows))) => {
                 self.stats.queue_depth.fetch_sub(n, Ordering::Relaxed);
                 if let Ok(mut spool) = self.spool.lock() {
-                    spool_rows(
-                        &mut rows,
-                        &self.agent,
-                        self.run_ms,
-                        &self.seq,
-                        &mut spool,
-                        &self.stats,
-                    );
+                    spool_rows(&mut rows, self.run_ms, &self.seq, &mut spool, &self.stats);
                 }
             }
             Err(_) => {}
@@ -247,7 +233,6 @@ fn pending_batches(spool: &mut Spool) -> u64 {
 /// Stamps batch ids and spools every table of `rows`.
 fn spool_rows(
     rows: &mut Rows,
-    agent: &str,
     run_ms: u64,
     seq: &AtomicU64,
     spool: &mut Spool,
@@ -264,7 +249,6 @@ fn spool_rows(
         };
     }
     for_each_table!(one);
-    let _ = agent;
 }
 
 /// Batch ids: the run's start (ms) in the high bits, a sequence in the low 20, so a restarted
@@ -285,6 +269,10 @@ fn to_spooled<T: StoredRow>(rows: &mut [T], batch: u64) -> SpooledBatch {
     SpooledBatch {
         meta: BatchMeta {
             table: T::TABLE.to_string(),
+            agent: rows
+                .first()
+                .map(|r| r.agent().to_string())
+                .unwrap_or_default(),
             batch,
             rows: rows.len() as u64,
             ts_min: lo,
@@ -526,11 +514,17 @@ impl Writer {
                 return false;
             }
             let t0 = Instant::now();
+            // The batch's own agent: `deliver` may run under another id than the spooling run.
+            let agent = if b.meta.agent.is_empty() {
+                self.agent.clone()
+            } else {
+                b.meta.agent.clone()
+            };
             let result = match &self.backend {
                 Backend::ClickHouse(ch) => ch
                     .batch_exists(
                         &b.meta.table,
-                        &self.agent,
+                        &agent,
                         b.meta.batch,
                         b.meta.ts_min,
                         b.meta.ts_max,
@@ -542,7 +536,7 @@ impl Writer {
                                 .fetch_add(1, Ordering::Relaxed);
                             let done = ch.complete_rollups(
                                 &b.meta.table,
-                                &self.agent,
+                                &agent,
                                 b.meta.batch,
                                 b.meta.ts_min,
                                 b.meta.ts_max,
@@ -565,7 +559,7 @@ impl Writer {
                     .append_rows(
                         &b.meta.table,
                         columns_of(&b.meta.table),
-                        &self.agent,
+                        &agent,
                         &b.tsv,
                     )
                     .map(|()| true),

@@ -130,7 +130,7 @@ enum Command {
     /// Deliver what earlier runs left spooled — alerts for webhooks, rows for ClickHouse —
     /// then exit.
     #[command(
-        after_help = "Examples:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch deliver --agent-id relay7 --data-dir /var/lib/tapwatch"
+        after_help = "Examples:\n  tapwatch deliver --webhook https://hooks.example.net/tapwatch --drain-timeout 60\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch deliver --data-dir /var/lib/tapwatch"
     )]
     Deliver(DeliverArgs),
     /// Print or apply the ClickHouse schema (versioned migrations).
@@ -321,9 +321,6 @@ struct DeliverArgs {
     /// Config file with `[[webhook]]` tables and/or `[clickhouse]`.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Agent id the spooled rows were written as (it checks batch ids with it).
-    #[arg(long, value_name = "ID")]
-    agent_id: Option<String>,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -434,11 +431,8 @@ fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
         storage.data_dir = data_dir;
         storage.drain_timeout_s = a.delivery.drain_timeout;
         let backend = tapwatch_storage::Backend::from_config(&config.clickhouse, &storage)?;
-        let agent = a
-            .agent_id
-            .clone()
-            .or(storage.agent_id.clone())
-            .unwrap_or_else(tapwatch_storage::agent::hostname);
+        // Spooled batches carry their own agent id; this one would name new rows (none).
+        let agent = tapwatch_storage::agent::hostname();
         let store = tapwatch_storage::Store::start(&storage, backend, &agent)?;
         let describe = store.describe().to_string();
         let left = store.close();

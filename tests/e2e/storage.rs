@@ -443,14 +443,7 @@ fn the_spool_survives_a_restart_and_deliver_drains_it() {
     let mut ch = ch;
     ch.up();
     let out = run(tapwatch()
-        .args([
-            "deliver",
-            "--agent-id",
-            "relay3",
-            "--drain-timeout",
-            "30",
-            "--data-dir",
-        ])
+        .args(["deliver", "--drain-timeout", "30", "--data-dir"])
         .arg(&data)
         .env("TAPWATCH_CLICKHOUSE_URL", &ch.url));
     assert!(
