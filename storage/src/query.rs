@@ -230,6 +230,22 @@ pub fn datetime_text(ts: u64) -> String {
     )
 }
 
+/// A stored row as a listing question's answer: `time` from `ts`, numbers as numbers.
+fn project(q: Question, r: &FileRow) -> Map<String, Value> {
+    q.columns()
+        .iter()
+        .map(|c| {
+            let v = match *c {
+                "time" => json!(datetime_text(r.u64("ts"))),
+                "value" | "threshold" | "period_ms" | "gap_ms" => json!(r.f64(c)),
+                "bfd" => json!(r.u64(c)),
+                _ => json!(r.str(c)),
+            };
+            (c.to_string(), v)
+        })
+        .collect()
+}
+
 fn obj(q: Question, vals: Vec<Value>) -> Map<String, Value> {
     q.columns()
         .iter()
@@ -296,62 +312,16 @@ pub fn ask_files(
         }
         Question::Alerts => {
             let mut rows = read("alerts")?;
-            rows.sort_by(|a, b| {
-                (a.u64("ts"), a.str("agent"), a.str("id"), a.str("state")).cmp(&(
-                    b.u64("ts"),
-                    b.str("agent"),
-                    b.str("id"),
-                    b.str("state"),
-                ))
-            });
-            rows.iter()
-                .map(|r| {
-                    obj(
-                        q,
-                        vec![
-                            json!(datetime_text(r.u64("ts"))),
-                            json!(r.str("agent")),
-                            json!(r.str("kind")),
-                            json!(r.str("state")),
-                            json!(r.str("severity")),
-                            json!(r.str("tenant")),
-                            json!(r.str("subject")),
-                            json!(r.f64("value")),
-                            json!(r.f64("threshold")),
-                            json!(r.str("id")),
-                        ],
-                    )
-                })
-                .collect()
+            rows.sort_by_key(|r| (r.u64("ts"), r.str("agent"), r.str("id"), r.str("state")));
+            rows.iter().map(|r| project(q, r)).collect()
         }
         Question::HeartbeatGaps => {
             let mut rows: Vec<FileRow> = read("heartbeat_gaps")?
                 .into_iter()
                 .filter(|r| r.str("state") == "resolved")
                 .collect();
-            rows.sort_by(|a, b| {
-                (a.u64("ts"), a.str("agent"), a.str("flow")).cmp(&(
-                    b.u64("ts"),
-                    b.str("agent"),
-                    b.str("flow"),
-                ))
-            });
-            rows.iter()
-                .map(|r| {
-                    obj(
-                        q,
-                        vec![
-                            json!(datetime_text(r.u64("ts"))),
-                            json!(r.str("agent")),
-                            json!(r.str("tenant")),
-                            json!(r.str("flow")),
-                            json!(r.u64("bfd")),
-                            json!(r.f64("period_ms")),
-                            json!(r.f64("gap_ms")),
-                        ],
-                    )
-                })
-                .collect()
+            rows.sort_by_key(|r| (r.u64("ts"), r.str("agent"), r.str("flow")));
+            rows.iter().map(|r| project(q, r)).collect()
         }
         Question::SetupGrowth => {
             struct Acc {

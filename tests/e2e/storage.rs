@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use tapwatch_storage::rows::TABLES;
+
 use crate::common::{root, run, tapwatch, TempDir};
 
 /// A private ClickHouse server; stopped (and its files removed) on drop.
@@ -136,50 +138,40 @@ fn demo() -> [String; 3] {
     ]
 }
 
-/// `tapwatch replay … --format json` with the storage flags; the summary.
-fn replay(url: Option<&str>, data_dir: &Path, agent: &str, extra: &[&str]) -> serde_json::Value {
+/// Runs `tapwatch ARGS… --data-dir DIR EXTRA…` against ClickHouse (`url`) or the file store;
+/// its standard output parsed as JSON.
+fn json_of<T: serde::de::DeserializeOwned>(
+    url: Option<&str>,
+    args: &[String],
+    data_dir: &Path,
+    extra: &[&str],
+) -> T {
     let mut cmd = tapwatch();
-    cmd.arg("replay")
-        .args(demo())
-        .args(["--format", "json", "--agent-id", agent, "--data-dir"])
-        .arg(data_dir)
-        .args(extra);
+    cmd.args(args).arg("--data-dir").arg(data_dir).args(extra);
     if let Some(u) = url {
         cmd.env("TAPWATCH_CLICKHOUSE_URL", u);
     }
     let out = run(&mut cmd);
     assert!(
         out.status.success(),
-        "replay: {}",
+        "tapwatch {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("summary JSON")
+    serde_json::from_slice(&out.stdout).expect("JSON on standard output")
+}
+
+/// `tapwatch replay … --format json` with the storage flags; the summary.
+fn replay(url: Option<&str>, data_dir: &Path, agent: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["replay".to_string()];
+    args.extend(demo());
+    args.extend(["--format", "json", "--agent-id", agent].map(String::from));
+    json_of(url, &args, data_dir, extra)
 }
 
 /// `tapwatch query Q --format json` against ClickHouse (url) or the file store.
 fn ask(url: Option<&str>, data_dir: &Path, q: &str, extra: &[&str]) -> Vec<serde_json::Value> {
-    let mut cmd = tapwatch();
-    cmd.args([
-        "query",
-        q,
-        "--format",
-        "json",
-        "--limit",
-        "1000",
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    .args(extra);
-    if let Some(u) = url {
-        cmd.env("TAPWATCH_CLICKHOUSE_URL", u);
-    }
-    let out = run(&mut cmd);
-    assert!(
-        out.status.success(),
-        "query {q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("query JSON")
+    let args = ["query", q, "--format", "json", "--limit", "1000"].map(String::from);
+    json_of(url, &args, data_dir, extra)
 }
 
 /// Equal answers: same rows in the same order, numbers equal to 1e-9 relative.
@@ -207,17 +199,6 @@ const QUESTIONS: [&str; 5] = [
     "heartbeat-gaps",
     "setup-growth",
     "latency",
-];
-const TABLES: [&str; 9] = [
-    "traffic",
-    "tenants",
-    "heavy_hitters",
-    "latency",
-    "setup_growth",
-    "periodic_flows",
-    "heartbeat_gaps",
-    "alerts",
-    "agents",
 ];
 
 /// Rows per table in a file store.
