@@ -27,6 +27,22 @@ fn ch_err(url: &str, what: &str, e: impl std::fmt::Display) -> StorageError {
     }
 }
 
+/// An error with its causes (transport errors hide the useful part, e.g. "connection
+/// refused" or a TLS alert, behind "client error (Connect)").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
 impl ClickHouse {
     /// A client for `url` with the settings of `cfg` (no request is made yet).
     pub fn new(url: &str, cfg: &ClickHouseConfig) -> Result<ClickHouse, StorageError> {
@@ -73,7 +89,7 @@ impl ClickHouse {
     ) -> Result<T, StorageError> {
         self.rt.block_on(async {
             match tokio::time::timeout(self.timeout, f).await {
-                Ok(r) => r.map_err(|e| ch_err(&self.url, what, e)),
+                Ok(r) => r.map_err(|e| ch_err(&self.url, what, with_causes(&e))),
                 Err(_) => Err(ch_err(
                     &self.url,
                     what,

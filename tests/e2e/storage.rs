@@ -671,3 +671,31 @@ fn bad_storage_settings_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected one of top-talkers"), "{err}");
 }
+
+#[test]
+fn an_https_url_speaks_tls_and_transport_errors_say_why() {
+    let ch = ClickHouseServer::start("tls");
+    let apply = |url: &str| {
+        let out = run(tapwatch()
+            .args(["schema", "apply"])
+            .env("TAPWATCH_CLICKHOUSE_URL", url));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(apply(&ch.url).0);
+    // The private server speaks plain HTTP: an https URL to it must fail in the TLS
+    // handshake (rustls reads an HTTP answer where a TLS record belongs), not connect.
+    let https = ch.url.replace("http://", "https://");
+    let (ok, err) = apply(&https);
+    assert!(!ok);
+    assert!(
+        err.contains(&https) && err.contains("corrupt message"),
+        "{err}"
+    );
+    ch.down();
+    let (ok, err) = apply(&ch.url);
+    assert!(!ok);
+    assert!(err.contains("Connection refused"), "{err}");
+}
