@@ -7,6 +7,7 @@ use clickhouse::{Client, Compression};
 use crate::config::ClickHouseConfig;
 use crate::rows::StoredRow;
 use crate::schema::{partition_last_day, Layout, MIGRATIONS};
+use crate::spool::BatchMeta;
 use crate::StorageError;
 
 /// A connection to one ClickHouse server (of a cluster, possibly) with its own runtime.
@@ -197,15 +198,8 @@ impl ClickHouse {
 
     /// Whether rows of this agent's batch are already in the table (a retried batch whose
     /// first attempt did land).
-    pub fn batch_exists(
-        &self,
-        table: &str,
-        agent: &str,
-        batch: u64,
-        ts_min: u32,
-        ts_max: u32,
-    ) -> Result<bool, StorageError> {
-        let target = self.layout.insert_table(table);
+    pub fn batch_exists(&self, m: &BatchMeta) -> Result<bool, StorageError> {
+        let target = self.layout.insert_table(&m.table);
         let sql = format!(
             "SELECT count() FROM {target} WHERE agent = ? AND batch = ? AND ts >= toDateTime(?, 'UTC') AND ts <= toDateTime(?, 'UTC')"
         );
@@ -213,10 +207,10 @@ impl ClickHouse {
             "checking a batch id",
             self.client
                 .query(&sql)
-                .bind(agent)
-                .bind(batch)
-                .bind(ts_min)
-                .bind(ts_max)
+                .bind(m.agent.as_str())
+                .bind(m.batch)
+                .bind(m.ts_min)
+                .bind(m.ts_max)
                 .fetch_one::<u64>(),
         )?;
         Ok(n > 0)
@@ -262,14 +256,14 @@ impl ClickHouse {
     /// agent sends one INSERT at a time, so at most one batch per outage is half-written;
     /// an ambiguous deficit is left alone: a rollup may lose, never double.) Returns the
     /// rollups completed.
-    pub fn complete_rollups(
-        &self,
-        table: &str,
-        agent: &str,
-        batch: u64,
-        ts_min: u32,
-        ts_max: u32,
-    ) -> Result<Vec<String>, StorageError> {
+    pub fn complete_rollups(&self, m: &BatchMeta) -> Result<Vec<String>, StorageError> {
+        let (table, agent, batch, ts_min, ts_max) = (
+            m.table.as_str(),
+            m.agent.as_str(),
+            m.batch,
+            m.ts_min,
+            m.ts_max,
+        );
         #[derive(clickhouse::Row, serde::Deserialize)]
         struct Bucket {
             bucket: u32,

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::rows::StoredRow;
+use crate::spool::{BatchMeta, SpooledBatch};
 use crate::tsv;
 use crate::StorageError;
 
@@ -278,39 +279,49 @@ pub fn load_into(
             "{table}: the header lacks agent, batch or ts"
         )));
     };
-    // Batches in file order: (agent, batch) → (ts range, rows).
-    let mut order: Vec<(String, u64)> = Vec::new();
-    // (agent, batch) → (earliest ts, latest ts, rows, TSV lines).
-    type Group = (u32, u32, u64, Vec<u8>);
-    let mut groups: std::collections::HashMap<(String, u64), Group> =
-        std::collections::HashMap::new();
+    // The file's batches in file order, each with its rows.
+    let mut batches: Vec<SpooledBatch> = Vec::new();
+    let mut index: std::collections::HashMap<(String, u64), usize> = Default::default();
     for line in lines {
         let f: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
         let get = |i: usize| {
             String::from_utf8_lossy(&tsv::unescape(f.get(i).copied().unwrap_or_default()))
                 .into_owned()
         };
-        let key = (get(ia), get(ib).parse().unwrap_or(0));
-        let ts: u32 = get(it).parse().unwrap_or(0);
-        let g = groups.entry(key.clone()).or_insert_with(|| {
-            order.push(key);
-            (u32::MAX, 0, 0, Vec::new())
+        let (agent, batch, ts) = (
+            get(ia),
+            get(ib).parse().unwrap_or(0),
+            get(it).parse().unwrap_or(0),
+        );
+        let at = *index.entry((agent.clone(), batch)).or_insert_with(|| {
+            batches.push(SpooledBatch {
+                meta: BatchMeta {
+                    table: table.to_string(),
+                    agent,
+                    batch,
+                    rows: 0,
+                    ts_min: u32::MAX,
+                    ts_max: 0,
+                },
+                tsv: Vec::new(),
+            });
+            batches.len() - 1
         });
-        g.0 = g.0.min(ts);
-        g.1 = g.1.max(ts);
-        g.2 += 1;
-        g.3.extend_from_slice(line);
-        g.3.push(b'\n');
+        let b = &mut batches[at];
+        b.meta.rows += 1;
+        b.meta.ts_min = b.meta.ts_min.min(ts);
+        b.meta.ts_max = b.meta.ts_max.max(ts);
+        b.tsv.extend_from_slice(line);
+        b.tsv.push(b'\n');
     }
     let (mut rows, mut skipped) = (0, 0);
-    for key in order {
-        let (lo, hi, n, body) = &groups[&key];
-        if ch.batch_exists(table, &key.0, key.1, *lo, *hi)? {
+    for b in &batches {
+        if ch.batch_exists(&b.meta)? {
             skipped += 1;
             continue;
         }
-        ch.insert_tsv(table, columns, body, false)?;
-        rows += n;
+        ch.insert_tsv(table, columns, &b.tsv, false)?;
+        rows += b.meta.rows;
     }
     Ok((rows, skipped))
 }

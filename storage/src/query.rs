@@ -34,14 +34,6 @@ impl Question {
         (Question::Latency, "latency"),
     ];
 
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        Question::ALL
-            .iter()
-            .find(|(q, _)| *q == self)
-            .map_or("", |(_, n)| n)
-    }
-
     /// Output columns, in order.
     pub fn columns(self) -> &'static [&'static str] {
         match self {

@@ -19,7 +19,6 @@ pub struct BatchMeta {
     /// Table (without database).
     pub table: String,
     /// Agent id on the batch's rows (its batch ids are unique per agent).
-    #[serde(default)]
     pub agent: String,
     /// Batch id (the idempotency key in every row).
     pub batch: u64,

@@ -391,7 +391,7 @@ impl Writer {
                 }
                 Ok(Msg::Flush(ack)) => {
                     self.flush();
-                    self.drain(false);
+                    self.drain();
                     let _ = ack.send(());
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -401,14 +401,14 @@ impl Writer {
                 self.flush();
             }
             if Instant::now() >= self.retry_at {
-                self.drain(false);
+                self.drain();
             }
             self.retention();
         }
         self.flush();
         let until = Instant::now() + Duration::from_secs_f64(self.cfg.drain_timeout_s.max(0.0));
         loop {
-            if self.drain(true) || Instant::now() >= until {
+            if self.drain() || Instant::now() >= until {
                 break;
             }
             std::thread::sleep(
@@ -490,8 +490,7 @@ impl Writer {
     }
 
     /// Replays spooled batches in order until the spool is empty (true) or a write fails.
-    fn drain(&mut self, final_pass: bool) -> bool {
-        let _ = final_pass;
+    fn drain(&mut self) -> bool {
         loop {
             let next = match self.spool.lock() {
                 Ok(mut s) => s.peek(),
@@ -514,54 +513,31 @@ impl Writer {
                 return false;
             }
             let t0 = Instant::now();
-            // The batch's own agent: `deliver` may run under another id than the spooling run.
-            let agent = if b.meta.agent.is_empty() {
-                self.agent.clone()
-            } else {
-                b.meta.agent.clone()
-            };
+            let m = &b.meta;
             let result = match &self.backend {
-                Backend::ClickHouse(ch) => ch
-                    .batch_exists(
-                        &b.meta.table,
-                        &agent,
-                        b.meta.batch,
-                        b.meta.ts_min,
-                        b.meta.ts_max,
-                    )
-                    .and_then(|exists| {
-                        if exists {
-                            self.stats
-                                .batches_deduplicated
-                                .fetch_add(1, Ordering::Relaxed);
-                            let done = ch.complete_rollups(
-                                &b.meta.table,
-                                &agent,
-                                b.meta.batch,
-                                b.meta.ts_min,
-                                b.meta.ts_max,
-                            )?;
-                            if !done.is_empty() {
-                                tracing::warn!(
-                                    "batch {} of {} was in the table but not in {}: completed from the table's rows",
-                                    b.meta.batch,
-                                    b.meta.table,
-                                    done.join(", ")
-                                );
-                            }
-                            Ok(false)
-                        } else {
-                            ch.insert_tsv(&b.meta.table, columns_of(&b.meta.table), &b.tsv, false)
-                                .map(|()| true)
-                        }
-                    }),
+                Backend::ClickHouse(ch) => ch.batch_exists(m).and_then(|exists| {
+                    if !exists {
+                        return ch
+                            .insert_tsv(&m.table, columns_of(&m.table), &b.tsv, false)
+                            .map(|()| true);
+                    }
+                    self.stats
+                        .batches_deduplicated
+                        .fetch_add(1, Ordering::Relaxed);
+                    let done = ch.complete_rollups(m)?;
+                    if !done.is_empty() {
+                        tracing::warn!(
+                            "batch {} of {} was in the table but not in {}: completed from the table's rows",
+                            m.batch,
+                            m.table,
+                            done.join(", ")
+                        );
+                    }
+                    Ok(false)
+                }),
+                // The batch's own agent: `deliver` may run under another id than the spooling run.
                 Backend::Files(f) => f
-                    .append_rows(
-                        &b.meta.table,
-                        columns_of(&b.meta.table),
-                        &agent,
-                        &b.tsv,
-                    )
+                    .append_rows(&m.table, columns_of(&m.table), &m.agent, &b.tsv)
                     .map(|()| true),
             };
             match result {

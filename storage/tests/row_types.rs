@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use tapwatch_storage::rows::*;
+use tapwatch_storage::spool::BatchMeta;
 use tapwatch_storage::{ClickHouse, ClickHouseConfig};
 
 struct Server(PathBuf);
@@ -39,6 +40,18 @@ impl Drop for Server {
             .arg(&self.0)
             .output();
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A batch of one row at `ts`.
+fn meta(table: &str, agent: &str, batch: u64, ts: u32) -> BatchMeta {
+    BatchMeta {
+        table: table.into(),
+        agent: agent.into(),
+        batch,
+        rows: 1,
+        ts_min: ts,
+        ts_max: ts,
     }
 }
 
@@ -259,8 +272,8 @@ fn every_row_type_round_trips_with_validation_off() {
         ))
         .unwrap();
     assert_eq!(back, vec![row]);
-    assert!(ch.batch_exists("tenants", "tsv", 99, ts, ts).unwrap());
-    assert!(!ch.batch_exists("tenants", "tsv", 98, ts, ts).unwrap());
+    assert!(ch.batch_exists(&meta("tenants", "tsv", 99, ts)).unwrap());
+    assert!(!ch.batch_exists(&meta("tenants", "tsv", 98, ts)).unwrap());
 
     // A batch killed between the table and one of its views: in `traffic` and `traffic_1h`,
     // not in `traffic_1m`. Completing it fills the gap once, and only where it is.
@@ -292,7 +305,7 @@ fn every_row_type_round_trips_with_validation_off() {
     assert_eq!(rolled(), 5);
     for batch in [499, 500] {
         let done = ch
-            .complete_rollups("traffic", "half'way", batch, ts + 61, ts + 61)
+            .complete_rollups(&meta("traffic", "half'way", batch, ts + 61))
             .unwrap();
         let expected: Vec<String> = if batch == 500 {
             vec!["tapwatch.traffic_1m".into()]
@@ -303,7 +316,7 @@ fn every_row_type_round_trips_with_validation_off() {
     }
     assert_eq!(rolled(), 12);
     assert!(ch
-        .complete_rollups("traffic", "half'way", 500, ts + 61, ts + 61)
+        .complete_rollups(&meta("traffic", "half'way", 500, ts + 61))
         .unwrap()
         .is_empty());
     assert_eq!(rolled(), 12, "completed once");
