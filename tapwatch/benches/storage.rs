@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{best, tool, write_capture};
 use tapwatch_storage::rows::TrafficRow;
@@ -48,6 +48,15 @@ fn replay(bin: &str, file: &Path, data: &Path, url: Option<&str>, extra: &[&str]
         cmd.env("TAPWATCH_CLICKHOUSE_URL", u);
     }
     assert!(tool(&mut cmd), "replay failed");
+}
+
+/// One line of a table: name, seconds, and `count` per second.
+fn row(name: &str, d: Duration, count: usize) {
+    println!(
+        "{name:<52} {:>10.3} {:>14.0}",
+        d.as_secs_f64(),
+        count as f64 / d.as_secs_f64()
+    );
 }
 
 fn main() {
@@ -122,13 +131,7 @@ fn main() {
 
     println!("ClickHouse {version} (private, loopback), {n} traffic rows in batches of 100 000");
     println!("{:<52} {:>10} {:>14}", "", "seconds", "rows/s");
-    let r = |name: &str, d: std::time::Duration| {
-        println!(
-            "{name:<52} {:>10.3} {:>14.0}",
-            d.as_secs_f64(),
-            n as f64 / d.as_secs_f64()
-        )
-    };
+    let r = |name: &str, d: Duration| row(name, d, n);
     r("insert into ClickHouse (RowBinary, LZ4, + 2 MVs)", ch_rows);
     r("append to the file store (TabSeparated)", file_rows);
     println!(
@@ -138,13 +141,7 @@ fn main() {
     println!();
     println!("replay of {packets} packets (about {per_run} traffic rows per run), best of 3");
     println!("{:<52} {:>10} {:>14}", "", "seconds", "packets/s");
-    let p = |name: &str, d: std::time::Duration| {
-        println!(
-            "{name:<52} {:>10.3} {:>14.0}",
-            d.as_secs_f64(),
-            packets as f64 / d.as_secs_f64()
-        )
-    };
+    let p = |name: &str, d: Duration| row(name, d, packets);
     p("tapwatch replay --no-store", none);
     p("tapwatch replay, file store", to_files);
     p("tapwatch replay, ClickHouse", to_ch);

@@ -47,12 +47,16 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The config file at `path`, or the defaults when none is given.
+    pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
+        path.map_or_else(|| Ok(Config::default()), Config::load)
+    }
+}
+
 /// The config file and the classifier the common flags describe.
 pub fn load(common: &CommonArgs) -> anyhow::Result<(Config, Classifier)> {
-    let mut config = match &common.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
+    let mut config = Config::load_or_default(common.config.as_deref())?;
     if let Some(d) = &common.delivery.data_dir {
         config.storage.data_dir = d.clone();
     }

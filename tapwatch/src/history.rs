@@ -32,18 +32,11 @@ pub struct SchemaArgs {
     config: Option<PathBuf>,
 }
 
-fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
-    match path {
-        Some(p) => Config::load(p),
-        None => Ok(Config::default()),
-    }
-}
-
 /// Runs `tapwatch schema`.
 pub fn schema(cmd: &SchemaCommand) -> anyhow::Result<()> {
     match cmd {
         SchemaCommand::Print(a) => {
-            let config = load_config(&a.config)?;
+            let config = Config::load_or_default(a.config.as_deref())?;
             config.clickhouse.check()?;
             let layout = Layout {
                 database: config.clickhouse.database.clone(),
@@ -53,7 +46,7 @@ pub fn schema(cmd: &SchemaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SchemaCommand::Apply(a) => {
-            let config = load_config(&a.config)?;
+            let config = Config::load_or_default(a.config.as_deref())?;
             let ch = connect(&config)?;
             let version = ch.version()?;
             let applied = ch.apply_schema()?;
@@ -150,7 +143,7 @@ pub fn parse_time(flag: &str, s: &str, now: u64) -> anyhow::Result<u32> {
 
 /// Runs `tapwatch query`.
 pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
-    let config = load_config(&a.config)?;
+    let config = Config::load_or_default(a.config.as_deref())?;
     let now = now_s();
     let filter = Filter {
         since: a
@@ -215,7 +208,7 @@ pub struct LoadArgs {
 /// Runs `tapwatch load`: every file of the file store into ClickHouse, skipping batches
 /// ClickHouse already holds (so loading twice does not double).
 pub fn load(a: &LoadArgs) -> anyhow::Result<()> {
-    let config = load_config(&a.config)?;
+    let config = Config::load_or_default(a.config.as_deref())?;
     let ch = connect(&config)?;
     ch.apply_schema()?;
     let dir = a

@@ -409,10 +409,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
-    let config = match &a.config {
-        Some(p) => config::Config::load(p)?,
-        None => config::Config::default(),
-    };
+    let config = config::Config::load_or_default(a.config.as_deref())?;
     let data_dir = a
         .delivery
         .data_dir

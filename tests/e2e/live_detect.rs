@@ -254,24 +254,9 @@ fn status_page(ns: &str, tmp: &TempDir) -> Option<String> {
     let shot = root().join("target/tapwatch-status.png");
     let flags = |extra: &str| {
         let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            ns,
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1200,1000",
-            "--virtual-time-budget=4000",
-        ])
-        .arg(format!("--user-data-dir={}", tmp.path(extra).display()));
+        c.args(["netns", "exec", ns, "chromium", "--window-size=1200,1000"])
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", tmp.path(extra).display()));
         c
     };
     let dom = run(flags("profile-dom").args(["--dump-dom", "http://127.0.0.1:9178/status"]));

@@ -504,22 +504,11 @@ fn the_demo_status_page_plots_setup_growth_in_a_browser() {
     let tmp = TempDir::new("demo-status");
     let chromium = |extra: &[&str], profile: &str| {
         let mut c = Command::new("chromium");
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1200,1400",
-            "--virtual-time-budget=4000",
-        ])
-        .arg(format!("--user-data-dir={}", tmp.path(profile).display()))
-        .args(extra)
-        .arg(format!("http://{addr}/status"));
+        c.arg("--window-size=1200,1400")
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", tmp.path(profile).display()))
+            .args(extra)
+            .arg(format!("http://{addr}/status"));
         run(&mut c)
     };
     let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"], "p1").stdout).into_owned();
