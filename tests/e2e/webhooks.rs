@@ -219,16 +219,7 @@ fn a_receiver_outage_loses_nothing_and_the_next_run_delivers_the_spool() {
     );
     // The receiver comes up; a later run (here `tapwatch deliver`) delivers everything.
     let rx = Receiver::start(port, Duration::ZERO, |_| 200);
-    let o = run(tapwatch()
-        .args([
-            "deliver",
-            "--webhook",
-            &url,
-            "--drain-timeout",
-            "30",
-            "--data-dir",
-        ])
-        .arg(&data));
+    let o = deliver(&url, &data, "30");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = rx.received();
     let keys: Vec<(String, String)> = got
@@ -253,16 +244,7 @@ fn a_receiver_outage_loses_nothing_and_the_next_run_delivers_the_spool() {
         .collect();
     assert_eq!(unique, want, "every alert arrives after the outage");
     // And the spool is empty now: another run has nothing to send.
-    let o = run(tapwatch()
-        .args([
-            "deliver",
-            "--webhook",
-            &url,
-            "--drain-timeout",
-            "2",
-            "--data-dir",
-        ])
-        .arg(&data));
+    let o = deliver(&url, &data, "2");
     assert!(String::from_utf8_lossy(&o.stderr).contains("0 delivered, none left spooled"));
     assert_eq!(rx.received().len(), got.len());
 }
@@ -317,16 +299,7 @@ fn a_killed_tapwatch_delivers_its_spool_after_restart() {
         "killed before it could deliver everything"
     );
     slow.store(false, std::sync::atomic::Ordering::Relaxed);
-    let o = run(tapwatch()
-        .args([
-            "deliver",
-            "--webhook",
-            &url,
-            "--drain-timeout",
-            "30",
-            "--data-dir",
-        ])
-        .arg(&data));
+    let o = deliver(&url, &data, "30");
     assert!(o.status.success());
     let all: HashSet<(String, String)> = rx
         .received()
@@ -495,4 +468,18 @@ fn webhook_config_errors_are_clear() {
         !o.status.success() && err.contains("c.toml:3:10") && err.contains("unknown variant"),
         "{err}"
     );
+}
+
+/// `tapwatch deliver --webhook URL --drain-timeout SECS --data-dir DATA`.
+fn deliver(url: &str, data: &std::path::Path, secs: &str) -> std::process::Output {
+    run(tapwatch()
+        .args([
+            "deliver",
+            "--webhook",
+            url,
+            "--drain-timeout",
+            secs,
+            "--data-dir",
+        ])
+        .arg(data))
 }
