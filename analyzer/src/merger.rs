@@ -87,7 +87,8 @@ pub struct GrowthSample {
 pub struct Merger {
     cfg: AnalyzerConfig,
     tenants: TenantMap,
-    pending: BTreeMap<u64, WindowStats>,
+    /// Windows not yet closed by every shard: by start, each shard's copy.
+    pending: BTreeMap<u64, Vec<Option<WindowStats>>>,
     /// Latest window start each shard has closed.
     shard_progress: Vec<Option<u64>>,
     heavy: HeavyJudge,
@@ -206,11 +207,15 @@ impl Merger {
         if let Some(p) = self.shard_progress.get_mut(shard) {
             *p = Some(p.map_or(start, |s| s.max(start)));
         }
-        match self.pending.get_mut(&start) {
-            Some(acc) => acc.merge(&w),
-            None => {
-                self.pending.insert(start, w);
-            }
+        let shards = self.shard_progress.len();
+        let slots = self
+            .pending
+            .entry(start)
+            .or_insert_with(|| vec![None; shards]);
+        match slots.get_mut(shard) {
+            Some(slot @ None) => *slot = Some(w),
+            Some(Some(acc)) => acc.merge(&w),
+            None => slots.push(Some(w)),
         }
         // A window is complete once every shard has closed it or a later one.
         let Some(done_upto) = self
@@ -226,15 +231,19 @@ impl Merger {
             if s > done_upto {
                 break;
             }
-            let w = self.pending.pop_first().expect("checked").1;
-            self.finished(w, out);
+            let parts = self.pending.pop_first().expect("checked").1;
+            if let Some(w) = merge_in_order(parts) {
+                self.finished(w, out);
+            }
         }
     }
 
     /// Finishes everything pending (end of a replay, or shutdown).
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
-        while let Some((_, w)) = self.pending.pop_first() {
-            self.finished(w, out);
+        while let Some((_, parts)) = self.pending.pop_first() {
+            if let Some(w) = merge_in_order(parts) {
+                self.finished(w, out);
+            }
         }
         if let Some(p) = self.growth_points.finish() {
             self.growth_point(&p, out);
@@ -395,4 +404,15 @@ impl Merger {
             false
         });
     }
+}
+
+/// One shard's copies of a window merged in shard order (the sketches' approximations then
+/// do not depend on which shard's copy arrived first).
+fn merge_in_order(parts: Vec<Option<WindowStats>>) -> Option<WindowStats> {
+    let mut parts = parts.into_iter().flatten();
+    let mut w = parts.next()?;
+    for p in parts {
+        w.merge(&p);
+    }
+    Some(w)
 }

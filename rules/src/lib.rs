@@ -211,8 +211,22 @@ impl AlertEngine {
     }
 
     /// Applies a finding; returns the events to publish (possibly none, possibly advice too).
+    ///
+    /// A finding does not move the engine's clock (only [`AlertEngine::tick`] does), so the
+    /// events of one subject never depend on when another subject's findings arrived; a
+    /// resolve of this subject held until before the finding's time is released first.
     pub fn process(&mut self, f: &Finding) -> Vec<AlertEvent> {
-        let mut out = self.tick(f.detected_ns);
+        let mut out = Vec::new();
+        let key: Key = (f.kind, f.tenant.clone(), f.subject.clone());
+        if self
+            .held
+            .get(&key)
+            .is_some_and(|(at, _)| *at <= f.detected_ns)
+        {
+            if let Some((_, held)) = self.held.remove(&key) {
+                out.extend(self.resolve(&key, &held));
+            }
+        }
         let rules = self.kind_rules(f.kind).clone();
         let ov = self
             .cfg
@@ -238,7 +252,6 @@ impl AlertEngine {
             .and_then(|o| o.min_duration_s)
             .unwrap_or(rules.min_duration_s)
             * 1e9) as u64;
-        let key: Key = (f.kind, f.tenant.clone(), f.subject.clone());
         if f.active {
             // A resolve held for flap damping is cancelled: the alert simply stays open.
             self.held.remove(&key);
@@ -295,7 +308,8 @@ impl AlertEngine {
         out
     }
 
-    /// Advances event time: releases held resolves that are due.
+    /// Advances the engine's clock (event time; the engine calls it as windows are merged):
+    /// releases held resolves that are due.
     pub fn tick(&mut self, now: u64) -> Vec<AlertEvent> {
         self.now = self.now.max(now);
         let now = self.now;

@@ -1,18 +1,21 @@
-//! `tapwatch run`: live capture workers, each with its own classifier view, totals and
-//! analyzer shard; closed windows and findings go to the merger on the main thread.
+//! `tapwatch run`: the engine fed by live rings, one per worker (the kernel's fan-out hash
+//! spreads flows over them); each worker classifies its own frames, and a quiet link still
+//! moves event time with the wall clock. The merger stage runs on the main thread.
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tapwatch_analyzer::{Finding, Merger, Shard, Totals, WindowStats};
+use tapwatch_analyzer::{Merger, Shard, Totals};
 use tapwatch_capture::live::{parse_bpf_program, Backend, LiveCapture, LiveConfig};
 use tapwatch_capture::SourceStats;
 use tapwatch_classifier::Classifier;
 
+use crate::engine::{Coordinator, Worker, WorkerOutput};
 use crate::http::{Telemetry, WorkerCounters};
+use crate::views::wall_ns;
 use crate::{output, CommonArgs};
 
 pub struct LiveArgs {
@@ -34,6 +37,8 @@ pub struct LiveArgs {
 const PUBLISH_EVERY: u64 = 256;
 /// How long a worker waits for a frame before ticking event time with the wall clock.
 const POLL: Duration = Duration::from_millis(50);
+/// Periodic flows a worker shows on the status page at most.
+const SHOWN_PERIODIC: usize = 200;
 
 /// The classifier in use, replaced whole on SIGHUP; workers compare the generation between
 /// batches of packets, never per packet.
@@ -61,18 +66,12 @@ impl ClassifierCell {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn set(&self, c: Classifier) {
+    fn set(&self, c: Arc<Classifier>) {
         if let Ok(mut cur) = self.current.lock() {
-            *cur = Arc::new(c);
+            *cur = c;
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
-}
-
-/// What workers send the merger: never per packet, only per window or per finding.
-enum ToMerger {
-    Window(usize, Box<WindowStats>),
-    Findings(Vec<Finding>),
 }
 
 /// Switches to an unprivileged user once the capture sockets are open (they stay usable).
@@ -115,62 +114,6 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
         .store(shard.heartbeat_flows().0 as u64, Ordering::Relaxed);
     c.pending_handshakes
         .store(shard.pending_handshakes() as u64, Ordering::Relaxed);
-}
-
-/// Refreshes the JSON views after a window was merged (or once, after a replay).
-/// Every worker's periodic flows, as last published.
-fn periodic_list(telemetry: &Telemetry) -> Vec<serde_json::Value> {
-    telemetry
-        .workers
-        .iter()
-        .filter_map(|w| w.heartbeats.lock().ok().map(|h| h.clone()))
-        .flatten()
-        .collect()
-}
-
-pub(crate) fn refresh_views(
-    t: &Telemetry,
-    merger: &Merger,
-    alerts: &crate::alerts::AlertOutput,
-    classifier: &tapwatch_classifier::Classifier,
-) {
-    t.windows.store(merger.windows[0], Ordering::Relaxed);
-    let tenants = classifier.tenants();
-    let top = merger.last_window.as_ref().map(|w| {
-        t.window_lag_ms.store(wall_ns().saturating_sub(w.end_ns) / 1_000_000, Ordering::Relaxed);
-        serde_json::json!({
-            "window_start": tapwatch_rules::rfc3339(w.start_ns),
-            "window_s": w.width_s(),
-            "packets": w.packets,
-            "bytes": w.bytes,
-            "sources": w.sources.top(20).iter().map(|e| serde_json::json!({"address": e.key.to_string(), "tenant": tenants.name(tenants.lookup(e.key)), "packets": e.count, "bytes": e.secondary})).collect::<Vec<_>>(),
-            "services": w.services.top(20).iter().map(|e| serde_json::json!({"service": format!("{}:{}/{}", e.key.0, e.key.1, e.key.2), "packets": e.count})).collect::<Vec<_>>(),
-            "sketch_error_bound": w.sources.error_bound(),
-        })
-    });
-    let mut per_tenant = serde_json::Map::new();
-    for (i, fit) in merger.growth_fits().iter().enumerate() {
-        if let Some((f, range, rate)) = fit {
-            per_tenant.insert(
-                tenants.name(tapwatch_classifier::TenantId(i as u16)).to_string(),
-                serde_json::json!({"exponent": f.slope, "exponent_ci95": [f.slope_low, f.slope_high], "r2": f.r2, "points": f.n, "node_range": range, "setup_rate_per_s": rate, "history": merger.growth_history(i)}),
-            );
-        }
-    }
-    if let Ok(mut v) = t.views.lock() {
-        v.top = top.unwrap_or_default();
-        v.alerts = serde_json::Value::Array(alerts.open_list());
-        v.tenants = serde_json::Value::Object(per_tenant);
-        v.alert_counts = alerts.counts();
-        v.webhooks = alerts.sink_stats();
-    }
-}
-
-fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {
@@ -216,28 +159,26 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let mut alerts = crate::alerts::AlertOutput::new(
-        args.alerts_out.as_deref(),
-        &config.rules,
-        &config.webhook,
-        &args.common.delivery,
-        &config.storage.data_dir,
-    )?;
-    let mut merger = Merger::new(&config.analyzer, &cell.get(), workers);
-    let mut windows = crate::alerts::WindowLog::open(args.common.windows_out.as_deref())?;
-    merger.record_windows(windows.enabled());
-    let mut store = crate::store::StoreSink::open(
+    let classifier = cell.get();
+    let store = crate::store::StoreSink::open(
         &config,
-        &cell.get(),
+        &classifier,
         &args.common.store,
         "run",
         vec![args.interface.clone()],
     )?;
-    if let Some(s) = &store {
-        merger.keep_closed(true);
-        alerts.keep_for_store();
-        let _ = telemetry.storage.set(s.stats());
-    }
+    let mut merger = Merger::new(&config.analyzer, &classifier, workers);
+    merger.keep_closed(store.is_some());
+    merger.record_windows(args.common.windows_out.is_some());
+    let sinks = crate::sinks::standard(
+        &config,
+        &args.common,
+        args.alerts_out.as_deref(),
+        store,
+        Arc::clone(&telemetry),
+        false,
+    )?;
+    let mut coordinator = Coordinator::new(classifier, merger, &config.rules, workers, sinks)?;
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
         .duration
@@ -250,11 +191,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     );
     telemetry.ready.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let (tx, rx) = mpsc::channel::<ToMerger>();
-    let (storage, results): (
-        Option<serde_json::Value>,
-        Vec<anyhow::Result<(Totals, SourceStats)>>,
-    ) = std::thread::scope(|scope| -> anyhow::Result<_> {
+    let (tx, rx) = mpsc::channel::<(usize, WorkerOutput)>();
+    let periodic_every_s = config.storage.periodic_every_s;
+    let (report, results) = std::thread::scope(|scope| -> anyhow::Result<_> {
         let handles: Vec<_> = captures
             .into_iter()
             .enumerate()
@@ -268,22 +207,16 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 );
                 let telemetry = Arc::clone(&telemetry);
                 let count = args.count;
-                scope.spawn(move || -> anyhow::Result<(Totals, SourceStats)> {
+                scope.spawn(move || -> anyhow::Result<(Totals, Shard, SourceStats)> {
                     let mut classifier = cell.get();
                     let mut generation = cell.generation();
-                    let mut totals = Totals::new(classifier.type_count());
-                    let mut shard = Shard::new(&config.analyzer, &classifier);
-                    let mut findings = Vec::new();
-                    let mut closed = Vec::new();
+                    let mut worker = Worker::new(&config.analyzer, &classifier, periodic_every_s);
                     let mut unpublished = 0u64;
                     let mut kernel_read = Instant::now();
                     let counters = &telemetry.workers[id];
-                    let send = |findings: &mut Vec<Finding>, closed: &mut Vec<WindowStats>| {
-                        if !findings.is_empty() {
-                            let _ = tx.send(ToMerger::Findings(std::mem::take(findings)));
-                        }
-                        for w in closed.drain(..) {
-                            let _ = tx.send(ToMerger::Window(id, Box::new(w)));
+                    let send = |worker: &mut Worker| {
+                        for out in worker.drain() {
+                            let _ = tx.send((id, out));
                         }
                     };
                     loop {
@@ -294,10 +227,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         }
                         if let Some(frame) = cap.next_frame(POLL)? {
                             let meta = classifier.classify(&frame);
-                            totals.add(&meta);
-                            shard.observe(&meta, &mut findings, &mut closed);
-                            if !findings.is_empty() || !closed.is_empty() {
-                                send(&mut findings, &mut closed);
+                            worker.packet(&meta, meta.ts_ns);
+                            if worker.has_output() {
+                                send(&mut worker);
                             }
                             unpublished += 1;
                             if unpublished < PUBLISH_EVERY && count.is_none() {
@@ -305,16 +237,16 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                             }
                         } else {
                             // A quiet link still moves event time: deadlines fire on time.
-                            shard.advance(wall_ns(), &mut findings, &mut closed);
-                            send(&mut findings, &mut closed);
+                            worker.advance(wall_ns());
+                            send(&mut worker);
                         }
                         let total = seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
                         unpublished = 0;
-                        publish(counters, &totals, &shard);
+                        publish(counters, worker.totals(), worker.shard());
                         if cell.generation() != generation {
                             generation = cell.generation();
                             classifier = cell.get();
-                            shard.relabel(&classifier);
+                            worker.shard_mut().relabel(&classifier);
                         }
                         if kernel_read.elapsed() >= Duration::from_secs(1) {
                             kernel_read = Instant::now();
@@ -326,7 +258,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                                 .kernel_drops
                                 .store(k.kernel_drops, Ordering::Relaxed);
                             if let Ok(mut h) = counters.heartbeats.lock() {
-                                *h = shard.periodic_flows(200);
+                                *h = worker.shard().periodic_flows(SHOWN_PERIODIC);
                             }
                         }
                         if count.is_some_and(|c| total >= c) {
@@ -334,94 +266,68 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         }
                     }
                     seen.fetch_add(unpublished, Ordering::Relaxed);
-                    shard.finish(&mut closed);
-                    send(&mut findings, &mut closed);
-                    Ok((totals, cap.stats()))
+                    worker.finish();
+                    send(&mut worker);
+                    let (totals, shard) = worker.into_parts();
+                    Ok((totals, shard, cap.stats()))
                 })
             })
             .collect();
         drop(tx);
-        let mut findings = Vec::new();
-        // The merger runs here until every worker has hung up.
+        // The merger stage runs here until every worker has hung up.
         loop {
             if reload.swap(false, Ordering::Relaxed) {
-                match crate::config::load(&args.common).and_then(|(cfg, c)| {
-                    alerts.set_rules(&cfg.rules)?;
-                    Ok(c)
-                }) {
-                    Ok(c) => {
-                        merger.relabel(&c);
-                        cell.set(c);
-                        tracing::info!(
-                            "SIGHUP: reloaded the rules and the tenants file; capture went on"
-                        );
+                match crate::config::load(&args.common) {
+                    Ok((cfg, c)) => {
+                        let c = Arc::new(c);
+                        match coordinator.reload(&cfg.rules, Arc::clone(&c)) {
+                            Ok(()) => {
+                                cell.set(c);
+                                tracing::info!(
+                                    "SIGHUP: reloaded the rules and the tenants file; capture went on"
+                                );
+                            }
+                            Err(e) => tracing::error!(
+                                "SIGHUP: reload failed, keeping the old configuration: {e:#}"
+                            ),
+                        }
                     }
                     Err(e) => tracing::error!(
                         "SIGHUP: reload failed, keeping the old configuration: {e:#}"
                     ),
                 }
             }
-            let msg = match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(m) => m,
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok((id, out)) => coordinator.handle(id, out)?,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            match msg {
-                ToMerger::Window(shard, w) => {
-                    let end = w.end_ns;
-                    merger.push(shard, *w, &mut findings);
-                    windows.write(merger.take_window_log())?;
-                    alerts.tick(end)?;
-                    refresh_views(&telemetry, &merger, &alerts, &cell.get());
-                    if let Some(s) = &mut store {
-                        s.windows(&mut merger, &cell.get());
-                        if s.periodic_due() {
-                            s.periodic(&periodic_list(&telemetry), end);
-                        }
-                    }
-                }
-                ToMerger::Findings(f) => findings.extend(f),
-            }
-            if !findings.is_empty() {
-                alerts.publish(std::mem::take(&mut findings))?;
-            }
-            if let Some(s) = &mut store {
-                s.alerts(&alerts.take_for_store());
             }
         }
-        merger.finish(&mut findings);
-        windows.write(merger.take_window_log())?;
-        alerts.publish(findings)?;
-        alerts.finish(&args.common.delivery)?;
-        let storage = store.take().map(|mut s| {
-            s.windows(&mut merger, &cell.get());
-            s.alerts(&alerts.take_for_store());
-            let end = merger.last_window.as_ref().map_or(0, |w| w.end_ns);
-            s.periodic(&periodic_list(&telemetry), end);
-            s.close()
-        });
+        let report = coordinator.finish()?;
         http_stop.store(true, Ordering::Relaxed);
         if let Some(h) = http {
             let _ = h.join();
         }
         Ok((
-            storage,
+            report,
             handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(anyhow::anyhow!("capture worker panicked")))
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         ))
     })?;
     let classifier = cell.get();
     let mut totals = Totals::new(classifier.type_count());
     let mut stats = SourceStats::default();
+    let mut shards = Vec::with_capacity(workers);
     for r in results {
-        let (t, s) = r?;
+        let (t, shard, s) = r?;
         totals.merge(&t);
         stats.add(&s);
+        shards.push(shard);
     }
     output::print_summary(&output::Summary {
         classifier: &classifier,
@@ -431,10 +337,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         elapsed: started.elapsed(),
         common: &args.common,
         origin: output::Origin::Interface(args.interface.clone(), workers),
-        analyzer: None,
-        merger: Some(&merger),
-        alerts: Some(&alerts),
-        storage,
+        shards: &shards,
+        coordinator: &coordinator,
+        report: &report,
         to_stderr: args
             .alerts_out
             .as_deref()

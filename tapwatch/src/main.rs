@@ -9,12 +9,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
 mod config;
+mod engine;
 mod history;
 mod http;
 mod live;
 mod output;
 mod replay;
+mod sinks;
 mod store;
+mod views;
 
 /// Passive traffic-pattern anomaly detector for relays and load balancers.
 ///
@@ -239,6 +242,10 @@ struct ReplayArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
+    /// Analyzer workers (1 to 256; default: every core). One reader classifies and deals
+    /// packets to them by flow; results are the same for any number of workers.
+    #[arg(long, value_name = "N", default_value_t = replay::default_workers())]
+    workers: usize,
     /// Replay pace: `fast` (as fast as possible), `realtime`, or a factor such as `10x`.
     #[arg(long, default_value = "fast", value_name = "PACE")]
     pace: tapwatch_capture::Pace,
@@ -346,6 +353,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay::run(replay::ReplayOptions {
             files: &a.files,
             common: &a.common,
+            workers: a.workers,
             pace: a.pace,
             max_gap: a.max_gap,
             progress: a.progress,
@@ -415,14 +423,13 @@ fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| config.storage.data_dir.clone());
-    let mut out =
-        alerts::AlertOutput::new(None, &config.rules, &config.webhook, &a.delivery, &data_dir)?;
+    let mut webhooks = sinks::Webhooks::start(&config.webhook, &a.delivery, &data_dir)?;
     let clickhouse = config.clickhouse.effective_url().is_some();
     anyhow::ensure!(
-        out.sink_count() > 0 || clickhouse,
+        !webhooks.is_empty() || clickhouse,
         "nothing to deliver to: give --webhook URL, [[webhook]] tables or [clickhouse] in --config, or TAPWATCH_CLICKHOUSE_URL"
     );
-    out.finish(&a.delivery)?;
+    engine::Sink::finish(&mut webhooks, &mut engine::RunReport::default())?;
     if clickhouse {
         let mut storage = config.storage.clone();
         storage.data_dir = data_dir;

@@ -2,17 +2,18 @@
 use std::io::Write;
 use std::time::Duration;
 
-use tapwatch_analyzer::{Analyzer, Merger, Totals};
+use tapwatch_analyzer::{Shard, Totals};
 use tapwatch_capture::SourceStats;
 use tapwatch_classifier::{Classifier, TenantId};
 
-use crate::alerts::{human_line, AlertOutput};
+use crate::alerts::human_line;
+use crate::engine::{Coordinator, RunReport};
 use crate::{CommonArgs, Format};
 
 /// Where the packets came from, for the headline.
 pub enum Origin {
-    /// This many files.
-    Files(usize),
+    /// This many files, dealt to this many workers.
+    Files(usize, usize),
     /// An interface with this many workers.
     Interface(String, usize),
 }
@@ -26,11 +27,12 @@ pub struct Summary<'a> {
     pub elapsed: Duration,
     pub common: &'a CommonArgs,
     pub origin: Origin,
-    pub analyzer: Option<&'a Analyzer>,
-    pub merger: Option<&'a Merger>,
-    pub alerts: Option<&'a AlertOutput>,
-    /// What the storage sink wrote (rows, batches, spool).
-    pub storage: Option<serde_json::Value>,
+    /// Every worker's shard, for its counters.
+    pub shards: &'a [Shard],
+    /// The merger stage: windows, fits, latency, alerts.
+    pub coordinator: &'a Coordinator,
+    /// What the sinks reported at the end (webhook deliveries, storage).
+    pub report: &'a RunReport,
     /// Write to standard error (standard output carries the alerts).
     pub to_stderr: bool,
 }
@@ -46,9 +48,32 @@ fn quantiles(h: &Hist) -> serde_json::Value {
     }
 }
 
+/// Counters of the shards, summed over workers.
+#[derive(Debug, Default)]
+struct ShardTotals {
+    late: u64,
+    time_jumps: u64,
+    heartbeat_flows: usize,
+    periodic_flows: usize,
+    pending_handshakes: usize,
+}
+
+fn shard_totals(shards: &[Shard]) -> ShardTotals {
+    let mut t = ShardTotals::default();
+    for s in shards {
+        let (flows, periodic) = s.heartbeat_flows();
+        t.late += s.counters.late;
+        t.time_jumps += s.counters.time_jumps;
+        t.heartbeat_flows += flows;
+        t.periodic_flows += periodic;
+        t.pending_handshakes += s.pending_handshakes();
+    }
+    t
+}
+
 /// Detector state worth showing: windows, trackers, per-tenant latency and growth.
-fn detector_report(s: &Summary<'_>) -> Option<serde_json::Value> {
-    let merger = s.merger.or(s.analyzer.map(Analyzer::merger))?;
+fn detector_report(s: &Summary<'_>) -> serde_json::Value {
+    let merger = s.coordinator.merger();
     let tenants = s.classifier.tenants();
     let mut per_tenant = serde_json::Map::new();
     for (i, l) in merger.latency.iter().enumerate() {
@@ -69,20 +94,17 @@ fn detector_report(s: &Summary<'_>) -> Option<serde_json::Value> {
             }),
         );
     }
-    let mut v = serde_json::json!({
+    let t = shard_totals(s.shards);
+    serde_json::json!({
         "windows": {"1s": merger.windows[0], "10s": merger.windows[1], "60s": merger.windows[2]},
         "tenants": per_tenant,
-    });
-    if let Some(a) = s.analyzer {
-        let c = a.shard().counters;
-        let (flows, periodic) = a.shard().heartbeat_flows();
-        v["late_packets"] = serde_json::json!(c.late);
-        v["time_jumps"] = serde_json::json!(c.time_jumps);
-        v["heartbeat_flows"] = serde_json::json!(flows);
-        v["periodic_flows"] = serde_json::json!(periodic);
-        v["pending_handshakes"] = serde_json::json!(a.shard().pending_handshakes());
-    }
-    Some(v)
+        "workers": s.shards.len(),
+        "late_packets": t.late,
+        "time_jumps": t.time_jumps,
+        "heartbeat_flows": t.heartbeat_flows,
+        "periodic_flows": t.periodic_flows,
+        "pending_handshakes": t.pending_handshakes,
+    })
 }
 
 pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
@@ -102,16 +124,13 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
     let detectors = detector_report(s);
     if common.format == Format::Json {
         let mut v = serde_json::to_value(&report)?;
-        v["capture"] = crate::replay::capture_totals(stats);
+        v["capture"] = capture_totals(stats);
         v["capture"]["warnings"] = serde_json::json!(s.warnings);
         v["processing"] = serde_json::json!({ "elapsed_s": secs, "packets_per_s": rate });
-        if let Some(d) = detectors {
-            v["detectors"] = d;
-        }
-        if let Some(a) = s.alerts {
-            v["alerts"] = serde_json::json!({"events": a.total, "open": a.open(), "by_kind_state": a.counts(), "list": a.kept, "webhooks": a.delivery_report()});
-        }
-        if let Some(st) = &s.storage {
+        v["detectors"] = detectors;
+        let (tally, rules) = (&s.coordinator.tally, s.coordinator.rules());
+        v["alerts"] = serde_json::json!({"events": tally.total, "open": rules.open_alerts(), "by_kind_state": crate::views::alert_counts(rules), "list": tally.kept, "webhooks": s.report.webhooks});
+        if let Some(st) = &s.report.storage {
             v["storage"] = st.clone();
         }
         serde_json::to_writer(&mut out, &v)?;
@@ -119,8 +138,11 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         return Ok(());
     }
     let source = match &s.origin {
-        Origin::Files(1) => "1 file".to_string(),
-        Origin::Files(n) => format!("{n} files"),
+        Origin::Files(n, w) => format!(
+            "{n} file{} ({w} worker{})",
+            if *n == 1 { "" } else { "s" },
+            if *w == 1 { "" } else { "s" }
+        ),
         Origin::Interface(i, w) => format!(
             "interface {i} ({w} worker{})",
             if *w == 1 { "" } else { "s" }
@@ -210,7 +232,7 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
             src.tenant
         )?;
     }
-    if let Some(t) = detectors.as_ref().and_then(|d| d["tenants"].as_object()) {
+    if let Some(t) = detectors["tenants"].as_object() {
         writeln!(out, "\nhandshakes and setup growth by tenant:")?;
         for (name, v) in t {
             let lat = &v["syn_to_syn_ack"];
@@ -235,7 +257,8 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
             writeln!(out, "  {name:<24} {:>8} setups; {lat}{growth}", v["setups"])?;
         }
     }
-    if let Some(a) = s.alerts {
+    {
+        let (a, open) = (&s.coordinator.tally, s.coordinator.rules().open_alerts());
         let advice: Vec<_> = a
             .kept
             .iter()
@@ -255,7 +278,7 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
                 )?;
             }
         }
-        writeln!(out, "\nalerts: {} events, {} still open", a.total, a.open())?;
+        writeln!(out, "\nalerts: {} events, {open} still open", a.total)?;
         for e in &a.kept {
             writeln!(out, "  {}", human_line(e))?;
         }
@@ -267,7 +290,7 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
             )?;
         }
     }
-    if let Some(st) = &s.storage {
+    if let Some(st) = &s.report.storage {
         let left = st["batches_left_spooled"].as_u64().unwrap_or(0);
         writeln!(
             out,
@@ -344,6 +367,19 @@ fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Counters of the capture layer as shown in summaries.
+pub fn capture_totals(stats: &SourceStats) -> serde_json::Value {
+    serde_json::json!({
+        "frames": stats.frames,
+        "truncated_records": stats.truncated_records,
+        "corrupt_records": stats.corrupt_records,
+        "skipped_blocks": stats.skipped_blocks,
+        "kernel_packets": stats.kernel_packets,
+        "kernel_drops": stats.kernel_drops,
+        "kernel_freezes": stats.kernel_freezes,
+    })
 }
 
 #[cfg(test)]

@@ -2,19 +2,21 @@
 //! periodic flows and the agent's record become rows for ClickHouse or the file store.
 use std::time::{Duration, Instant};
 
-use tapwatch_analyzer::{setup_kinds, Merger};
+use tapwatch_analyzer::setup_kinds;
 use tapwatch_classifier::Classifier;
 use tapwatch_rules::AlertEvent;
 use tapwatch_storage::{convert, Backend, Rows, Store};
 
 use crate::config::Config;
+use crate::engine::{RunReport, Sink, WindowDone};
 
 /// Heavy-hitter entries stored per window and dimension.
 const TOP_PER_WINDOW: usize = 10;
 
 /// The pipeline's handle on storage.
 pub struct StoreSink {
-    store: Store,
+    /// The store; taken when the run closes it.
+    store: Option<Store>,
     agent: String,
     mode: &'static str,
     inputs: Vec<String>,
@@ -22,8 +24,6 @@ pub struct StoreSink {
     setup: Vec<bool>,
     last_agent_row: Instant,
     agent_every: Duration,
-    last_periodic: Instant,
-    periodic_every: Duration,
 }
 
 impl StoreSink {
@@ -55,7 +55,7 @@ impl StoreSink {
         tracing::debug!("storing rows as agent {agent:?} in {}", store.describe());
         let started = unix_s();
         let mut sink = StoreSink {
-            store,
+            store: Some(store),
             agent,
             mode,
             inputs,
@@ -63,8 +63,6 @@ impl StoreSink {
             setup: setup_kinds(&config.analyzer, classifier),
             last_agent_row: Instant::now(),
             agent_every: Duration::from_secs_f64(config.storage.agent_every_s.max(1.0)),
-            last_periodic: Instant::now(),
-            periodic_every: Duration::from_secs_f64(config.storage.periodic_every_s.max(1.0)),
         };
         sink.agent_row();
         Ok(Some(sink))
@@ -79,67 +77,22 @@ impl StoreSink {
             &self.inputs,
         ));
         self.last_agent_row = Instant::now();
-        self.store.submit(rows);
+        self.submit(rows);
     }
 
-    /// Takes the merger's finished windows and growth points.
-    pub fn windows(&mut self, merger: &mut Merger, classifier: &Classifier) {
-        if !merger.has_closed() {
-            return;
+    fn submit(&mut self, rows: Rows) {
+        if let Some(store) = &mut self.store {
+            store.submit(rows);
         }
-        let (windows, growth) = merger.take_closed();
-        let mut rows = Rows::default();
-        for w in &windows {
-            convert::window_rows(
-                w,
-                merger.tenants(),
-                classifier,
-                &self.setup,
-                &self.agent,
-                TOP_PER_WINDOW,
-                &mut rows,
-            );
-        }
-        for g in &growth {
-            rows.setup_growth.push(convert::growth_row(g, &self.agent));
-        }
-        self.store.submit(rows);
-        if self.last_agent_row.elapsed() >= self.agent_every {
-            self.agent_row();
-        }
-    }
-
-    /// Stores alert events.
-    pub fn alerts(&mut self, events: &[AlertEvent]) {
-        if events.is_empty() {
-            return;
-        }
-        let mut rows = Rows::default();
-        for e in events {
-            convert::alert_rows(e, &self.agent, &mut rows);
-        }
-        self.store.submit(rows);
-    }
-
-    /// Whether a periodic-flow snapshot is due.
-    pub fn periodic_due(&self) -> bool {
-        self.last_periodic.elapsed() >= self.periodic_every
-    }
-
-    /// Stores a snapshot of the periodic flows at event time `ts_ns`.
-    pub fn periodic(&mut self, list: &[serde_json::Value], ts_ns: u64) {
-        self.last_periodic = Instant::now();
-        let mut rows = Rows::default();
-        convert::periodic_rows(list, ts_ns, &self.agent, &mut rows);
-        self.store.submit(rows);
     }
 
     /// Writes everything buffered, drains the spool (bounded) and reports.
-    pub fn close(self) -> serde_json::Value {
+    fn close(&mut self) -> Option<serde_json::Value> {
         use std::sync::atomic::Ordering::Relaxed;
-        let stats = std::sync::Arc::clone(&self.store.stats);
-        let describe = self.store.describe().to_string();
-        let left = self.store.close();
+        let store = self.store.take()?;
+        let stats = std::sync::Arc::clone(&store.stats);
+        let describe = store.describe().to_string();
+        let left = store.close();
         let v = serde_json::json!({
             "backend": describe,
             "agent": self.agent,
@@ -160,12 +113,64 @@ impl StoreSink {
                 stats.rows_written.load(Relaxed)
             );
         }
-        v
+        Some(v)
     }
 
     /// Counters for `/metrics`.
-    pub fn stats(&self) -> std::sync::Arc<tapwatch_storage::StoreStats> {
-        std::sync::Arc::clone(&self.store.stats)
+    pub fn stats(&self) -> Option<std::sync::Arc<tapwatch_storage::StoreStats>> {
+        self.store.as_ref().map(|s| std::sync::Arc::clone(&s.stats))
+    }
+}
+
+impl Sink for StoreSink {
+    /// Stores alert events.
+    fn alerts(&mut self, events: &[AlertEvent]) -> anyhow::Result<()> {
+        let mut rows = Rows::default();
+        for e in events {
+            convert::alert_rows(e, &self.agent, &mut rows);
+        }
+        self.submit(rows);
+        Ok(())
+    }
+
+    /// Stores the merger's finished windows and growth points.
+    fn window(&mut self, done: &WindowDone<'_>) -> anyhow::Result<()> {
+        if !done.closed.is_empty() || !done.growth.is_empty() {
+            let mut rows = Rows::default();
+            for w in done.closed {
+                convert::window_rows(
+                    w,
+                    done.merger.tenants(),
+                    done.classifier,
+                    &self.setup,
+                    &self.agent,
+                    TOP_PER_WINDOW,
+                    &mut rows,
+                );
+            }
+            for g in done.growth {
+                rows.setup_growth.push(convert::growth_row(g, &self.agent));
+            }
+            self.submit(rows);
+        }
+        if self.last_agent_row.elapsed() >= self.agent_every {
+            self.agent_row();
+        }
+        Ok(())
+    }
+
+    /// Stores a snapshot of the periodic flows at event time `at_ns`.
+    fn periodic(&mut self, flows: &[serde_json::Value], at_ns: u64) -> anyhow::Result<()> {
+        let mut rows = Rows::default();
+        convert::periodic_rows(flows, at_ns, &self.agent, &mut rows);
+        self.submit(rows);
+        Ok(())
+    }
+
+    /// Writes everything buffered, drains the spool (bounded) and reports.
+    fn finish(&mut self, report: &mut RunReport) -> anyhow::Result<()> {
+        report.storage = self.close();
+        Ok(())
     }
 }
 

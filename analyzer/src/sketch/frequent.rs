@@ -230,18 +230,25 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         }
     }
 
-    /// The `n` heaviest tracked keys, heaviest first (ties by the order of `K` not defined).
+    /// The `n` heaviest tracked keys, heaviest first; ties in a fixed order (by key hash).
     pub fn top(&self, n: usize) -> Vec<ItemEstimate<K>> {
         let mut all: Vec<ItemEstimate<K>> = self.occupied().map(|s| self.estimate(s)).collect();
         let n = n.min(all.len());
         if n == 0 {
             return Vec::new();
         }
+        // Ties are broken by a hash of the key, so the top n never depend on slot order
+        // (which depends on the order shards were merged in).
+        let order = |a: &ItemEstimate<K>, b: &ItemEstimate<K>| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| mix64(&a.key).cmp(&mix64(&b.key)))
+        };
         if n < all.len() {
-            all.select_nth_unstable_by(n - 1, |a, b| b.count.cmp(&a.count));
+            all.select_nth_unstable_by(n - 1, order);
             all.truncate(n);
         }
-        all.sort_by_key(|e| std::cmp::Reverse(e.count));
+        all.sort_by(order);
         all
     }
 

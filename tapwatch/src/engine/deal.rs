@@ -1,0 +1,299 @@
+//! Replay's frame source: one reader classifies every frame and deals the packets to the
+//! workers by a symmetric flow hash (both directions of a flow go to the same worker, as
+//! the kernel's `PACKET_FANOUT_HASH` does for live rings). With one worker there are no
+//! threads: the reader feeds the worker and the merger stage inline.
+//!
+//! Event time is the reader's: every packet carries the reader's watermark, and whenever
+//! the watermark opens or closes a window every worker is told first, so each shard sees
+//! exactly the clock it would see alone and windows close at the same points for any
+//! number of workers.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use anyhow::Context;
+use indicatif::ProgressBar;
+use tapwatch_analyzer::{AnalyzerConfig, Shard, Totals};
+use tapwatch_capture::{FrameSource, Pacer};
+use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
+
+use super::{Coordinator, Worker};
+
+/// Packets between progress updates and stop checks.
+const PROGRESS_EVERY: u64 = 1 << 14;
+/// Items a worker is handed at once.
+const BATCH: usize = 1024;
+/// Batches in flight to one worker before the reader waits.
+const QUEUE: usize = 4;
+
+/// How a replay is dealt.
+pub struct DealOptions<'a> {
+    /// Labels packets.
+    pub classifier: &'a Classifier,
+    /// Detector settings.
+    pub analyzer: &'a AnalyzerConfig,
+    /// Workers (1: inline, no threads).
+    pub workers: usize,
+    /// Event-time period of periodic-flow snapshots, seconds (0: only at the end).
+    pub periodic_every_s: f64,
+    /// Paces the reader (`--pace`).
+    pub pacer: &'a mut Pacer,
+    /// Progress display.
+    pub bar: &'a ProgressBar,
+    /// Print one line per packet on standard error.
+    pub print_packets: bool,
+    /// Set to stop reading early (SIGINT/SIGTERM); windows seen so far are finished.
+    pub stop: &'a AtomicBool,
+}
+
+/// What the workers counted, once the replay is over.
+pub struct Dealt {
+    /// Whole-run totals of every worker.
+    pub totals: Totals,
+    /// Every worker's shard, for its counters.
+    pub shards: Vec<Shard>,
+}
+
+/// The reader's event-time clock: tells when every worker must be told the time.
+struct Clock {
+    width_ns: u64,
+    grace_ns: u64,
+    watermark: u64,
+    open: u64,
+    close: u64,
+}
+
+impl Clock {
+    fn new(cfg: &AnalyzerConfig) -> Clock {
+        Clock {
+            width_ns: ((cfg.window_s * 1e9) as u64).max(1),
+            grace_ns: (cfg.grace_s * 1e9) as u64,
+            watermark: 0,
+            open: u64::MAX,
+            close: u64::MAX,
+        }
+    }
+
+    /// Moves the watermark to `ts`; true when that opens or closes a window.
+    #[inline]
+    fn advance(&mut self, ts: u64) -> bool {
+        if ts <= self.watermark && self.open != u64::MAX {
+            return false;
+        }
+        self.watermark = self.watermark.max(ts);
+        let open = self.watermark / self.width_ns;
+        let close = self.watermark.saturating_sub(self.grace_ns) / self.width_ns;
+        if open == self.open && close == self.close {
+            return false;
+        }
+        self.open = open;
+        self.close = close;
+        true
+    }
+}
+
+/// The worker a packet belongs to: a hash of its flow that is the same in both directions.
+#[inline]
+pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let (Some(src), Some(dst)) = (m.src, m.dst) else {
+        return 0;
+    };
+    let (sp, dp) = if m.fragment == Fragment::Later {
+        (0, 0)
+    } else {
+        (m.src_port, m.dst_port)
+    };
+    let (a, b) = if (src, sp) <= (dst, dp) {
+        ((src, sp), (dst, dp))
+    } else {
+        ((dst, dp), (src, sp))
+    };
+    let h = tapwatch_analyzer::sketch::mix64(&(a, b, m.ip_proto));
+    // Multiply-shift onto 0..workers (no division on the hot path).
+    ((u128::from(h) * workers as u128) >> 64) as usize
+}
+
+/// What a worker is handed.
+enum Item {
+    Packet(PacketMeta, u64),
+    Advance(u64),
+}
+
+/// Reads `source` to its end (or until `stop`), classifying each frame; calls `deal` with
+/// each packet, the reader's watermark, and whether every worker must be told the time
+/// first. Returns the packets read.
+fn read<S: FrameSource>(
+    source: &mut S,
+    o: &mut DealOptions<'_>,
+    mut deal: impl FnMut(&PacketMeta, u64, bool) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut clock = Clock::new(o.analyzer);
+    let mut packets = 0u64;
+    let mut next_tick = PROGRESS_EVERY;
+    while let Some(frame) = source.next_frame()? {
+        o.pacer.wait(frame.ts_ns);
+        let meta = o.classifier.classify(&frame);
+        let tell_all = clock.advance(meta.ts_ns);
+        deal(&meta, clock.watermark, tell_all)?;
+        packets += 1;
+        if o.print_packets {
+            let line = crate::output::packet_line(o.classifier, &meta);
+            o.bar.suspend(|| eprintln!("{packets:>7} {line}"));
+        }
+        if packets >= next_tick {
+            next_tick += PROGRESS_EVERY;
+            o.bar.set_position(source.position());
+            o.bar.set_message(format!("{packets} packets"));
+            if o.stop.load(Ordering::Relaxed) {
+                tracing::warn!("stopped after {packets} packets; finishing the windows seen");
+                break;
+            }
+        }
+    }
+    Ok(packets)
+}
+
+/// Replays `source` through `o.workers` workers into `coordinator`.
+pub fn deal_files<S: FrameSource + Send>(
+    source: &mut S,
+    mut o: DealOptions<'_>,
+    coordinator: &mut Coordinator,
+) -> anyhow::Result<Dealt> {
+    if o.workers <= 1 {
+        return inline(source, o, coordinator);
+    }
+    let workers = o.workers;
+    let (cfg, classifier, periodic) = (o.analyzer, o.classifier, o.periodic_every_s);
+    std::thread::scope(|scope| -> anyhow::Result<Dealt> {
+        let (out_tx, out_rx) = mpsc::channel();
+        let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<Item>>();
+        let mut queues = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for id in 0..workers {
+            let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(QUEUE);
+            let (out_tx, recycle_tx) = (out_tx.clone(), recycle_tx.clone());
+            handles.push(scope.spawn(move || {
+                let mut w = Worker::new(cfg, classifier, periodic);
+                for mut batch in rx {
+                    for item in batch.drain(..) {
+                        match item {
+                            Item::Packet(m, now) => w.packet(&m, now),
+                            Item::Advance(now) => w.advance(now),
+                        }
+                        if w.has_output() {
+                            for out in w.drain() {
+                                let _ = out_tx.send((id, out));
+                            }
+                        }
+                    }
+                    let _ = recycle_tx.send(batch);
+                }
+                w.finish();
+                for out in w.drain() {
+                    let _ = out_tx.send((id, out));
+                }
+                w.into_parts()
+            }));
+            queues.push(tx);
+        }
+        drop((out_tx, recycle_tx));
+        let stop = o.stop;
+        let reader = scope.spawn(move || -> anyhow::Result<u64> {
+            let mut batches: Vec<Vec<Item>> =
+                (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
+            let fresh = |recycle: &mpsc::Receiver<Vec<Item>>| {
+                recycle
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BATCH))
+            };
+            let send = |queue: &mpsc::SyncSender<Vec<Item>>, batch: Vec<Item>| {
+                queue
+                    .send(batch)
+                    .map_err(|_| anyhow::anyhow!("a replay worker stopped early"))
+            };
+            let packets = read(source, &mut o, |meta, now, tell_all| {
+                if tell_all {
+                    for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
+                        batch.push(Item::Advance(now));
+                        // Flush on every window edge: the merger hears from each worker
+                        // at least once a window, however its flows are spread.
+                        let full = std::mem::replace(batch, fresh(&recycle_rx));
+                        send(queue, full)?;
+                    }
+                }
+                let id = worker_of(meta, workers);
+                let batch = &mut batches[id];
+                batch.push(Item::Packet(*meta, now));
+                if batch.len() >= BATCH {
+                    let full = std::mem::replace(batch, fresh(&recycle_rx));
+                    send(&queues[id], full)?;
+                }
+                Ok(())
+            });
+            for (queue, batch) in queues.iter().zip(batches) {
+                if !batch.is_empty() {
+                    let _ = queue.send(batch);
+                }
+            }
+            packets
+        });
+        let mut failed = None;
+        for (id, out) in out_rx {
+            if failed.is_none() {
+                if let Err(e) = coordinator.handle(id, out) {
+                    stop.store(true, Ordering::Relaxed);
+                    failed = Some(e);
+                }
+            }
+        }
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the replay reader panicked"))?;
+        let mut totals = Totals::new(classifier.type_count());
+        let mut shards = Vec::with_capacity(workers);
+        for h in handles {
+            let (t, s) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a replay worker panicked"))?;
+            totals.merge(&t);
+            shards.push(s);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        read.context("reading the capture")?;
+        Ok(Dealt { totals, shards })
+    })
+}
+
+/// One worker, no threads: the reader feeds the worker and the merger stage in turn.
+fn inline<S: FrameSource>(
+    source: &mut S,
+    mut o: DealOptions<'_>,
+    coordinator: &mut Coordinator,
+) -> anyhow::Result<Dealt> {
+    let mut w = Worker::new(o.analyzer, o.classifier, o.periodic_every_s);
+    read(source, &mut o, |meta, now, tell_all| {
+        if tell_all {
+            w.advance(now);
+        }
+        w.packet(meta, now);
+        if w.has_output() {
+            for out in w.drain() {
+                coordinator.handle(0, out)?;
+            }
+        }
+        Ok(())
+    })?;
+    w.finish();
+    for out in w.drain() {
+        coordinator.handle(0, out)?;
+    }
+    let (totals, shard) = w.into_parts();
+    Ok(Dealt {
+        totals,
+        shards: vec![shard],
+    })
+}

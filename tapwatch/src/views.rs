@@ -1,0 +1,104 @@
+//! The status views behind `/api/top`, `/api/alerts`, `/api/tenants` and `/status`,
+//! refreshed once per merged window (never per packet).
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tapwatch_analyzer::Merger;
+use tapwatch_classifier::TenantId;
+use tapwatch_rules::AlertEngine;
+
+use crate::engine::{Sink, WindowDone};
+use crate::http::Telemetry;
+
+/// Periodic flows shown on the status page at most.
+const SHOWN_PERIODIC: usize = 200;
+
+/// Wall-clock time, ns since the Unix epoch.
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Alert events so far by `kind/state`.
+pub fn alert_counts(rules: &AlertEngine) -> serde_json::Value {
+    let mut counts: Vec<_> = rules.counts.iter().collect();
+    counts.sort();
+    let mut m = serde_json::Map::new();
+    for ((kind, state), n) in counts {
+        m.insert(format!("{kind}/{state}"), serde_json::json!(n));
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Refreshes the JSON views from the merger and the rules.
+pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
+    t.windows.store(merger.windows[0], Ordering::Relaxed);
+    let tenants = merger.tenants();
+    let top = merger.last_window.as_ref().map(|w| {
+        t.window_lag_ms.store(wall_ns().saturating_sub(w.end_ns) / 1_000_000, Ordering::Relaxed);
+        serde_json::json!({
+            "window_start": tapwatch_rules::rfc3339(w.start_ns),
+            "window_s": w.width_s(),
+            "packets": w.packets,
+            "bytes": w.bytes,
+            "sources": w.sources.top(20).iter().map(|e| serde_json::json!({"address": e.key.to_string(), "tenant": tenants.name(tenants.lookup(e.key)), "packets": e.count, "bytes": e.secondary})).collect::<Vec<_>>(),
+            "services": w.services.top(20).iter().map(|e| serde_json::json!({"service": format!("{}:{}/{}", e.key.0, e.key.1, e.key.2), "packets": e.count})).collect::<Vec<_>>(),
+            "sketch_error_bound": w.sources.error_bound(),
+        })
+    });
+    let mut per_tenant = serde_json::Map::new();
+    for (i, fit) in merger.growth_fits().iter().enumerate() {
+        if let Some((f, range, rate)) = fit {
+            per_tenant.insert(
+                tenants.name(TenantId(i as u16)).to_string(),
+                serde_json::json!({"exponent": f.slope, "exponent_ci95": [f.slope_low, f.slope_high], "r2": f.r2, "points": f.n, "node_range": range, "setup_rate_per_s": rate, "history": merger.growth_history(i)}),
+            );
+        }
+    }
+    if let Ok(mut v) = t.views.lock() {
+        v.top = top.unwrap_or_else(|| serde_json::json!({}));
+        v.alerts = serde_json::Value::Array(rules.open_list());
+        v.tenants = serde_json::Value::Object(per_tenant);
+        v.alert_counts = alert_counts(rules);
+    }
+}
+
+/// The status views as a sink.
+pub struct Views {
+    telemetry: Arc<Telemetry>,
+    /// Whether the engine's periodic-flow snapshots feed `/api/heartbeats` (replay); live
+    /// workers publish their own, fresher, lists.
+    periodic: bool,
+}
+
+impl Views {
+    /// Views published into `telemetry`; `periodic`: show the engine's periodic-flow
+    /// snapshots.
+    pub fn new(telemetry: Arc<Telemetry>, periodic: bool) -> Views {
+        Views {
+            telemetry,
+            periodic,
+        }
+    }
+}
+
+impl Sink for Views {
+    fn window(&mut self, done: &WindowDone<'_>) -> anyhow::Result<()> {
+        refresh(&self.telemetry, done.merger, done.rules);
+        Ok(())
+    }
+
+    fn periodic(&mut self, flows: &[serde_json::Value], _at_ns: u64) -> anyhow::Result<()> {
+        if self.periodic {
+            if let Some(w) = self.telemetry.workers.first() {
+                if let Ok(mut h) = w.heartbeats.lock() {
+                    *h = flows.iter().take(SHOWN_PERIODIC).cloned().collect();
+                }
+            }
+        }
+        Ok(())
+    }
+}
