@@ -63,7 +63,8 @@ fn shard_totals(shards: &[Shard]) -> ShardTotals {
     for s in shards {
         let (flows, periodic) = s.heartbeat_flows();
         t.late += s.counters.late;
-        t.time_jumps += s.counters.time_jumps;
+        // Every worker sees the input's clock jump: count each jump once.
+        t.time_jumps = t.time_jumps.max(s.counters.time_jumps);
         t.heartbeat_flows += flows;
         t.periodic_flows += periodic;
         t.pending_handshakes += s.pending_handshakes();
