@@ -55,8 +55,19 @@ fn assert_worker_count_free(capture: &Path, tenants: Option<&Path>, tmp: &TempDi
             capture.display()
         );
         assert_eq!(s["detectors"]["workers"], workers);
-        for key in ["packets", "bytes", "by_protocol_type", "by_size_class", "by_tenant"] {
-            assert_eq!(s1[key], s[key], "{}: {key} with {workers} workers", capture.display());
+        for key in [
+            "packets",
+            "bytes",
+            "by_protocol_type",
+            "by_size_class",
+            "by_tenant",
+        ] {
+            assert_eq!(
+                s1[key],
+                s[key],
+                "{}: {key} with {workers} workers",
+                capture.display()
+            );
         }
         for key in ["windows", "late_packets", "time_jumps"] {
             assert_eq!(
@@ -93,7 +104,10 @@ fn alert_events_do_not_depend_on_the_number_of_workers() {
         events += assert_worker_count_free(&pcap, Some(&tenants), &tmp);
     }
     // The scenarios raise alerts; a comparison of empty lists would prove nothing.
-    assert!(events >= 20, "only {events} alert events over the scenarios");
+    assert!(
+        events >= 20,
+        "only {events} alert events over the scenarios"
+    );
 }
 
 #[test]

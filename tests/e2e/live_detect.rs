@@ -12,8 +12,14 @@ use crate::live_capture::{send_frames, wait_capturing, Netns};
 use crate::storage::ClickHouseServer;
 use crate::webhooks::Receiver;
 
+/// A BFD control packet of session 0x77, Up.
 fn bfd_frame() -> Vec<u8> {
-    let payload = tapwatch_analyzer::scenario::bfd_control(3, 3, 0x77, 0x78, 400_000);
+    bfd_frame_in(3)
+}
+
+/// A BFD control packet of session 0x77 in `state` (3 Up, 0 AdminDown).
+pub(crate) fn bfd_frame_in(state: u8) -> Vec<u8> {
+    let payload = tapwatch_analyzer::scenario::bfd_control(state, 3, 0x77, 0x78, 400_000);
     let mut v = Vec::new();
     etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
         .ipv4([10, 77, 0, 1], [10, 77, 0, 2], 255)

@@ -5,6 +5,7 @@ mod common;
 mod engine;
 mod live_capture;
 mod live_detect;
+mod live_replay;
 mod replay_cli;
 mod scenarios;
 mod shared_pcaps;
