@@ -72,6 +72,14 @@ impl Telemetry {
         Telemetry {
             interface: interface.to_string(),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+            // Before the first window the API answers with empty views, not null.
+            views: Mutex::new(Views {
+                top: serde_json::json!({"sources": [], "services": []}),
+                alerts: serde_json::json!([]),
+                tenants: serde_json::json!({}),
+                alert_counts: serde_json::json!({}),
+                webhooks: Vec::new(),
+            }),
             ..Telemetry::default()
         }
     }
@@ -338,4 +346,18 @@ pub fn serve(
             let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(header));
         }
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_are_empty_lists_before_the_first_window() {
+        let t = Telemetry::new("eth0", 1);
+        let v = t.views.lock().unwrap();
+        assert_eq!(v.alerts, serde_json::json!([]));
+        assert_eq!(v.top["sources"], serde_json::json!([]));
+        assert_eq!(v.tenants, serde_json::json!({}));
+    }
 }

@@ -340,9 +340,6 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         shards: &shards,
         coordinator: &coordinator,
         report: &report,
-        to_stderr: args
-            .alerts_out
-            .as_deref()
-            .is_some_and(|p| p.as_os_str() == "-"),
+        to_stderr: output::stdout_taken(args.alerts_out.as_deref(), &args.common),
     })
 }

@@ -1,5 +1,7 @@
 //! Summary output: aligned text for people, one JSON object for scripts.
 use std::io::Write;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use tapwatch_analyzer::{Shard, Totals};
@@ -108,7 +110,23 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
     })
 }
 
+/// Whether alerts or window summaries go to standard output (`-`): the summary then goes
+/// to standard error.
+pub fn stdout_taken(alerts_out: Option<&std::path::Path>, common: &CommonArgs) -> bool {
+    let dash = |p: &std::path::Path| p.as_os_str() == "-";
+    alerts_out.is_some_and(dash) || common.windows_out.as_deref().is_some_and(dash)
+}
+
 pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
+    let to = if s.to_stderr {
+        "standard error"
+    } else {
+        "standard output"
+    };
+    write_summary(s).with_context(|| format!("writing the summary to {to}"))
+}
+
+fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
     let (classifier, totals, stats, common) = (s.classifier, s.totals, s.stats, s.common);
     let report = totals.report(classifier, common.top);
     let secs = s.elapsed.as_secs_f64();

@@ -135,7 +135,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         shards: &dealt.shards,
         coordinator: &coordinator,
         report: &report,
-        to_stderr: alerts_out.is_some_and(|p| p.as_os_str() == "-"),
+        to_stderr: output::stdout_taken(alerts_out, common),
     })?;
     match serve {
         Some(addr) => serve_views(addr, &telemetry, &coordinator, &dealt.totals),

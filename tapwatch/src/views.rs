@@ -59,7 +59,9 @@ pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
         }
     }
     if let Ok(mut v) = t.views.lock() {
-        v.top = top.unwrap_or_else(|| serde_json::json!({}));
+        if let Some(top) = top {
+            v.top = top;
+        }
         v.alerts = serde_json::Value::Array(rules.open_list());
         v.tenants = serde_json::Value::Object(per_tenant);
         v.alert_counts = alert_counts(rules);

@@ -7,6 +7,7 @@ mod live_capture;
 mod live_detect;
 mod live_replay;
 mod replay_cli;
+mod replay_signals;
 mod scenarios;
 mod shared_pcaps;
 mod storage;

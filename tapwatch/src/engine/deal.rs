@@ -7,6 +7,7 @@
 //! the watermark opens or closes a window every worker is told first, so each shard sees
 //! exactly the clock it would see alone and windows close at the same points for any
 //! number of workers.
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
@@ -18,7 +19,7 @@ use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
 use super::{Coordinator, Worker};
 
-/// Packets between progress updates and stop checks.
+/// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 1 << 14;
 /// Items a worker is handed at once.
 const BATCH: usize = 1024;
@@ -140,16 +141,19 @@ fn read<S: FrameSource>(
         packets += 1;
         if o.print_packets {
             let line = crate::output::packet_line(o.classifier, &meta);
-            o.bar.suspend(|| eprintln!("{packets:>7} {line}"));
+            // A closed standard error (`2>&1 | head`) ends the run quietly, never a panic.
+            o.bar
+                .suspend(|| writeln!(std::io::stderr().lock(), "{packets:>7} {line}"))
+                .context("printing packets to standard error")?;
         }
         if packets >= next_tick {
             next_tick += PROGRESS_EVERY;
             o.bar.set_position(source.position());
             o.bar.set_message(format!("{packets} packets"));
-            if o.stop.load(Ordering::Relaxed) {
-                tracing::warn!("stopped after {packets} packets; finishing the windows seen");
-                break;
-            }
+        }
+        if o.stop.load(Ordering::Relaxed) {
+            tracing::warn!("stopped after {packets} packets; finishing the windows seen");
+            break;
         }
     }
     Ok(packets)
