@@ -93,15 +93,25 @@ fn main() {
         std::hint::black_box(n);
     });
     let bin = env!("CARGO_BIN_EXE_tapwatch");
-    let binary = best(3, || {
-        assert!(tool(Command::new(bin).arg("replay").arg(&file).args([
-            "--format",
-            "json",
-            "--progress",
-            "never",
-            "--no-store"
-        ])))
-    });
+    let whole = |workers: Option<&str>| {
+        best(3, || {
+            let mut cmd = Command::new(bin);
+            cmd.arg("replay").arg(&file).args([
+                "--format",
+                "json",
+                "--progress",
+                "never",
+                "--no-store",
+            ]);
+            if let Some(w) = workers {
+                cmd.args(["--workers", w]);
+            }
+            assert!(tool(&mut cmd))
+        })
+    };
+    let one_worker = whole(Some("1"));
+    let binary = whole(None);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
     // Classifier alone: frames already in memory, classified repeatedly.
     let mut r = FileReader::open(&file).unwrap();
@@ -151,7 +161,14 @@ fn main() {
         "tapwatch classify + totals + all detectors, in process",
         with_detectors,
     );
-    row("tapwatch replay FILE --format json (whole binary)", binary);
+    row(
+        "tapwatch replay FILE --workers 1 (whole binary)",
+        one_worker,
+    );
+    row(
+        &format!("tapwatch replay FILE (whole binary, {cores} workers)"),
+        binary,
+    );
     if let Some(d) = tcpdump {
         row("tcpdump -nn -r FILE -w /dev/null", d);
     }
@@ -186,7 +203,11 @@ fn main() {
             d.as_secs_f64() / in_process.as_secs_f64()
         );
         println!(
-            "ratio tapwatch (whole binary) / tcpdump pass-through: {:.2}x",
+            "ratio tapwatch (whole binary, 1 worker) / tcpdump pass-through: {:.2}x",
+            d.as_secs_f64() / one_worker.as_secs_f64()
+        );
+        println!(
+            "ratio tapwatch (whole binary, {cores} workers) / tcpdump pass-through: {:.2}x",
             d.as_secs_f64() / binary.as_secs_f64()
         );
     }
