@@ -198,7 +198,7 @@ pub struct CommonArgs {
     pub top: usize,
     /// Write one JSON line per finished window (each base window, 10 s and 60 s rollups):
     /// traffic, per-tenant setups, nodes and handshake latency p50/p99/max, top sources and
-    /// services, servers' SYNs and retransmissions.
+    /// services, servers' SYNs and retransmissions (`-`: standard output).
     #[arg(long, value_name = "PATH")]
     pub windows_out: Option<PathBuf>,
     #[command(flatten)]
