@@ -21,11 +21,9 @@
 #![deny(missing_docs)]
 
 mod config;
+mod detect;
 mod finding;
-pub mod growth;
-mod handshake;
-mod heartbeat;
-mod heavy;
+mod labels;
 mod merger;
 pub mod scenario;
 mod shard;
@@ -36,8 +34,11 @@ mod window;
 pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
+pub use detect::growth;
 pub use finding::{Finding, FindingKind, Severity};
-pub use merger::{GrowthSample, Merger, TenantLatency, ROLLUP_LEVELS_S};
+pub use growth::GrowthSample;
+pub use labels::Labels;
+pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
 pub use shard::{setup_kinds, Shard, ShardCounters};
 pub use totals::{Report, SourceReport, TenantReport, Totals};
 pub use window::{SourceClass, Traffic, WindowStats};

@@ -332,6 +332,43 @@ impl WindowStats {
     }
 }
 
+/// Accumulates consecutive windows into one of a wider width.
+pub(crate) struct Rollup {
+    width_ns: u64,
+    current: Option<WindowStats>,
+}
+
+impl Rollup {
+    /// A rollup `width_s` seconds wide.
+    pub(crate) fn new(width_s: f64) -> Rollup {
+        Rollup {
+            width_ns: ((width_s * 1e9) as u64).max(1),
+            current: None,
+        }
+    }
+
+    /// Adds a window; returns the finished rollup when this window starts a new one.
+    pub(crate) fn push(&mut self, w: &WindowStats) -> Option<WindowStats> {
+        let start = w.start_ns / self.width_ns * self.width_ns;
+        let done = match &self.current {
+            Some(c) if c.start_ns != start => self.current.take(),
+            _ => None,
+        };
+        let cur = self
+            .current
+            .get_or_insert_with(|| w.empty_like(start, start + self.width_ns));
+        cur.merge(w);
+        cur.start_ns = start;
+        cur.end_ns = start + self.width_ns;
+        done
+    }
+
+    /// The rollup in progress, if any (end of input).
+    pub(crate) fn finish(&mut self) -> Option<WindowStats> {
+        self.current.take()
+    }
+}
+
 /// p50 / p99 / max / count of a latency histogram, µs (null when empty).
 fn quantiles(h: Option<&Histogram<u64>>) -> serde_json::Value {
     match h {

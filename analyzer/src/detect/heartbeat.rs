@@ -12,10 +12,54 @@ use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use serde::Deserialize;
 use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 
-use crate::config::HeartbeatConfig;
+use super::PacketDetector;
 use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+use crate::labels::Labels;
+use crate::window::WindowStats;
+
+/// Periodic flows and BFD sessions that fall silent.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// A periodic flow is late after this many periods of silence.
+    pub k: f64,
+    /// Inter-arrival samples needed before a flow counts as periodic.
+    pub min_samples: usize,
+    /// Seconds a flow must have kept its rhythm before it counts as periodic.
+    pub min_learn_s: f64,
+    /// Flows that carry a packet larger than this (wire bytes) are data, not heartbeats.
+    pub max_packet_bytes: u32,
+    /// Each interval of a periodic flow lies within this fraction of the period from it
+    /// (BFD's own transmit jitter is up to 25 %).
+    pub tolerance: f64,
+    /// Fraction of the recent intervals that must be within the tolerance.
+    pub min_regular: f64,
+    /// Shortest period considered a heartbeat, seconds (faster flows are streams).
+    pub min_period_s: f64,
+    /// Longest period considered, seconds.
+    pub max_period_s: f64,
+    /// Flows tracked at most per worker.
+    pub max_flows: usize,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            k: 3.0,
+            min_samples: 6,
+            min_learn_s: 10.0,
+            max_packet_bytes: 512,
+            tolerance: 0.3,
+            min_regular: 0.9,
+            min_period_s: 0.05,
+            max_period_s: 600.0,
+            max_flows: 1 << 17,
+        }
+    }
+}
 
 const SAMPLES: usize = 16;
 
@@ -383,6 +427,31 @@ fn learn(flow: &mut Flow, cfg: &HeartbeatConfig) {
     flow.periodic = period_s >= cfg.min_period_s
         && period_s <= cfg.max_period_s
         && regular as f64 >= cfg.min_regular * n as f64;
+}
+
+impl PacketDetector for HeartbeatTracker {
+    #[inline]
+    fn packet(
+        &mut self,
+        m: &PacketMeta,
+        _window: Option<&mut WindowStats>,
+        labels: &Labels,
+        out: &mut Vec<Finding>,
+    ) {
+        let tenant = || {
+            m.src
+                .and(labels.tenant_names().get(m.tenant.0 as usize).cloned())
+        };
+        self.observe(m, tenant, out);
+    }
+
+    fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
+        self.advance(now, out);
+    }
+
+    fn sweep(&mut self, now: u64) {
+        HeartbeatTracker::sweep(self, now);
+    }
 }
 
 fn evidence(key: &FlowKey, flow: &Flow) -> serde_json::Value {

@@ -5,12 +5,67 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
-use tapwatch_classifier::{Classifier, ProtocolType, SizeClass, TenantId, TenantMap};
+use serde::Deserialize;
+use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 
-use crate::config::HeavyHitterConfig;
+use super::WindowDetector;
 use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+use crate::labels::Labels;
 use crate::sketch::FrequentItems;
 use crate::window::{ServiceKey, WindowStats};
+
+/// Heavy hitters: a key with a large share of a window that is also far above its own baseline.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeavyHitterConfig {
+    /// Keys tracked per window per sketch (error bound ≈ 2 × packets / capacity).
+    pub sketch_capacity: usize,
+    /// Share of the window's packets (or bytes) a key must hold.
+    pub min_share: f64,
+    /// Packets per second a key must reach, whatever its share.
+    pub min_pps: f64,
+    /// Bytes per second a key must reach to be heavy by bytes.
+    pub min_bytes_per_s: f64,
+    /// How many times its baseline mean the key must reach.
+    pub baseline_factor: f64,
+    /// Standard deviations above its baseline mean the key must reach.
+    pub baseline_sigmas: f64,
+    /// EWMA weight of each new window in the baselines.
+    pub ewma_alpha: f64,
+    /// Seconds during which baselines warm up; meanwhile only keys above `warmup_share`
+    /// and `warmup_factor × min_pps` are flagged.
+    pub warmup_s: f64,
+    /// Share a key needs during warm-up.
+    pub warmup_share: f64,
+    /// Multiple of `min_pps` a key needs during warm-up.
+    pub warmup_factor: f64,
+    /// Hysteresis: a firing key keeps firing while it holds at least this share…
+    pub clear_share: f64,
+    /// …and at least this many times its baseline mean.
+    pub clear_factor: f64,
+    /// Windows a firing key must stay below `clear_share` before it resolves.
+    pub clear_windows: u32,
+}
+
+impl Default for HeavyHitterConfig {
+    fn default() -> Self {
+        HeavyHitterConfig {
+            sketch_capacity: 1024,
+            min_share: 0.2,
+            min_pps: 200.0,
+            min_bytes_per_s: 1_000_000.0,
+            baseline_factor: 3.0,
+            baseline_sigmas: 6.0,
+            ewma_alpha: 0.05,
+            warmup_s: 5.0,
+            warmup_share: 0.5,
+            warmup_factor: 5.0,
+            clear_share: 0.1,
+            clear_factor: 1.5,
+            clear_windows: 5,
+        }
+    }
+}
 
 /// Candidates judged per dimension per window.
 const CANDIDATES: usize = 8;
@@ -76,9 +131,9 @@ pub struct HeavyJudge {
 }
 
 impl HeavyJudge {
-    /// A judge with these settings; type names come from the classifier.
-    pub fn new(cfg: HeavyHitterConfig, classifier: &Classifier) -> HeavyJudge {
-        let type_names = type_names(classifier);
+    /// A judge with these settings; type names come from the labels.
+    pub fn new(cfg: HeavyHitterConfig, labels: &Labels) -> HeavyJudge {
+        let type_names = type_names(labels);
         HeavyJudge {
             cfg,
             first_ns: None,
@@ -93,8 +148,8 @@ impl HeavyJudge {
     }
 
     /// Takes the protocol-type names of a reloaded classifier.
-    pub fn relabel(&mut self, classifier: &Classifier) {
-        self.type_names = type_names(classifier);
+    pub fn relabel(&mut self, labels: &Labels) {
+        self.type_names = type_names(labels);
     }
 
     /// Judges one closed window.
@@ -470,15 +525,16 @@ impl HeavyJudge {
 }
 
 /// Names of every protocol-type index, custom ones included.
-fn type_names(classifier: &Classifier) -> Vec<String> {
-    (0..classifier.type_count())
-        .map(|i| {
-            classifier
-                .type_at(i)
-                .map(|k| classifier.type_name(k).to_string())
-                .unwrap_or_default()
-        })
+fn type_names(labels: &Labels) -> Vec<String> {
+    (0..labels.type_count())
+        .map(|i| labels.type_name(i).unwrap_or_default().to_string())
         .collect()
+}
+
+impl WindowDetector for HeavyJudge {
+    fn window(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        self.judge(w, tenants, out);
+    }
 }
 
 /// Baseline means of a dimension's firing keys (frozen while they fire).
@@ -660,8 +716,14 @@ fn evidence(
 mod tests {
     use std::net::Ipv4Addr;
 
+    use tapwatch_classifier::Classifier;
+
     use super::*;
-    use crate::config::HeavyHitterConfig;
+    use crate::config::AnalyzerConfig;
+
+    fn labels(classifier: &Classifier) -> Labels {
+        Labels::new(&AnalyzerConfig::default(), classifier)
+    }
 
     fn window(i: u64, senders: &[(u8, u32, u64)], tenants: &TenantMap) -> WindowStats {
         let mut w = WindowStats::new(
@@ -697,7 +759,7 @@ mod tests {
     fn a_tenant_surge_from_many_small_sources_is_a_tenant_alert() {
         let tenants = TenantMap::parse(std::path::Path::new("t"), "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.0.0/16\"]\n[[tenant]]\nname = \"beta\"\nprefixes = [\"10.2.0.0/16\"]\n").unwrap();
         let classifier = Classifier::new(tenants.clone(), &Default::default());
-        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &classifier);
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &labels(&classifier));
         let mut out = Vec::new();
         for i in 0..30 {
             judge.judge(
@@ -738,7 +800,7 @@ mod tests {
     fn a_big_source_that_was_always_there_is_not_an_anomaly_but_a_new_one_is() {
         let tenants = TenantMap::default();
         let classifier = Classifier::default();
-        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &classifier);
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &labels(&classifier));
         let mut out = Vec::new();
         // 10.1.0.0 sends 600 of ~700 packets per window from the start.
         for i in 0..40 {

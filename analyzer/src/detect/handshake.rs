@@ -3,9 +3,51 @@
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use serde::Deserialize;
 use tapwatch_classifier::{PacketMeta, ProtocolType, TenantId};
 
-use crate::config::HandshakeConfig;
+use super::PacketDetector;
+use crate::finding::Finding;
+use crate::labels::Labels;
+use crate::window::{latency_histogram, WindowStats};
+
+/// TCP handshakes seen from the mirror point.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandshakeConfig {
+    /// Half-open handshakes tracked at most per worker.
+    pub max_pending: usize,
+    /// Seconds after which an unanswered SYN is forgotten.
+    pub timeout_s: f64,
+    /// Seconds between two copies of a SYN for the later one to count as a retransmission.
+    pub min_retransmit_gap_s: f64,
+    /// Width of the SYN-retransmission judgement, seconds (a rollup of the base windows).
+    pub burst_window_s: f64,
+    /// Retransmitted SYNs towards one server within the burst window that make an anomaly.
+    pub min_retransmits: u64,
+    /// Share of that server's SYNs that must be retransmissions.
+    pub min_retransmit_ratio: f64,
+    /// Hysteresis: a firing server clears when its retransmissions in a burst window fall
+    /// below this many.
+    pub clear_retransmits: u64,
+    /// Servers with their own latency histogram per window (the busiest by SYNs).
+    pub max_servers: usize,
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        HandshakeConfig {
+            max_pending: 1 << 18,
+            timeout_s: 30.0,
+            min_retransmit_gap_s: 0.5,
+            burst_window_s: 10.0,
+            min_retransmits: 5,
+            min_retransmit_ratio: 0.2,
+            clear_retransmits: 2,
+            max_servers: 256,
+        }
+    }
+}
 
 /// A TCP connection, client side first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -207,5 +249,70 @@ impl HandshakeTracker {
         let timeout = (self.cfg.timeout_s * 1e9) as u64;
         self.pending
             .retain(|_, p| now.saturating_sub(p.last_syn) < timeout);
+    }
+}
+
+impl HandshakeEvent {
+    /// Counts the event in the window: per server, and latency per tenant.
+    #[inline]
+    fn record(self, server: (IpAddr, u16), m: &PacketMeta, w: &mut WindowStats) {
+        match self {
+            HandshakeEvent::Syn => {
+                if let Some(s) = w.server(server) {
+                    s.syns += 1;
+                }
+            }
+            HandshakeEvent::SynRetransmit { .. } => {
+                if let Some(s) = w.server(server) {
+                    s.retransmits += 1;
+                }
+            }
+            HandshakeEvent::Rst => {
+                if let Some(s) = w.server(server) {
+                    s.rsts += 1;
+                }
+            }
+            HandshakeEvent::SynAck { us, client_tenant } => {
+                if let Some(s) = w.server(server) {
+                    let _ = s
+                        .syn_to_syn_ack
+                        .get_or_insert_with(latency_histogram)
+                        .record(us.max(1));
+                }
+                let _ = w
+                    .tenant(client_tenant)
+                    .syn_to_syn_ack
+                    .get_or_insert_with(latency_histogram)
+                    .record(us.max(1));
+            }
+            HandshakeEvent::Ack { us } => {
+                let _ = w
+                    .tenant(m.tenant)
+                    .syn_ack_to_ack
+                    .get_or_insert_with(latency_histogram)
+                    .record(us.max(1));
+            }
+        }
+    }
+}
+
+impl PacketDetector for HandshakeTracker {
+    #[inline]
+    fn packet(
+        &mut self,
+        m: &PacketMeta,
+        window: Option<&mut WindowStats>,
+        _labels: &Labels,
+        _out: &mut Vec<Finding>,
+    ) {
+        if let Some((server, event)) = self.observe(m) {
+            if let Some(w) = window {
+                event.record(server, m, w);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        HandshakeTracker::sweep(self, now);
     }
 }

@@ -9,8 +9,52 @@
 //! quadruples its setups.
 use std::collections::VecDeque;
 
-use crate::config::SetupGrowthConfig;
+use serde::Deserialize;
+use tapwatch_classifier::{TenantId, TenantMap};
+
+use super::WindowDetector;
 use crate::finding::{Finding, FindingKind, Severity};
+use crate::window::{Rollup, WindowStats};
+
+/// Quadratic growth of connection setups with a tenant's node count.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SetupGrowthConfig {
+    /// Width of the points the fit uses, seconds (a rollup of the base windows).
+    pub point_s: f64,
+    /// Points kept per tenant (the sliding history).
+    pub history: usize,
+    /// Points needed before fitting.
+    pub min_points: usize,
+    /// Exponent at or above which growth is flagged.
+    pub min_exponent: f64,
+    /// Hysteresis: a flagged tenant clears when its exponent falls below this.
+    pub clear_exponent: f64,
+    /// Ratio of largest to smallest node count the history must span.
+    pub min_node_range: f64,
+    /// Coefficient of determination the fit must reach (log-log).
+    pub min_r2: f64,
+    /// Extra protocol types (by name) that count as connection setups besides TCP SYN.
+    pub setup_types: Vec<String>,
+    /// Distinct sources per tenant counted exactly up to this many, then estimated.
+    pub exact_nodes: usize,
+}
+
+impl Default for SetupGrowthConfig {
+    fn default() -> Self {
+        SetupGrowthConfig {
+            point_s: 10.0,
+            history: 30,
+            min_points: 6,
+            min_exponent: 1.6,
+            clear_exponent: 1.4,
+            min_node_range: 2.0,
+            min_r2: 0.8,
+            setup_types: Vec::new(),
+            exact_nodes: 4096,
+        }
+    }
+}
 
 /// A Theil–Sen fit of `y = a + b·x`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -236,6 +280,109 @@ impl GrowthDetector {
                 threshold: self.cfg.min_exponent,
                 evidence,
             });
+        }
+    }
+}
+
+/// One setup-growth point with the fit it produced, for storage.
+#[derive(Clone, Debug)]
+pub struct GrowthSample {
+    /// Tenant name.
+    pub tenant: String,
+    /// Point start (event time, ns).
+    pub start_ns: u64,
+    /// Point width, seconds.
+    pub width_s: f64,
+    /// Distinct sources (nodes) in the point.
+    pub nodes: u64,
+    /// Connection setups in the point.
+    pub setups: u64,
+    /// The fit over the tenant's history after this point, if there were enough points.
+    pub fit: Option<Fit>,
+}
+
+/// The setup-growth detector as the merger runs it: base windows rolled up into points of
+/// `point_s`, one point per tenant fed to the [`GrowthDetector`].
+pub struct SetupGrowth {
+    detector: GrowthDetector,
+    points: Rollup,
+    /// Keep every point as a [`GrowthSample`] for storage.
+    pub(crate) keep: bool,
+    pub(crate) samples: Vec<GrowthSample>,
+}
+
+impl SetupGrowth {
+    /// A detector with these settings.
+    pub fn new(cfg: SetupGrowthConfig) -> SetupGrowth {
+        SetupGrowth {
+            points: Rollup::new(cfg.point_s),
+            detector: GrowthDetector::new(cfg),
+            keep: false,
+            samples: Vec::new(),
+        }
+    }
+
+    /// The detector behind it (fits and histories).
+    pub fn detector(&self) -> &GrowthDetector {
+        &self.detector
+    }
+
+    fn point(&mut self, p: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        let total_setups: u64 = p.tenants.iter().map(|t| t.setups).sum();
+        let share = |x: u64, total: u64| {
+            if total > 0 {
+                x as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
+        for (i, t) in p.tenants.iter().enumerate() {
+            if i == TenantId::UNASSIGNED.0 as usize {
+                continue; // "unassigned" is not one tenant: its nodes are unrelated
+            }
+            let name = tenants.name(TenantId(i as u16)).to_string();
+            let point = GrowthPoint {
+                index: i,
+                tenant: &name,
+                start_ns: p.start_ns,
+                end_ns: p.end_ns,
+                nodes: t.nodes.count().0,
+                setups: t.setups,
+                width_s: p.width_s(),
+                setup_share: share(t.setups, total_setups),
+                packet_share: share(t.packets, p.packets),
+            };
+            self.detector.observe(&point, out);
+            if self.keep && point.nodes >= 2 && point.setups >= 1 {
+                self.samples.push(GrowthSample {
+                    tenant: name.clone(),
+                    start_ns: p.start_ns,
+                    width_s: p.width_s(),
+                    nodes: point.nodes,
+                    setups: point.setups,
+                    fit: self
+                        .detector
+                        .last_fit
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|f| f.0),
+                });
+            }
+        }
+    }
+}
+
+impl WindowDetector for SetupGrowth {
+    fn window(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        if let Some(p) = self.points.push(w) {
+            self.point(&p, tenants, out);
+        }
+    }
+
+    fn finish(&mut self, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        if let Some(p) = self.points.finish() {
+            self.point(&p, tenants, out);
         }
     }
 }
