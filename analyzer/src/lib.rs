@@ -28,6 +28,8 @@ mod merger;
 pub mod scenario;
 mod shard;
 pub mod sketch;
+#[cfg(test)]
+mod testkit;
 mod totals;
 mod window;
 

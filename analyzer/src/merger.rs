@@ -230,3 +230,56 @@ impl Merger {
         self.last_window = Some(w);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::SEC;
+
+    fn window(i: u64, packets: u64) -> WindowStats {
+        let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 16, 16, 16, 32);
+        w.packets = packets;
+        w
+    }
+
+    #[test]
+    fn a_window_is_judged_once_every_shard_has_closed_it() {
+        let mut m = Merger::new(&AnalyzerConfig::default(), &Classifier::default(), 2);
+        let mut out = Vec::new();
+        m.push(0, window(0, 3), &mut out);
+        m.push(0, window(1, 1), &mut out);
+        assert_eq!(m.windows[0], 0, "shard 1 has not closed window 0");
+        m.push(1, window(0, 4), &mut out);
+        assert_eq!(m.windows[0], 1);
+        assert_eq!(m.last_window.as_ref().map(|w| w.packets), Some(7), "merged");
+        m.push(1, window(2, 5), &mut out);
+        assert_eq!(
+            m.windows[0], 2,
+            "shard 1 closed window 2, so window 1 is complete"
+        );
+        m.finish(&mut out);
+        assert_eq!(m.windows, [3, 1, 1], "the partial rollups are flushed too");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn kept_windows_and_the_window_log_are_handed_over() {
+        let mut m = Merger::new(&AnalyzerConfig::default(), &Classifier::default(), 1);
+        m.keep_closed(true);
+        m.record_windows(true);
+        let mut out = Vec::new();
+        for i in 0..12 {
+            m.push(0, window(i, 1), &mut out);
+        }
+        assert!(m.has_closed() && m.has_window_log());
+        let (closed, growth) = m.take_closed();
+        assert_eq!((closed.len(), growth.len()), (12, 0));
+        let log = m.take_window_log();
+        assert_eq!(log.len(), 13, "12 base windows and one 10 s rollup");
+        assert_eq!(
+            (log[10]["level"].as_str(), log[11]["level"].as_str()),
+            (Some("base"), Some("10s"))
+        );
+        assert!(!m.has_closed());
+    }
+}

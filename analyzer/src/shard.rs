@@ -238,3 +238,84 @@ pub fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
     }
     setup
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{addr, udp, SEC};
+
+    const T: u64 = 1_000 * SEC;
+
+    fn shard() -> Shard {
+        Shard::new(&AnalyzerConfig::default(), &Classifier::default())
+    }
+
+    fn packet(s: &mut Shard, t: u64, closed: &mut Vec<WindowStats>) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        s.observe(
+            &udp(T + t, (addr(1), 4000), (addr(2), 9999), 80),
+            &mut findings,
+            closed,
+        );
+        findings
+    }
+
+    #[test]
+    fn a_window_closes_once_the_grace_period_has_passed() {
+        let mut s = shard();
+        let mut closed = Vec::new();
+        packet(&mut s, SEC / 2, &mut closed);
+        packet(&mut s, 2_900_000_000, &mut closed);
+        assert!(closed.is_empty(), "[T, T+1 s) is open until T+3 s");
+        packet(&mut s, 3 * SEC, &mut closed);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].start_ns, closed[0].end_ns, closed[0].packets),
+            (T, T + SEC, 1)
+        );
+        assert_eq!(s.now(), T + 3 * SEC);
+        packet(&mut s, SEC / 2, &mut closed);
+        assert_eq!(
+            (s.counters.packets, s.counters.late),
+            (4, 1),
+            "too late for its window"
+        );
+        packet(&mut s, 1_500_000_000, &mut closed);
+        assert_eq!(s.counters.late, 1, "within the grace period");
+        let mut rest = Vec::new();
+        s.finish(&mut rest);
+        assert_eq!(rest.iter().map(|w| w.packets).sum::<u64>(), 3);
+        assert_eq!(rest.first().map(|w| w.start_ns), Some(T + SEC));
+    }
+
+    #[test]
+    fn a_long_jump_in_time_skips_ahead() {
+        let mut s = shard();
+        let mut closed = Vec::new();
+        packet(&mut s, 0, &mut closed);
+        packet(&mut s, 1_000 * SEC, &mut closed);
+        assert_eq!(s.counters.time_jumps, 1);
+        assert_eq!(
+            closed.len(),
+            1,
+            "only the window that held a packet, no 1000 empty ones"
+        );
+    }
+
+    #[test]
+    fn advancing_without_packets_fires_heartbeat_deadlines() {
+        let mut s = shard();
+        let mut closed = Vec::new();
+        for i in 0..=20 {
+            assert!(packet(&mut s, i * SEC, &mut closed).is_empty());
+        }
+        assert_eq!(s.heartbeat_flows(), (1, 1));
+        let mut findings = Vec::new();
+        s.advance(T + 22 * SEC, &mut findings, &mut closed);
+        assert!(findings.is_empty());
+        s.advance(T + 23 * SEC, &mut findings, &mut closed);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].tenant.as_deref(), Some("unassigned"));
+        assert_eq!(s.periodic_flows(10).len(), 1);
+    }
+}

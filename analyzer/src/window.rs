@@ -418,3 +418,85 @@ impl WindowStats {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{addr, SEC};
+
+    #[test]
+    fn merging_adds_everything_and_keeps_the_server_bound() {
+        let mut a = WindowStats::new(0, SEC, 16, 16, 1, 32);
+        let mut b = a.empty_like(0, SEC);
+        for n in 0..5 {
+            if let Some(s) = a.server((addr(n), 443)) {
+                s.syns += 1;
+            }
+        }
+        assert_eq!(
+            (a.servers.len(), a.servers_untracked),
+            (4, 1),
+            "4 × max_servers"
+        );
+        b.packets = 2;
+        b.tenant(TenantId(2)).setups = 3;
+        b.server((addr(9), 80)).expect("room").retransmits = 1;
+        a.merge(&b);
+        assert_eq!((a.packets, a.tenants[2].setups, a.tenants.len()), (2, 3, 3));
+        assert_eq!(
+            a.servers_untracked, 2,
+            "the merged server did not fit either"
+        );
+    }
+
+    #[test]
+    fn the_traffic_table_gives_back_what_it_counted() {
+        let mut t = TrafficTable::new(ProtocolType::BUILTIN);
+        t.add(
+            TenantId(1),
+            ProtocolType::Udp,
+            SourceClass::Ipv6,
+            SizeClass::UpTo128,
+            100,
+        );
+        t.add(
+            TenantId(1),
+            ProtocolType::Udp,
+            SourceClass::Ipv6,
+            SizeClass::UpTo128,
+            28,
+        );
+        let cells: Vec<_> = t.iter().collect();
+        assert_eq!(
+            cells,
+            vec![(
+                TenantId(1),
+                ProtocolType::Udp.index(),
+                SourceClass::Ipv6,
+                SizeClass::UpTo128,
+                Traffic {
+                    packets: 2,
+                    bytes: 128
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_rollup_hands_over_its_window_when_the_next_one_starts() {
+        let mut r = Rollup::new(10.0);
+        for i in 0..10 {
+            let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 16, 16, 16, 32);
+            w.packets = 1;
+            assert!(r.push(&w).is_none());
+        }
+        let next = WindowStats::new(10 * SEC, 11 * SEC, 16, 16, 16, 32);
+        let done = r.push(&next).expect("the first 10 s are complete");
+        assert_eq!(
+            (done.start_ns, done.end_ns, done.packets),
+            (0, 10 * SEC, 10)
+        );
+        let partial = r.finish().expect("the second has begun");
+        assert_eq!((partial.start_ns, partial.end_ns), (10 * SEC, 20 * SEC));
+    }
+}

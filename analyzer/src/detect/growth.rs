@@ -461,6 +461,41 @@ mod tests {
     }
 
     #[test]
+    fn a_flagged_tenant_resolves_once_its_growth_turns_linear() {
+        let mut d = GrowthDetector::new(SetupGrowthConfig::default());
+        let mut out = Vec::new();
+        for i in 0..60u64 {
+            let n = 20 + 10 * (i % 30);
+            let setups = if i < 30 { n * n / 10 } else { 90 * n };
+            d.observe(
+                &GrowthPoint {
+                    index: 1,
+                    tenant: "swarm",
+                    start_ns: i * 10,
+                    end_ns: (i + 1) * 10,
+                    nodes: n,
+                    setups,
+                    width_s: 10.0,
+                    setup_share: 0.5,
+                    packet_share: 0.5,
+                },
+                &mut out,
+            );
+        }
+        let first = out.iter().position(|f| f.active).expect("fires");
+        let resolved: Vec<_> = out.iter().filter(|f| !f.active).collect();
+        assert_eq!(resolved.len(), 1, "{out:?}");
+        let r = resolved[0];
+        assert!(
+            r.value < 1.4,
+            "clears below the clear exponent: {}",
+            r.value
+        );
+        assert_eq!(r.started_ns, out[first].started_ns);
+        assert!(!out.last().unwrap().active, "stays resolved");
+    }
+
+    #[test]
     fn no_flag_without_node_range() {
         let mut d = GrowthDetector::new(SetupGrowthConfig::default());
         let mut out = Vec::new();

@@ -316,3 +316,140 @@ impl PacketDetector for HandshakeTracker {
         HandshakeTracker::sweep(self, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{addr, tcp, SEC};
+
+    const T: u64 = 1_000 * SEC;
+    const CLIENT: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 50000);
+
+    fn server() -> (IpAddr, u16) {
+        (addr(2), 443)
+    }
+
+    #[test]
+    fn a_handshake_yields_both_latencies() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let syn = tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
+        assert_eq!(h.observe(&syn), Some((server(), HandshakeEvent::Syn)));
+        let wrong = tcp(
+            T + 1_000_000,
+            server(),
+            CLIENT,
+            ProtocolType::TcpSynAck,
+            500,
+            7,
+        );
+        assert_eq!(h.observe(&wrong), None, "a SYN-ACK for another SYN");
+        let syn_ack = tcp(
+            T + 2_000_000,
+            server(),
+            CLIENT,
+            ProtocolType::TcpSynAck,
+            500,
+            101,
+        );
+        assert_eq!(
+            h.observe(&syn_ack),
+            Some((
+                server(),
+                HandshakeEvent::SynAck {
+                    us: 2000,
+                    client_tenant: TenantId(0)
+                }
+            ))
+        );
+        let ack = tcp(
+            T + 5_000_000,
+            CLIENT,
+            server(),
+            ProtocolType::TcpAck,
+            101,
+            501,
+        );
+        assert_eq!(
+            h.observe(&ack),
+            Some((server(), HandshakeEvent::Ack { us: 3000 }))
+        );
+        assert_eq!(h.len(), 0, "a completed handshake is forgotten");
+    }
+
+    #[test]
+    fn only_a_late_copy_of_the_same_syn_is_a_retransmission() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let syn = |t: u64| tcp(T + t, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
+        assert_eq!(h.observe(&syn(0)), Some((server(), HandshakeEvent::Syn)));
+        assert_eq!(h.observe(&syn(SEC / 5)), None, "a duplicate on the mirror");
+        assert_eq!(
+            h.observe(&syn(SEC)),
+            Some((
+                server(),
+                HandshakeEvent::SynRetransmit {
+                    n: 1,
+                    since_first_s: 1.0
+                }
+            ))
+        );
+        assert_eq!(
+            h.observe(&syn(3 * SEC)),
+            Some((
+                server(),
+                HandshakeEvent::SynRetransmit {
+                    n: 2,
+                    since_first_s: 3.0
+                }
+            ))
+        );
+        h.sweep(T + 3 * SEC + 29 * SEC);
+        assert_eq!(h.len(), 1, "kept until the timeout");
+        h.sweep(T + 3 * SEC + 30 * SEC);
+        assert_eq!(h.len(), 0);
+    }
+
+    #[test]
+    fn a_full_table_counts_what_it_turns_away() {
+        let cfg = HandshakeConfig {
+            max_pending: 1,
+            ..HandshakeConfig::default()
+        };
+        let mut h = HandshakeTracker::new(cfg);
+        h.observe(&tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 1, 0));
+        let other = (addr(3), 50001);
+        assert_eq!(
+            h.observe(&tcp(T, other, server(), ProtocolType::TcpSyn, 1, 0)),
+            Some((server(), HandshakeEvent::Syn)),
+            "still counted as a SYN"
+        );
+        assert_eq!((h.len(), h.untracked), (1, 1));
+    }
+
+    #[test]
+    fn events_are_recorded_in_the_window() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let mut w = WindowStats::new(T, T + 10 * SEC, 16, 16, 16, 32);
+        let labels = Labels::default();
+        let mut out = Vec::new();
+        for t in [0, SEC] {
+            let syn = tcp(T + t, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
+            h.packet(&syn, Some(&mut w), &labels, &mut out);
+        }
+        let syn_ack = tcp(
+            T + SEC + 4_000_000,
+            server(),
+            CLIENT,
+            ProtocolType::TcpSynAck,
+            9,
+            101,
+        );
+        h.packet(&syn_ack, Some(&mut w), &labels, &mut out);
+        let s = &w.servers[&server()];
+        assert_eq!((s.syns, s.retransmits), (1, 1));
+        assert_eq!(s.syn_to_syn_ack.as_ref().map(|h| h.len()), Some(1));
+        // 4 ms after the retransmitted SYN, at the histogram's two significant digits.
+        let us = w.tenants[0].syn_to_syn_ack.as_ref().map(|h| h.max());
+        assert!(us.is_some_and(|us| us.abs_diff(4000) <= 40), "{us:?}");
+        assert!(out.is_empty());
+    }
+}

@@ -525,3 +525,136 @@ fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: &str) -> Find
     e["resolution"] = serde_json::json!(why);
     finding(key, flow, false, since, now, gap, 0.0, e)
 }
+
+#[cfg(test)]
+mod tests {
+    use tapwatch_classifier::BfdControl;
+
+    use super::*;
+    use crate::testkit::{addr, tcp, udp, SEC};
+
+    const T: u64 = 1_000 * SEC;
+
+    fn tracker() -> HeartbeatTracker {
+        HeartbeatTracker::new(HeartbeatConfig::default())
+    }
+
+    /// Packets of one flow at `T + t` for each `t` (ns).
+    fn beats(h: &mut HeartbeatTracker, times: impl IntoIterator<Item = u64>, len: u32) {
+        let mut out = Vec::new();
+        for t in times {
+            h.observe(
+                &udp(T + t, (addr(1), 4000), (addr(2), 9999), len),
+                || None,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_periodic_flow_fires_at_its_deadline_and_resolves_when_it_resumes() {
+        let mut h = tracker();
+        beats(&mut h, (0..=20).map(|i| i * SEC), 80);
+        assert_eq!(h.periodic(), 1);
+        let mut out = Vec::new();
+        h.advance(T + 22_900_000_000, &mut out);
+        assert!(out.is_empty(), "not before 3 periods: {out:?}");
+        h.advance(T + 23 * SEC, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let f = &out[0];
+        assert!(f.active && f.kind == FindingKind::MissedHeartbeat);
+        assert_eq!((f.started_ns, f.detected_ns), (T + 20 * SEC, T + 23 * SEC));
+        assert_eq!((f.value, f.severity), (3.0, Severity::Warning));
+        assert_eq!(f.subject, "10.0.0.1:4000->10.0.0.2:9999/udp");
+        h.advance(T + 30 * SEC, &mut out);
+        assert_eq!(out.len(), 1, "fires once per silence");
+        h.observe(
+            &udp(T + 31 * SEC, (addr(1), 4000), (addr(2), 9999), 80),
+            || None,
+            &mut out,
+        );
+        let r = &out[1];
+        assert!(!r.active);
+        assert_eq!(
+            (r.started_ns, r.detected_ns, r.value),
+            (T + 20 * SEC, T + 31 * SEC, 11.0)
+        );
+        assert_eq!(r.evidence["resolution"], "flow resumed");
+    }
+
+    #[test]
+    fn irregular_and_data_flows_never_fire() {
+        let mut h = tracker();
+        // Alternating 0.2 s and 3 s intervals: no rhythm.
+        let mut t = 0;
+        let irregular = (0..30).map(|i| {
+            t += if i % 2 == 0 { SEC / 5 } else { 3 * SEC };
+            t
+        });
+        beats(&mut h, irregular.collect::<Vec<_>>(), 80);
+        let mut data = tracker();
+        beats(&mut data, (0..=30).map(|i| i * SEC), 1400);
+        let mut out = Vec::new();
+        h.advance(T + 600 * SEC, &mut out);
+        data.advance(T + 600 * SEC, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(data.len(), 0, "large packets never cost a table entry");
+    }
+
+    #[test]
+    fn a_tcp_flow_that_ends_with_fin_is_not_late() {
+        let mut h = tracker();
+        let mut out = Vec::new();
+        let (a, b) = ((addr(1), 40000), (addr(2), 179));
+        for i in 0..=20 {
+            h.observe(
+                &tcp(T + i * SEC, a, b, ProtocolType::TcpAck, 1, 1),
+                || None,
+                &mut out,
+            );
+        }
+        h.observe(
+            &tcp(T + 21 * SEC, a, b, ProtocolType::TcpFin, 1, 1),
+            || None,
+            &mut out,
+        );
+        h.advance(T + 100 * SEC, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_bfd_session_is_late_after_its_detection_time() {
+        let mut h = tracker();
+        let mut out = Vec::new();
+        let ctl = BfdControl {
+            diag: 0,
+            state: BfdState::Up,
+            flags: 0,
+            detect_mult: 3,
+            my_disc: 7,
+            your_disc: 8,
+            desired_min_tx_us: 300_000,
+            required_min_rx_us: 300_000,
+        };
+        let at = |t: u64| {
+            let mut m = udp(T + t, (addr(1), 49152), (addr(2), 3784), 66);
+            m.kind = ProtocolType::BfdControl;
+            m.detail = Detail::Bfd(ctl);
+            m
+        };
+        for i in 0..10 {
+            h.observe(&at(i * 300_000_000), || Some("infra".into()), &mut out);
+        }
+        let last = T + 2_700_000_000;
+        h.advance(last + 899_000_000, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        h.advance(last + 900_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].severity, out[0].tenant.as_deref()),
+            (Severity::Critical, Some("infra"))
+        );
+        assert_eq!(out[0].detected_ns, last + 900_000_000);
+    }
+}

@@ -109,3 +109,93 @@ impl WindowDetector for SynBurst {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{addr, SEC};
+
+    fn server() -> (IpAddr, u16) {
+        (addr(2), 443)
+    }
+
+    /// Base window `i` (1 s) with `syns` first SYNs and `retransmits` retransmissions.
+    fn base(i: u64, syns: u64, retransmits: u64) -> WindowStats {
+        let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 16, 16, 16, 32);
+        let s = w.server(server()).expect("room");
+        s.syns = syns;
+        s.retransmits = retransmits;
+        w
+    }
+
+    /// Feeds base windows `from..to`; returns the findings.
+    fn feed(
+        d: &mut SynBurst,
+        from: u64,
+        to: u64,
+        syns: u64,
+        re: impl Fn(u64) -> u64,
+    ) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for i in from..to {
+            d.window(&base(i, syns, re(i)), &TenantMap::default(), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_burst_fires_holds_down_to_the_clear_level_then_resolves() {
+        let mut d = SynBurst::new(HandshakeConfig::default());
+        assert!(
+            feed(&mut d, 0, 10, 2, |_| 1).is_empty(),
+            "judged when the 10 s window ends"
+        );
+        let fired = feed(&mut d, 10, 11, 2, |_| 0);
+        assert_eq!(fired.len(), 1);
+        let f = &fired[0];
+        assert!(f.active && f.kind == FindingKind::SynRetransmits);
+        assert_eq!((f.started_ns, f.detected_ns, f.value), (0, 10 * SEC, 10.0));
+        assert_eq!(
+            (f.subject.as_str(), f.severity),
+            ("10.0.0.2:443/tcp", Severity::Warning)
+        );
+        // 3 retransmissions in the next 10 s: below the raise level, above the clear level.
+        let held = feed(&mut d, 11, 21, 2, |i| u64::from(i < 13));
+        assert_eq!(held.len(), 1);
+        assert!(held[0].active && held[0].started_ns == 0);
+        let resolved = feed(&mut d, 21, 31, 2, |_| 0);
+        assert_eq!(resolved.len(), 1);
+        assert!(!resolved[0].active);
+        assert_eq!(
+            (resolved[0].started_ns, resolved[0].detected_ns),
+            (0, 30 * SEC)
+        );
+    }
+
+    #[test]
+    fn few_or_diluted_retransmissions_do_not_fire() {
+        let mut diluted = SynBurst::new(HandshakeConfig::default());
+        assert!(
+            feed(&mut diluted, 0, 31, 100, |_| 1).is_empty(),
+            "10 of 1010 SYNs"
+        );
+        let mut few = SynBurst::new(HandshakeConfig::default());
+        assert!(
+            feed(&mut few, 0, 31, 0, |i| u64::from(i % 10 < 4)).is_empty(),
+            "4 per window"
+        );
+    }
+
+    #[test]
+    fn the_end_of_input_judges_the_partial_window() {
+        let mut d = SynBurst::new(HandshakeConfig::default());
+        assert!(feed(&mut d, 0, 5, 1, |_| 3).is_empty());
+        let mut out = Vec::new();
+        d.finish(&TenantMap::default(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].detected_ns, out[0].severity),
+            (10 * SEC, Severity::Critical)
+        );
+    }
+}
