@@ -37,7 +37,14 @@ pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
 pub use detect::growth;
-pub use finding::{Finding, FindingKind, Severity};
+pub use detect::growth::GrowthEvidence;
+pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
+pub use detect::heavy::{
+    HeavyDimension, HeavyHitterEvidence, HeavyHitterResolvedEvidence, HeavyUnit, ServicePackets,
+    SourcePackets,
+};
+pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
+pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
 pub use labels::Labels;
 pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};

@@ -125,9 +125,7 @@ fn growth_cycle() -> Vec<serde_json::Value> {
             out.extend(engine.process(&f));
         }
     }
-    out.iter()
-        .map(|e| serde_json::to_value(e).unwrap())
-        .collect()
+    out.iter().map(to_value).collect()
 }
 
 fn run(capture: scenario::CaptureBuilder) -> Vec<serde_json::Value> {
@@ -151,9 +149,20 @@ fn run(capture: scenario::CaptureBuilder) -> Vec<serde_json::Value> {
         out.extend(engine.process(&f));
     }
     out.extend(engine.finish());
-    out.iter()
-        .map(|e| serde_json::to_value(e).unwrap())
-        .collect()
+    out.iter().map(to_value).collect()
+}
+
+/// The event as JSON, checking on the way that its evidence is written with its keys in
+/// name order, as it was when evidence was a `serde_json::Value` (byte-identical lines).
+fn to_value(e: &tapwatch_rules::AlertEvent) -> serde_json::Value {
+    let v = serde_json::to_value(e).unwrap();
+    let written = serde_json::to_string(&e.evidence).unwrap();
+    assert_eq!(
+        written,
+        v["evidence"].to_string(),
+        "evidence keys out of name order"
+    );
+    v
 }
 
 /// `kind state [evidence keys]`: one snapshot entry per distinct shape.

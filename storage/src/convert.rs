@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
-use tapwatch_analyzer::{GrowthSample, WindowStats};
+use tapwatch_analyzer::{Evidence, GrowthSample, WindowStats};
 use tapwatch_classifier::{Classifier, TenantId, TenantMap};
-use tapwatch_rules::AlertEvent;
+use tapwatch_rules::{AlertEvent, AlertEvidence, AlertState};
 
 use crate::rows::*;
 
@@ -192,30 +192,19 @@ pub fn growth_row(g: &GrowthSample, agent: &str) -> GrowthRow {
     }
 }
 
-fn ms_of_rfc3339(s: &str) -> u64 {
-    tapwatch_rules::parse_rfc3339(s).map_or(0, |ns| ns / 1_000_000)
-}
-
 /// The `alerts` row of an alert event, and its `heartbeat_gaps` row for a missed heartbeat.
 pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
-    let detected_ms = ms_of_rfc3339(&e.detected_at);
-    let started_ms = ms_of_rfc3339(&e.started_at);
-    let state = match e.state {
-        tapwatch_rules::AlertState::Firing => "firing",
-        tapwatch_rules::AlertState::Resolved => "resolved",
-    };
+    let detected_ms = e.detected_ns / 1_000_000;
+    let started_ms = e.started_ns / 1_000_000;
     let ts = (detected_ms / 1000) as u32;
     out.alerts.push(AlertRow {
         ts,
         agent: agent.to_string(),
         batch: 0,
         id: e.id.clone(),
-        kind: e.kind.to_string(),
-        state: state.to_string(),
-        severity: serde_json::to_value(e.severity)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        kind: e.kind.as_str().to_string(),
+        state: e.state.as_str().to_string(),
+        severity: e.severity.as_str().to_string(),
         tenant: e.tenant.clone().unwrap_or_default(),
         subject: e.subject.clone(),
         started_ms,
@@ -226,14 +215,13 @@ pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
         } else {
             0.0
         },
-        evidence: e.evidence.to_string(),
+        evidence: e.evidence.json(),
         version: e.version,
     });
-    if e.kind == "missed_heartbeat" {
-        let ev = &e.evidence;
+    if let AlertEvidence::Finding(Evidence::Heartbeat(h)) = &e.evidence {
         let gap_s = match e.state {
-            tapwatch_rules::AlertState::Resolved => ev["gap_s"].as_f64().unwrap_or(e.value),
-            tapwatch_rules::AlertState::Firing => e.value,
+            AlertState::Resolved => h.gap_s.unwrap_or(e.value),
+            AlertState::Firing => e.value,
         };
         out.heartbeat_gaps.push(HeartbeatGapRow {
             ts,
@@ -241,9 +229,9 @@ pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
             batch: 0,
             tenant: e.tenant.clone().unwrap_or_default(),
             flow: e.subject.clone(),
-            state: state.to_string(),
-            bfd: u8::from(ev.get("bfd").is_some()),
-            period_ms: ev["period_s"].as_f64().unwrap_or(0.0) * 1000.0,
+            state: e.state.as_str().to_string(),
+            bfd: u8::from(h.bfd.is_some()),
+            period_ms: h.period_s * 1000.0,
             gap_ms: gap_s * 1000.0,
             started_ms,
             alert_id: e.id.clone(),

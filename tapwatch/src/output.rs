@@ -247,12 +247,7 @@ pub fn print_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         if !advice.is_empty() {
             writeln!(out, "\ntenant isolation advice:")?;
             for e in advice {
-                writeln!(
-                    out,
-                    "  {}: {}",
-                    e.subject,
-                    e.evidence["advice"].as_str().unwrap_or("")
-                )?;
+                writeln!(out, "  {}: {}", e.subject, e.advice().unwrap_or(""))?;
             }
         }
         writeln!(out, "\nalerts: {} events, {} still open", a.total, a.open())?;

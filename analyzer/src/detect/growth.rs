@@ -9,11 +9,11 @@
 //! quadruples its setups.
 use std::collections::VecDeque;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{TenantId, TenantMap};
 
 use super::WindowDetector;
-use crate::finding::{Finding, FindingKind, Severity};
+use crate::finding::{Evidence, Finding, FindingKind, Severity};
 use crate::window::{Rollup, WindowStats};
 
 /// Quadratic growth of connection setups with a tenant's node count.
@@ -54,6 +54,42 @@ impl Default for SetupGrowthConfig {
             exact_nodes: 4096,
         }
     }
+}
+
+/// The numbers behind a growth finding, firing or resolved (fields in the order they
+/// serialise: by name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GrowthEvidence {
+    /// Fitted exponent of setups against nodes.
+    pub exponent: f64,
+    /// Its 95 % confidence interval.
+    pub exponent_ci95: [f64; 2],
+    /// The points fitted: `[start_ns, nodes, setups]`.
+    pub history: Vec<(u64, f64, f64)>,
+    /// Largest over smallest node count in the history.
+    pub node_range: f64,
+    /// Largest node count in the history.
+    pub nodes_max: f64,
+    /// Smallest node count in the history.
+    pub nodes_min: f64,
+    /// Nodes in the latest point.
+    pub nodes_now: u64,
+    /// The tenant's share of all packets in the latest point.
+    pub packet_share: f64,
+    /// Point width, seconds.
+    pub point_s: f64,
+    /// Points fitted.
+    pub points: usize,
+    /// The setup rate expected at twice the nodes: rate × 2^exponent.
+    pub projected_setup_rate_at_2x_nodes: f64,
+    /// Coefficient of determination of the fit (log-log).
+    pub r2: f64,
+    /// Setups per second in the latest point.
+    pub setup_rate_per_s: f64,
+    /// The tenant's share of all setups in the latest point.
+    pub setup_share: f64,
+    /// Setups in the latest point.
+    pub setups_now: u64,
 }
 
 /// A Theil–Sen fit of `y = a + b·x`.
@@ -228,22 +264,22 @@ impl GrowthDetector {
         let hot = raise || (h.firing_since.is_some() && fit.slope >= self.cfg.clear_exponent);
         let rate_now = setups as f64 / width_s.max(1e-9);
         let projected = rate_now * 2f64.powf(fit.slope);
-        let evidence = serde_json::json!({
-            "exponent": fit.slope,
-            "exponent_ci95": [fit.slope_low, fit.slope_high],
-            "r2": fit.r2,
-            "points": fit.n,
-            "point_s": width_s,
-            "nodes_now": nodes,
-            "nodes_min": min_n,
-            "nodes_max": max_n,
-            "node_range": range,
-            "setups_now": setups,
-            "setup_share": setup_share,
-            "packet_share": packet_share,
-            "setup_rate_per_s": rate_now,
-            "projected_setup_rate_at_2x_nodes": projected,
-            "history": h.points.iter().map(|(ts, n, s)| serde_json::json!([ts, n, s])).collect::<Vec<_>>(),
+        let evidence = Evidence::Growth(GrowthEvidence {
+            exponent: fit.slope,
+            exponent_ci95: [fit.slope_low, fit.slope_high],
+            history: h.points.iter().copied().collect(),
+            node_range: range,
+            nodes_max: max_n,
+            nodes_min: min_n,
+            nodes_now: nodes,
+            packet_share,
+            point_s: width_s,
+            points: fit.n,
+            projected_setup_rate_at_2x_nodes: projected,
+            r2: fit.r2,
+            setup_rate_per_s: rate_now,
+            setup_share,
+            setups_now: setups,
         });
         let since = h.firing_since;
         if hot {
@@ -453,10 +489,11 @@ mod tests {
         assert!(out.iter().all(|f| f.subject == "quad"), "{out:?}");
         let last = out.last().unwrap();
         assert!(last.active && (last.value - 2.0).abs() < 0.05);
-        let projected = last.evidence["projected_setup_rate_at_2x_nodes"]
-            .as_f64()
-            .unwrap();
-        let now = last.evidence["setup_rate_per_s"].as_f64().unwrap();
+        let Evidence::Growth(e) = &last.evidence else {
+            panic!("growth evidence: {last:?}")
+        };
+        let projected = e.projected_setup_rate_at_2x_nodes;
+        let now = e.setup_rate_per_s;
         assert!((projected / now - 4.0).abs() < 0.3, "{projected} vs {now}");
     }
 

@@ -12,11 +12,11 @@ use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 
 use super::PacketDetector;
-use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
 use crate::window::WindowStats;
 
@@ -62,6 +62,57 @@ impl Default for HeartbeatConfig {
 }
 
 const SAMPLES: usize = 16;
+
+/// Why a missed heartbeat resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Resolution {
+    /// Packets arrived again.
+    #[serde(rename = "flow resumed")]
+    FlowResumed,
+    /// The flow ended (TCP FIN/RST, BFD Down/AdminDown).
+    #[serde(rename = "flow ended")]
+    FlowEnded,
+}
+
+/// A BFD session's advertised timers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BfdEvidence {
+    /// Desired minimum transmit interval, µs.
+    pub desired_min_tx_us: u32,
+    /// Detect time multiplier.
+    pub detect_mult: u8,
+    /// My discriminator.
+    pub my_discriminator: u32,
+    /// Required minimum receive interval, µs.
+    pub required_min_rx_us: u32,
+    /// Your discriminator.
+    pub your_discriminator: u32,
+}
+
+/// The numbers behind a missed heartbeat (fields in the order they serialise: by name).
+/// `gap_s` and `resolution` are there only when it resolved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HeartbeatEvidence {
+    /// BFD sessions: their timers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdEvidence>,
+    /// Resolved: the whole gap, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_s: Option<f64>,
+    /// The last packet before the silence (event time, ns).
+    pub last_packet_at_ns: u64,
+    /// Learned period, seconds.
+    pub period_s: f64,
+    /// `udp`, `tcp`, … .
+    pub protocol: String,
+    /// Resolved: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Inter-arrival samples seen.
+    pub samples: usize,
+    /// Median absolute deviation of the intervals, seconds.
+    pub spread_s: f64,
+}
 
 /// Identity of a heartbeat flow, one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -264,7 +315,7 @@ impl HeartbeatTracker {
         if ended {
             if let Some(f) = self.flows.remove(&key) {
                 if let Some(since) = f.firing_since {
-                    out.push(resolved(&key, &f, since, m.ts_ns, "flow ended"));
+                    out.push(resolved(&key, &f, since, m.ts_ns, Resolution::FlowEnded));
                 }
             }
             return;
@@ -307,7 +358,13 @@ impl HeartbeatTracker {
         }
         if let Some(since) = flow.firing_since.take() {
             flow.last_gap_ns = m.ts_ns.saturating_sub(since);
-            out.push(resolved(&key, flow, since, m.ts_ns, "flow resumed"));
+            out.push(resolved(
+                &key,
+                flow,
+                since,
+                m.ts_ns,
+                Resolution::FlowResumed,
+            ));
             // The gap is not a sample of the period; the rhythm is learned again.
             flow.n = 0;
             flow.run_start = m.ts_ns;
@@ -454,24 +511,23 @@ impl PacketDetector for HeartbeatTracker {
     }
 }
 
-fn evidence(key: &FlowKey, flow: &Flow) -> serde_json::Value {
-    let mut e = serde_json::json!({
-        "period_s": flow.period_ns as f64 / 1e9,
-        "spread_s": flow.spread_ns as f64 / 1e9,
-        "samples": flow.n,
-        "last_packet_at_ns": flow.last_ts,
-        "protocol": proto_label(key.proto),
-    });
-    if let Some(b) = &flow.bfd {
-        e["bfd"] = serde_json::json!({
-            "detect_mult": b.detect_mult,
-            "desired_min_tx_us": b.desired_min_tx_us,
-            "required_min_rx_us": b.required_min_rx_us,
-            "my_discriminator": b.my_disc,
-            "your_discriminator": b.your_disc,
-        });
+fn evidence(key: &FlowKey, flow: &Flow) -> HeartbeatEvidence {
+    HeartbeatEvidence {
+        bfd: flow.bfd.as_ref().map(|b| BfdEvidence {
+            desired_min_tx_us: b.desired_min_tx_us,
+            detect_mult: b.detect_mult,
+            my_discriminator: b.my_disc,
+            required_min_rx_us: b.required_min_rx_us,
+            your_discriminator: b.your_disc,
+        }),
+        gap_s: None,
+        last_packet_at_ns: flow.last_ts,
+        period_s: flow.period_ns as f64 / 1e9,
+        protocol: proto_label(key.proto),
+        resolution: None,
+        samples: flow.n,
+        spread_s: flow.spread_ns as f64 / 1e9,
     }
-    e
 }
 
 /// A finding about one flow; BFD sessions are critical, other heartbeats warnings.
@@ -484,7 +540,7 @@ fn finding(
     detected_ns: u64,
     value: f64,
     threshold: f64,
-    evidence: serde_json::Value,
+    evidence: HeartbeatEvidence,
 ) -> Finding {
     Finding {
         kind: FindingKind::MissedHeartbeat,
@@ -500,7 +556,7 @@ fn finding(
         detected_ns,
         value,
         threshold,
-        evidence,
+        evidence: Evidence::Heartbeat(evidence),
     }
 }
 
@@ -518,11 +574,11 @@ fn firing(key: &FlowKey, flow: &Flow, deadline: u64) -> Finding {
     )
 }
 
-fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: &str) -> Finding {
+fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: Resolution) -> Finding {
     let gap = now.saturating_sub(since) as f64 / 1e9;
     let mut e = evidence(key, flow);
-    e["gap_s"] = serde_json::json!(gap);
-    e["resolution"] = serde_json::json!(why);
+    e.gap_s = Some(gap);
+    e.resolution = Some(why);
     finding(key, flow, false, since, now, gap, 0.0, e)
 }
 
@@ -580,7 +636,13 @@ mod tests {
             (r.started_ns, r.detected_ns, r.value),
             (T + 20 * SEC, T + 31 * SEC, 11.0)
         );
-        assert_eq!(r.evidence["resolution"], "flow resumed");
+        let Evidence::Heartbeat(e) = &r.evidence else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (e.resolution, e.gap_s),
+            (Some(Resolution::FlowResumed), Some(11.0))
+        );
     }
 
     #[test]

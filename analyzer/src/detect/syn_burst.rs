@@ -9,12 +9,52 @@
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 use tapwatch_classifier::TenantMap;
 
 use super::handshake::HandshakeConfig;
 use super::WindowDetector;
-use crate::finding::{endpoint, Finding, FindingKind, Severity};
+use crate::finding::{endpoint, Evidence, Finding, FindingKind, Severity};
 use crate::window::{Rollup, WindowStats};
+
+/// p50 / p99 / max and sample count of a latency histogram, µs (0 when empty).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyQuantiles {
+    /// Largest.
+    pub max: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Samples.
+    pub samples: u64,
+}
+
+/// The numbers behind a firing SYN burst (fields in the order they serialise: by name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SynBurstEvidence {
+    /// The ratio a burst needs.
+    pub min_ratio: f64,
+    /// Retransmissions over all SYNs.
+    pub retransmit_ratio: f64,
+    /// SYNs sent again.
+    pub retransmitted_syns: u64,
+    /// RSTs to or from the server.
+    pub rsts: u64,
+    /// The server's SYN → SYN-ACK latency.
+    pub syn_to_syn_ack_us: LatencyQuantiles,
+    /// First SYNs.
+    pub syns: u64,
+    /// Burst window width, seconds.
+    pub window_s: f64,
+}
+
+/// The numbers behind a resolved SYN burst.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SynBurstResolvedEvidence {
+    /// Burst window width, seconds.
+    pub window_s: f64,
+}
 
 /// The SYN-burst detector, run by the merger on each closed base window.
 pub(crate) struct SynBurst {
@@ -58,19 +98,28 @@ impl SynBurst {
                     active: true,
                     tenant: Some(tenants.name(tenants.lookup(server.0)).to_string()),
                     subject: format!("{}/tcp", endpoint(server.0, server.1)),
-                    severity: if ratio >= 0.5 { Severity::Critical } else { Severity::Warning },
+                    severity: if ratio >= 0.5 {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
                     started_ns: started,
                     detected_ns: b.end_ns,
                     value: s.retransmits as f64,
                     threshold: cfg.min_retransmits as f64,
-                    evidence: serde_json::json!({
-                        "window_s": b.width_s(),
-                        "syns": s.syns,
-                        "retransmitted_syns": s.retransmits,
-                        "retransmit_ratio": ratio,
-                        "min_ratio": cfg.min_retransmit_ratio,
-                        "rsts": s.rsts,
-                        "syn_to_syn_ack_us": {"p50": pct(0.5), "p99": pct(0.99), "max": h.map(|h| h.max()).unwrap_or(0), "samples": h.map(|h| h.len()).unwrap_or(0)},
+                    evidence: Evidence::SynBurst(SynBurstEvidence {
+                        min_ratio: cfg.min_retransmit_ratio,
+                        retransmit_ratio: ratio,
+                        retransmitted_syns: s.retransmits,
+                        rsts: s.rsts,
+                        syn_to_syn_ack_us: LatencyQuantiles {
+                            max: h.map(|h| h.max()).unwrap_or(0),
+                            p50: pct(0.5),
+                            p99: pct(0.99),
+                            samples: h.map(|h| h.len()).unwrap_or(0),
+                        },
+                        syns: s.syns,
+                        window_s: b.width_s(),
                     }),
                 });
             }
@@ -89,7 +138,9 @@ impl SynBurst {
                 detected_ns: b.end_ns,
                 value: b.servers.get(server).map(|s| s.retransmits).unwrap_or(0) as f64,
                 threshold: cfg.min_retransmits as f64,
-                evidence: serde_json::json!({"window_s": b.width_s()}),
+                evidence: Evidence::SynBurstResolved(SynBurstResolvedEvidence {
+                    window_s: b.width_s(),
+                }),
             });
             false
         });
