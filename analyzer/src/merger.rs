@@ -50,6 +50,7 @@ pub struct Merger {
     log: Vec<serde_json::Value>,
     keep: bool,
     closed: Vec<WindowStats>,
+    servers_untracked: u64,
 }
 
 impl Merger {
@@ -69,6 +70,7 @@ impl Merger {
             log: Vec::new(),
             keep: false,
             closed: Vec::new(),
+            servers_untracked: 0,
             labels,
             cfg: cfg.clone(),
         }
@@ -115,6 +117,12 @@ impl Merger {
             std::mem::take(&mut self.closed),
             std::mem::take(&mut self.detectors.growth.samples),
         )
+    }
+
+    /// Handshake events of servers the windows had no room for (`handshake.max_servers`),
+    /// summed over every finished base window.
+    pub fn servers_untracked(&self) -> u64 {
+        self.servers_untracked
     }
 
     /// The tenant map windows are labelled with.
@@ -195,6 +203,7 @@ impl Merger {
 
     fn finished(&mut self, w: WindowStats, out: &mut Vec<Finding>) {
         self.windows[0] += 1;
+        self.servers_untracked += w.servers_untracked;
         for (i, t) in w.tenants.iter().enumerate() {
             if self.latency.len() <= i {
                 self.latency.resize_with(i + 1, TenantLatency::default);
@@ -249,8 +258,11 @@ mod tests {
         m.push(0, window(0, 3), &mut out);
         m.push(0, window(1, 1), &mut out);
         assert_eq!(m.windows[0], 0, "shard 1 has not closed window 0");
-        m.push(1, window(0, 4), &mut out);
+        let mut late = window(0, 4);
+        late.servers_untracked = 2;
+        m.push(1, late, &mut out);
         assert_eq!(m.windows[0], 1);
+        assert_eq!(m.servers_untracked(), 2);
         assert_eq!(m.last_window.as_ref().map(|w| w.packets), Some(7), "merged");
         m.push(1, window(2, 5), &mut out);
         assert_eq!(

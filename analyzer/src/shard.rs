@@ -27,6 +27,28 @@ pub struct ShardCounters {
     pub time_jumps: u64,
 }
 
+/// Work a shard turned away because a bounded table was full: packets or handshakes that
+/// were seen but not tracked. Each counter only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostWork {
+    /// Packets of flows the heartbeat table had no room for (`heartbeat.max_flows`).
+    pub heartbeat_untracked: u64,
+    /// SYNs of handshakes the pending table had no room for (`handshake.max_pending`).
+    pub handshake_untracked: u64,
+}
+
+/// The sum of two shards' counts.
+impl std::ops::Add for LostWork {
+    type Output = LostWork;
+
+    fn add(self, o: LostWork) -> LostWork {
+        LostWork {
+            heartbeat_untracked: self.heartbeat_untracked + o.heartbeat_untracked,
+            handshake_untracked: self.handshake_untracked + o.handshake_untracked,
+        }
+    }
+}
+
 /// Per-worker analyzer state.
 pub struct Shard {
     cfg: AnalyzerConfig,
@@ -82,6 +104,14 @@ impl Shard {
     /// Handshakes in progress.
     pub fn pending_handshakes(&self) -> usize {
         self.detectors.handshake.len()
+    }
+
+    /// What the shard's bounded tables turned away so far.
+    pub fn lost_work(&self) -> LostWork {
+        LostWork {
+            heartbeat_untracked: self.detectors.heartbeat.untracked,
+            handshake_untracked: self.detectors.handshake.untracked,
+        }
     }
 
     fn new_window(&self, index: u64) -> WindowStats {
@@ -241,8 +271,10 @@ pub fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
 
 #[cfg(test)]
 mod tests {
+    use tapwatch_classifier::ProtocolType;
+
     use super::*;
-    use crate::testkit::{addr, udp, SEC};
+    use crate::testkit::{addr, tcp, udp, SEC};
 
     const T: u64 = 1_000 * SEC;
 
@@ -286,6 +318,40 @@ mod tests {
         s.finish(&mut rest);
         assert_eq!(rest.iter().map(|w| w.packets).sum::<u64>(), 3);
         assert_eq!(rest.first().map(|w| w.start_ns), Some(T + SEC));
+    }
+
+    #[test]
+    fn full_tables_count_the_work_they_turn_away() {
+        let mut cfg = AnalyzerConfig::default();
+        cfg.heartbeat.max_flows = 1;
+        cfg.handshake.max_pending = 1;
+        let mut s = Shard::new(&cfg, &Classifier::default());
+        let (mut findings, mut closed) = (Vec::new(), Vec::new());
+        for t in [0, SEC] {
+            for n in [3, 4] {
+                let m = udp(T + t, (addr(n), 4000), (addr(2), 9999), 80);
+                s.observe(&m, &mut findings, &mut closed);
+            }
+        }
+        for n in [5, 6] {
+            let m = tcp(
+                T + SEC,
+                (addr(n), 5000),
+                (addr(2), 443),
+                ProtocolType::TcpSyn,
+                1,
+                0,
+            );
+            s.observe(&m, &mut findings, &mut closed);
+        }
+        assert_eq!(
+            s.lost_work(),
+            LostWork {
+                heartbeat_untracked: 1,
+                handshake_untracked: 1
+            }
+        );
+        assert_eq!(s.heartbeat_flows().0, 1);
     }
 
     #[test]

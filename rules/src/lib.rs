@@ -296,7 +296,8 @@ pub struct AlertEngine {
     now: u64,
     /// Events raised so far, by kind and state.
     pub counts: FxHashMap<(&'static str, &'static str), u64>,
-    /// Events not sent because of a silence, a mute or a disabled kind.
+    /// Lost work of the rules: events not sent because of a silence, a mute, a disabled
+    /// kind or a cooldown. Only grows; for `/metrics` and the summary.
     pub suppressed: u64,
 }
 
