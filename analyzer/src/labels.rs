@@ -1,17 +1,19 @@
 //! The names behind the classifier's indices, as one snapshot: what storage and the
 //! detectors need to turn tenant and protocol-type indices into names, without the
 //! classifier itself.
-use tapwatch_classifier::{Classifier, ProtocolType, TenantId, UNASSIGNED};
+use std::net::IpAddr;
+
+use tapwatch_classifier::{Classifier, TenantId, TenantMap, UNASSIGNED};
 
 use crate::config::AnalyzerConfig;
 
-/// Tenant and protocol-type names, and which types count as connection setups, at one
-/// generation of the classifier (a reload makes the next generation).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Tenants (names and address map), protocol-type names, and which types count as
+/// connection setups, at one generation of the classifier (a reload makes the next one).
+#[derive(Clone, Debug, Default)]
 pub struct Labels {
     /// Bumped by each reload; rows labelled under one generation share it.
     pub generation: u64,
-    tenant_names: Vec<String>,
+    tenants: TenantMap,
     type_names: Vec<String>,
     setup: Vec<bool>,
 }
@@ -29,7 +31,7 @@ impl Labels {
             .collect();
         Labels {
             generation: 0,
-            tenant_names: classifier.tenants().names().to_vec(),
+            tenants: classifier.tenants().clone(),
             type_names,
             setup: crate::shard::setup_kinds(cfg, classifier),
         }
@@ -43,26 +45,30 @@ impl Labels {
         }
     }
 
-    /// A tenant's name (`unassigned` for an index it does not know).
-    pub fn tenant_name(&self, t: TenantId) -> &str {
-        self.tenant_names
-            .get(t.0 as usize)
-            .map_or(UNASSIGNED, String::as_str)
+    /// The name of a tenant index (`unassigned` for one it does not know, such as an index
+    /// counted under an older generation).
+    pub fn tenant_name(&self, index: usize) -> &str {
+        u16::try_from(index).map_or(UNASSIGNED, |i| self.tenants.name(TenantId(i)))
+    }
+
+    /// The name of the tenant an address belongs to (longest-prefix match).
+    pub fn tenant_name_of(&self, addr: IpAddr) -> &str {
+        self.tenants.name(self.tenants.lookup(addr))
     }
 
     /// Every tenant name, by index (`unassigned` first).
     pub fn tenant_names(&self) -> &[String] {
-        &self.tenant_names
+        self.tenants.names()
+    }
+
+    /// The tenant map itself.
+    pub fn tenants(&self) -> &TenantMap {
+        &self.tenants
     }
 
     /// The name of a protocol-type index, if it is one.
     pub fn type_name(&self, index: usize) -> Option<&str> {
         self.type_names.get(index).map(String::as_str)
-    }
-
-    /// The name of a protocol type (empty for one this generation does not know).
-    pub fn kind_name(&self, kind: ProtocolType) -> &str {
-        self.type_name(kind.index()).unwrap_or_default()
     }
 
     /// Protocol-type indices in use.
@@ -79,5 +85,36 @@ impl Labels {
     /// The setup mask by protocol-type index.
     pub fn setup_mask(&self) -> &[bool] {
         &self.setup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_name_what_the_classifier_numbers() {
+        let tenants = TenantMap::parse(
+            std::path::Path::new("t"),
+            "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.0.0/16\"]\n",
+        )
+        .unwrap();
+        let classifier = Classifier::new(tenants, &Default::default());
+        let mut cfg = AnalyzerConfig::default();
+        cfg.setup_growth.setup_types = vec!["quic".into()];
+        let l = Labels::new(&cfg, &classifier);
+        assert_eq!(l.tenant_names(), ["unassigned", "acme"]);
+        assert_eq!(l.tenant_name_of("10.1.2.3".parse().unwrap()), "acme");
+        assert_eq!(l.tenant_name(7), "unassigned");
+        let syn = tapwatch_classifier::ProtocolType::TcpSyn.index();
+        assert_eq!(l.type_name(syn), Some("tcp_syn"));
+        assert_eq!(l.type_name(l.type_count()), None);
+        assert!(l.is_setup(syn));
+        assert_eq!(
+            l.setup_mask().iter().filter(|s| **s).count(),
+            2,
+            "SYN and QUIC"
+        );
+        assert_eq!(l.next(&cfg, &classifier).generation, 1);
     }
 }

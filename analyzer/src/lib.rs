@@ -48,7 +48,7 @@ pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
 pub use labels::Labels;
 pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
-pub use shard::{setup_kinds, LostWork, Shard, ShardCounters};
+pub use shard::{LostWork, Shard, ShardCounters};
 pub use totals::{Report, SourceReport, TenantReport, Totals};
 pub use window::{SourceClass, Traffic, WindowStats};
 

@@ -34,7 +34,6 @@ pub struct TenantLatency {
 pub struct Merger {
     cfg: AnalyzerConfig,
     labels: Labels,
-    tenants: TenantMap,
     pending: BTreeMap<u64, WindowStats>,
     /// Latest window start each shard has closed.
     shard_progress: Vec<Option<u64>>,
@@ -58,7 +57,6 @@ impl Merger {
     pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier, shards: usize) -> Merger {
         let labels = Labels::new(cfg, classifier);
         Merger {
-            tenants: classifier.tenants().clone(),
             pending: BTreeMap::new(),
             shard_progress: vec![None; shards],
             detectors: WindowDetectors::new(cfg, &labels),
@@ -127,12 +125,17 @@ impl Merger {
 
     /// The tenant map windows are labelled with.
     pub fn tenants(&self) -> &TenantMap {
-        &self.tenants
+        self.labels.tenants()
+    }
+
+    /// The labels windows are named with (for storage rows).
+    pub fn labels(&self) -> &Labels {
+        &self.labels
     }
 
     fn log_window(&mut self, w: &WindowStats, level: &str) {
         if self.record {
-            let mut v = w.summary(&self.tenants);
+            let mut v = w.summary(self.labels.tenants());
             v["level"] = serde_json::json!(level);
             self.log.push(v);
         }
@@ -140,7 +143,6 @@ impl Merger {
 
     /// Takes new labels after a reload (tenant names and map, protocol-type names).
     pub fn relabel(&mut self, classifier: &Classifier) {
-        self.tenants = classifier.tenants().clone();
         self.labels = self.labels.next(&self.cfg, classifier);
         self.detectors.heavy.relabel(&self.labels);
     }
@@ -187,7 +189,7 @@ impl Merger {
             self.finished(w, out);
         }
         for d in self.detectors.each() {
-            d.finish(&self.tenants, out);
+            d.finish(self.labels.tenants(), out);
         }
         let rolled: Vec<(usize, WindowStats)> = self
             .levels
@@ -220,7 +222,7 @@ impl Merger {
             }
         }
         for d in self.detectors.each() {
-            d.window(&w, &self.tenants, out);
+            d.window(&w, self.labels.tenants(), out);
         }
         self.log_window(&w, LEVEL_NAMES[0]);
         let rolled: Vec<(usize, WindowStats)> = self

@@ -253,7 +253,7 @@ fn window_at(
 
 /// Whether each protocol-type index counts as a connection setup: TCP SYN, plus the
 /// configured `setup_types`.
-pub fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
+pub(crate) fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
     let mut setup = vec![false; classifier.type_count()];
     setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
     for name in &cfg.setup_growth.setup_types {

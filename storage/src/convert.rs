@@ -3,8 +3,7 @@
 use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
-use tapwatch_analyzer::{Evidence, GrowthSample, WindowStats};
-use tapwatch_classifier::{Classifier, TenantId, TenantMap};
+use tapwatch_analyzer::{Evidence, GrowthSample, Labels, WindowStats};
 use tapwatch_rules::{AlertEvent, AlertEvidence, AlertState};
 
 use crate::rows::*;
@@ -15,45 +14,29 @@ fn secs(ns: u64) -> u32 {
 
 /// Rows of one finished base window: traffic cells, tenants, heavy hitters (top `top` per
 /// dimension) and handshake latency per tenant and per server.
-pub fn window_rows(
-    w: &WindowStats,
-    tenants: &TenantMap,
-    classifier: &Classifier,
-    setup: &[bool],
-    agent: &str,
-    top: usize,
-    out: &mut Rows,
-) {
+pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, out: &mut Rows) {
     let ts = secs(w.start_ns);
     let window_ms = ((w.end_ns - w.start_ns) / 1_000_000) as u32;
-    let name = |t: TenantId| tenants.name(t).to_string();
     for (tenant, kind, class, size, c) in w.traffic.iter() {
         out.traffic.push(TrafficRow {
             ts,
             agent: agent.to_string(),
             batch: 0,
             window_ms,
-            tenant: name(tenant),
+            tenant: labels.tenant_name(usize::from(tenant.0)).to_string(),
             source_class: class.name().to_string(),
-            protocol_type: classifier
-                .type_at(kind)
-                .map_or("other", |k| classifier.type_name(k))
-                .to_string(),
+            protocol_type: labels.type_name(kind).unwrap_or("other").to_string(),
             size_class: size.name().to_string(),
             packets: c.packets,
             bytes: c.bytes,
-            setups: if setup.get(kind).copied().unwrap_or(false) {
-                c.packets
-            } else {
-                0
-            },
+            setups: if labels.is_setup(kind) { c.packets } else { 0 },
         });
     }
     for (i, t) in w.tenants.iter().enumerate() {
         if t.packets == 0 {
             continue;
         }
-        let tenant = name(TenantId(i as u16));
+        let tenant = labels.tenant_name(i).to_string();
         out.tenants.push(TenantRow {
             ts,
             agent: agent.to_string(),
@@ -75,7 +58,7 @@ pub fn window_rows(
         }
     }
     for ((addr, port), s) in &w.servers {
-        let tenant = name(tenants.lookup(*addr));
+        let tenant = labels.tenant_name_of(*addr).to_string();
         if let Some(row) = latency_row(
             ts,
             agent,
@@ -100,7 +83,7 @@ pub fn window_rows(
                 address: address(Some(a)),
                 port,
                 proto,
-                tenant: name(tenants.lookup(a)),
+                tenant: labels.tenant_name_of(a).to_string(),
                 packets: count,
                 bytes: secondary,
                 error_bound: bound,

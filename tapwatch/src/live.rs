@@ -228,7 +228,6 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     merger.record_windows(windows.enabled());
     let mut store = crate::store::StoreSink::open(
         &config,
-        &cell.get(),
         &args.common.store,
         "run",
         vec![args.interface.clone()],
@@ -374,7 +373,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                     alerts.tick(end)?;
                     refresh_views(&telemetry, &merger, &alerts, &cell.get());
                     if let Some(s) = &mut store {
-                        s.windows(&mut merger, &cell.get());
+                        s.windows(&mut merger);
                         if s.periodic_due() {
                             s.periodic(&periodic_list(&telemetry), end);
                         }
@@ -394,7 +393,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         alerts.publish(findings)?;
         alerts.finish(&args.common.delivery)?;
         let storage = store.take().map(|mut s| {
-            s.windows(&mut merger, &cell.get());
+            s.windows(&mut merger);
             s.alerts(&alerts.take_for_store());
             let end = merger.last_window.as_ref().map_or(0, |w| w.end_ns);
             s.periodic(&periodic_list(&telemetry), end);

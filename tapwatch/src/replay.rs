@@ -47,8 +47,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     )?;
     let mut analyzer = Analyzer::new(&config.analyzer, &classifier);
     let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let mut store =
-        crate::store::StoreSink::open(&config, &classifier, &common.store, "replay", inputs)?;
+    let mut store = crate::store::StoreSink::open(&config, &common.store, "replay", inputs)?;
     if store.is_some() {
         analyzer.merger_mut().keep_closed(true);
         alerts.keep_for_store();
@@ -105,7 +104,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     windows.write(analyzer.merger_mut().take_window_log())?;
     alerts.finish(&common.delivery)?;
     let storage = store.map(|mut s| {
-        s.windows(analyzer.merger_mut(), &classifier);
+        s.windows(analyzer.merger_mut());
         s.alerts(&alerts.take_for_store());
         let last_ns = analyzer
             .merger()
@@ -169,7 +168,7 @@ impl Pipeline<'_> {
             }
             if self.analyzer.merger().has_closed() {
                 if let Some(s) = self.store.as_deref_mut() {
-                    s.windows(self.analyzer.merger_mut(), self.classifier);
+                    s.windows(self.analyzer.merger_mut());
                 }
             }
             if self.analyzer.merger().has_window_log() {

@@ -2,8 +2,7 @@
 //! periodic flows and the agent's record become rows for ClickHouse or the file store.
 use std::time::{Duration, Instant};
 
-use tapwatch_analyzer::{setup_kinds, Merger};
-use tapwatch_classifier::Classifier;
+use tapwatch_analyzer::Merger;
 use tapwatch_rules::AlertEvent;
 use tapwatch_storage::{convert, Backend, Rows, Store};
 
@@ -19,7 +18,6 @@ pub struct StoreSink {
     mode: &'static str,
     inputs: Vec<String>,
     started: u32,
-    setup: Vec<bool>,
     last_agent_row: Instant,
     agent_every: Duration,
     last_periodic: Instant,
@@ -31,7 +29,6 @@ impl StoreSink {
     /// the file store under the data directory), or none with `--no-store`.
     pub fn open(
         config: &Config,
-        classifier: &Classifier,
         args: &crate::StoreArgs,
         mode: &'static str,
         inputs: Vec<String>,
@@ -60,7 +57,6 @@ impl StoreSink {
             mode,
             inputs,
             started,
-            setup: setup_kinds(&config.analyzer, classifier),
             last_agent_row: Instant::now(),
             agent_every: Duration::from_secs_f64(config.storage.agent_every_s.max(1.0)),
             last_periodic: Instant::now(),
@@ -82,23 +78,15 @@ impl StoreSink {
         self.store.submit(rows);
     }
 
-    /// Takes the merger's finished windows and growth points.
-    pub fn windows(&mut self, merger: &mut Merger, classifier: &Classifier) {
+    /// Takes the merger's finished windows and growth points (named with its labels).
+    pub fn windows(&mut self, merger: &mut Merger) {
         if !merger.has_closed() {
             return;
         }
         let (windows, growth) = merger.take_closed();
         let mut rows = Rows::default();
         for w in &windows {
-            convert::window_rows(
-                w,
-                merger.tenants(),
-                classifier,
-                &self.setup,
-                &self.agent,
-                TOP_PER_WINDOW,
-                &mut rows,
-            );
+            convert::window_rows(w, merger.labels(), &self.agent, TOP_PER_WINDOW, &mut rows);
         }
         for g in &growth {
             rows.setup_growth.push(convert::growth_row(g, &self.agent));
