@@ -5,7 +5,7 @@
 //! [`Merger`], which merges shards and runs the window-level detectors. [`Analyzer`] wires
 //! one shard to a merger for single-threaded replay. Detectors report [`Finding`]s; the
 //! rules crate turns them into alerts. [`Totals`] are the whole-run counters of the replay
-//! summary; [`scenario`] writes labelled captures for tests and demos.
+//! summary. Labelled scenario captures for tests live in the `tapwatch-synth` crate.
 //!
 //! ```
 //! use tapwatch_analyzer::Totals;
@@ -25,7 +25,6 @@ mod detect;
 mod finding;
 mod labels;
 mod merger;
-pub mod scenario;
 mod shard;
 pub mod sketch;
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! key in any evidence fails here. Regenerate deliberately with `UPDATE_SNAPSHOT=1`.
 use std::collections::BTreeMap;
 
-use tapwatch_analyzer::{scenario, Analyzer, AnalyzerConfig};
+use tapwatch_analyzer::{Analyzer, AnalyzerConfig};
 use tapwatch_capture::{FileReader, FrameSource};
-use tapwatch_classifier::{Classifier, TenantMap};
 use tapwatch_rules::AlertEngine;
+use tapwatch_synth as scenario;
 
 const SNAPSHOT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -132,8 +132,7 @@ fn run(capture: scenario::CaptureBuilder) -> Vec<serde_json::Value> {
     let name = "capture";
     let mut pcap = Vec::new();
     capture.write(&mut pcap).expect("in memory");
-    let tenants = TenantMap::parse(std::path::Path::new("t"), scenario::TENANTS_TOML).unwrap();
-    let classifier = Classifier::new(tenants, &Default::default());
+    let classifier = scenario::classifier();
     let mut analyzer = Analyzer::new(&AnalyzerConfig::default(), &classifier);
     let mut engine = AlertEngine::default();
     let mut out = Vec::new();

@@ -13,7 +13,7 @@ use crate::storage::ClickHouseServer;
 use crate::webhooks::Receiver;
 
 fn bfd_frame() -> Vec<u8> {
-    let payload = tapwatch_analyzer::scenario::bfd_control(3, 3, 0x77, 0x78, 400_000);
+    let payload = tapwatch_synth::bfd_control(3, 3, 0x77, 0x78, 400_000);
     let mut v = Vec::new();
     etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
         .ipv4([10, 77, 0, 1], [10, 77, 0, 2], 255)

@@ -426,7 +426,7 @@ impl WindowDetector for SetupGrowth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Rng;
+    use tapwatch_synth::Rng;
 
     #[test]
     fn recovers_exponents_with_noise_and_outliers() {
