@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tapwatch_analyzer::scenario::Rng;
 use tapwatch_analyzer::sketch::FrequentItems;
+use tapwatch_synth::Rng;
 
 /// Zipf(s) over `n` keys by inverse-CDF sampling on a precomputed table.
 struct Zipf {

@@ -3,6 +3,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::detect::growth::GrowthEvidence;
+use crate::detect::heartbeat::HeartbeatEvidence;
+use crate::detect::heavy::{HeavyHitterEvidence, HeavyHitterResolvedEvidence};
+use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
+
 /// Detector that produced a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +46,17 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// Its name in the alert contract: `info`, `warning`, `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// One detector's statement about one subject at one moment of event time.
 ///
 /// `active: true` says the condition holds (raise or keep the alert); `active: false` says it
@@ -66,7 +82,26 @@ pub struct Finding {
     /// The threshold it was compared with.
     pub threshold: f64,
     /// The numbers behind it.
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
+}
+
+/// The numbers behind a finding: one struct per detector and state. Serialised flat (the
+/// struct's own fields, no tag), as `evidence` in the alert contract (docs/alerts.md).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Evidence {
+    /// A firing heavy hitter.
+    HeavyHitter(HeavyHitterEvidence),
+    /// A resolved heavy hitter.
+    HeavyHitterResolved(HeavyHitterResolvedEvidence),
+    /// Setup growth, firing or resolved.
+    Growth(GrowthEvidence),
+    /// A missed heartbeat, firing or resolved.
+    Heartbeat(HeartbeatEvidence),
+    /// A firing SYN-retransmission burst.
+    SynBurst(SynBurstEvidence),
+    /// A resolved SYN-retransmission burst.
+    SynBurstResolved(SynBurstResolvedEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

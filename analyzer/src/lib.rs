@@ -5,7 +5,7 @@
 //! [`Merger`], which merges shards and runs the window-level detectors. [`Analyzer`] wires
 //! one shard to a merger for single-threaded replay. Detectors report [`Finding`]s; the
 //! rules crate turns them into alerts. [`Totals`] are the whole-run counters of the replay
-//! summary; [`scenario`] writes labelled captures for tests and demos.
+//! summary. Labelled scenario captures for tests live in the `tapwatch-synth` crate.
 //!
 //! ```
 //! use tapwatch_analyzer::Totals;
@@ -21,24 +21,33 @@
 #![deny(missing_docs)]
 
 mod config;
+mod detect;
 mod finding;
-pub mod growth;
-mod handshake;
-mod heartbeat;
-mod heavy;
+mod labels;
 mod merger;
-pub mod scenario;
 mod shard;
 pub mod sketch;
+#[cfg(test)]
+mod testkit;
 mod totals;
 mod window;
 
 pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
-pub use finding::{Finding, FindingKind, Severity};
-pub use merger::{GrowthSample, Merger, TenantLatency, ROLLUP_LEVELS_S};
-pub use shard::{setup_kinds, Shard, ShardCounters};
+pub use detect::growth;
+pub use detect::growth::GrowthEvidence;
+pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
+pub use detect::heavy::{
+    HeavyDimension, HeavyHitterEvidence, HeavyHitterResolvedEvidence, HeavyUnit, ServicePackets,
+    SourcePackets,
+};
+pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
+pub use finding::{Evidence, Finding, FindingKind, Severity};
+pub use growth::GrowthSample;
+pub use labels::Labels;
+pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
+pub use shard::{LostWork, Shard, ShardCounters};
 pub use totals::{Report, SourceReport, TenantReport, Totals};
 pub use window::{SourceClass, Traffic, WindowStats};
 

@@ -5,13 +5,13 @@
 //! closed windows and immediate findings (missed heartbeats) to the caller.
 use std::collections::VecDeque;
 
-use tapwatch_classifier::{Classifier, Fragment, PacketMeta, TenantId};
+use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
 use crate::config::AnalyzerConfig;
+use crate::detect::PacketDetectors;
 use crate::finding::Finding;
-use crate::handshake::{HandshakeEvent, HandshakeTracker};
-use crate::heartbeat::HeartbeatTracker;
-use crate::window::{latency_histogram, SourceClass, WindowStats};
+use crate::labels::Labels;
+use crate::window::{SourceClass, WindowStats};
 
 /// Windows a jump forward in time may create before the shard skips ahead instead.
 const MAX_EMPTY_WINDOWS: u64 = 600;
@@ -27,6 +27,28 @@ pub struct ShardCounters {
     pub time_jumps: u64,
 }
 
+/// Work a shard turned away because a bounded table was full: packets or handshakes that
+/// were seen but not tracked. Each counter only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostWork {
+    /// Packets of flows the heartbeat table had no room for (`heartbeat.max_flows`).
+    pub heartbeat_untracked: u64,
+    /// SYNs of handshakes the pending table had no room for (`handshake.max_pending`).
+    pub handshake_untracked: u64,
+}
+
+/// The sum of two shards' counts.
+impl std::ops::Add for LostWork {
+    type Output = LostWork;
+
+    fn add(self, o: LostWork) -> LostWork {
+        LostWork {
+            heartbeat_untracked: self.heartbeat_untracked + o.heartbeat_untracked,
+            handshake_untracked: self.handshake_untracked + o.handshake_untracked,
+        }
+    }
+}
+
 /// Per-worker analyzer state.
 pub struct Shard {
     cfg: AnalyzerConfig,
@@ -34,11 +56,8 @@ pub struct Shard {
     grace_ns: u64,
     open: VecDeque<WindowStats>,
     watermark: u64,
-    heartbeat: HeartbeatTracker,
-    handshake: HandshakeTracker,
-    /// Whether each protocol-type index counts as a connection setup.
-    setup: Vec<bool>,
-    tenant_names: Vec<String>,
+    detectors: PacketDetectors,
+    labels: Labels,
     /// The shard's own counters.
     pub counters: ShardCounters,
 }
@@ -46,16 +65,13 @@ pub struct Shard {
 impl Shard {
     /// A shard for packets labelled by `classifier`.
     pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier) -> Shard {
-        let setup = setup_kinds(cfg, classifier);
         Shard {
             width_ns: (cfg.window_s * 1e9) as u64,
             grace_ns: (cfg.grace_s * 1e9) as u64,
             open: VecDeque::new(),
             watermark: 0,
-            heartbeat: HeartbeatTracker::new(cfg.heartbeat.clone()),
-            handshake: HandshakeTracker::new(cfg.handshake.clone()),
-            setup,
-            tenant_names: classifier.tenants().names().to_vec(),
+            detectors: PacketDetectors::new(cfg),
+            labels: Labels::new(cfg, classifier),
             counters: ShardCounters::default(),
             cfg: cfg.clone(),
         }
@@ -64,8 +80,7 @@ impl Shard {
     /// Takes new labels after a reload (tenant names, protocol types that count as setups).
     /// Windows in flight keep the tenant indices they were counted under.
     pub fn relabel(&mut self, classifier: &Classifier) {
-        self.setup = setup_kinds(&self.cfg, classifier);
-        self.tenant_names = classifier.tenants().names().to_vec();
+        self.labels = self.labels.next(&self.cfg, classifier);
     }
 
     /// Event time as far as this shard has seen it.
@@ -75,17 +90,28 @@ impl Shard {
 
     /// Heartbeat flows tracked (all, periodic).
     pub fn heartbeat_flows(&self) -> (usize, usize) {
-        (self.heartbeat.len(), self.heartbeat.periodic())
+        (
+            self.detectors.heartbeat.len(),
+            self.detectors.heartbeat.periodic(),
+        )
     }
 
     /// Periodic flows and BFD sessions with their last gap (for status views).
     pub fn periodic_flows(&self, limit: usize) -> Vec<serde_json::Value> {
-        self.heartbeat.periodic_list(limit)
+        self.detectors.heartbeat.periodic_list(limit)
     }
 
     /// Handshakes in progress.
     pub fn pending_handshakes(&self) -> usize {
-        self.handshake.len()
+        self.detectors.handshake.len()
+    }
+
+    /// What the shard's bounded tables turned away so far.
+    pub fn lost_work(&self) -> LostWork {
+        LostWork {
+            heartbeat_untracked: self.detectors.heartbeat.untracked,
+            handshake_untracked: self.detectors.handshake.untracked,
+        }
     }
 
     fn new_window(&self, index: u64) -> WindowStats {
@@ -96,7 +122,7 @@ impl Shard {
             self.cfg.heavy_hitters.sketch_capacity,
             self.cfg.setup_growth.exact_nodes,
             self.cfg.handshake.max_servers,
-            self.setup.len(),
+            self.labels.type_count(),
         )
     }
 
@@ -112,25 +138,14 @@ impl Shard {
         if m.ts_ns > self.watermark {
             self.advance(m.ts_ns, findings, closed);
         }
-        let tenant_name = |t: TenantId, names: &[String]| names.get(t.0 as usize).cloned();
-        let names = &self.tenant_names;
-        self.heartbeat
-            .observe(m, || m.src.and(tenant_name(m.tenant, names)), findings);
-        let event = self.handshake.observe(m);
-        let index = m.ts_ns / self.width_ns.max(1);
-        let first = self.open.front().map(|w| w.start_ns / self.width_ns.max(1));
-        let Some(first) = first else {
+        let mut window = window_at(&mut self.open, self.width_ns, m.ts_ns);
+        if window.is_none() {
             self.counters.late += 1;
-            return;
-        };
-        if index < first {
-            self.counters.late += 1;
-            return;
         }
-        let Some(w) = self.open.get_mut((index - first) as usize) else {
-            self.counters.late += 1;
-            return;
-        };
+        for d in self.detectors.each() {
+            d.packet(m, window.as_deref_mut(), &self.labels, findings);
+        }
+        let Some(w) = window else { return };
         w.packets += 1;
         w.bytes += u64::from(m.wire_len);
         w.traffic.add(
@@ -150,7 +165,7 @@ impl Shard {
         tw.packets += 1;
         tw.bytes += u64::from(m.wire_len);
         tw.nodes.add_hashed(src, h);
-        if self.setup.get(m.kind.index()).copied().unwrap_or(false) {
+        if self.labels.is_setup(m.kind.index()) {
             tw.setups += 1;
         }
         w.sources.add_hashed(src, h, 1, u64::from(m.wire_len));
@@ -169,45 +184,6 @@ impl Shard {
                 );
             }
         }
-        if let Some((server, ev)) = event {
-            match ev {
-                HandshakeEvent::Syn => {
-                    if let Some(s) = w.server(server) {
-                        s.syns += 1;
-                    }
-                }
-                HandshakeEvent::SynRetransmit { .. } => {
-                    if let Some(s) = w.server(server) {
-                        s.retransmits += 1;
-                    }
-                }
-                HandshakeEvent::Rst => {
-                    if let Some(s) = w.server(server) {
-                        s.rsts += 1;
-                    }
-                }
-                HandshakeEvent::SynAck { us, client_tenant } => {
-                    if let Some(s) = w.server(server) {
-                        let _ = s
-                            .syn_to_syn_ack
-                            .get_or_insert_with(latency_histogram)
-                            .record(us.max(1));
-                    }
-                    let _ = w
-                        .tenant(client_tenant)
-                        .syn_to_syn_ack
-                        .get_or_insert_with(latency_histogram)
-                        .record(us.max(1));
-                }
-                HandshakeEvent::Ack { us } => {
-                    let _ = w
-                        .tenant(m.tenant)
-                        .syn_ack_to_ack
-                        .get_or_insert_with(latency_histogram)
-                        .record(us.max(1));
-                }
-            }
-        }
     }
 
     /// Advances event time to `now` (a packet's time, or the wall clock in live mode):
@@ -221,7 +197,9 @@ impl Shard {
         if now > self.watermark {
             self.watermark = now;
         }
-        self.heartbeat.advance(self.watermark, findings);
+        for d in self.detectors.each() {
+            d.tick(self.watermark, findings);
+        }
         let width = self.width_ns.max(1);
         let want_last = self.watermark / width;
         match self.open.back().map(|w| w.start_ns / width) {
@@ -247,8 +225,9 @@ impl Shard {
             .is_some_and(|w| w.end_ns + self.grace_ns <= self.watermark)
         {
             let w = self.open.pop_front().expect("checked");
-            self.heartbeat.sweep(self.watermark);
-            self.handshake.sweep(self.watermark);
+            for d in self.detectors.each() {
+                d.sweep(self.watermark);
+            }
             closed.push(w);
         }
     }
@@ -259,9 +238,22 @@ impl Shard {
     }
 }
 
+/// The open window an event time falls in, if it is still open.
+#[inline]
+fn window_at(
+    open: &mut VecDeque<WindowStats>,
+    width_ns: u64,
+    ts_ns: u64,
+) -> Option<&mut WindowStats> {
+    let width = width_ns.max(1);
+    let first = open.front()?.start_ns / width;
+    let index = (ts_ns / width).checked_sub(first)?;
+    open.get_mut(index as usize)
+}
+
 /// Whether each protocol-type index counts as a connection setup: TCP SYN, plus the
 /// configured `setup_types`.
-pub fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
+pub(crate) fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
     let mut setup = vec![false; classifier.type_count()];
     setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
     for name in &cfg.setup_growth.setup_types {
@@ -275,4 +267,121 @@ pub fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
         }
     }
     setup
+}
+
+#[cfg(test)]
+mod tests {
+    use tapwatch_classifier::ProtocolType;
+
+    use super::*;
+    use crate::testkit::{addr, tcp, udp, SEC};
+
+    const T: u64 = 1_000 * SEC;
+
+    fn shard() -> Shard {
+        Shard::new(&AnalyzerConfig::default(), &Classifier::default())
+    }
+
+    fn packet(s: &mut Shard, t: u64, closed: &mut Vec<WindowStats>) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        s.observe(
+            &udp(T + t, (addr(1), 4000), (addr(2), 9999), 80),
+            &mut findings,
+            closed,
+        );
+        findings
+    }
+
+    #[test]
+    fn a_window_closes_once_the_grace_period_has_passed() {
+        let mut s = shard();
+        let mut closed = Vec::new();
+        packet(&mut s, SEC / 2, &mut closed);
+        packet(&mut s, 2_900_000_000, &mut closed);
+        assert!(closed.is_empty(), "[T, T+1 s) is open until T+3 s");
+        packet(&mut s, 3 * SEC, &mut closed);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].start_ns, closed[0].end_ns, closed[0].packets),
+            (T, T + SEC, 1)
+        );
+        assert_eq!(s.now(), T + 3 * SEC);
+        packet(&mut s, SEC / 2, &mut closed);
+        assert_eq!(
+            (s.counters.packets, s.counters.late),
+            (4, 1),
+            "too late for its window"
+        );
+        packet(&mut s, 1_500_000_000, &mut closed);
+        assert_eq!(s.counters.late, 1, "within the grace period");
+        let mut rest = Vec::new();
+        s.finish(&mut rest);
+        assert_eq!(rest.iter().map(|w| w.packets).sum::<u64>(), 3);
+        assert_eq!(rest.first().map(|w| w.start_ns), Some(T + SEC));
+    }
+
+    #[test]
+    fn full_tables_count_the_work_they_turn_away() {
+        let mut cfg = AnalyzerConfig::default();
+        cfg.heartbeat.max_flows = 1;
+        cfg.handshake.max_pending = 1;
+        let mut s = Shard::new(&cfg, &Classifier::default());
+        let (mut findings, mut closed) = (Vec::new(), Vec::new());
+        for t in [0, SEC] {
+            for n in [3, 4] {
+                let m = udp(T + t, (addr(n), 4000), (addr(2), 9999), 80);
+                s.observe(&m, &mut findings, &mut closed);
+            }
+        }
+        for n in [5, 6] {
+            let m = tcp(
+                T + SEC,
+                (addr(n), 5000),
+                (addr(2), 443),
+                ProtocolType::TcpSyn,
+                1,
+                0,
+            );
+            s.observe(&m, &mut findings, &mut closed);
+        }
+        assert_eq!(
+            s.lost_work(),
+            LostWork {
+                heartbeat_untracked: 1,
+                handshake_untracked: 1
+            }
+        );
+        assert_eq!(s.heartbeat_flows().0, 1);
+    }
+
+    #[test]
+    fn a_long_jump_in_time_skips_ahead() {
+        let mut s = shard();
+        let mut closed = Vec::new();
+        packet(&mut s, 0, &mut closed);
+        packet(&mut s, 1_000 * SEC, &mut closed);
+        assert_eq!(s.counters.time_jumps, 1);
+        assert_eq!(
+            closed.len(),
+            1,
+            "only the window that held a packet, no 1000 empty ones"
+        );
+    }
+
+    #[test]
+    fn advancing_without_packets_fires_heartbeat_deadlines() {
+        let mut s = shard();
+        let mut closed = Vec::new();
+        for i in 0..=20 {
+            assert!(packet(&mut s, i * SEC, &mut closed).is_empty());
+        }
+        assert_eq!(s.heartbeat_flows(), (1, 1));
+        let mut findings = Vec::new();
+        s.advance(T + 22 * SEC, &mut findings, &mut closed);
+        assert!(findings.is_empty());
+        s.advance(T + 23 * SEC, &mut findings, &mut closed);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].tenant.as_deref(), Some("unassigned"));
+        assert_eq!(s.periodic_flows(10).len(), 1);
+    }
 }

@@ -332,6 +332,43 @@ impl WindowStats {
     }
 }
 
+/// Accumulates consecutive windows into one of a wider width.
+pub(crate) struct Rollup {
+    width_ns: u64,
+    current: Option<WindowStats>,
+}
+
+impl Rollup {
+    /// A rollup `width_s` seconds wide.
+    pub(crate) fn new(width_s: f64) -> Rollup {
+        Rollup {
+            width_ns: ((width_s * 1e9) as u64).max(1),
+            current: None,
+        }
+    }
+
+    /// Adds a window; returns the finished rollup when this window starts a new one.
+    pub(crate) fn push(&mut self, w: &WindowStats) -> Option<WindowStats> {
+        let start = w.start_ns / self.width_ns * self.width_ns;
+        let done = match &self.current {
+            Some(c) if c.start_ns != start => self.current.take(),
+            _ => None,
+        };
+        let cur = self
+            .current
+            .get_or_insert_with(|| w.empty_like(start, start + self.width_ns));
+        cur.merge(w);
+        cur.start_ns = start;
+        cur.end_ns = start + self.width_ns;
+        done
+    }
+
+    /// The rollup in progress, if any (end of input).
+    pub(crate) fn finish(&mut self) -> Option<WindowStats> {
+        self.current.take()
+    }
+}
+
 /// p50 / p99 / max / count of a latency histogram, µs (null when empty).
 fn quantiles(h: Option<&Histogram<u64>>) -> serde_json::Value {
     match h {
@@ -379,5 +416,87 @@ impl WindowStats {
             "sketch_error_bound": self.sources.error_bound(),
             "servers": servers.iter().take(20).map(|(k, s)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "syns": s.syns, "retransmitted_syns": s.retransmits, "rsts": s.rsts, "syn_to_syn_ack": quantiles(s.syn_to_syn_ack.as_ref())})).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{addr, SEC};
+
+    #[test]
+    fn merging_adds_everything_and_keeps_the_server_bound() {
+        let mut a = WindowStats::new(0, SEC, 16, 16, 1, 32);
+        let mut b = a.empty_like(0, SEC);
+        for n in 0..5 {
+            if let Some(s) = a.server((addr(n), 443)) {
+                s.syns += 1;
+            }
+        }
+        assert_eq!(
+            (a.servers.len(), a.servers_untracked),
+            (4, 1),
+            "4 × max_servers"
+        );
+        b.packets = 2;
+        b.tenant(TenantId(2)).setups = 3;
+        b.server((addr(9), 80)).expect("room").retransmits = 1;
+        a.merge(&b);
+        assert_eq!((a.packets, a.tenants[2].setups, a.tenants.len()), (2, 3, 3));
+        assert_eq!(
+            a.servers_untracked, 2,
+            "the merged server did not fit either"
+        );
+    }
+
+    #[test]
+    fn the_traffic_table_gives_back_what_it_counted() {
+        let mut t = TrafficTable::new(ProtocolType::BUILTIN);
+        t.add(
+            TenantId(1),
+            ProtocolType::Udp,
+            SourceClass::Ipv6,
+            SizeClass::UpTo128,
+            100,
+        );
+        t.add(
+            TenantId(1),
+            ProtocolType::Udp,
+            SourceClass::Ipv6,
+            SizeClass::UpTo128,
+            28,
+        );
+        let cells: Vec<_> = t.iter().collect();
+        assert_eq!(
+            cells,
+            vec![(
+                TenantId(1),
+                ProtocolType::Udp.index(),
+                SourceClass::Ipv6,
+                SizeClass::UpTo128,
+                Traffic {
+                    packets: 2,
+                    bytes: 128
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_rollup_hands_over_its_window_when_the_next_one_starts() {
+        let mut r = Rollup::new(10.0);
+        for i in 0..10 {
+            let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 16, 16, 16, 32);
+            w.packets = 1;
+            assert!(r.push(&w).is_none());
+        }
+        let next = WindowStats::new(10 * SEC, 11 * SEC, 16, 16, 16, 32);
+        let done = r.push(&next).expect("the first 10 s are complete");
+        assert_eq!(
+            (done.start_ns, done.end_ns, done.packets),
+            (0, 10 * SEC, 10)
+        );
+        let partial = r.finish().expect("the second has begun");
+        assert_eq!((partial.start_ns, partial.end_ns), (10 * SEC, 20 * SEC));
     }
 }

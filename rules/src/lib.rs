@@ -10,7 +10,7 @@
 //! JSON-lines files, webhooks and storage (see `docs/alerts.md`).
 //!
 //! ```
-//! use tapwatch_analyzer::{Finding, FindingKind, Severity};
+//! use tapwatch_analyzer::{Evidence, Finding, FindingKind, HeartbeatEvidence, Severity};
 //! use tapwatch_rules::{AlertEngine, AlertState};
 //!
 //! let mut engine = AlertEngine::default();
@@ -18,7 +18,7 @@
 //!     kind: FindingKind::MissedHeartbeat, active: true, tenant: None,
 //!     subject: "192.0.2.1:49152->192.0.2.2:3784/udp".into(), severity: Severity::Critical,
 //!     started_ns: 1_000_000_000, detected_ns: 2_200_000_000, value: 1.2, threshold: 1.2,
-//!     evidence: serde_json::json!({}),
+//!     evidence: Evidence::Heartbeat(HeartbeatEvidence::default()),
 //! };
 //! let raised = engine.process(&f).remove(0);
 //! assert_eq!(raised.state, AlertState::Firing);
@@ -32,8 +32,8 @@ mod config;
 pub mod webhook;
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
-use tapwatch_analyzer::{Finding, FindingKind, Severity};
+use serde::{Serialize, Serializer};
+use tapwatch_analyzer::{Evidence, Finding, FindingKind, HeavyDimension, Severity};
 
 pub use config::{parse_rfc3339, IsolationRules, KindRules, Override, RulesConfig, Silence};
 
@@ -42,6 +42,63 @@ pub const CONTRACT_VERSION: u32 = 1;
 
 /// Kind name of tenant-isolation advice events.
 pub const ISOLATION_ADVICE: &str = "isolation_advice";
+
+/// What an alert is about: a detector's finding, or advice raised with one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// See [`FindingKind::HeavyHitter`].
+    HeavyHitter,
+    /// See [`FindingKind::QuadraticSetupGrowth`].
+    QuadraticSetupGrowth,
+    /// See [`FindingKind::MissedHeartbeat`].
+    MissedHeartbeat,
+    /// See [`FindingKind::SynRetransmits`].
+    SynRetransmits,
+    /// Tenant-isolation advice raised with a tenant-level alert.
+    IsolationAdvice,
+}
+
+impl AlertKind {
+    /// Its name in the alert contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::HeavyHitter => FindingKind::HeavyHitter.name(),
+            AlertKind::QuadraticSetupGrowth => FindingKind::QuadraticSetupGrowth.name(),
+            AlertKind::MissedHeartbeat => FindingKind::MissedHeartbeat.name(),
+            AlertKind::SynRetransmits => FindingKind::SynRetransmits.name(),
+            AlertKind::IsolationAdvice => ISOLATION_ADVICE,
+        }
+    }
+}
+
+impl From<FindingKind> for AlertKind {
+    fn from(k: FindingKind) -> AlertKind {
+        match k {
+            FindingKind::HeavyHitter => AlertKind::HeavyHitter,
+            FindingKind::QuadraticSetupGrowth => AlertKind::QuadraticSetupGrowth,
+            FindingKind::MissedHeartbeat => AlertKind::MissedHeartbeat,
+            FindingKind::SynRetransmits => AlertKind::SynRetransmits,
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for AlertKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for AlertKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// Whether an alert is raised or cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,13 +110,96 @@ pub enum AlertState {
     Resolved,
 }
 
+impl AlertState {
+    /// Its name in the alert contract: `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// Advice raised with a growing tenant's alert.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrowthAdvice {
+    /// What to do.
+    pub advice: String,
+    /// `quadratic_setup_growth`.
+    pub cause: FindingKind,
+    /// The growth exponent.
+    pub exponent: f64,
+    /// Its 95 % interval.
+    pub exponent_ci95: [f64; 2],
+    /// The tenant's nodes now.
+    pub nodes_now: u64,
+    /// The tenant's share of the relay's packets.
+    pub packet_share: f64,
+    /// Setups per second expected at twice the nodes.
+    pub projected_setup_rate_at_2x_nodes: f64,
+    /// Setups per second now.
+    pub setup_rate_per_s: f64,
+    /// The tenant's share of the relay's setups.
+    pub setup_share: f64,
+}
+
+/// Advice raised with a tenant's heavy-hitter alert.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantShareAdvice {
+    /// What to do.
+    pub advice: String,
+    /// The tenant's count over its baseline mean.
+    pub baseline_factor: f64,
+    /// `heavy_hitter`.
+    pub cause: FindingKind,
+    /// The tenant's nodes in the window.
+    pub nodes: Option<u64>,
+    /// The tenant's share of the window.
+    pub share: f64,
+}
+
+/// Advice whose alert resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AdviceResolved {
+    /// The kind of the alert behind it.
+    pub cause: FindingKind,
+    /// The id of the alert behind it.
+    pub cause_alert: String,
+}
+
+/// The `evidence` of an alert event: the finding's, or the advice's. Serialised flat.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AlertEvidence {
+    /// A detector's numbers.
+    Finding(Evidence),
+    /// Isolation advice for a growing tenant.
+    GrowthAdvice(GrowthAdvice),
+    /// Isolation advice for a tenant far above its share.
+    TenantShareAdvice(TenantShareAdvice),
+    /// Isolation advice resolved with its alert.
+    AdviceResolved(AdviceResolved),
+}
+
+impl AlertEvidence {
+    /// The evidence as one JSON object, as the alert contract writes it.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Event time in nanoseconds, serialised as RFC 3339.
+fn as_rfc3339<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ns))
+}
+
 /// One alert event: the alert contract.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AlertEvent {
     /// Contract version.
     pub version: u32,
     /// `heavy_hitter`, `quadratic_setup_growth`, `missed_heartbeat`, `syn_retransmits`, `isolation_advice`.
-    pub kind: &'static str,
+    pub kind: AlertKind,
     /// `firing` or `resolved`.
     pub state: AlertState,
     /// Stable for the alert's life.
@@ -70,16 +210,40 @@ pub struct AlertEvent {
     pub tenant: Option<String>,
     /// An address, a service, a flow `src:port->dst:port/proto`, or a tenant.
     pub subject: String,
-    /// When the condition started, RFC 3339 UTC with nanoseconds (event time).
-    pub started_at: String,
-    /// When this event was detected, RFC 3339 UTC with nanoseconds (event time).
-    pub detected_at: String,
+    /// When the condition started (event time, ns); `started_at` in RFC 3339 UTC with
+    /// nanoseconds when serialised.
+    #[serde(rename = "started_at", serialize_with = "as_rfc3339")]
+    pub started_ns: u64,
+    /// When this event was detected (event time, ns); `detected_at` when serialised.
+    #[serde(rename = "detected_at", serialize_with = "as_rfc3339")]
+    pub detected_ns: u64,
     /// The measured value.
     pub value: f64,
     /// The threshold it crossed.
     pub threshold: f64,
     /// The numbers behind it.
-    pub evidence: serde_json::Value,
+    pub evidence: AlertEvidence,
+}
+
+impl AlertEvent {
+    /// `started_at`: RFC 3339 UTC with nanoseconds.
+    pub fn started_at(&self) -> String {
+        rfc3339(self.started_ns)
+    }
+
+    /// `detected_at`: RFC 3339 UTC with nanoseconds.
+    pub fn detected_at(&self) -> String {
+        rfc3339(self.detected_ns)
+    }
+
+    /// The advice text of an isolation-advice event that fired.
+    pub fn advice(&self) -> Option<&str> {
+        match &self.evidence {
+            AlertEvidence::GrowthAdvice(a) => Some(&a.advice),
+            AlertEvidence::TenantShareAdvice(a) => Some(&a.advice),
+            _ => None,
+        }
+    }
 }
 
 /// A `[rules]` setting that cannot be used.
@@ -132,7 +296,8 @@ pub struct AlertEngine {
     now: u64,
     /// Events raised so far, by kind and state.
     pub counts: FxHashMap<(&'static str, &'static str), u64>,
-    /// Events not sent because of a silence, a mute or a disabled kind.
+    /// Lost work of the rules: events not sent because of a silence, a mute, a disabled
+    /// kind or a cooldown. Only grows; for `/metrics` and the summary.
     pub suppressed: u64,
 }
 
@@ -200,11 +365,11 @@ impl AlertEngine {
         }
     }
 
-    fn silenced(&self, kind: &str, tenant: Option<&str>, subject: &str, at: u64) -> bool {
+    fn silenced(&self, kind: AlertKind, tenant: Option<&str>, subject: &str, at: u64) -> bool {
         self.silences.iter().any(|(i, from, until)| {
             let s = &self.cfg.silences[*i];
             (*from..=*until).contains(&at)
-                && s.kind.is_none_or(|k| k.name() == kind)
+                && s.kind.is_none_or(|k| AlertKind::from(k) == kind)
                 && config::matches(&s.tenant, tenant)
                 && config::matches(&s.subject, Some(subject))
         })
@@ -359,8 +524,11 @@ impl AlertEngine {
                 open.started_ns,
                 Severity::Info,
             );
-            e.kind = ISOLATION_ADVICE;
-            e.evidence = serde_json::json!({ "cause": f.kind.name(), "cause_alert": open.id });
+            e.kind = AlertKind::IsolationAdvice;
+            e.evidence = AlertEvidence::AdviceResolved(AdviceResolved {
+                cause: f.kind,
+                cause_alert: open.id,
+            });
             out.extend(self.gate(e));
         }
         out
@@ -379,16 +547,14 @@ impl AlertEngine {
 
     /// Silences and counting: the last step before an event leaves.
     fn gate(&mut self, e: AlertEvent) -> Vec<AlertEvent> {
-        let at = parse_rfc3339(&e.detected_at).unwrap_or(self.now);
-        if self.silenced(e.kind, e.tenant.as_deref(), &e.subject, at) {
+        if self.silenced(e.kind, e.tenant.as_deref(), &e.subject, e.detected_ns) {
             self.suppressed += 1;
             return Vec::new();
         }
-        let state = match e.state {
-            AlertState::Firing => "firing",
-            AlertState::Resolved => "resolved",
-        };
-        *self.counts.entry((e.kind, state)).or_insert(0) += 1;
+        *self
+            .counts
+            .entry((e.kind.as_str(), e.state.as_str()))
+            .or_insert(0) += 1;
         vec![e]
     }
 
@@ -396,39 +562,45 @@ impl AlertEngine {
     fn advice(&mut self, f: &Finding, severity: Severity) -> Option<AlertEvent> {
         let tenant = f.tenant.clone()?;
         let iso = &self.cfg.isolation;
-        let ev = &f.evidence;
-        let (text, evidence) = match f.kind {
-            FindingKind::QuadraticSetupGrowth if iso.on_setup_growth => {
-                let exponent = ev["exponent"].as_f64().unwrap_or(f.value);
-                let nodes = ev["nodes_now"].as_u64().unwrap_or(0);
-                let rate = ev["setup_rate_per_s"].as_f64().unwrap_or(0.0);
-                let projected = ev["projected_setup_rate_at_2x_nodes"]
-                    .as_f64()
-                    .unwrap_or(0.0);
-                let setup_share = ev["setup_share"].as_f64().unwrap_or(0.0);
-                let packet_share = ev["packet_share"].as_f64().unwrap_or(0.0);
-                (
-                    format!(
-                        "move tenant {tenant} to a dedicated relay, or cap how many peers each of its nodes connects to: it makes {:.0}% of this relay's connection setups ({:.0}% of its packets), and its setups grow as nodes^{exponent:.2}; at 2x its {nodes} nodes expect {projected:.0} setups/s (now {rate:.1}/s)",
-                        setup_share * 100.0,
-                        packet_share * 100.0
-                    ),
-                    serde_json::json!({"cause": "quadratic_setup_growth", "exponent": exponent, "exponent_ci95": ev["exponent_ci95"], "nodes_now": nodes, "setup_share": setup_share, "packet_share": packet_share, "setup_rate_per_s": rate, "projected_setup_rate_at_2x_nodes": projected}),
-                )
+        let evidence = match (&f.evidence, f.kind) {
+            (Evidence::Growth(g), FindingKind::QuadraticSetupGrowth) if iso.on_setup_growth => {
+                let advice = format!(
+                    "move tenant {tenant} to a dedicated relay, or cap how many peers each of its nodes connects to: it makes {:.0}% of this relay's connection setups ({:.0}% of its packets), and its setups grow as nodes^{:.2}; at 2x its {} nodes expect {:.0} setups/s (now {:.1}/s)",
+                    g.setup_share * 100.0,
+                    g.packet_share * 100.0,
+                    g.exponent,
+                    g.nodes_now,
+                    g.projected_setup_rate_at_2x_nodes,
+                    g.setup_rate_per_s,
+                );
+                AlertEvidence::GrowthAdvice(GrowthAdvice {
+                    advice,
+                    cause: FindingKind::QuadraticSetupGrowth,
+                    exponent: g.exponent,
+                    exponent_ci95: g.exponent_ci95,
+                    nodes_now: g.nodes_now,
+                    packet_share: g.packet_share,
+                    projected_setup_rate_at_2x_nodes: g.projected_setup_rate_at_2x_nodes,
+                    setup_rate_per_s: g.setup_rate_per_s,
+                    setup_share: g.setup_share,
+                })
             }
-            FindingKind::HeavyHitter if iso.on_tenant_share && ev["dimension"] == "tenant" => {
-                let share = ev["share"].as_f64().unwrap_or(f.value);
-                let base = ev["baseline_mean"].as_f64().unwrap_or(0.0);
-                let count = ev["count"].as_f64().unwrap_or(0.0);
-                let jump = if base > 0.0 {
-                    count / base
+            (Evidence::HeavyHitter(h), FindingKind::HeavyHitter)
+                if iso.on_tenant_share && h.dimension == HeavyDimension::Tenant =>
+            {
+                let jump = if h.baseline_mean > 0.0 {
+                    h.count as f64 / h.baseline_mean
                 } else {
                     f64::INFINITY
                 };
-                (
-                    format!("tenant {tenant} drives {:.0}% of this relay's packets ({jump:.1}x its baseline): move it to a dedicated relay if it persists", share * 100.0),
-                    serde_json::json!({"cause": "heavy_hitter", "share": share, "baseline_factor": jump, "nodes": ev["nodes"]}),
-                )
+                let advice = format!("tenant {tenant} drives {:.0}% of this relay's packets ({jump:.1}x its baseline): move it to a dedicated relay if it persists", h.share * 100.0);
+                AlertEvidence::TenantShareAdvice(TenantShareAdvice {
+                    advice,
+                    baseline_factor: jump,
+                    cause: FindingKind::HeavyHitter,
+                    nodes: h.nodes,
+                    share: h.share,
+                })
             }
             _ => return None,
         };
@@ -445,9 +617,7 @@ impl AlertEngine {
             f.started_ns,
             severity.min(Severity::Warning),
         );
-        e.kind = ISOLATION_ADVICE;
-        let mut evidence = evidence;
-        evidence["advice"] = serde_json::json!(text);
+        e.kind = AlertKind::IsolationAdvice;
         e.evidence = evidence;
         self.gate(e).pop()
     }
@@ -462,17 +632,17 @@ fn event(
 ) -> AlertEvent {
     AlertEvent {
         version: CONTRACT_VERSION,
-        kind: f.kind.name(),
+        kind: f.kind.into(),
         state,
         id,
         severity,
         tenant: f.tenant.clone(),
         subject: f.subject.clone(),
-        started_at: rfc3339(started_ns),
-        detected_at: rfc3339(f.detected_ns),
+        started_ns,
+        detected_ns: f.detected_ns,
         value: f.value,
         threshold: f.threshold,
-        evidence: f.evidence.clone(),
+        evidence: AlertEvidence::Finding(f.evidence.clone()),
     }
 }
 
@@ -561,7 +731,12 @@ mod tests {
             detected_ns: started + 1_000_000_000,
             value: 0.4,
             threshold: 0.2,
-            evidence: serde_json::json!({"count": 1}),
+            evidence: Evidence::HeavyHitterResolved(
+                tapwatch_analyzer::HeavyHitterResolvedEvidence {
+                    peak_share: 0.4,
+                    quiet_windows: 1,
+                },
+            ),
         }
     }
 
@@ -607,8 +782,8 @@ mod tests {
             .pop()
             .unwrap();
         assert_eq!(
-            (r.state, r.id.as_str(), r.started_at.as_str()),
-            (AlertState::Resolved, a.id.as_str(), a.started_at.as_str())
+            (r.state, r.id.as_str(), r.started_ns),
+            (AlertState::Resolved, a.id.as_str(), a.started_ns)
         );
         assert!(e.process(&finding(false, Severity::Warning, 9)).is_empty());
         let again = e
@@ -696,12 +871,18 @@ until = "1970-01-01T00:01:40Z"
             detected_ns: 60_000_000_000,
             value: 2.0,
             threshold: 1.6,
-            evidence: serde_json::json!({"exponent": 2.0, "nodes_now": 120, "setup_rate_per_s": 30.0, "projected_setup_rate_at_2x_nodes": 120.0}),
+            evidence: Evidence::Growth(tapwatch_analyzer::GrowthEvidence {
+                exponent: 2.0,
+                nodes_now: 120,
+                setup_rate_per_s: 30.0,
+                projected_setup_rate_at_2x_nodes: 120.0,
+                ..Default::default()
+            }),
         };
         let ev = e.process(&growth);
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[1].kind, ISOLATION_ADVICE);
-        let advice = ev[1].evidence["advice"].as_str().unwrap();
+        let advice = ev[1].advice().unwrap();
         assert!(
             advice.contains("swarm")
                 && advice.contains("nodes^2.00")
@@ -714,7 +895,9 @@ until = "1970-01-01T00:01:40Z"
             ..growth
         });
         assert_eq!(
-            done.iter().map(|e| (e.kind, e.state)).collect::<Vec<_>>(),
+            done.iter()
+                .map(|e| (e.kind.as_str(), e.state))
+                .collect::<Vec<_>>(),
             vec![
                 ("quadratic_setup_growth", AlertState::Resolved),
                 (ISOLATION_ADVICE, AlertState::Resolved)

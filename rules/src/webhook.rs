@@ -327,7 +327,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// Renders an event for a format.
 pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) -> Vec<u8> {
-    let severity = serde_json::to_value(e.severity).unwrap_or_default();
+    let severity = e.severity.as_str();
     let firing = e.state == AlertState::Firing;
     let summary = format!(
         "[{}] {} {} {}{}",
@@ -343,7 +343,7 @@ pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) 
     let v = match format {
         WebhookFormat::Generic => serde_json::to_value(e).unwrap_or_default(),
         WebhookFormat::Slack => {
-            serde_json::json!({ "text": format!("{summary} at {}", e.detected_at) })
+            serde_json::json!({ "text": format!("{summary} at {}", e.detected_at()) })
         }
         WebhookFormat::Pagerduty => serde_json::json!({
             "routing_key": routing_key.unwrap_or(""),
@@ -353,7 +353,7 @@ pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) 
                 "summary": summary,
                 "source": e.subject,
                 "severity": if severity == "critical" { "critical" } else if severity == "warning" { "warning" } else { "info" },
-                "timestamp": e.detected_at,
+                "timestamp": e.detected_at(),
                 "component": e.kind,
                 "group": e.tenant,
                 "custom_details": e.evidence,
@@ -375,9 +375,9 @@ pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) 
                 "alerts": [{
                     "status": status,
                     "labels": labels,
-                    "annotations": { "summary": summary, "evidence": e.evidence.to_string() },
-                    "startsAt": e.started_at,
-                    "endsAt": if firing { "0001-01-01T00:00:00Z".to_string() } else { e.detected_at.clone() },
+                    "annotations": { "summary": summary, "evidence": e.evidence.json() },
+                    "startsAt": e.started_at(),
+                    "endsAt": if firing { "0001-01-01T00:00:00Z".to_string() } else { e.detected_at() },
                     "generatorURL": "",
                     "fingerprint": e.id,
                 }],

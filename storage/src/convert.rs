@@ -3,9 +3,8 @@
 use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
-use tapwatch_analyzer::{GrowthSample, WindowStats};
-use tapwatch_classifier::{Classifier, TenantId, TenantMap};
-use tapwatch_rules::AlertEvent;
+use tapwatch_analyzer::{Evidence, GrowthSample, Labels, WindowStats};
+use tapwatch_rules::{AlertEvent, AlertEvidence, AlertState};
 
 use crate::rows::*;
 
@@ -15,45 +14,29 @@ fn secs(ns: u64) -> u32 {
 
 /// Rows of one finished base window: traffic cells, tenants, heavy hitters (top `top` per
 /// dimension) and handshake latency per tenant and per server.
-pub fn window_rows(
-    w: &WindowStats,
-    tenants: &TenantMap,
-    classifier: &Classifier,
-    setup: &[bool],
-    agent: &str,
-    top: usize,
-    out: &mut Rows,
-) {
+pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, out: &mut Rows) {
     let ts = secs(w.start_ns);
     let window_ms = ((w.end_ns - w.start_ns) / 1_000_000) as u32;
-    let name = |t: TenantId| tenants.name(t).to_string();
     for (tenant, kind, class, size, c) in w.traffic.iter() {
         out.traffic.push(TrafficRow {
             ts,
             agent: agent.to_string(),
             batch: 0,
             window_ms,
-            tenant: name(tenant),
+            tenant: labels.tenant_name(usize::from(tenant.0)).to_string(),
             source_class: class.name().to_string(),
-            protocol_type: classifier
-                .type_at(kind)
-                .map_or("other", |k| classifier.type_name(k))
-                .to_string(),
+            protocol_type: labels.type_name(kind).unwrap_or("other").to_string(),
             size_class: size.name().to_string(),
             packets: c.packets,
             bytes: c.bytes,
-            setups: if setup.get(kind).copied().unwrap_or(false) {
-                c.packets
-            } else {
-                0
-            },
+            setups: if labels.is_setup(kind) { c.packets } else { 0 },
         });
     }
     for (i, t) in w.tenants.iter().enumerate() {
         if t.packets == 0 {
             continue;
         }
-        let tenant = name(TenantId(i as u16));
+        let tenant = labels.tenant_name(i).to_string();
         out.tenants.push(TenantRow {
             ts,
             agent: agent.to_string(),
@@ -75,7 +58,7 @@ pub fn window_rows(
         }
     }
     for ((addr, port), s) in &w.servers {
-        let tenant = name(tenants.lookup(*addr));
+        let tenant = labels.tenant_name_of(*addr).to_string();
         if let Some(row) = latency_row(
             ts,
             agent,
@@ -100,7 +83,7 @@ pub fn window_rows(
                 address: address(Some(a)),
                 port,
                 proto,
-                tenant: name(tenants.lookup(a)),
+                tenant: labels.tenant_name_of(a).to_string(),
                 packets: count,
                 bytes: secondary,
                 error_bound: bound,
@@ -192,30 +175,19 @@ pub fn growth_row(g: &GrowthSample, agent: &str) -> GrowthRow {
     }
 }
 
-fn ms_of_rfc3339(s: &str) -> u64 {
-    tapwatch_rules::parse_rfc3339(s).map_or(0, |ns| ns / 1_000_000)
-}
-
 /// The `alerts` row of an alert event, and its `heartbeat_gaps` row for a missed heartbeat.
 pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
-    let detected_ms = ms_of_rfc3339(&e.detected_at);
-    let started_ms = ms_of_rfc3339(&e.started_at);
-    let state = match e.state {
-        tapwatch_rules::AlertState::Firing => "firing",
-        tapwatch_rules::AlertState::Resolved => "resolved",
-    };
+    let detected_ms = e.detected_ns / 1_000_000;
+    let started_ms = e.started_ns / 1_000_000;
     let ts = (detected_ms / 1000) as u32;
     out.alerts.push(AlertRow {
         ts,
         agent: agent.to_string(),
         batch: 0,
         id: e.id.clone(),
-        kind: e.kind.to_string(),
-        state: state.to_string(),
-        severity: serde_json::to_value(e.severity)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        kind: e.kind.as_str().to_string(),
+        state: e.state.as_str().to_string(),
+        severity: e.severity.as_str().to_string(),
         tenant: e.tenant.clone().unwrap_or_default(),
         subject: e.subject.clone(),
         started_ms,
@@ -226,14 +198,13 @@ pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
         } else {
             0.0
         },
-        evidence: e.evidence.to_string(),
+        evidence: e.evidence.json(),
         version: e.version,
     });
-    if e.kind == "missed_heartbeat" {
-        let ev = &e.evidence;
+    if let AlertEvidence::Finding(Evidence::Heartbeat(h)) = &e.evidence {
         let gap_s = match e.state {
-            tapwatch_rules::AlertState::Resolved => ev["gap_s"].as_f64().unwrap_or(e.value),
-            tapwatch_rules::AlertState::Firing => e.value,
+            AlertState::Resolved => h.gap_s.unwrap_or(e.value),
+            AlertState::Firing => e.value,
         };
         out.heartbeat_gaps.push(HeartbeatGapRow {
             ts,
@@ -241,9 +212,9 @@ pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
             batch: 0,
             tenant: e.tenant.clone().unwrap_or_default(),
             flow: e.subject.clone(),
-            state: state.to_string(),
-            bfd: u8::from(ev.get("bfd").is_some()),
-            period_ms: ev["period_s"].as_f64().unwrap_or(0.0) * 1000.0,
+            state: e.state.as_str().to_string(),
+            bfd: u8::from(h.bfd.is_some()),
+            period_ms: h.period_s * 1000.0,
             gap_ms: gap_s * 1000.0,
             started_ms,
             alert_id: e.id.clone(),

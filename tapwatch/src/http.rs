@@ -28,6 +28,10 @@ pub struct WorkerCounters {
     pub pending_handshakes: AtomicU64,
     /// Packets later than the grace period.
     pub late: AtomicU64,
+    /// Packets of flows the heartbeat table had no room for.
+    pub heartbeat_untracked: AtomicU64,
+    /// SYNs of handshakes the pending table had no room for.
+    pub handshake_untracked: AtomicU64,
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
 }
@@ -45,6 +49,10 @@ pub struct Telemetry {
     pub windows: AtomicU64,
     /// Wall time minus the end of the last merged window, ms.
     pub window_lag_ms: AtomicU64,
+    /// Handshake events of servers the windows had no room for.
+    pub servers_untracked: AtomicU64,
+    /// Alert events the rules did not send (silence, mute, disabled kind, cooldown).
+    pub alerts_suppressed: AtomicU64,
     /// JSON views and alert/webhook counters, refreshed per window.
     pub views: Mutex<Views>,
     /// The storage sink's counters, once it runs.
@@ -218,6 +226,36 @@ impl Telemetry {
                 )],
             );
         }
+        family(
+            "tapwatch_heartbeat_untracked_packets_total",
+            "counter",
+            "Packets of flows the heartbeat table had no room for (heartbeat.max_flows).",
+            per_worker(&|w| w.heartbeat_untracked.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_handshake_untracked_total",
+            "counter",
+            "SYNs of handshakes the pending table had no room for (handshake.max_pending).",
+            per_worker(&|w| w.handshake_untracked.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_servers_untracked_total",
+            "counter",
+            "Handshake events of servers a window had no room for (handshake.max_servers).",
+            vec![(
+                String::new(),
+                self.servers_untracked.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        family(
+            "tapwatch_alerts_suppressed_total",
+            "counter",
+            "Alert events not sent because of a silence, a mute, a disabled kind or a cooldown.",
+            vec![(
+                String::new(),
+                self.alerts_suppressed.load(Ordering::Relaxed) as f64,
+            )],
+        );
         family(
             "tapwatch_windows_total",
             "counter",

@@ -114,6 +114,11 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
         .store(shard.heartbeat_flows().0 as u64, Ordering::Relaxed);
     c.pending_handshakes
         .store(shard.pending_handshakes() as u64, Ordering::Relaxed);
+    let lost = shard.lost_work();
+    c.heartbeat_untracked
+        .store(lost.heartbeat_untracked, Ordering::Relaxed);
+    c.handshake_untracked
+        .store(lost.handshake_untracked, Ordering::Relaxed);
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {
@@ -162,7 +167,6 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let classifier = cell.get();
     let store = crate::store::StoreSink::open(
         &config,
-        &classifier,
         &args.common.store,
         "run",
         vec![args.interface.clone()],
@@ -178,7 +182,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         Arc::clone(&telemetry),
         false,
     )?;
-    let mut coordinator = Coordinator::new(classifier, merger, &config.rules, workers, sinks)?;
+    let mut coordinator = Coordinator::new(merger, &config.rules, workers, sinks)?;
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
         .duration
@@ -280,7 +284,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 match crate::config::load(&args.common) {
                     Ok((cfg, c)) => {
                         let c = Arc::new(c);
-                        match coordinator.reload(&cfg.rules, Arc::clone(&c)) {
+                        match coordinator.reload(&cfg.rules, &c) {
                             Ok(()) => {
                                 cell.set(c);
                                 tracing::info!(

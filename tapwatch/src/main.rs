@@ -335,7 +335,7 @@ struct DeliverArgs {
 #[derive(Args, Debug)]
 struct ScenarioArgs {
     /// Scenario name.
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(tapwatch_analyzer::scenario::NAMES))]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(tapwatch_synth::NAMES))]
     name: String,
     /// Output pcap file; the ground truth goes beside it as `NAME.truth.json` and the
     /// tenants file as `NAME.tenants.toml`.
@@ -452,7 +452,7 @@ fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
 
 fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let scenario = tapwatch_analyzer::scenario::generate(&a.name, a.seed)
+    let scenario = tapwatch_synth::generate(&a.name, a.seed)
         .with_context(|| format!("unknown scenario {:?}", a.name))?;
     let stem = a.out.with_extension("");
     let truth_path = stem.with_extension("truth.json");
@@ -472,7 +472,7 @@ fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
     });
     std::fs::write(&truth_path, serde_json::to_string_pretty(&truth)? + "\n")
         .with_context(|| format!("writing {}", truth_path.display()))?;
-    std::fs::write(&tenants_path, tapwatch_analyzer::scenario::TENANTS_TOML)
+    std::fs::write(&tenants_path, tapwatch_synth::TENANTS_TOML)
         .with_context(|| format!("writing {}", tenants_path.display()))?;
     tracing::info!(
         "wrote {n} packets of scenario {:?} (seed {}) to {}, ground truth to {}, tenants to {}",

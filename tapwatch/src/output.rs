@@ -58,6 +58,7 @@ struct ShardTotals {
     heartbeat_flows: usize,
     periodic_flows: usize,
     pending_handshakes: usize,
+    lost: tapwatch_analyzer::LostWork,
 }
 
 fn shard_totals(shards: &[Shard]) -> ShardTotals {
@@ -70,6 +71,7 @@ fn shard_totals(shards: &[Shard]) -> ShardTotals {
         t.heartbeat_flows += flows;
         t.periodic_flows += periodic;
         t.pending_handshakes += s.pending_handshakes();
+        t.lost = t.lost + s.lost_work();
     }
     t
 }
@@ -107,6 +109,13 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
         "heartbeat_flows": t.heartbeat_flows,
         "periodic_flows": t.periodic_flows,
         "pending_handshakes": t.pending_handshakes,
+        // What bounded tables turned away and what the rules held back: work lost, counted.
+        "lost_work": {
+            "heartbeat_untracked_packets": t.lost.heartbeat_untracked,
+            "handshake_untracked_syns": t.lost.handshake_untracked,
+            "servers_untracked_events": merger.servers_untracked(),
+            "alerts_suppressed": s.coordinator.rules().suppressed,
+        },
     })
 }
 
@@ -289,12 +298,7 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         if !advice.is_empty() {
             writeln!(out, "\ntenant isolation advice:")?;
             for e in advice {
-                writeln!(
-                    out,
-                    "  {}: {}",
-                    e.subject,
-                    e.evidence["advice"].as_str().unwrap_or("")
-                )?;
+                writeln!(out, "  {}: {}", e.subject, e.advice().unwrap_or(""))?;
             }
         }
         writeln!(out, "\nalerts: {} events, {open} still open", a.total)?;

@@ -51,8 +51,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     let classifier = Arc::new(classifier);
     let telemetry = Arc::new(crate::http::Telemetry::new("replay", 1));
     let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let store =
-        crate::store::StoreSink::open(&config, &classifier, &common.store, "replay", inputs)?;
+    let store = crate::store::StoreSink::open(&config, &common.store, "replay", inputs)?;
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
     merger.keep_closed(store.is_some());
     merger.record_windows(common.windows_out.is_some());
@@ -64,13 +63,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         Arc::clone(&telemetry),
         true,
     )?;
-    let mut coordinator = Coordinator::new(
-        Arc::clone(&classifier),
-        merger,
-        &config.rules,
-        workers,
-        sinks,
-    )?;
+    let mut coordinator = Coordinator::new(merger, &config.rules, workers, sinks)?;
     let mut readers = Vec::with_capacity(files.len());
     for f in files {
         let reader = if f.as_os_str() == "-" {

@@ -2,8 +2,6 @@
 //! periodic flows and the agent's record become rows for ClickHouse or the file store.
 use std::time::{Duration, Instant};
 
-use tapwatch_analyzer::setup_kinds;
-use tapwatch_classifier::Classifier;
 use tapwatch_rules::AlertEvent;
 use tapwatch_storage::{convert, Backend, Rows, Store};
 
@@ -21,7 +19,6 @@ pub struct StoreSink {
     mode: &'static str,
     inputs: Vec<String>,
     started: u32,
-    setup: Vec<bool>,
     last_agent_row: Instant,
     agent_every: Duration,
 }
@@ -31,7 +28,6 @@ impl StoreSink {
     /// the file store under the data directory), or none with `--no-store`.
     pub fn open(
         config: &Config,
-        classifier: &Classifier,
         args: &crate::StoreArgs,
         mode: &'static str,
         inputs: Vec<String>,
@@ -60,7 +56,6 @@ impl StoreSink {
             mode,
             inputs,
             started,
-            setup: setup_kinds(&config.analyzer, classifier),
             last_agent_row: Instant::now(),
             agent_every: Duration::from_secs_f64(config.storage.agent_every_s.max(1.0)),
         };
@@ -140,9 +135,7 @@ impl Sink for StoreSink {
             for w in done.closed {
                 convert::window_rows(
                     w,
-                    done.merger.tenants(),
-                    done.classifier,
-                    &self.setup,
+                    done.merger.labels(),
                     &self.agent,
                     TOP_PER_WINDOW,
                     &mut rows,

@@ -36,6 +36,10 @@ pub fn alert_counts(rules: &AlertEngine) -> serde_json::Value {
 /// Refreshes the JSON views from the merger and the rules.
 pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
     t.windows.store(merger.windows[0], Ordering::Relaxed);
+    t.servers_untracked
+        .store(merger.servers_untracked(), Ordering::Relaxed);
+    t.alerts_suppressed
+        .store(rules.suppressed, Ordering::Relaxed);
     let tenants = merger.tenants();
     let top = merger.last_window.as_ref().map(|w| {
         t.window_lag_ms.store(wall_ns().saturating_sub(w.end_ns) / 1_000_000, Ordering::Relaxed);

@@ -126,3 +126,51 @@ fn shared_captures_give_the_same_alerts_for_any_number_of_workers() {
         assert_worker_count_free(&dir.join(name), None, &tmp);
     }
 }
+
+#[test]
+fn work_turned_away_by_bounded_tables_is_counted_in_the_summary() {
+    let tmp = TempDir::new("engine-lost");
+    let config = tmp.path("tight.toml");
+    std::fs::write(
+        &config,
+        "[analyzer.heartbeat]\nmax_flows = 2\n\n[analyzer.handshake]\nmax_pending = 2\n\n[[rules.override]]\nkind = \"heavy_hitter\"\nmute = true\n",
+    )
+    .unwrap();
+    let demo = root().join("data/demo.pcap");
+    let tenants = root().join("data/demo.tenants.toml");
+    for workers in ["1", "2"] {
+        let s = replay_json(&[
+            demo.to_str().unwrap(),
+            "--tenants",
+            tenants.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--workers",
+            workers,
+        ]);
+        let lost = &s["detectors"]["lost_work"];
+        // (The demo has fewer SYN-receiving servers per window than even one slot's room.)
+        assert!(lost["servers_untracked_events"].is_u64(), "{lost}");
+        for key in [
+            "heartbeat_untracked_packets",
+            "handshake_untracked_syns",
+            "alerts_suppressed",
+        ] {
+            assert!(
+                lost[key].as_u64().is_some_and(|n| n > 0),
+                "{key} with {workers} workers: {lost}"
+            );
+        }
+    }
+    // With the defaults nothing is turned away on the demo.
+    let s = replay_json(&[
+        demo.to_str().unwrap(),
+        "--tenants",
+        tenants.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        s["detectors"]["lost_work"]["heartbeat_untracked_packets"],
+        0
+    );
+    assert_eq!(s["detectors"]["lost_work"]["handshake_untracked_syns"], 0);
+}

@@ -19,7 +19,7 @@ fn bfd_frame() -> Vec<u8> {
 
 /// A BFD control packet of session 0x77 in `state` (3 Up, 0 AdminDown).
 pub(crate) fn bfd_frame_in(state: u8) -> Vec<u8> {
-    let payload = tapwatch_analyzer::scenario::bfd_control(state, 3, 0x77, 0x78, 400_000);
+    let payload = tapwatch_synth::bfd_control(state, 3, 0x77, 0x78, 400_000);
     let mut v = Vec::new();
     etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
         .ipv4([10, 77, 0, 1], [10, 77, 0, 2], 255)

@@ -266,7 +266,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Rng;
+    use tapwatch_synth::Rng;
 
     #[test]
     fn exact_while_it_fits() {

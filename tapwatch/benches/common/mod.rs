@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
-use tapwatch_analyzer::scenario::Rng;
 use tapwatch_capture::{LinkType, PcapWriter};
+use tapwatch_synth::Rng;
 
 /// Mixed relay traffic (packets `1..max_gap_ns` apart): TCP handshakes and TLS data, DNS, BFD, QUIC, VLAN-tagged and IPv6
 /// packets, fragments, with sizes from 60 to 1514 bytes.
@@ -70,10 +70,7 @@ pub fn write_capture(path: &Path, packets: usize, max_gap_ns: u64) -> std::io::R
             75..=79 => PacketBuilder::ethernet2(mac.0, mac.1)
                 .ipv4(src, dst, 255)
                 .udp(49152, 3784)
-                .write(
-                    &mut buf,
-                    &tapwatch_analyzer::scenario::bfd_control(3, 3, 1, 2, 300_000),
-                ),
+                .write(&mut buf, &tapwatch_synth::bfd_control(3, 3, 1, 2, 300_000)),
             80..=86 => {
                 let mut q = vec![0xc3, 0, 0, 0, 1, 8];
                 q.resize(1200, 0);

@@ -18,7 +18,6 @@ pub mod sink;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use tapwatch_analyzer::{Finding, Merger};
 use tapwatch_classifier::Classifier;
@@ -43,7 +42,6 @@ pub struct AlertTally {
 /// The merger stage: merges windows from every worker, releases findings to the rules in
 /// an order that does not depend on the number of workers, and feeds the sinks.
 pub struct Coordinator {
-    classifier: Arc<Classifier>,
     merger: Merger,
     rules: AlertEngine,
     sinks: Vec<Box<dyn Sink>>,
@@ -57,16 +55,14 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A merger stage for `workers` workers, labelling with `classifier`.
+    /// A merger stage for `workers` workers.
     pub fn new(
-        classifier: Arc<Classifier>,
         merger: Merger,
         rules: &RulesConfig,
         workers: usize,
         sinks: Vec<Box<dyn Sink>>,
     ) -> anyhow::Result<Coordinator> {
         Ok(Coordinator {
-            classifier,
             merger,
             rules: AlertEngine::new(rules.clone())?,
             sinks,
@@ -140,7 +136,6 @@ impl Coordinator {
         let done = WindowDone {
             merger: &self.merger,
             rules: &self.rules,
-            classifier: &self.classifier,
             closed: &closed,
             growth: &growth,
             log: &log,
@@ -221,14 +216,9 @@ impl Coordinator {
     }
 
     /// Applies reloaded rules and labels (SIGHUP).
-    pub fn reload(
-        &mut self,
-        rules: &RulesConfig,
-        classifier: Arc<Classifier>,
-    ) -> anyhow::Result<()> {
+    pub fn reload(&mut self, rules: &RulesConfig, classifier: &Classifier) -> anyhow::Result<()> {
         self.rules.set_rules(rules.clone())?;
-        self.merger.relabel(&classifier);
-        self.classifier = classifier;
+        self.merger.relabel(classifier);
         Ok(())
     }
 }

@@ -1,7 +1,6 @@
 //! Where the engine's typed outputs go: one small trait, many sinks (the alerts JSON-lines
 //! file, webhooks, history storage, the window log, the live status views).
 use tapwatch_analyzer::{GrowthSample, Merger, WindowStats};
-use tapwatch_classifier::Classifier;
 use tapwatch_rules::{AlertEngine, AlertEvent};
 
 /// A base window merged from every worker, with what finished alongside it.
@@ -10,8 +9,6 @@ pub struct WindowDone<'a> {
     pub merger: &'a Merger,
     /// The rules engine after the window's findings (open alerts, counts).
     pub rules: &'a AlertEngine,
-    /// The labels in force (tenant and protocol-type names).
-    pub classifier: &'a Classifier,
     /// Finished base windows kept for storage (empty unless the merger keeps them).
     pub closed: &'a [WindowStats],
     /// Finished setup-growth points kept for storage.

@@ -5,12 +5,175 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
-use tapwatch_classifier::{Classifier, ProtocolType, SizeClass, TenantId, TenantMap};
+use serde::{Deserialize, Serialize};
+use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 
-use crate::config::HeavyHitterConfig;
-use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+use super::WindowDetector;
+use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
+use crate::labels::Labels;
 use crate::sketch::FrequentItems;
 use crate::window::{ServiceKey, WindowStats};
+
+/// Heavy hitters: a key with a large share of a window that is also far above its own baseline.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeavyHitterConfig {
+    /// Keys tracked per window per sketch (error bound ≈ 2 × packets / capacity).
+    pub sketch_capacity: usize,
+    /// Share of the window's packets (or bytes) a key must hold.
+    pub min_share: f64,
+    /// Packets per second a key must reach, whatever its share.
+    pub min_pps: f64,
+    /// Bytes per second a key must reach to be heavy by bytes.
+    pub min_bytes_per_s: f64,
+    /// How many times its baseline mean the key must reach.
+    pub baseline_factor: f64,
+    /// Standard deviations above its baseline mean the key must reach.
+    pub baseline_sigmas: f64,
+    /// EWMA weight of each new window in the baselines.
+    pub ewma_alpha: f64,
+    /// Seconds during which baselines warm up; meanwhile only keys above `warmup_share`
+    /// and `warmup_factor × min_pps` are flagged.
+    pub warmup_s: f64,
+    /// Share a key needs during warm-up.
+    pub warmup_share: f64,
+    /// Multiple of `min_pps` a key needs during warm-up.
+    pub warmup_factor: f64,
+    /// Hysteresis: a firing key keeps firing while it holds at least this share…
+    pub clear_share: f64,
+    /// …and at least this many times its baseline mean.
+    pub clear_factor: f64,
+    /// Windows a firing key must stay below `clear_share` before it resolves.
+    pub clear_windows: u32,
+}
+
+impl Default for HeavyHitterConfig {
+    fn default() -> Self {
+        HeavyHitterConfig {
+            sketch_capacity: 1024,
+            min_share: 0.2,
+            min_pps: 200.0,
+            min_bytes_per_s: 1_000_000.0,
+            baseline_factor: 3.0,
+            baseline_sigmas: 6.0,
+            ewma_alpha: 0.05,
+            warmup_s: 5.0,
+            warmup_share: 0.5,
+            warmup_factor: 5.0,
+            clear_share: 0.1,
+            clear_factor: 1.5,
+            clear_windows: 5,
+        }
+    }
+}
+
+/// Which key a heavy hitter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeavyDimension {
+    /// A source, by packets.
+    SourcePackets,
+    /// A source, by bytes.
+    SourceBytes,
+    /// A source's packets of one protocol type and size class.
+    SourceTypeSize,
+    /// A destination service.
+    DestinationService,
+    /// A destination address.
+    Destination,
+    /// A tenant.
+    Tenant,
+}
+
+/// What a heavy hitter's count counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeavyUnit {
+    /// Packets.
+    Packets,
+    /// Bytes.
+    Bytes,
+}
+
+/// A source behind a hot service, with its packets.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourcePackets {
+    /// Packets towards the service.
+    pub packets: u64,
+    /// Source address.
+    pub source: String,
+}
+
+/// A service of a hot destination, with its packets.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServicePackets {
+    /// Packets towards the service.
+    pub packets: u64,
+    /// `addr:port/proto`.
+    pub service: String,
+}
+
+/// The numbers behind a firing heavy hitter (fields in the order they serialise: by name).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeavyHitterEvidence {
+    /// How many times its baseline mean a key must reach.
+    pub baseline_factor: f64,
+    /// The key's baseline mean per window.
+    pub baseline_mean: f64,
+    /// The key's baseline standard deviation.
+    pub baseline_sd: f64,
+    /// The key's count in the window.
+    pub count: u64,
+    /// Which key.
+    pub dimension: HeavyDimension,
+    /// Destinations: distinct sources among the top flows towards it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_sources_in_top_flows: Option<usize>,
+    /// Tenants: distinct sources in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u64>,
+    /// (source, type, size) keys: the protocol type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_type: Option<String>,
+    /// Count per second.
+    pub rate_per_s: f64,
+    /// Share of the window.
+    pub share: f64,
+    /// (source, type, size) keys: the size class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_class: Option<&'static str>,
+    /// Most the sketch may overcount.
+    pub sketch_error_bound: u64,
+    /// Sources: their commonest protocol type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_protocol_type: Option<String>,
+    /// Destinations: their busiest services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_services: Option<Vec<ServicePackets>>,
+    /// Sources: the size class of their commonest type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_size_class: Option<&'static str>,
+    /// Services: their busiest sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_sources: Option<Vec<SourcePackets>>,
+    /// What `count` counts.
+    pub unit: HeavyUnit,
+    /// Bytes in the window.
+    pub window_bytes: u64,
+    /// Packets in the window.
+    pub window_packets: u64,
+    /// Window width, seconds.
+    pub window_s: f64,
+}
+
+/// The numbers behind a resolved heavy hitter.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeavyHitterResolvedEvidence {
+    /// The largest share it held while firing.
+    pub peak_share: f64,
+    /// Windows it stayed quiet before resolving.
+    pub quiet_windows: u32,
+}
 
 /// Candidates judged per dimension per window.
 const CANDIDATES: usize = 8;
@@ -76,9 +239,9 @@ pub struct HeavyJudge {
 }
 
 impl HeavyJudge {
-    /// A judge with these settings; type names come from the classifier.
-    pub fn new(cfg: HeavyHitterConfig, classifier: &Classifier) -> HeavyJudge {
-        let type_names = type_names(classifier);
+    /// A judge with these settings; type names come from the labels.
+    pub fn new(cfg: HeavyHitterConfig, labels: &Labels) -> HeavyJudge {
+        let type_names = type_names(labels);
         HeavyJudge {
             cfg,
             first_ns: None,
@@ -93,8 +256,8 @@ impl HeavyJudge {
     }
 
     /// Takes the protocol-type names of a reloaded classifier.
-    pub fn relabel(&mut self, classifier: &Classifier) {
-        self.type_names = type_names(classifier);
+    pub fn relabel(&mut self, labels: &Labels) {
+        self.type_names = type_names(labels);
     }
 
     /// Judges one closed window.
@@ -133,20 +296,21 @@ impl HeavyJudge {
             let p = by_packets.iter().find(|(k, _)| k == key).map(|(_, v)| v);
             let b = by_bytes.iter().find(|(k, _)| k == key).map(|(_, v)| v);
             let (dim, v, unit) = match (p, b) {
-                (Some(p), _) if p.hot => ("source_packets", p, "packets"),
-                (_, Some(b)) => ("source_bytes", b, "bytes"),
-                (Some(p), None) => ("source_packets", p, "packets"),
+                (Some(p), _) if p.hot => (HeavyDimension::SourcePackets, p, HeavyUnit::Packets),
+                (_, Some(b)) => (HeavyDimension::SourceBytes, b, HeavyUnit::Bytes),
+                (Some(p), None) => (HeavyDimension::SourcePackets, p, HeavyUnit::Packets),
                 (None, None) => continue,
             };
             let top_kind = w.source_kinds.top(64).into_iter().find(|e| e.key.0 == *key);
             let mut evidence = evidence(dim, unit, v, w, width, &cfg, w.sources.error_bound());
             if let Some(k) = top_kind {
-                evidence["top_protocol_type"] = serde_json::json!(self
-                    .type_names
-                    .get(k.key.1.index())
-                    .cloned()
-                    .unwrap_or_default());
-                evidence["top_size_class"] = serde_json::json!(k.key.2.name());
+                evidence.top_protocol_type = Some(
+                    self.type_names
+                        .get(k.key.1.index())
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                evidence.top_size_class = Some(k.key.2.name());
             }
             let tenant = Some(tenants.name(tenants.lookup(*key)).to_string());
             raise(
@@ -184,16 +348,16 @@ impl HeavyJudge {
                 .unwrap_or_default();
             let subject = format!("{} {} {}", key.0, name, key.2.name());
             let mut e = evidence(
-                "source_type_size",
-                "packets",
+                HeavyDimension::SourceTypeSize,
+                HeavyUnit::Packets,
                 v,
                 w,
                 width,
                 &cfg,
                 w.source_kinds.error_bound(),
             );
-            e["protocol_type"] = serde_json::json!(name);
-            e["size_class"] = serde_json::json!(key.2.name());
+            e.protocol_type = Some(name);
+            e.size_class = Some(key.2.name());
             let tenant = Some(tenants.name(tenants.lookup(key.0)).to_string());
             raise(
                 &mut self.source_kinds,
@@ -231,20 +395,25 @@ impl HeavyJudge {
             }
             let subject = format!("{}/{}", endpoint(key.0, key.1), proto_label(key.2));
             let mut e = evidence(
-                "destination_service",
-                "packets",
+                HeavyDimension::DestinationService,
+                HeavyUnit::Packets,
                 v,
                 w,
                 width,
                 &cfg,
                 w.services.error_bound(),
             );
-            e["top_sources"] = serde_json::json!(flows
-                .iter()
-                .filter(|f| (f.key.2, f.key.3, f.key.4) == *key)
-                .take(5)
-                .map(|f| serde_json::json!({"source": f.key.0.to_string(), "packets": f.count}))
-                .collect::<Vec<_>>());
+            e.top_sources = Some(
+                flows
+                    .iter()
+                    .filter(|f| (f.key.2, f.key.3, f.key.4) == *key)
+                    .take(5)
+                    .map(|f| SourcePackets {
+                        packets: f.count,
+                        source: f.key.0.to_string(),
+                    })
+                    .collect(),
+            );
             raise(&mut self.services, &cfg, *key, subject, None, v, w, e, out);
         }
 
@@ -270,24 +439,28 @@ impl HeavyJudge {
                 continue;
             }
             let mut e = evidence(
-                "destination",
-                "packets",
+                HeavyDimension::Destination,
+                HeavyUnit::Packets,
                 v,
                 w,
                 width,
                 &cfg,
                 w.destinations.error_bound(),
             );
-            e["top_services"] = serde_json::json!(w
-                .services
-                .top(64)
-                .iter()
-                .filter(|s| s.key.0 == *addr)
-                .take(5)
-                .map(|s| serde_json::json!({"service": format!("{}/{}", endpoint(s.key.0, s.key.1), proto_label(s.key.2)), "packets": s.count}))
-                .collect::<Vec<_>>());
-            e["distinct_sources_in_top_flows"] =
-                serde_json::json!(flows.iter().filter(|f| f.key.2 == *addr).count());
+            e.top_services = Some(
+                w.services
+                    .top(64)
+                    .iter()
+                    .filter(|s| s.key.0 == *addr)
+                    .take(5)
+                    .map(|s| ServicePackets {
+                        packets: s.count,
+                        service: format!("{}/{}", endpoint(s.key.0, s.key.1), proto_label(s.key.2)),
+                    })
+                    .collect(),
+            );
+            e.distinct_sources_in_top_flows =
+                Some(flows.iter().filter(|f| f.key.2 == *addr).count());
             raise(
                 &mut self.destinations,
                 &cfg,
@@ -328,8 +501,16 @@ impl HeavyJudge {
                 continue;
             }
             let name = tenants.name(TenantId(*key)).to_string();
-            let mut e = evidence("tenant", "packets", v, w, width, &cfg, 0);
-            e["nodes"] = serde_json::json!(w.tenants[*key as usize].nodes.count().0);
+            let mut e = evidence(
+                HeavyDimension::Tenant,
+                HeavyUnit::Packets,
+                v,
+                w,
+                width,
+                &cfg,
+                0,
+            );
+            e.nodes = Some(w.tenants[*key as usize].nodes.count().0);
             raise(
                 &mut self.tenant_dim,
                 &cfg,
@@ -470,15 +651,16 @@ impl HeavyJudge {
 }
 
 /// Names of every protocol-type index, custom ones included.
-fn type_names(classifier: &Classifier) -> Vec<String> {
-    (0..classifier.type_count())
-        .map(|i| {
-            classifier
-                .type_at(i)
-                .map(|k| classifier.type_name(k).to_string())
-                .unwrap_or_default()
-        })
+fn type_names(labels: &Labels) -> Vec<String> {
+    (0..labels.type_count())
+        .map(|i| labels.type_name(i).unwrap_or_default().to_string())
         .collect()
+}
+
+impl WindowDetector for HeavyJudge {
+    fn window(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        self.judge(w, tenants, out);
+    }
 }
 
 /// Baseline means of a dimension's firing keys (frozen while they fire).
@@ -520,7 +702,10 @@ fn settle<K: Copy + Eq + Hash>(
             detected_ns: end_ns,
             value: f.peak,
             threshold,
-            evidence: serde_json::json!({"peak_share": f.peak, "quiet_windows": f.quiet}),
+            evidence: Evidence::HeavyHitterResolved(HeavyHitterResolvedEvidence {
+                peak_share: f.peak,
+                quiet_windows: f.quiet,
+            }),
         });
         false
     });
@@ -536,7 +721,7 @@ fn raise<K: Copy + Eq + Hash>(
     tenant: Option<String>,
     v: &Verdict,
     w: &WindowStats,
-    evidence: serde_json::Value,
+    evidence: HeavyHitterEvidence,
     out: &mut Vec<Finding>,
 ) {
     let f = dim.firing.entry(key).or_insert(Firing {
@@ -560,7 +745,7 @@ fn raise<K: Copy + Eq + Hash>(
         detected_ns: w.end_ns,
         value: v.share,
         threshold: cfg.min_share,
-        evidence,
+        evidence: Evidence::HeavyHitter(evidence),
     });
 }
 
@@ -632,36 +817,50 @@ fn judge_dimension<K: Copy + Eq + Hash>(
 }
 
 fn evidence(
-    dimension: &str,
-    unit: &str,
+    dimension: HeavyDimension,
+    unit: HeavyUnit,
     v: &Verdict,
     w: &WindowStats,
     width_s: f64,
     cfg: &HeavyHitterConfig,
     error_bound: u64,
-) -> serde_json::Value {
-    serde_json::json!({
-        "dimension": dimension,
-        "unit": unit,
-        "count": v.count,
-        "rate_per_s": v.rate,
-        "share": v.share,
-        "window_packets": w.packets,
-        "window_bytes": w.bytes,
-        "window_s": width_s,
-        "baseline_mean": v.baseline.mean,
-        "baseline_sd": v.baseline.var.sqrt(),
-        "baseline_factor": cfg.baseline_factor,
-        "sketch_error_bound": error_bound,
-    })
+) -> HeavyHitterEvidence {
+    HeavyHitterEvidence {
+        baseline_factor: cfg.baseline_factor,
+        baseline_mean: v.baseline.mean,
+        baseline_sd: v.baseline.var.sqrt(),
+        count: v.count,
+        dimension,
+        distinct_sources_in_top_flows: None,
+        nodes: None,
+        protocol_type: None,
+        rate_per_s: v.rate,
+        share: v.share,
+        size_class: None,
+        sketch_error_bound: error_bound,
+        top_protocol_type: None,
+        top_services: None,
+        top_size_class: None,
+        top_sources: None,
+        unit,
+        window_bytes: w.bytes,
+        window_packets: w.packets,
+        window_s: width_s,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
+    use tapwatch_classifier::Classifier;
+
     use super::*;
-    use crate::config::HeavyHitterConfig;
+    use crate::config::AnalyzerConfig;
+
+    fn labels(classifier: &Classifier) -> Labels {
+        Labels::new(&AnalyzerConfig::default(), classifier)
+    }
 
     fn window(i: u64, senders: &[(u8, u32, u64)], tenants: &TenantMap) -> WindowStats {
         let mut w = WindowStats::new(
@@ -697,7 +896,7 @@ mod tests {
     fn a_tenant_surge_from_many_small_sources_is_a_tenant_alert() {
         let tenants = TenantMap::parse(std::path::Path::new("t"), "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.0.0/16\"]\n[[tenant]]\nname = \"beta\"\nprefixes = [\"10.2.0.0/16\"]\n").unwrap();
         let classifier = Classifier::new(tenants.clone(), &Default::default());
-        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &classifier);
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &labels(&classifier));
         let mut out = Vec::new();
         for i in 0..30 {
             judge.judge(
@@ -719,7 +918,9 @@ mod tests {
             "{out:#?}"
         );
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0].evidence["dimension"], "tenant");
+        assert!(
+            matches!(&out[0].evidence, Evidence::HeavyHitter(e) if e.dimension == HeavyDimension::Tenant)
+        );
         for i in 33..40 {
             judge.judge(
                 &window(i, &[(1, 50, 1), (2, 50, 1)], &tenants),
@@ -738,7 +939,7 @@ mod tests {
     fn a_big_source_that_was_always_there_is_not_an_anomaly_but_a_new_one_is() {
         let tenants = TenantMap::default();
         let classifier = Classifier::default();
-        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &classifier);
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &labels(&classifier));
         let mut out = Vec::new();
         // 10.1.0.0 sends 600 of ~700 packets per window from the start.
         for i in 0..40 {

@@ -9,8 +9,88 @@
 //! quadruples its setups.
 use std::collections::VecDeque;
 
-use crate::config::SetupGrowthConfig;
-use crate::finding::{Finding, FindingKind, Severity};
+use serde::{Deserialize, Serialize};
+use tapwatch_classifier::{TenantId, TenantMap};
+
+use super::WindowDetector;
+use crate::finding::{Evidence, Finding, FindingKind, Severity};
+use crate::window::{Rollup, WindowStats};
+
+/// Quadratic growth of connection setups with a tenant's node count.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SetupGrowthConfig {
+    /// Width of the points the fit uses, seconds (a rollup of the base windows).
+    pub point_s: f64,
+    /// Points kept per tenant (the sliding history).
+    pub history: usize,
+    /// Points needed before fitting.
+    pub min_points: usize,
+    /// Exponent at or above which growth is flagged.
+    pub min_exponent: f64,
+    /// Hysteresis: a flagged tenant clears when its exponent falls below this.
+    pub clear_exponent: f64,
+    /// Ratio of largest to smallest node count the history must span.
+    pub min_node_range: f64,
+    /// Coefficient of determination the fit must reach (log-log).
+    pub min_r2: f64,
+    /// Extra protocol types (by name) that count as connection setups besides TCP SYN.
+    pub setup_types: Vec<String>,
+    /// Distinct sources per tenant counted exactly up to this many, then estimated.
+    pub exact_nodes: usize,
+}
+
+impl Default for SetupGrowthConfig {
+    fn default() -> Self {
+        SetupGrowthConfig {
+            point_s: 10.0,
+            history: 30,
+            min_points: 6,
+            min_exponent: 1.6,
+            clear_exponent: 1.4,
+            min_node_range: 2.0,
+            min_r2: 0.8,
+            setup_types: Vec::new(),
+            exact_nodes: 4096,
+        }
+    }
+}
+
+/// The numbers behind a growth finding, firing or resolved (fields in the order they
+/// serialise: by name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GrowthEvidence {
+    /// Fitted exponent of setups against nodes.
+    pub exponent: f64,
+    /// Its 95 % confidence interval.
+    pub exponent_ci95: [f64; 2],
+    /// The points fitted: `[start_ns, nodes, setups]`.
+    pub history: Vec<(u64, f64, f64)>,
+    /// Largest over smallest node count in the history.
+    pub node_range: f64,
+    /// Largest node count in the history.
+    pub nodes_max: f64,
+    /// Smallest node count in the history.
+    pub nodes_min: f64,
+    /// Nodes in the latest point.
+    pub nodes_now: u64,
+    /// The tenant's share of all packets in the latest point.
+    pub packet_share: f64,
+    /// Point width, seconds.
+    pub point_s: f64,
+    /// Points fitted.
+    pub points: usize,
+    /// The setup rate expected at twice the nodes: rate × 2^exponent.
+    pub projected_setup_rate_at_2x_nodes: f64,
+    /// Coefficient of determination of the fit (log-log).
+    pub r2: f64,
+    /// Setups per second in the latest point.
+    pub setup_rate_per_s: f64,
+    /// The tenant's share of all setups in the latest point.
+    pub setup_share: f64,
+    /// Setups in the latest point.
+    pub setups_now: u64,
+}
 
 /// A Theil–Sen fit of `y = a + b·x`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,22 +264,22 @@ impl GrowthDetector {
         let hot = raise || (h.firing_since.is_some() && fit.slope >= self.cfg.clear_exponent);
         let rate_now = setups as f64 / width_s.max(1e-9);
         let projected = rate_now * 2f64.powf(fit.slope);
-        let evidence = serde_json::json!({
-            "exponent": fit.slope,
-            "exponent_ci95": [fit.slope_low, fit.slope_high],
-            "r2": fit.r2,
-            "points": fit.n,
-            "point_s": width_s,
-            "nodes_now": nodes,
-            "nodes_min": min_n,
-            "nodes_max": max_n,
-            "node_range": range,
-            "setups_now": setups,
-            "setup_share": setup_share,
-            "packet_share": packet_share,
-            "setup_rate_per_s": rate_now,
-            "projected_setup_rate_at_2x_nodes": projected,
-            "history": h.points.iter().map(|(ts, n, s)| serde_json::json!([ts, n, s])).collect::<Vec<_>>(),
+        let evidence = Evidence::Growth(GrowthEvidence {
+            exponent: fit.slope,
+            exponent_ci95: [fit.slope_low, fit.slope_high],
+            history: h.points.iter().copied().collect(),
+            node_range: range,
+            nodes_max: max_n,
+            nodes_min: min_n,
+            nodes_now: nodes,
+            packet_share,
+            point_s: width_s,
+            points: fit.n,
+            projected_setup_rate_at_2x_nodes: projected,
+            r2: fit.r2,
+            setup_rate_per_s: rate_now,
+            setup_share,
+            setups_now: setups,
         });
         let since = h.firing_since;
         if hot {
@@ -240,10 +320,113 @@ impl GrowthDetector {
     }
 }
 
+/// One setup-growth point with the fit it produced, for storage.
+#[derive(Clone, Debug)]
+pub struct GrowthSample {
+    /// Tenant name.
+    pub tenant: String,
+    /// Point start (event time, ns).
+    pub start_ns: u64,
+    /// Point width, seconds.
+    pub width_s: f64,
+    /// Distinct sources (nodes) in the point.
+    pub nodes: u64,
+    /// Connection setups in the point.
+    pub setups: u64,
+    /// The fit over the tenant's history after this point, if there were enough points.
+    pub fit: Option<Fit>,
+}
+
+/// The setup-growth detector as the merger runs it: base windows rolled up into points of
+/// `point_s`, one point per tenant fed to the [`GrowthDetector`].
+pub struct SetupGrowth {
+    detector: GrowthDetector,
+    points: Rollup,
+    /// Keep every point as a [`GrowthSample`] for storage.
+    pub(crate) keep: bool,
+    pub(crate) samples: Vec<GrowthSample>,
+}
+
+impl SetupGrowth {
+    /// A detector with these settings.
+    pub fn new(cfg: SetupGrowthConfig) -> SetupGrowth {
+        SetupGrowth {
+            points: Rollup::new(cfg.point_s),
+            detector: GrowthDetector::new(cfg),
+            keep: false,
+            samples: Vec::new(),
+        }
+    }
+
+    /// The detector behind it (fits and histories).
+    pub fn detector(&self) -> &GrowthDetector {
+        &self.detector
+    }
+
+    fn point(&mut self, p: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        let total_setups: u64 = p.tenants.iter().map(|t| t.setups).sum();
+        let share = |x: u64, total: u64| {
+            if total > 0 {
+                x as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
+        for (i, t) in p.tenants.iter().enumerate() {
+            if i == TenantId::UNASSIGNED.0 as usize {
+                continue; // "unassigned" is not one tenant: its nodes are unrelated
+            }
+            let name = tenants.name(TenantId(i as u16)).to_string();
+            let point = GrowthPoint {
+                index: i,
+                tenant: &name,
+                start_ns: p.start_ns,
+                end_ns: p.end_ns,
+                nodes: t.nodes.count().0,
+                setups: t.setups,
+                width_s: p.width_s(),
+                setup_share: share(t.setups, total_setups),
+                packet_share: share(t.packets, p.packets),
+            };
+            self.detector.observe(&point, out);
+            if self.keep && point.nodes >= 2 && point.setups >= 1 {
+                self.samples.push(GrowthSample {
+                    tenant: name.clone(),
+                    start_ns: p.start_ns,
+                    width_s: p.width_s(),
+                    nodes: point.nodes,
+                    setups: point.setups,
+                    fit: self
+                        .detector
+                        .last_fit
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|f| f.0),
+                });
+            }
+        }
+    }
+}
+
+impl WindowDetector for SetupGrowth {
+    fn window(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        if let Some(p) = self.points.push(w) {
+            self.point(&p, tenants, out);
+        }
+    }
+
+    fn finish(&mut self, tenants: &TenantMap, out: &mut Vec<Finding>) {
+        if let Some(p) = self.points.finish() {
+            self.point(&p, tenants, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Rng;
+    use tapwatch_synth::Rng;
 
     #[test]
     fn recovers_exponents_with_noise_and_outliers() {
@@ -306,11 +489,47 @@ mod tests {
         assert!(out.iter().all(|f| f.subject == "quad"), "{out:?}");
         let last = out.last().unwrap();
         assert!(last.active && (last.value - 2.0).abs() < 0.05);
-        let projected = last.evidence["projected_setup_rate_at_2x_nodes"]
-            .as_f64()
-            .unwrap();
-        let now = last.evidence["setup_rate_per_s"].as_f64().unwrap();
+        let Evidence::Growth(e) = &last.evidence else {
+            panic!("growth evidence: {last:?}")
+        };
+        let projected = e.projected_setup_rate_at_2x_nodes;
+        let now = e.setup_rate_per_s;
         assert!((projected / now - 4.0).abs() < 0.3, "{projected} vs {now}");
+    }
+
+    #[test]
+    fn a_flagged_tenant_resolves_once_its_growth_turns_linear() {
+        let mut d = GrowthDetector::new(SetupGrowthConfig::default());
+        let mut out = Vec::new();
+        for i in 0..60u64 {
+            let n = 20 + 10 * (i % 30);
+            let setups = if i < 30 { n * n / 10 } else { 90 * n };
+            d.observe(
+                &GrowthPoint {
+                    index: 1,
+                    tenant: "swarm",
+                    start_ns: i * 10,
+                    end_ns: (i + 1) * 10,
+                    nodes: n,
+                    setups,
+                    width_s: 10.0,
+                    setup_share: 0.5,
+                    packet_share: 0.5,
+                },
+                &mut out,
+            );
+        }
+        let first = out.iter().position(|f| f.active).expect("fires");
+        let resolved: Vec<_> = out.iter().filter(|f| !f.active).collect();
+        assert_eq!(resolved.len(), 1, "{out:?}");
+        let r = resolved[0];
+        assert!(
+            r.value < 1.4,
+            "clears below the clear exponent: {}",
+            r.value
+        );
+        assert_eq!(r.started_ns, out[first].started_ns);
+        assert!(!out.last().unwrap().active, "stays resolved");
     }
 
     #[test]

@@ -1,7 +1,19 @@
 //! Seeded generators of labelled captures: the bundled demo and the detector scenarios.
 //!
 //! Every scenario is deterministic for a given seed, so a capture can be regenerated
-//! byte for byte and its ground truth checked against what tapwatch reports.
+//! byte for byte and its ground truth checked against what tapwatch reports. Used by
+//! `tapwatch scenario`, the end-to-end tests, the analyzer's own scenario tests and the
+//! benchmarks.
+//!
+//! ```
+//! let s = tapwatch_synth::generate("bfd_silence", 1).unwrap();
+//! assert_eq!(s.expected[0].kind, "missed_heartbeat");
+//! let mut pcap = Vec::new();
+//! let frames = s.capture.write(&mut pcap).unwrap();
+//! assert!(frames > 100);
+//! assert_eq!(tapwatch_synth::classifier().tenants().names()[0], "unassigned");
+//! ```
+#![deny(missing_docs)]
 use std::io::Write;
 use std::net::Ipv4Addr;
 
@@ -246,6 +258,16 @@ prefixes = ["10.60.0.0/16"]
 name = "infrastructure"
 prefixes = ["192.0.2.0/24", "198.51.100.0/24"]
 "#;
+
+/// A classifier with the scenarios' tenants ([`TENANTS_TOML`]) and default settings.
+pub fn classifier() -> tapwatch_classifier::Classifier {
+    let tenants = tapwatch_classifier::TenantMap::parse(
+        std::path::Path::new("scenario tenants"),
+        TENANTS_TOML,
+    )
+    .expect("the scenario tenants parse");
+    tapwatch_classifier::Classifier::new(tenants, &Default::default())
+}
 
 /// An alert a scenario must raise: kind, subject and when it may be detected.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

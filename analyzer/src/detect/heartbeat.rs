@@ -12,12 +12,107 @@ use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 
-use crate::config::HeartbeatConfig;
-use crate::finding::{endpoint, proto_label, Finding, FindingKind, Severity};
+use super::PacketDetector;
+use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
+use crate::labels::Labels;
+use crate::window::WindowStats;
+
+/// Periodic flows and BFD sessions that fall silent.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// A periodic flow is late after this many periods of silence.
+    pub k: f64,
+    /// Inter-arrival samples needed before a flow counts as periodic.
+    pub min_samples: usize,
+    /// Seconds a flow must have kept its rhythm before it counts as periodic.
+    pub min_learn_s: f64,
+    /// Flows that carry a packet larger than this (wire bytes) are data, not heartbeats.
+    pub max_packet_bytes: u32,
+    /// Each interval of a periodic flow lies within this fraction of the period from it
+    /// (BFD's own transmit jitter is up to 25 %).
+    pub tolerance: f64,
+    /// Fraction of the recent intervals that must be within the tolerance.
+    pub min_regular: f64,
+    /// Shortest period considered a heartbeat, seconds (faster flows are streams).
+    pub min_period_s: f64,
+    /// Longest period considered, seconds.
+    pub max_period_s: f64,
+    /// Flows tracked at most per worker.
+    pub max_flows: usize,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            k: 3.0,
+            min_samples: 6,
+            min_learn_s: 10.0,
+            max_packet_bytes: 512,
+            tolerance: 0.3,
+            min_regular: 0.9,
+            min_period_s: 0.05,
+            max_period_s: 600.0,
+            max_flows: 1 << 17,
+        }
+    }
+}
 
 const SAMPLES: usize = 16;
+
+/// Why a missed heartbeat resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Resolution {
+    /// Packets arrived again.
+    #[serde(rename = "flow resumed")]
+    FlowResumed,
+    /// The flow ended (TCP FIN/RST, BFD Down/AdminDown).
+    #[serde(rename = "flow ended")]
+    FlowEnded,
+}
+
+/// A BFD session's advertised timers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BfdEvidence {
+    /// Desired minimum transmit interval, µs.
+    pub desired_min_tx_us: u32,
+    /// Detect time multiplier.
+    pub detect_mult: u8,
+    /// My discriminator.
+    pub my_discriminator: u32,
+    /// Required minimum receive interval, µs.
+    pub required_min_rx_us: u32,
+    /// Your discriminator.
+    pub your_discriminator: u32,
+}
+
+/// The numbers behind a missed heartbeat (fields in the order they serialise: by name).
+/// `gap_s` and `resolution` are there only when it resolved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HeartbeatEvidence {
+    /// BFD sessions: their timers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdEvidence>,
+    /// Resolved: the whole gap, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_s: Option<f64>,
+    /// The last packet before the silence (event time, ns).
+    pub last_packet_at_ns: u64,
+    /// Learned period, seconds.
+    pub period_s: f64,
+    /// `udp`, `tcp`, … .
+    pub protocol: String,
+    /// Resolved: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Inter-arrival samples seen.
+    pub samples: usize,
+    /// Median absolute deviation of the intervals, seconds.
+    pub spread_s: f64,
+}
 
 /// Identity of a heartbeat flow, one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -220,7 +315,7 @@ impl HeartbeatTracker {
         if ended {
             if let Some(f) = self.flows.remove(&key) {
                 if let Some(since) = f.firing_since {
-                    out.push(resolved(&key, &f, since, m.ts_ns, "flow ended"));
+                    out.push(resolved(&key, &f, since, m.ts_ns, Resolution::FlowEnded));
                 }
             }
             return;
@@ -263,7 +358,13 @@ impl HeartbeatTracker {
         }
         if let Some(since) = flow.firing_since.take() {
             flow.last_gap_ns = m.ts_ns.saturating_sub(since);
-            out.push(resolved(&key, flow, since, m.ts_ns, "flow resumed"));
+            out.push(resolved(
+                &key,
+                flow,
+                since,
+                m.ts_ns,
+                Resolution::FlowResumed,
+            ));
             // The gap is not a sample of the period; the rhythm is learned again.
             flow.n = 0;
             flow.run_start = m.ts_ns;
@@ -385,24 +486,48 @@ fn learn(flow: &mut Flow, cfg: &HeartbeatConfig) {
         && regular as f64 >= cfg.min_regular * n as f64;
 }
 
-fn evidence(key: &FlowKey, flow: &Flow) -> serde_json::Value {
-    let mut e = serde_json::json!({
-        "period_s": flow.period_ns as f64 / 1e9,
-        "spread_s": flow.spread_ns as f64 / 1e9,
-        "samples": flow.n,
-        "last_packet_at_ns": flow.last_ts,
-        "protocol": proto_label(key.proto),
-    });
-    if let Some(b) = &flow.bfd {
-        e["bfd"] = serde_json::json!({
-            "detect_mult": b.detect_mult,
-            "desired_min_tx_us": b.desired_min_tx_us,
-            "required_min_rx_us": b.required_min_rx_us,
-            "my_discriminator": b.my_disc,
-            "your_discriminator": b.your_disc,
-        });
+impl PacketDetector for HeartbeatTracker {
+    #[inline]
+    fn packet(
+        &mut self,
+        m: &PacketMeta,
+        _window: Option<&mut WindowStats>,
+        labels: &Labels,
+        out: &mut Vec<Finding>,
+    ) {
+        let tenant = || {
+            m.src
+                .and(labels.tenant_names().get(m.tenant.0 as usize).cloned())
+        };
+        self.observe(m, tenant, out);
     }
-    e
+
+    fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
+        self.advance(now, out);
+    }
+
+    fn sweep(&mut self, now: u64) {
+        HeartbeatTracker::sweep(self, now);
+    }
+}
+
+fn evidence(key: &FlowKey, flow: &Flow) -> HeartbeatEvidence {
+    HeartbeatEvidence {
+        bfd: flow.bfd.as_ref().map(|b| BfdEvidence {
+            desired_min_tx_us: b.desired_min_tx_us,
+            detect_mult: b.detect_mult,
+            my_discriminator: b.my_disc,
+            required_min_rx_us: b.required_min_rx_us,
+            your_discriminator: b.your_disc,
+        }),
+        gap_s: None,
+        last_packet_at_ns: flow.last_ts,
+        period_s: flow.period_ns as f64 / 1e9,
+        protocol: proto_label(key.proto),
+        resolution: None,
+        samples: flow.n,
+        spread_s: flow.spread_ns as f64 / 1e9,
+    }
 }
 
 /// A finding about one flow; BFD sessions are critical, other heartbeats warnings.
@@ -415,7 +540,7 @@ fn finding(
     detected_ns: u64,
     value: f64,
     threshold: f64,
-    evidence: serde_json::Value,
+    evidence: HeartbeatEvidence,
 ) -> Finding {
     Finding {
         kind: FindingKind::MissedHeartbeat,
@@ -431,7 +556,7 @@ fn finding(
         detected_ns,
         value,
         threshold,
-        evidence,
+        evidence: Evidence::Heartbeat(evidence),
     }
 }
 
@@ -449,10 +574,149 @@ fn firing(key: &FlowKey, flow: &Flow, deadline: u64) -> Finding {
     )
 }
 
-fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: &str) -> Finding {
+fn resolved(key: &FlowKey, flow: &Flow, since: u64, now: u64, why: Resolution) -> Finding {
     let gap = now.saturating_sub(since) as f64 / 1e9;
     let mut e = evidence(key, flow);
-    e["gap_s"] = serde_json::json!(gap);
-    e["resolution"] = serde_json::json!(why);
+    e.gap_s = Some(gap);
+    e.resolution = Some(why);
     finding(key, flow, false, since, now, gap, 0.0, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use tapwatch_classifier::BfdControl;
+
+    use super::*;
+    use crate::testkit::{addr, tcp, udp, SEC};
+
+    const T: u64 = 1_000 * SEC;
+
+    fn tracker() -> HeartbeatTracker {
+        HeartbeatTracker::new(HeartbeatConfig::default())
+    }
+
+    /// Packets of one flow at `T + t` for each `t` (ns).
+    fn beats(h: &mut HeartbeatTracker, times: impl IntoIterator<Item = u64>, len: u32) {
+        let mut out = Vec::new();
+        for t in times {
+            h.observe(
+                &udp(T + t, (addr(1), 4000), (addr(2), 9999), len),
+                || None,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_periodic_flow_fires_at_its_deadline_and_resolves_when_it_resumes() {
+        let mut h = tracker();
+        beats(&mut h, (0..=20).map(|i| i * SEC), 80);
+        assert_eq!(h.periodic(), 1);
+        let mut out = Vec::new();
+        h.advance(T + 22_900_000_000, &mut out);
+        assert!(out.is_empty(), "not before 3 periods: {out:?}");
+        h.advance(T + 23 * SEC, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let f = &out[0];
+        assert!(f.active && f.kind == FindingKind::MissedHeartbeat);
+        assert_eq!((f.started_ns, f.detected_ns), (T + 20 * SEC, T + 23 * SEC));
+        assert_eq!((f.value, f.severity), (3.0, Severity::Warning));
+        assert_eq!(f.subject, "10.0.0.1:4000->10.0.0.2:9999/udp");
+        h.advance(T + 30 * SEC, &mut out);
+        assert_eq!(out.len(), 1, "fires once per silence");
+        h.observe(
+            &udp(T + 31 * SEC, (addr(1), 4000), (addr(2), 9999), 80),
+            || None,
+            &mut out,
+        );
+        let r = &out[1];
+        assert!(!r.active);
+        assert_eq!(
+            (r.started_ns, r.detected_ns, r.value),
+            (T + 20 * SEC, T + 31 * SEC, 11.0)
+        );
+        let Evidence::Heartbeat(e) = &r.evidence else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (e.resolution, e.gap_s),
+            (Some(Resolution::FlowResumed), Some(11.0))
+        );
+    }
+
+    #[test]
+    fn irregular_and_data_flows_never_fire() {
+        let mut h = tracker();
+        // Alternating 0.2 s and 3 s intervals: no rhythm.
+        let mut t = 0;
+        let irregular = (0..30).map(|i| {
+            t += if i % 2 == 0 { SEC / 5 } else { 3 * SEC };
+            t
+        });
+        beats(&mut h, irregular.collect::<Vec<_>>(), 80);
+        let mut data = tracker();
+        beats(&mut data, (0..=30).map(|i| i * SEC), 1400);
+        let mut out = Vec::new();
+        h.advance(T + 600 * SEC, &mut out);
+        data.advance(T + 600 * SEC, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(data.len(), 0, "large packets never cost a table entry");
+    }
+
+    #[test]
+    fn a_tcp_flow_that_ends_with_fin_is_not_late() {
+        let mut h = tracker();
+        let mut out = Vec::new();
+        let (a, b) = ((addr(1), 40000), (addr(2), 179));
+        for i in 0..=20 {
+            h.observe(
+                &tcp(T + i * SEC, a, b, ProtocolType::TcpAck, 1, 1),
+                || None,
+                &mut out,
+            );
+        }
+        h.observe(
+            &tcp(T + 21 * SEC, a, b, ProtocolType::TcpFin, 1, 1),
+            || None,
+            &mut out,
+        );
+        h.advance(T + 100 * SEC, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_bfd_session_is_late_after_its_detection_time() {
+        let mut h = tracker();
+        let mut out = Vec::new();
+        let ctl = BfdControl {
+            diag: 0,
+            state: BfdState::Up,
+            flags: 0,
+            detect_mult: 3,
+            my_disc: 7,
+            your_disc: 8,
+            desired_min_tx_us: 300_000,
+            required_min_rx_us: 300_000,
+        };
+        let at = |t: u64| {
+            let mut m = udp(T + t, (addr(1), 49152), (addr(2), 3784), 66);
+            m.kind = ProtocolType::BfdControl;
+            m.detail = Detail::Bfd(ctl);
+            m
+        };
+        for i in 0..10 {
+            h.observe(&at(i * 300_000_000), || Some("infra".into()), &mut out);
+        }
+        let last = T + 2_700_000_000;
+        h.advance(last + 899_000_000, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        h.advance(last + 900_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].severity, out[0].tenant.as_deref()),
+            (Severity::Critical, Some("infra"))
+        );
+        assert_eq!(out[0].detected_ns, last + 900_000_000);
+    }
 }

@@ -1,0 +1,455 @@
+//! TCP handshakes seen from the mirror point: SYN → SYN-ACK and SYN-ACK → ACK times, and
+//! SYNs sent again (the client's retransmission timer: ~1 s, 3 s, 7 s … after the first).
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use tapwatch_classifier::{PacketMeta, ProtocolType, TenantId};
+
+use super::PacketDetector;
+use crate::finding::Finding;
+use crate::labels::Labels;
+use crate::window::{latency_histogram, WindowStats};
+
+/// TCP handshakes seen from the mirror point.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandshakeConfig {
+    /// Half-open handshakes tracked at most per worker.
+    pub max_pending: usize,
+    /// Seconds after which an unanswered SYN is forgotten.
+    pub timeout_s: f64,
+    /// Seconds between two copies of a SYN for the later one to count as a retransmission.
+    pub min_retransmit_gap_s: f64,
+    /// Width of the SYN-retransmission judgement, seconds (a rollup of the base windows).
+    pub burst_window_s: f64,
+    /// Retransmitted SYNs towards one server within the burst window that make an anomaly.
+    pub min_retransmits: u64,
+    /// Share of that server's SYNs that must be retransmissions.
+    pub min_retransmit_ratio: f64,
+    /// Hysteresis: a firing server clears when its retransmissions in a burst window fall
+    /// below this many.
+    pub clear_retransmits: u64,
+    /// Servers with their own latency histogram per window (the busiest by SYNs).
+    pub max_servers: usize,
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        HandshakeConfig {
+            max_pending: 1 << 18,
+            timeout_s: 30.0,
+            min_retransmit_gap_s: 0.5,
+            burst_window_s: 10.0,
+            min_retransmits: 5,
+            min_retransmit_ratio: 0.2,
+            clear_retransmits: 2,
+            max_servers: 256,
+        }
+    }
+}
+
+/// A TCP connection, client side first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    client: IpAddr,
+    server: IpAddr,
+    client_port: u16,
+    server_port: u16,
+}
+
+impl ConnKey {
+    /// The connection of a packet the client sent.
+    fn sent_by_client(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ConnKey {
+        ConnKey {
+            client: src,
+            server: dst,
+            client_port: m.src_port,
+            server_port: m.dst_port,
+        }
+    }
+
+    /// The connection of a packet the server sent.
+    fn sent_by_server(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ConnKey {
+        ConnKey {
+            client: dst,
+            server: src,
+            client_port: m.dst_port,
+            server_port: m.src_port,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    first_syn: u64,
+    last_syn: u64,
+    isn: u32,
+    retransmits: u32,
+    /// SYN-ACK seen at this time, with the server's initial sequence number.
+    syn_ack: Option<(u64, u32)>,
+    /// Tenant of the client.
+    tenant: TenantId,
+}
+
+/// What one packet did to a handshake.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HandshakeEvent {
+    /// A SYN seen for the first time.
+    Syn,
+    /// The same SYN again, `n`-th retransmission, `since_first_s` after the first.
+    SynRetransmit {
+        /// Retransmission count for this connection.
+        n: u32,
+        /// Seconds since the first SYN.
+        since_first_s: f64,
+    },
+    /// SYN-ACK: time since the (last) SYN, µs.
+    SynAck {
+        /// µs.
+        us: u64,
+        /// Tenant of the client that sent the SYN.
+        client_tenant: TenantId,
+    },
+    /// Final ACK: time since the SYN-ACK, µs.
+    Ack {
+        /// µs.
+        us: u64,
+    },
+    /// A RST towards or from the server.
+    Rst,
+}
+
+/// Half-open handshakes of one worker, bounded in number and age.
+pub struct HandshakeTracker {
+    cfg: HandshakeConfig,
+    pending: FxHashMap<ConnKey, Pending>,
+    /// SYNs not tracked because the table was full.
+    pub untracked: u64,
+}
+
+impl HandshakeTracker {
+    /// A tracker with these settings.
+    pub fn new(cfg: HandshakeConfig) -> HandshakeTracker {
+        HandshakeTracker {
+            cfg,
+            pending: FxHashMap::default(),
+            untracked: 0,
+        }
+    }
+
+    /// Handshakes in progress.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Feeds one TCP packet; returns what it meant, with the server endpoint it concerns.
+    #[inline]
+    pub fn observe(&mut self, m: &PacketMeta) -> Option<((IpAddr, u16), HandshakeEvent)> {
+        let (Some(src), Some(dst)) = (m.src, m.dst) else {
+            return None;
+        };
+        if m.ip_proto != 6 || m.malformed.is_some() {
+            return None;
+        }
+        match m.kind {
+            ProtocolType::TcpSyn => {
+                let key = ConnKey::sent_by_client(m, src, dst);
+                let server = (dst, m.dst_port);
+                if let Some(p) = self.pending.get_mut(&key) {
+                    let gap = m.ts_ns.saturating_sub(p.last_syn);
+                    if p.isn == m.tcp_seq && gap as f64 >= self.cfg.min_retransmit_gap_s * 1e9 {
+                        p.retransmits += 1;
+                        p.last_syn = m.ts_ns;
+                        let since = m.ts_ns.saturating_sub(p.first_syn) as f64 / 1e9;
+                        return Some((
+                            server,
+                            HandshakeEvent::SynRetransmit {
+                                n: p.retransmits,
+                                since_first_s: since,
+                            },
+                        ));
+                    }
+                    if p.isn == m.tcp_seq {
+                        return None; // a duplicate copy on the mirror, not a retransmission
+                    }
+                }
+                if self.pending.len() >= self.cfg.max_pending && !self.pending.contains_key(&key) {
+                    self.untracked += 1;
+                    return Some((server, HandshakeEvent::Syn));
+                }
+                self.pending.insert(
+                    key,
+                    Pending {
+                        first_syn: m.ts_ns,
+                        last_syn: m.ts_ns,
+                        isn: m.tcp_seq,
+                        retransmits: 0,
+                        syn_ack: None,
+                        tenant: m.tenant,
+                    },
+                );
+                Some((server, HandshakeEvent::Syn))
+            }
+            ProtocolType::TcpSynAck => {
+                let key = ConnKey::sent_by_server(m, src, dst);
+                let p = self.pending.get_mut(&key)?;
+                if m.tcp_ack != p.isn.wrapping_add(1) || p.syn_ack.is_some() {
+                    return None;
+                }
+                p.syn_ack = Some((m.ts_ns, m.tcp_seq));
+                let us = m.ts_ns.saturating_sub(p.last_syn) / 1000;
+                Some((
+                    (src, m.src_port),
+                    HandshakeEvent::SynAck {
+                        us,
+                        client_tenant: p.tenant,
+                    },
+                ))
+            }
+            ProtocolType::TcpRst => {
+                let server = if m.src_port < m.dst_port {
+                    (src, m.src_port)
+                } else {
+                    (dst, m.dst_port)
+                };
+                let a = ConnKey::sent_by_client(m, src, dst);
+                let b = ConnKey::sent_by_server(m, src, dst);
+                let known = if let Some(p) = self.pending.remove(&a) {
+                    Some(((a.server, a.server_port), p))
+                } else {
+                    self.pending
+                        .remove(&b)
+                        .map(|p| ((b.server, b.server_port), p))
+                };
+                Some((known.map(|k| k.0).unwrap_or(server), HandshakeEvent::Rst))
+            }
+            _ if m.tcp_flags & 0x10 != 0 => {
+                // The client's ACK of the SYN-ACK completes the handshake.
+                let key = ConnKey::sent_by_client(m, src, dst);
+                let p = self.pending.get(&key)?;
+                let (at, server_isn) = p.syn_ack?;
+                if m.tcp_ack != server_isn.wrapping_add(1) {
+                    return None;
+                }
+                self.pending.remove(&key);
+                Some((
+                    (dst, m.dst_port),
+                    HandshakeEvent::Ack {
+                        us: m.ts_ns.saturating_sub(at) / 1000,
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets handshakes older than the timeout (called at window ends).
+    pub fn sweep(&mut self, now: u64) {
+        let timeout = (self.cfg.timeout_s * 1e9) as u64;
+        self.pending
+            .retain(|_, p| now.saturating_sub(p.last_syn) < timeout);
+    }
+}
+
+impl HandshakeEvent {
+    /// Counts the event in the window: per server, and latency per tenant.
+    #[inline]
+    fn record(self, server: (IpAddr, u16), m: &PacketMeta, w: &mut WindowStats) {
+        match self {
+            HandshakeEvent::Syn => {
+                if let Some(s) = w.server(server) {
+                    s.syns += 1;
+                }
+            }
+            HandshakeEvent::SynRetransmit { .. } => {
+                if let Some(s) = w.server(server) {
+                    s.retransmits += 1;
+                }
+            }
+            HandshakeEvent::Rst => {
+                if let Some(s) = w.server(server) {
+                    s.rsts += 1;
+                }
+            }
+            HandshakeEvent::SynAck { us, client_tenant } => {
+                if let Some(s) = w.server(server) {
+                    let _ = s
+                        .syn_to_syn_ack
+                        .get_or_insert_with(latency_histogram)
+                        .record(us.max(1));
+                }
+                let _ = w
+                    .tenant(client_tenant)
+                    .syn_to_syn_ack
+                    .get_or_insert_with(latency_histogram)
+                    .record(us.max(1));
+            }
+            HandshakeEvent::Ack { us } => {
+                let _ = w
+                    .tenant(m.tenant)
+                    .syn_ack_to_ack
+                    .get_or_insert_with(latency_histogram)
+                    .record(us.max(1));
+            }
+        }
+    }
+}
+
+impl PacketDetector for HandshakeTracker {
+    #[inline]
+    fn packet(
+        &mut self,
+        m: &PacketMeta,
+        window: Option<&mut WindowStats>,
+        _labels: &Labels,
+        _out: &mut Vec<Finding>,
+    ) {
+        if let Some((server, event)) = self.observe(m) {
+            if let Some(w) = window {
+                event.record(server, m, w);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        HandshakeTracker::sweep(self, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{addr, tcp, SEC};
+
+    const T: u64 = 1_000 * SEC;
+    const CLIENT: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 50000);
+
+    fn server() -> (IpAddr, u16) {
+        (addr(2), 443)
+    }
+
+    #[test]
+    fn a_handshake_yields_both_latencies() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let syn = tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
+        assert_eq!(h.observe(&syn), Some((server(), HandshakeEvent::Syn)));
+        let wrong = tcp(
+            T + 1_000_000,
+            server(),
+            CLIENT,
+            ProtocolType::TcpSynAck,
+            500,
+            7,
+        );
+        assert_eq!(h.observe(&wrong), None, "a SYN-ACK for another SYN");
+        let syn_ack = tcp(
+            T + 2_000_000,
+            server(),
+            CLIENT,
+            ProtocolType::TcpSynAck,
+            500,
+            101,
+        );
+        assert_eq!(
+            h.observe(&syn_ack),
+            Some((
+                server(),
+                HandshakeEvent::SynAck {
+                    us: 2000,
+                    client_tenant: TenantId(0)
+                }
+            ))
+        );
+        let ack = tcp(
+            T + 5_000_000,
+            CLIENT,
+            server(),
+            ProtocolType::TcpAck,
+            101,
+            501,
+        );
+        assert_eq!(
+            h.observe(&ack),
+            Some((server(), HandshakeEvent::Ack { us: 3000 }))
+        );
+        assert_eq!(h.len(), 0, "a completed handshake is forgotten");
+    }
+
+    #[test]
+    fn only_a_late_copy_of_the_same_syn_is_a_retransmission() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let syn = |t: u64| tcp(T + t, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
+        assert_eq!(h.observe(&syn(0)), Some((server(), HandshakeEvent::Syn)));
+        assert_eq!(h.observe(&syn(SEC / 5)), None, "a duplicate on the mirror");
+        assert_eq!(
+            h.observe(&syn(SEC)),
+            Some((
+                server(),
+                HandshakeEvent::SynRetransmit {
+                    n: 1,
+                    since_first_s: 1.0
+                }
+            ))
+        );
+        assert_eq!(
+            h.observe(&syn(3 * SEC)),
+            Some((
+                server(),
+                HandshakeEvent::SynRetransmit {
+                    n: 2,
+                    since_first_s: 3.0
+                }
+            ))
+        );
+        h.sweep(T + 3 * SEC + 29 * SEC);
+        assert_eq!(h.len(), 1, "kept until the timeout");
+        h.sweep(T + 3 * SEC + 30 * SEC);
+        assert_eq!(h.len(), 0);
+    }
+
+    #[test]
+    fn a_full_table_counts_what_it_turns_away() {
+        let cfg = HandshakeConfig {
+            max_pending: 1,
+            ..HandshakeConfig::default()
+        };
+        let mut h = HandshakeTracker::new(cfg);
+        h.observe(&tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 1, 0));
+        let other = (addr(3), 50001);
+        assert_eq!(
+            h.observe(&tcp(T, other, server(), ProtocolType::TcpSyn, 1, 0)),
+            Some((server(), HandshakeEvent::Syn)),
+            "still counted as a SYN"
+        );
+        assert_eq!((h.len(), h.untracked), (1, 1));
+    }
+
+    #[test]
+    fn events_are_recorded_in_the_window() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let mut w = WindowStats::new(T, T + 10 * SEC, 16, 16, 16, 32);
+        let labels = Labels::default();
+        let mut out = Vec::new();
+        for t in [0, SEC] {
+            let syn = tcp(T + t, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
+            h.packet(&syn, Some(&mut w), &labels, &mut out);
+        }
+        let syn_ack = tcp(
+            T + SEC + 4_000_000,
+            server(),
+            CLIENT,
+            ProtocolType::TcpSynAck,
+            9,
+            101,
+        );
+        h.packet(&syn_ack, Some(&mut w), &labels, &mut out);
+        let s = &w.servers[&server()];
+        assert_eq!((s.syns, s.retransmits), (1, 1));
+        assert_eq!(s.syn_to_syn_ack.as_ref().map(|h| h.len()), Some(1));
+        // 4 ms after the retransmitted SYN, at the histogram's two significant digits.
+        let us = w.tenants[0].syn_to_syn_ack.as_ref().map(|h| h.max());
+        assert!(us.is_some_and(|us| us.abs_diff(4000) <= 40), "{us:?}");
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! The detectors, one module each, with their settings, evidence and tests beside them.
+//!
+//! A detector says what it needs by the trait it implements:
+//! - [`PacketDetector`]: every packet on its worker's shard, plus the shard's event-time
+//!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`].
+//! - [`WindowDetector`]: every closed base window, merged across shards, on the merger
+//!   (a detector that judges wider spans keeps its own [`Rollup`](crate::window::Rollup)):
+//!   [`heavy`], [`growth`], [`syn_burst`].
+//!
+//! Adding a detector is one new module plus its line in [`PacketDetectors`] or
+//! [`WindowDetectors`] (field and entry of `each`, in judging order).
+use tapwatch_classifier::{PacketMeta, TenantMap};
+
+use crate::config::AnalyzerConfig;
+use crate::finding::Finding;
+use crate::labels::Labels;
+use crate::window::WindowStats;
+
+pub mod growth;
+pub(crate) mod handshake;
+pub(crate) mod heartbeat;
+pub(crate) mod heavy;
+pub(crate) mod syn_burst;
+
+/// A detector fed every packet of its shard.
+pub(crate) trait PacketDetector {
+    /// One packet; `window` is the open window it counts in (`None` when it came too late).
+    fn packet(
+        &mut self,
+        m: &PacketMeta,
+        window: Option<&mut WindowStats>,
+        labels: &Labels,
+        out: &mut Vec<Finding>,
+    );
+
+    /// Event time reached `now` (a packet's time, or the wall clock in live mode).
+    fn tick(&mut self, _now: u64, _out: &mut Vec<Finding>) {}
+
+    /// A window closed with event time at `now`: a moment to forget stale state.
+    fn sweep(&mut self, _now: u64) {}
+}
+
+/// A detector fed every closed base window on the merger.
+pub(crate) trait WindowDetector {
+    /// One closed base window, merged across shards.
+    fn window(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>);
+
+    /// End of input: judges whatever a partial rollup still holds.
+    fn finish(&mut self, _tenants: &TenantMap, _out: &mut Vec<Finding>) {}
+}
+
+/// The per-packet detectors of one shard.
+pub(crate) struct PacketDetectors {
+    /// Missed heartbeats.
+    pub heartbeat: heartbeat::HeartbeatTracker,
+    /// Handshake latency and SYN retransmissions (recorded into the window).
+    pub handshake: handshake::HandshakeTracker,
+}
+
+impl PacketDetectors {
+    /// Every per-packet detector with its settings.
+    pub fn new(cfg: &AnalyzerConfig) -> PacketDetectors {
+        PacketDetectors {
+            heartbeat: heartbeat::HeartbeatTracker::new(cfg.heartbeat.clone()),
+            handshake: handshake::HandshakeTracker::new(cfg.handshake.clone()),
+        }
+    }
+
+    /// Each detector, in the order packets reach them.
+    #[inline]
+    pub fn each(&mut self) -> [&mut dyn PacketDetector; 2] {
+        [&mut self.heartbeat, &mut self.handshake]
+    }
+}
+
+/// The window-level detectors of the merger.
+pub(crate) struct WindowDetectors {
+    /// Heavy hitters, judged on each base window.
+    pub heavy: heavy::HeavyJudge,
+    /// Quadratic setup growth, on its own rollup points.
+    pub growth: growth::SetupGrowth,
+    /// SYN-retransmission bursts, on their own rollup windows.
+    pub syn_burst: syn_burst::SynBurst,
+}
+
+impl WindowDetectors {
+    /// Every window-level detector with its settings.
+    pub fn new(cfg: &AnalyzerConfig, labels: &Labels) -> WindowDetectors {
+        WindowDetectors {
+            heavy: heavy::HeavyJudge::new(cfg.heavy_hitters.clone(), labels),
+            growth: growth::SetupGrowth::new(cfg.setup_growth.clone()),
+            syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
+        }
+    }
+
+    /// Each detector, in judging order (the order of their findings on one window).
+    pub fn each(&mut self) -> [&mut dyn WindowDetector; 3] {
+        [&mut self.heavy, &mut self.growth, &mut self.syn_burst]
+    }
+}
