@@ -149,8 +149,10 @@ pub struct DeliveryStats {
     pub rejected: AtomicU64,
     /// Alerts refused because the spool was full.
     pub overflow: AtomicU64,
-    /// Spooled records whose checksum did not match (skipped on replay).
+    /// Spooled records whose checksum did not match (reported with their offset, skipped).
     pub corrupt: AtomicU64,
+    /// Torn last records (an earlier run cut short by a crash) cut off when the spool opened.
+    pub torn: AtomicU64,
 }
 
 /// A running webhook sink.
@@ -202,9 +204,17 @@ impl WebhookSink {
         }
         let dir = spool_dir.join(sink_dir_name(&cfg.url));
         std::fs::create_dir_all(&dir).map_err(|e| file_err("creating spool directory", &dir, e))?;
-        let spool = Spool::open(&dir, cfg.spool_mib << 20)
+        let (spool, torn) = Spool::open(&dir, cfg.spool_mib << 20)
             .map_err(|e| file_err("opening spool", &dir, e))?;
         let stats = Arc::new(DeliveryStats::default());
+        if torn > 0 {
+            tracing::warn!(
+                "webhook {}: spool {}: removed a torn last record ({torn} bytes) left by an earlier run",
+                cfg.url,
+                dir.join("queue").display()
+            );
+            stats.torn.fetch_add(1, Ordering::Relaxed);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (wake, woken) = mpsc::channel();
         let worker = {
@@ -397,16 +407,25 @@ struct Spool {
 }
 
 impl Spool {
-    fn open(dir: &Path, cap: u64) -> std::io::Result<Spool> {
-        let file = OpenOptions::new()
+    /// Opens the spool in `dir`, cutting off a torn last record (no newline: a run stopped
+    /// mid-write); returns it and how many bytes were cut.
+    fn open(dir: &Path, cap: u64) -> std::io::Result<(Spool, u64)> {
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(dir.join("queue"))?;
-        Ok(Spool {
+        let len = file.metadata()?.len();
+        let whole = whole_length(&mut file)?;
+        if whole < len {
+            file.set_len(whole)?;
+        }
+        let spool = Spool {
             dir: dir.to_path_buf(),
             file,
             cap,
-        })
+        };
+        Ok((spool, len - whole))
     }
 
     fn append(&mut self, body: &[u8]) -> std::io::Result<bool> {
@@ -417,8 +436,15 @@ impl Spool {
         let mut rec = format!("{:08x}\t", crc32fast::hash(body)).into_bytes();
         rec.extend_from_slice(body);
         rec.push(b'\n');
-        self.file.write_all(&rec)?;
-        self.file.flush()?;
+        if let Err(e) = self
+            .file
+            .write_all(&rec)
+            .and_then(|()| self.file.sync_data())
+        {
+            // A full disk: cut the partial record off so the next one starts whole.
+            let _ = self.file.set_len(len);
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -449,7 +475,26 @@ impl Spool {
     }
 }
 
-/// The next record at or after `offset`: (body, offset after it), skipping corrupt ones.
+/// The length of a file up to and including its last newline (0 when it has none).
+fn whole_length(f: &mut File) -> std::io::Result<u64> {
+    let mut end = f.metadata()?.len();
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The next record at or after `offset`: (body, offset after it). A corrupt record (its
+/// checksum does not match: edited by hand, or a disk error) is counted, reported with its
+/// offset and passed (the cursor moves beyond it, so it is reported once).
 fn next_record(dir: &Path, offset: u64, stats: &DeliveryStats) -> Option<(Vec<u8>, u64)> {
     let mut f = File::open(dir.join("queue")).ok()?;
     f.seek(SeekFrom::Start(offset)).ok()?;
@@ -473,6 +518,12 @@ fn next_record(dir: &Path, offset: u64, stats: &DeliveryStats) -> Option<(Vec<u8
             return Some((line[9..].to_vec(), at));
         }
         stats.corrupt.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "webhook spool {}, byte {}: corrupt record ({n} bytes, checksum mismatch) skipped",
+            dir.join("queue").display(),
+            at - n as u64
+        );
+        let _ = Spool::set_cursor(dir, at);
     }
 }
 
@@ -547,9 +598,16 @@ fn deliver_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let since = last_post.elapsed();
-        if since < min_gap {
-            std::thread::sleep(min_gap - since);
+        // Keep the rate, in small steps so a stop request (the drain timeout) is honoured.
+        loop {
+            let left = min_gap.saturating_sub(last_post.elapsed());
+            if left.is_zero() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
         }
         last_post = Instant::now();
         match post(&agent, &cfg, secret.as_deref(), &body) {
@@ -582,5 +640,66 @@ fn deliver_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tw-hook-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_at_open_and_the_next_one_reads_whole() {
+        let d = tmp("torn");
+        let (mut s, torn) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(torn, 0);
+        s.append(b"{\"n\":1}").unwrap();
+        drop(s);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("queue"))
+            .unwrap();
+        f.write_all(b"12345678\t{\"n\":").unwrap();
+        let (mut s, torn) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(torn, 14);
+        s.append(b"{\"n\":2}").unwrap();
+        let stats = DeliveryStats::default();
+        let (a, at) = next_record(&d, 0, &stats).unwrap();
+        let (b, _) = next_record(&d, at, &stats).unwrap();
+        assert_eq!(
+            (a.as_slice(), b.as_slice()),
+            (&b"{\"n\":1}"[..], &b"{\"n\":2}"[..])
+        );
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_counted_once_and_passed() {
+        let d = tmp("corrupt");
+        let (mut s, _) = Spool::open(&d, 1 << 20).unwrap();
+        for n in 1..=3 {
+            s.append(format!("{{\"n\":{n}}}").as_bytes()).unwrap();
+        }
+        let queue = d.join("queue");
+        let text = std::fs::read_to_string(&queue).unwrap();
+        std::fs::write(&queue, text.replace("{\"n\":2}", "{\"n\":9}")).unwrap();
+        let stats = DeliveryStats::default();
+        let (_, at) = next_record(&d, 0, &stats).unwrap();
+        Spool::set_cursor(&d, at).unwrap();
+        let (b, _) = next_record(&d, at, &stats).unwrap();
+        assert_eq!(b, b"{\"n\":3}");
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 1);
+        // The cursor moved past the corrupt record: a second look reports nothing new.
+        assert!(Spool::cursor(&d) > at);
+        next_record(&d, Spool::cursor(&d), &stats).unwrap();
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -31,7 +31,7 @@ pub struct StoreStats {
     pub batches_spooled: AtomicU64,
     /// Spooled batches skipped on replay because their batch id was already stored.
     pub batches_deduplicated: AtomicU64,
-    /// Rows lost because the spool was full.
+    /// Rows lost: the spool was full, or could not be written (a full disk).
     pub overflow_rows: AtomicU64,
     /// Spool size on disk, bytes.
     pub spool_bytes: AtomicU64,

@@ -158,6 +158,7 @@ impl AlertOutput {
                 "rejected": stats.rejected.load(Relaxed),
                 "spool_overflow": stats.overflow.load(Relaxed),
                 "corrupt_spool_records": stats.corrupt.load(Relaxed),
+                "torn_spool_records": stats.torn.load(Relaxed),
                 "still_spooled": left,
             }));
         }

@@ -2,6 +2,7 @@
 //! (tcpdump, tshark) and real interfaces (veth pairs in namespaces the tests create).
 
 mod common;
+mod durability;
 mod live_capture;
 mod live_detect;
 mod replay_cli;
