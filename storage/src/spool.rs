@@ -18,9 +18,10 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 pub struct BatchMeta {
     /// Table (without database).
     pub table: String,
-    /// Agent id on the batch's rows (its batch ids are unique per agent).
+    /// Agent id on the batch's rows.
     pub agent: String,
-    /// Batch id (the idempotency key in every row).
+    /// Batch id (the idempotency key in every row: unique per writer, with the rows'
+    /// checksum; see [`crate::writer::BatchIds`]).
     pub batch: u64,
     /// Rows.
     pub rows: u64,

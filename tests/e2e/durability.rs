@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::storage::ClickHouseServer;
 use crate::webhooks::Receiver;
 
 /// A tmpfs of a fixed size mounted on a fresh directory; unmounted on drop.
@@ -297,5 +298,95 @@ fn a_full_disk_under_the_webhook_spool_loses_no_later_alert() {
         got.len() as u64,
         kept + events,
         "earlier spooled + every new alert"
+    );
+}
+
+/// Concurrent runs in the test below.
+const RUNS: usize = 16;
+
+#[test]
+fn runs_spooling_at_once_all_reach_clickhouse() {
+    let mut ch = ClickHouseServer::start("twins");
+    ch.down(); // its URL refuses connections: every batch is spooled
+    let tmp = TempDir::new("twins");
+    let data = tmp.path("data");
+    // The demo's first 300 kB (a truncated capture: a warning, not an error) keeps each
+    // run short, so many start together.
+    let pcap = tmp.path("head.pcap");
+    let demo = std::fs::read(root().join("data/demo.pcap")).unwrap();
+    std::fs::write(&pcap, &demo[..300_000]).unwrap();
+    // Runs with the same agent id and data directory, started together: each reads its
+    // config from a named pipe, and the pipes are written at once, so they leave the
+    // starting line within the same millisecond or two.
+    let fifos: Vec<PathBuf> = (0..RUNS)
+        .map(|i| tmp.path(&format!("cfg{i}.toml")))
+        .collect();
+    for f in &fifos {
+        assert!(run(Command::new("mkfifo").arg(f)).status.success());
+    }
+    let runs: Vec<_> = fifos
+        .iter()
+        .map(|cfg| {
+            tapwatch()
+                .arg("replay")
+                .arg(&pcap)
+                .arg("--tenants")
+                .arg(root().join("data/demo.tenants.toml"))
+                .args(["--format", "json", "--agent-id", "twins", "--config"])
+                .arg(cfg)
+                .arg("--data-dir")
+                .arg(&data)
+                .env("TAPWATCH_CLICKHOUSE_URL", &ch.url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let pipes: Vec<std::fs::File> = fifos
+        .iter()
+        .map(|f| std::fs::OpenOptions::new().write(true).open(f).unwrap())
+        .collect();
+    for mut p in pipes {
+        p.write_all(b"[storage]\ndrain_timeout_s = 0.2\n").unwrap();
+    }
+    let (mut packets, mut events) = (0, 0);
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(s["storage"]["batches_left_spooled"].as_u64().unwrap() > 0);
+        packets += s["packets"].as_u64().unwrap();
+        events += s["alerts"]["events"].as_u64().unwrap();
+    }
+    ch.up();
+    let out = run(tapwatch()
+        .args(["deliver", "--drain-timeout", "60", "--data-dir"])
+        .arg(&data)
+        .env("TAPWATCH_CLICKHOUSE_URL", &ch.url));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ch.number("SELECT sum(packets) FROM tapwatch.traffic WHERE agent = 'twins'"),
+        packets,
+        "every run's traffic rows"
+    );
+    assert_eq!(
+        ch.number("SELECT count() FROM tapwatch.alerts WHERE agent = 'twins'"),
+        events
+    );
+    assert_eq!(
+        ch.number(
+            "SELECT count() FROM (SELECT batch FROM tapwatch.traffic GROUP BY batch HAVING uniqExact(ts, tenant, source_class, protocol_type, size_class) < count())"
+        ),
+        0,
+        "no batch id names two runs' rows"
     );
 }

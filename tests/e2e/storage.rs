@@ -61,7 +61,7 @@ impl ClickHouseServer {
         s
     }
 
-    fn up(&mut self) {
+    pub(crate) fn up(&mut self) {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -93,7 +93,7 @@ impl ClickHouseServer {
         assert!(out.status.success());
     }
 
-    fn down(&self) {
+    pub(crate) fn down(&self) {
         self.down_with("stop");
     }
 
