@@ -390,3 +390,36 @@ fn runs_spooling_at_once_all_reach_clickhouse() {
         "no batch id names two runs' rows"
     );
 }
+
+#[test]
+fn a_damaged_gzip_keeps_its_frames_and_the_other_files() {
+    let tmp = TempDir::new("bad-gzip");
+    let demo = root().join("data/demo.pcap");
+    let whole = run(Command::new("gzip").arg("-c").arg(&demo)).stdout;
+    assert!(whole.len() > 1000);
+    let (cut, trailerless) = (tmp.path("cut.pcap.gz"), tmp.path("trailerless.pcap.gz"));
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(&trailerless, &whole[..whole.len() - 8]).unwrap();
+    let alone = replay_json(&[demo.to_str().unwrap()])["packets"]
+        .as_u64()
+        .unwrap();
+    let out = run(tapwatch()
+        .arg("replay")
+        .args([&cut, &trailerless, &demo])
+        .args(["--format", "json", "--no-store"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let kept: Vec<u64> = err
+        .lines()
+        .filter(|l| l.contains("gzip stream damaged near compressed byte"))
+        .map(|l| {
+            let n = l.split("; the ").nth(1).unwrap().split(' ').next().unwrap();
+            n.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(kept.len(), 2, "{err}");
+    assert!(kept[0] > 0 && kept[0] < alone, "{kept:?}");
+    assert_eq!(kept[1], alone, "a missing trailer loses nothing");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["packets"].as_u64().unwrap(), kept[0] + 2 * alone);
+}
