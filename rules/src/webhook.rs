@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 
+use tapwatch_classifier::setting::{f64_in, int_in};
+use tapwatch_classifier::{SettingError, SettingPath};
+
 use crate::{AlertEvent, AlertState};
 
 /// Body shape a receiver expects.
@@ -95,6 +98,43 @@ fn generic() -> WebhookFormat {
 }
 
 impl WebhookConfig {
+    /// Checks the settings of the `[[webhook]]` table at `path` (`webhook[N]`): the URL,
+    /// the ranges of the numbers (`docs/usage.md`) and that the secret and routing-key
+    /// files can be read.
+    pub fn check(&self, path: &SettingPath) -> Result<(), SettingError> {
+        if let Some(why) = url_problem(&self.url) {
+            return Err(SettingError::new(
+                path.key("url"),
+                format!("{:?}", self.url),
+                format!("an http:// or https:// URL ({why})"),
+            ));
+        }
+        f64_in(path, "timeout_s", self.timeout_s, 0.1, 600.0)?;
+        f64_in(path, "rate_per_s", self.rate_per_s, 0.1, 100_000.0)?;
+        int_in(path, "spool_mib", self.spool_mib, 1, 1 << 20)?;
+        for (key, file) in [
+            ("secret_file", &self.secret_file),
+            ("routing_key_file", &self.routing_key_file),
+        ] {
+            let Some(f) = file else { continue };
+            if let Err(e) = std::fs::File::open(f) {
+                return Err(SettingError::new(
+                    path.key(key),
+                    format!("{:?}", f.display().to_string()),
+                    format!("a readable file ({e})"),
+                ));
+            }
+        }
+        if self.format == WebhookFormat::Pagerduty && self.routing_key_file.is_none() {
+            return Err(SettingError::new(
+                path.key("format"),
+                "\"pagerduty\"",
+                "routing_key_file beside it (pagerduty needs a routing key)",
+            ));
+        }
+        Ok(())
+    }
+
     /// A generic-format sink for `url` with default settings (`--webhook URL`).
     pub fn for_url(url: &str) -> WebhookConfig {
         WebhookConfig {
@@ -177,10 +217,10 @@ impl WebhookSink {
             path: path.to_path_buf(),
             source,
         };
-        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
+        if let Some(why) = url_problem(&cfg.url) {
             return Err(WebhookError::Config {
                 url: cfg.url.clone(),
-                reason: "the URL must start with http:// or https://".into(),
+                reason: format!("not an http:// or https:// URL: {why}"),
             });
         }
         let secret = read_secret(&cfg, &file_err)?;
@@ -309,6 +349,48 @@ fn read_secret(
         };
     }
     Ok(None)
+}
+
+/// What is wrong with a webhook URL, or `None`: `http://` or `https://`, a host (name,
+/// IPv4 or `[IPv6]`), an optional port from 1 to 65535, an optional path; no spaces.
+fn url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Some("it must start with http:// or https://");
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("it contains spaces or control characters");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) if !h.is_empty() => (h, p.strip_prefix(':')),
+            _ => return Some("an IPv6 host needs its closing ]"),
+        },
+        None => match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Some("it names no host");
+    }
+    if !host_port.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Some("the host has characters a host name cannot have");
+    }
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Some("the port must be a number from 1 to 65535");
+        }
+    }
+    None
 }
 
 /// A directory name for a URL (no credentials or separators in it).
@@ -652,6 +734,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn webhook_urls_and_settings_are_checked() {
+        for good in [
+            "http://127.0.0.1:8080/hook",
+            "https://hooks.example.net/x?y=1",
+            "http://[::1]:9/",
+            "https://user@host.example",
+        ] {
+            assert_eq!(url_problem(good), None, "{good}");
+        }
+        for bad in [
+            "not a url",
+            "http://",
+            "http:// host/",
+            "http://host:0/",
+            "http://host:99999/",
+            "ftp://host/",
+            "http://[::1/",
+        ] {
+            assert!(url_problem(bad).is_some(), "{bad}");
+        }
+        let p = SettingPath::new("webhook").index(0);
+        let mut c = WebhookConfig::for_url("not a url");
+        assert!(c
+            .check(&p)
+            .unwrap_err()
+            .to_string()
+            .starts_with("webhook[1].url = \"not a url\""));
+        c.url = "http://127.0.0.1/".into();
+        c.check(&p).unwrap();
+        c.spool_mib = 0;
+        assert!(c
+            .check(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("spool_mib = 0"));
+        c.spool_mib = 1;
+        for r in [0.0, 0.05, f64::NAN] {
+            c.rate_per_s = r;
+            assert!(c.check(&p).unwrap_err().to_string().contains("rate_per_s"));
+        }
+        c.rate_per_s = 1.0;
+        c.secret_file = Some("/nonexistent/secret".into());
+        let e = c.check(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("secret_file") && e.contains("No such file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum StorageError {
     /// A setting that cannot be used.
     #[error("{0}")]
     Config(String),
+    /// A setting of the config file outside its range.
+    #[error(transparent)]
+    Setting(#[from] tapwatch_classifier::SettingError),
     /// A password file or variable that cannot be read.
     #[error("ClickHouse credentials: {what}: {why}")]
     Credentials {

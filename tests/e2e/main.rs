@@ -7,6 +7,7 @@ mod live_capture;
 mod live_detect;
 mod replay_cli;
 mod scenarios;
+mod settings;
 mod shared_pcaps;
 mod storage;
 mod webhooks;
