@@ -195,6 +195,15 @@ pub struct DeliveryStats {
     pub torn: AtomicU64,
 }
 
+/// What a drain left and how long it took.
+#[derive(Clone, Copy, Debug)]
+pub struct Drained {
+    /// Alerts still spooled (the next run delivers them).
+    pub left: u64,
+    /// Time spent draining.
+    pub waited: Duration,
+}
+
 /// A running webhook sink.
 pub struct WebhookSink {
     cfg: WebhookConfig,
@@ -303,10 +312,12 @@ impl WebhookSink {
         }
     }
 
-    /// Waits up to `timeout` for the spool to empty, then stops the sink. Returns how many
-    /// alerts remain spooled for the next run.
-    pub fn drain(mut self, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+    /// Waits up to `timeout` for the spool to empty, then stops the sink (a request in
+    /// flight is let finish, up to the sink's `timeout_s`). Returns how many alerts remain
+    /// spooled for the next run and how long the drain really took.
+    pub fn drain(mut self, timeout: Duration) -> Drained {
+        let started = Instant::now();
+        let deadline = started + timeout;
         while Instant::now() < deadline && self.pending() > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -315,7 +326,10 @@ impl WebhookSink {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-        self.pending()
+        Drained {
+            left: self.pending(),
+            waited: started.elapsed(),
+        }
     }
 
     /// Alerts spooled and not yet delivered or rejected.

@@ -351,6 +351,9 @@ mod tests {
         }
         assert_eq!(got, vec![0, 1]);
         assert_eq!(s.corrupt, 1);
+        // Looking again (the writer does, every few hundred ms) reports it no more.
+        assert!(s.peek().unwrap().is_none() && s.peek().unwrap().is_none());
+        assert_eq!(s.corrupt, 1);
     }
 
     #[test]

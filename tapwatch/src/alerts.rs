@@ -143,10 +143,11 @@ impl AlertOutput {
         for sink in self.sinks.drain(..) {
             let url = sink.url().to_string();
             let stats = std::sync::Arc::clone(&sink.stats);
-            let left = sink.drain(timeout);
+            let drained = sink.drain(timeout);
+            let (left, waited) = (drained.left, drained.waited.as_secs_f64());
             let delivered = stats.delivered.load(Relaxed);
             if left > 0 {
-                tracing::warn!("webhook {url}: {delivered} delivered, {left} remain spooled after waiting {:.0} s; the next run delivers them", delivery.drain_timeout);
+                tracing::warn!("webhook {url}: {delivered} delivered, {left} remain spooled after waiting {waited:.1} s; the next run delivers them");
             } else {
                 tracing::info!("webhook {url}: {delivered} delivered, none left spooled");
             }

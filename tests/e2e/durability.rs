@@ -423,3 +423,46 @@ fn a_damaged_gzip_keeps_its_frames_and_the_other_files() {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["packets"].as_u64().unwrap(), kept[0] + 2 * alone);
 }
+
+#[test]
+fn a_slow_webhook_rate_ends_at_the_drain_timeout_and_says_the_real_wait() {
+    let tmp = TempDir::new("slow-hook");
+    let rx = Receiver::start(0, Duration::ZERO, |_| 200);
+    let cfg = tmp.path("tapwatch.toml");
+    // One request per 10 s: the demo's alerts take minutes to send.
+    std::fs::write(
+        &cfg,
+        format!("[[webhook]]\nurl = \"{}\"\nrate_per_s = 0.1\n", rx.url()),
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let out = demo_replay(
+        &tmp.path("data"),
+        &[
+            "--no-store",
+            "--drain-timeout",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        took < Duration::from_secs(8),
+        "the drain took {took:?}: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("remain spooled after waiting"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let waited: f64 = line
+        .split("after waiting ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!((1.0..3.0).contains(&waited), "{line}");
+    assert_eq!(rx.received().len(), 1, "one request in the first 10 s");
+}
