@@ -206,7 +206,8 @@ impl FileStore {
         v
     }
 
-    /// Rows of `table` from hours overlapping `[since, until)` (Unix seconds).
+    /// Rows of `table` from hours overlapping `[since, until)` (Unix seconds). Damaged rows
+    /// (a torn last row, a line with the wrong number of fields) are left out with a warning.
     pub fn read(&self, table: &str, since: u32, until: u32) -> Result<Vec<FileRow>, StorageError> {
         let lo = hour_name(since);
         let hi = hour_name(until.saturating_sub(1));
@@ -230,15 +231,14 @@ impl FileStore {
             for (i, line) in lines.enumerate() {
                 let fields: Vec<Vec<u8>> = line.split(|b| *b == b'\t').map(tsv::unescape).collect();
                 if fields.len() != names.len() {
-                    return Err(StorageError::Corrupt {
-                        path: path.clone(),
-                        line: i + 2,
-                        why: format!(
-                            "{} fields where the header names {}",
-                            fields.len(),
-                            names.len()
-                        ),
-                    });
+                    tracing::warn!(
+                        "{}, row {}: {} fields where the header names {}; row left out",
+                        path.display(),
+                        i + 1,
+                        fields.len(),
+                        names.len()
+                    );
+                    continue;
                 }
                 out.push(FileRow {
                     names: names.clone(),
@@ -465,6 +465,28 @@ mod tests {
         let left = store.read("tenants", 0, u32::MAX).unwrap();
         assert_eq!(left.len(), 3);
         assert_eq!(left[0].str("agent"), "a b");
+        // Two rows run together (an earlier version appended onto a torn row) and a torn
+        // last row are left out; the whole rows around them are read.
+        let (_, path) = store.files("tenants").pop().unwrap();
+        let mut text = fs::read(&path).unwrap();
+        let n = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+            - 1;
+        let mut one = Vec::new();
+        crate::tsv::write_row(&row(now, "late"), &mut one).unwrap();
+        text.extend_from_slice(&one[..20]);
+        text.extend_from_slice(&one);
+        text.extend_from_slice(&one);
+        text.extend_from_slice(&one[..12]);
+        fs::write(&path, text).unwrap();
+        let hour = store.read("tenants", now, now + 1).unwrap();
+        assert_eq!(
+            hour.len(),
+            n + 1,
+            "the rows before, and the one whole row after"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -60,14 +60,4 @@ pub enum StorageError {
         /// The error.
         source: std::io::Error,
     },
-    /// A file-store file that does not parse.
-    #[error("{path}, line {line}: {why}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// Line number (1-based).
-        line: usize,
-        /// What is wrong.
-        why: String,
-    },
 }

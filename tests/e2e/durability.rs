@@ -466,3 +466,56 @@ fn a_slow_webhook_rate_ends_at_the_drain_timeout_and_says_the_real_wait() {
     assert!((1.0..3.0).contains(&waited), "{line}");
     assert_eq!(rx.received().len(), 1, "one request in the first 10 s");
 }
+
+#[test]
+fn load_leaves_out_damaged_lines_and_loads_the_rest() {
+    let tmp = TempDir::new("torn-load");
+    let data = tmp.path("data");
+    assert!(demo_replay(&data, &[]).status.success());
+    let rows = whole_file_rows(&data);
+    // An earlier version on a full disk: a torn row, the next run's row appended onto it,
+    // and a torn last row.
+    let file = std::fs::read_dir(data.join("heavy_hitters"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read(&file).unwrap();
+    let row = text.split(|b| *b == b'\n').nth(1).unwrap().to_vec();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    f.write_all(&[&row[..20], &row, b"\n", &row[..20]].concat())
+        .unwrap();
+    drop(f);
+    let ch = ClickHouseServer::start("torn-load");
+    let out = run(tapwatch()
+        .args(["load", "--data-dir"])
+        .arg(&data)
+        .env("TAPWATCH_CLICKHOUSE_URL", &ch.url));
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(
+        stdout.contains(&format!("loaded {rows} rows"))
+            && stdout.contains("2 damaged lines left out"),
+        "{stdout}"
+    );
+    assert!(
+        err.contains("fields where the header names") && err.contains("torn last row"),
+        "{err}"
+    );
+    let in_ch: u64 = tapwatch_storage::rows::TABLES
+        .iter()
+        .map(|t| {
+            ch.number(&format!(
+                "SELECT count() FROM tapwatch.{t} WHERE agent = 'full'"
+            ))
+        })
+        .sum();
+    assert_eq!(in_ch, rows);
+}
