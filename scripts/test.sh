@@ -4,10 +4,12 @@
 # the veth/namespace live-capture tests, Chromium for the status-page test, Debian's
 # clickhouse-server (18.16) and zookeeper for the storage tests (each test starts its own
 # private servers on loopback with scripts/clickhouse.sh and scripts/zookeeper.sh), and
-# chdb-core (ClickHouse 26.x in-process) in a virtualenv, then runs `cargo test --workspace`.
+# chdb-core (ClickHouse 26.x in-process) in a virtualenv, then runs `cargo test --workspace
+# --no-fail-fast` (every test binary runs; the closing line sums them all).
 #
-# Live-capture tests need root (CAP_NET_ADMIN to create namespaces); under CI=true they
-# fail rather than skip when something they need is missing.
+# Live-capture tests need root (CAP_NET_ADMIN to create namespaces), the full-disk tests
+# root to mount a small tmpfs; under CI=true they fail rather than skip when something they
+# need is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +42,8 @@ export TAPWATCH_CHDB_PYTHON="$PWD/$venv/bin/python"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it.
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo prints one "test result" per binary).

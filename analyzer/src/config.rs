@@ -1,6 +1,8 @@
 //! Detector settings: the `[analyzer]` section of the config file. Every field has a
 //! default that detects the scenario suite with no configuration beyond a tenants file.
 use serde::Deserialize;
+use tapwatch_classifier::setting::{f64_in, f64_positive, int_in};
+use tapwatch_classifier::{SettingError, SettingPath};
 
 pub use crate::detect::growth::SetupGrowthConfig;
 pub use crate::detect::handshake::HandshakeConfig;
@@ -34,6 +36,127 @@ impl Default for AnalyzerConfig {
             setup_growth: SetupGrowthConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             handshake: HandshakeConfig::default(),
+        }
+    }
+}
+
+impl AnalyzerConfig {
+    /// Checks every setting against its documented range (`docs/usage.md`, "Settings and
+    /// their ranges"): the first one outside it, named by its path in the config file.
+    pub fn check(&self) -> Result<(), SettingError> {
+        let p = SettingPath::new("analyzer");
+        f64_in(&p, "window_s", self.window_s, 0.01, 3600.0)?;
+        f64_in(&p, "grace_s", self.grace_s, 0.0, 3600.0)?;
+        self.heavy_hitters.check(&p.key("heavy_hitters"))?;
+        self.setup_growth
+            .check(&p.key("setup_growth"), self.window_s)?;
+        self.heartbeat.check(&p.key("heartbeat"))?;
+        self.handshake.check(&p.key("handshake"))
+    }
+}
+
+impl HeavyHitterConfig {
+    fn check(&self, p: &SettingPath) -> Result<(), SettingError> {
+        int_in(p, "sketch_capacity", self.sketch_capacity, 16, 1 << 20)?;
+        f64_in(p, "min_share", self.min_share, 0.0, 1.0)?;
+        f64_in(p, "min_pps", self.min_pps, 0.0, 1e12)?;
+        f64_in(p, "min_bytes_per_s", self.min_bytes_per_s, 0.0, 1e15)?;
+        f64_in(p, "baseline_factor", self.baseline_factor, 0.0, 1e6)?;
+        f64_in(p, "baseline_sigmas", self.baseline_sigmas, 0.0, 1e6)?;
+        f64_positive(p, "ewma_alpha", self.ewma_alpha, 1.0)?;
+        f64_in(p, "warmup_s", self.warmup_s, 0.0, 1e6)?;
+        f64_in(p, "warmup_share", self.warmup_share, 0.0, 1.0)?;
+        f64_in(p, "warmup_factor", self.warmup_factor, 0.0, 1e6)?;
+        f64_in(p, "clear_share", self.clear_share, 0.0, 1.0)?;
+        f64_in(p, "clear_factor", self.clear_factor, 0.0, 1e6)?;
+        int_in(p, "clear_windows", self.clear_windows, 1, 1_000_000)
+    }
+}
+
+impl SetupGrowthConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        f64_in(p, "point_s", self.point_s, window_s, 86_400.0)?;
+        int_in(p, "history", self.history, 3, 100_000)?;
+        int_in(p, "min_points", self.min_points, 3, self.history)?;
+        f64_in(p, "min_exponent", self.min_exponent, 0.0, 10.0)?;
+        f64_in(
+            p,
+            "clear_exponent",
+            self.clear_exponent,
+            0.0,
+            self.min_exponent,
+        )?;
+        f64_in(p, "min_node_range", self.min_node_range, 1.0, 1e9)?;
+        f64_in(p, "min_r2", self.min_r2, 0.0, 1.0)?;
+        int_in(p, "exact_nodes", self.exact_nodes, 0, 1 << 24)
+    }
+}
+
+impl HeartbeatConfig {
+    fn check(&self, p: &SettingPath) -> Result<(), SettingError> {
+        f64_in(p, "k", self.k, 1.0, 1000.0)?;
+        int_in(p, "min_samples", self.min_samples, 2, 100_000)?;
+        f64_in(p, "min_learn_s", self.min_learn_s, 0.0, 1e6)?;
+        int_in(p, "max_packet_bytes", self.max_packet_bytes, 1, 262_144)?;
+        f64_in(p, "tolerance", self.tolerance, 0.0, 1.0)?;
+        f64_in(p, "min_regular", self.min_regular, 0.0, 1.0)?;
+        f64_positive(p, "min_period_s", self.min_period_s, 86_400.0)?;
+        f64_in(p, "max_period_s", self.max_period_s, self.min_period_s, 1e6)?;
+        int_in(p, "max_flows", self.max_flows, 1, 1 << 24)
+    }
+}
+
+impl HandshakeConfig {
+    fn check(&self, p: &SettingPath) -> Result<(), SettingError> {
+        int_in(p, "max_pending", self.max_pending, 1, 1 << 26)?;
+        f64_positive(p, "timeout_s", self.timeout_s, 3600.0)?;
+        f64_in(
+            p,
+            "min_retransmit_gap_s",
+            self.min_retransmit_gap_s,
+            0.0,
+            3600.0,
+        )?;
+        f64_positive(p, "burst_window_s", self.burst_window_s, 86_400.0)?;
+        int_in(p, "min_retransmits", self.min_retransmits, 1, 1_000_000_000)?;
+        f64_in(
+            p,
+            "min_retransmit_ratio",
+            self.min_retransmit_ratio,
+            0.0,
+            1.0,
+        )?;
+        int_in(
+            p,
+            "clear_retransmits",
+            self.clear_retransmits,
+            0,
+            self.min_retransmits,
+        )?;
+        int_in(p, "max_servers", self.max_servers, 1, 1 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_in_range_and_bad_values_are_named() {
+        AnalyzerConfig::default().check().unwrap();
+        let bad = |edit: &dyn Fn(&mut AnalyzerConfig)| {
+            let mut c = AnalyzerConfig::default();
+            edit(&mut c);
+            c.check().unwrap_err().to_string()
+        };
+        for w in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-9] {
+            assert!(bad(&|c| c.window_s = w).starts_with("analyzer.window_s = "));
+        }
+        assert!(bad(&|c| c.heartbeat.k = f64::NAN).starts_with("analyzer.heartbeat.k = NaN"));
+        assert!(bad(&|c| c.heavy_hitters.min_share = -0.1).contains("from 0 to 1"));
+        assert!(bad(&|c| c.setup_growth.point_s = 0.0).contains("setup_growth.point_s"));
+        for cap in [0, 4_000_000_000_000] {
+            assert!(bad(&|c| c.heavy_hitters.sketch_capacity = cap).contains("sketch_capacity = "));
         }
     }
 }

@@ -2,6 +2,8 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::buffer::{Window, MAX_RECORD};
 use crate::{CaptureError, Frame, FrameSource, LinkType, SourceStats};
@@ -94,8 +96,8 @@ pub struct FileReader {
     lengths_maybe_swapped: bool,
     /// Input size when it is a plain file (for progress).
     size: Option<u64>,
-    /// The input is gzip-compressed.
-    gzip: bool,
+    /// Compressed bytes consumed so far when the input is gzip-compressed.
+    gzip: Option<Arc<AtomicU64>>,
     stats: SourceStats,
     warnings: Vec<String>,
 }
@@ -112,7 +114,7 @@ impl FileReader {
         let meta = file.metadata().map_err(io)?;
         let size = meta.is_file().then_some(meta.len());
         let mut reader = FileReader::from_reader(path, file)?;
-        if !reader.gzip {
+        if reader.gzip.is_none() {
             reader.size = size;
         }
         Ok(reader)
@@ -130,9 +132,11 @@ impl FileReader {
             source,
         })?;
         if window.bytes().starts_with(&[0x1f, 0x8b]) {
-            let gz = flate2::read::MultiGzDecoder::new(StreamRest(window));
+            let consumed = Arc::new(AtomicU64::new(0));
+            let rest = StreamRest(window, Arc::clone(&consumed));
+            let gz = flate2::read::MultiGzDecoder::new(rest);
             let mut r = FileReader::with_window(path, Window::stream(Box::new(gz)))?;
-            r.gzip = true;
+            r.gzip = Some(consumed);
             return Ok(r);
         }
         FileReader::with_window(path, window)
@@ -163,7 +167,7 @@ impl FileReader {
             path,
             window,
             size: None,
-            gzip: false,
+            gzip: None,
             format,
             big_endian,
             interfaces: Vec::new(),
@@ -274,6 +278,9 @@ impl FileReader {
     }
 
     fn truncated(&mut self, need: usize) {
+        if self.finished {
+            return; // already reported (a damaged gzip stream)
+        }
         let offset = self.window.offset();
         let have = self.window.bytes().len();
         self.stats.truncated_records += 1;
@@ -292,6 +299,29 @@ impl FileReader {
             self.stats.frames
         ));
         self.finished = true;
+    }
+
+    /// Makes `n` bytes available (see `Window::ensure`). A gzip stream that fails to
+    /// decode (damaged, or cut before its trailer) ends this file like a truncated one:
+    /// counted, reported with both offsets, every frame before it kept.
+    fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
+        match self.window.ensure(n) {
+            Ok(have) => Ok(have),
+            Err(e) => match &self.gzip {
+                Some(consumed) => {
+                    let compressed = consumed.load(Ordering::Relaxed);
+                    let offset = self.window.offset();
+                    self.stats.truncated_records += 1;
+                    self.warn(format!(
+                        "gzip stream damaged near compressed byte {compressed} (decompressed byte {offset}): {e}; the {} frames before it are kept",
+                        self.stats.frames
+                    ));
+                    self.finished = true;
+                    Ok(false)
+                }
+                None => Err(self.io(e)),
+            },
+        }
     }
 
     fn io(&self, source: std::io::Error) -> CaptureError {
@@ -348,7 +378,7 @@ impl FileReader {
     }
 
     fn advance_pcap(&mut self) -> Result<bool, CaptureError> {
-        if !self.window.ensure(16).map_err(|e| self.io(e))? {
+        if !self.fill(16)? {
             if !self.window.bytes().is_empty() {
                 self.truncated(16);
             }
@@ -372,7 +402,7 @@ impl FileReader {
             return Ok(false);
         }
         let total = 16 + caplen as usize;
-        if !self.window.ensure(total).map_err(|e| self.io(e))? {
+        if !self.fill(total)? {
             self.truncated(total);
             return Ok(false);
         }
@@ -390,7 +420,7 @@ impl FileReader {
     }
 
     fn advance_pcapng(&mut self) -> Result<bool, CaptureError> {
-        if !self.window.ensure(12).map_err(|e| self.io(e))? {
+        if !self.fill(12)? {
             if !self.window.bytes().is_empty() {
                 self.truncated(12);
             }
@@ -423,7 +453,7 @@ impl FileReader {
             ));
             return Ok(false);
         }
-        if !self.window.ensure(total).map_err(|e| self.io(e))? {
+        if !self.fill(total)? {
             self.truncated(total);
             return Ok(false);
         }
@@ -591,8 +621,9 @@ fn describe(head: &[u8]) -> String {
     }
 }
 
-/// The unread rest of a stream window, as a reader (used to unwrap gzip from a stream).
-struct StreamRest(Window);
+/// The unread rest of a stream window, as a reader (used to unwrap gzip from a stream),
+/// publishing how many bytes of the stream have been read.
+struct StreamRest(Window, Arc<AtomicU64>);
 
 impl Read for StreamRest {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -603,6 +634,7 @@ impl Read for StreamRest {
         let n = src.len().min(buf.len());
         buf[..n].copy_from_slice(&src[..n]);
         self.0.consume(n);
+        self.1.store(self.0.offset(), Ordering::Relaxed);
         Ok(n)
     }
 }

@@ -232,6 +232,38 @@ fn gzip_is_detected_by_magic() {
 }
 
 #[test]
+fn a_damaged_gzip_keeps_every_frame_before_the_damage() {
+    let records: Vec<(u32, u32, &[u8], u32)> = (0..2000u32)
+        .map(|i| (i, 0, &b"payload-bytes"[..], 13))
+        .collect();
+    let plain = pcap(false, true, 4, &records);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let whole = gz.finish().unwrap();
+    // Missing only its 8-byte trailer: every frame is there.
+    let (frames, stats, warnings) = read_all(whole[..whole.len() - 8].to_vec());
+    assert_eq!(frames.len(), 2000);
+    assert_eq!(stats.truncated_records, 1);
+    assert!(
+        warnings[0].contains("gzip stream damaged near compressed byte"),
+        "{warnings:?}"
+    );
+    // Cut in the middle of the deflate stream: the frames decoded before are kept.
+    let (frames, stats, warnings) = read_all(whole[..whole.len() / 2].to_vec());
+    assert!(
+        frames.len() > 100 && frames.len() < 2000,
+        "{}",
+        frames.len()
+    );
+    assert_eq!(stats.truncated_records, 1);
+    assert!(
+        warnings[0].contains("gzip stream damaged")
+            && warnings[0].contains(&format!("the {} frames before it are kept", frames.len())),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn not_a_capture_names_what_was_found() {
     let e = FileReader::from_reader(
         "notes.txt",

@@ -55,6 +55,25 @@ impl ConfigError {
     }
 }
 
+/// Reads a config file as UTF-8 text; bytes that are not UTF-8 are an error naming the
+/// file, line, column and byte offset.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+        ConfigError::at(
+            path,
+            &before,
+            Some(at..at),
+            format!("not UTF-8 text (byte {at}); the file must be UTF-8"),
+        )
+    })
+}
+
 /// Transport protocol of a port mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -32,14 +32,16 @@
 mod classify;
 mod config;
 mod meta;
+pub mod setting;
 mod tenant;
 
 pub use classify::Classifier;
-pub use config::{ClassifierConfig, ConfigError, PortMapping, Transport};
+pub use config::{read_text, ClassifierConfig, ConfigError, PortMapping, Transport};
 pub use meta::{
     BfdControl, BfdState, Detail, Fragment, Malformed, PacketMeta, ProtocolType, SizeClass,
     TenantId, FLAG_SNAPPED_HEADER,
 };
+pub use setting::{SettingError, SettingPath};
 pub use tenant::{TenantMap, UNASSIGNED};
 
 #[cfg(test)]

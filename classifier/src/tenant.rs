@@ -103,6 +103,7 @@ pub struct TenantMap {
     names: Vec<String>,
     v4: RangeTable<u32>,
     v6: RangeTable<u128>,
+    warnings: Vec<String>,
 }
 
 impl Default for TenantMap {
@@ -111,6 +112,7 @@ impl Default for TenantMap {
             names: vec![UNASSIGNED.to_string()],
             v4: RangeTable::default(),
             v6: RangeTable::default(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -118,10 +120,7 @@ impl Default for TenantMap {
 impl TenantMap {
     /// Reads a tenants file (see [`TenantMap::parse`]).
     pub fn load(path: &Path) -> Result<TenantMap, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::config::read_text(path)?;
         TenantMap::parse(path, &text)
     }
 
@@ -134,7 +133,9 @@ impl TenantMap {
     /// ```
     ///
     /// Errors name the file, line and column. A prefix listed for two tenants is an error;
-    /// nested prefixes are fine (the longest wins).
+    /// nested prefixes are fine (the longest wins). A tenant listed twice (its prefixes are
+    /// merged) and a prefix with host bits set (`10.1.2.3/8` is read as `10.0.0.0/8`) are
+    /// kept, with a warning in [`TenantMap::warnings`].
     pub fn parse(path: &Path, text: &str) -> Result<TenantMap, ConfigError> {
         let file: TenantFile = toml::from_str(text)
             .map_err(|e| ConfigError::at(path, text, e.span(), e.message().to_string()))?;
@@ -142,6 +143,10 @@ impl TenantMap {
         let mut v4: Vec<Range<u32>> = Vec::new();
         let mut v6: Vec<Range<u128>> = Vec::new();
         let mut seen: std::collections::HashMap<(u128, u8, bool), usize> = Default::default();
+        let mut warnings = Vec::new();
+        let warn = |warnings: &mut Vec<String>, span, what: String| {
+            warnings.push(ConfigError::at(path, text, Some(span), what).to_string());
+        };
         for entry in file.tenant {
             let name = entry.name.get_ref().trim().to_string();
             if name.is_empty() || name == UNASSIGNED {
@@ -150,7 +155,16 @@ impl TenantMap {
                 )));
             }
             let id = match names.iter().position(|n| *n == name) {
-                Some(i) => i,
+                Some(i) => {
+                    warn(
+                        &mut warnings,
+                        entry.name.span(),
+                        format!(
+                            "tenant {name:?} is listed more than once; its prefixes are merged"
+                        ),
+                    );
+                    i
+                }
                 None => {
                     if names.len() > u16::MAX as usize {
                         return Err(ConfigError::at(
@@ -188,6 +202,34 @@ impl TenantMap {
                     }
                     continue;
                 }
+                let host_bits = match addr {
+                    IpAddr::V4(a) => {
+                        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                        let start = u32::from(a) & mask;
+                        (start != u32::from(a))
+                            .then(|| format!("{}/{len}", std::net::Ipv4Addr::from(start)))
+                    }
+                    IpAddr::V6(a) => {
+                        let mask = if len == 0 {
+                            0
+                        } else {
+                            u128::MAX << (128 - len)
+                        };
+                        let start = u128::from(a) & mask;
+                        (start != u128::from(a))
+                            .then(|| format!("{}/{len}", std::net::Ipv6Addr::from(start)))
+                    }
+                };
+                if let Some(network) = host_bits {
+                    warn(
+                        &mut warnings,
+                        prefix.span(),
+                        format!(
+                            "prefix {:?} has host bits set; it is read as {network}",
+                            prefix.get_ref()
+                        ),
+                    );
+                }
                 match addr {
                     IpAddr::V4(a) => {
                         let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
@@ -218,6 +260,7 @@ impl TenantMap {
             names,
             v4: flatten(v4, u32::MAX, |e| e + 1),
             v6: flatten(v6, u128::MAX, |e| e + 1),
+            warnings,
         })
     }
 
@@ -244,6 +287,12 @@ impl TenantMap {
     /// All tenant names, `unassigned` first.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// What the file holds that is kept but probably not meant (a tenant listed twice, a
+    /// prefix with host bits set), each naming the file, line and column.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 }
 
@@ -281,6 +330,40 @@ mod tests {
 
     fn who(m: &TenantMap, a: &str) -> String {
         m.name(m.lookup(a.parse().unwrap())).to_string()
+    }
+
+    #[test]
+    fn duplicate_names_and_host_bits_are_kept_with_warnings() {
+        let m = map(r#"
+[[tenant]]
+name = "a"
+prefixes = ["10.1.2.3/8"]
+[[tenant]]
+name = "a"
+prefixes = ["2001:db8::1/32", "192.0.2.1"]
+"#);
+        assert_eq!(who(&m, "10.200.0.1"), "a");
+        assert_eq!(m.names().len(), 2);
+        let w = m.warnings();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("tenants.toml:4:13: prefix \"10.1.2.3/8\" has host bits set; it is read as 10.0.0.0/8"), "{w:?}");
+        assert!(
+            w[1].starts_with("tenants.toml:6:8: tenant \"a\" is listed more than once"),
+            "{w:?}"
+        );
+        assert!(w[2].contains("read as 2001:db8::/32"), "{w:?}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_named_with_its_position() {
+        let p = std::env::temp_dir().join(format!("tw-tenants-latin1-{}", std::process::id()));
+        std::fs::write(&p, b"[[tenant]]\nname = \"caf\xe9\"\n").unwrap();
+        let e = TenantMap::load(&p).unwrap_err().to_string();
+        assert!(
+            e.ends_with(":2:12: not UTF-8 text (byte 22); the file must be UTF-8"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(&p);
     }
 
     #[test]

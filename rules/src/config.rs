@@ -1,6 +1,11 @@
 //! The `[rules]` section: severities, minimum durations, flap damping, overrides, silences.
 use serde::Deserialize;
 use tapwatch_analyzer::{FindingKind, Severity};
+use tapwatch_classifier::setting::f64_in;
+use tapwatch_classifier::{SettingError, SettingPath};
+
+/// Longest duration any rule may name, seconds (a year).
+const MAX_DURATION_S: f64 = 31_536_000.0;
 
 /// Rules applied to findings before they become alert events.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -97,6 +102,32 @@ pub struct IsolationRules {
     pub on_setup_growth: bool,
     /// Advise when a tenant is a heavy hitter (share of the relay's packets).
     pub on_tenant_share: bool,
+}
+
+impl RulesConfig {
+    /// Checks every duration against its range (0 to a year, seconds): the first one
+    /// outside it, named by its path in the config file.
+    pub fn check(&self) -> Result<(), SettingError> {
+        let p = SettingPath::new("rules");
+        for (kind, k) in [
+            ("heavy_hitter", &self.heavy_hitter),
+            ("quadratic_setup_growth", &self.quadratic_setup_growth),
+            ("missed_heartbeat", &self.missed_heartbeat),
+            ("syn_retransmits", &self.syn_retransmits),
+        ] {
+            let p = p.key(kind);
+            f64_in(&p, "min_duration_s", k.min_duration_s, 0.0, MAX_DURATION_S)?;
+            f64_in(&p, "resolve_hold_s", k.resolve_hold_s, 0.0, MAX_DURATION_S)?;
+            f64_in(&p, "cooldown_s", k.cooldown_s, 0.0, MAX_DURATION_S)?;
+        }
+        for (i, o) in self.overrides.iter().enumerate() {
+            if let Some(d) = o.min_duration_s {
+                let p = p.key("override").index(i);
+                f64_in(&p, "min_duration_s", d, 0.0, MAX_DURATION_S)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for IsolationRules {

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 
+use tapwatch_classifier::setting::{f64_in, int_in};
+use tapwatch_classifier::{SettingError, SettingPath};
+
 use crate::{AlertEvent, AlertState};
 
 /// Body shape a receiver expects.
@@ -95,6 +98,43 @@ fn generic() -> WebhookFormat {
 }
 
 impl WebhookConfig {
+    /// Checks the settings of the `[[webhook]]` table at `path` (`webhook[N]`): the URL,
+    /// the ranges of the numbers (`docs/usage.md`) and that the secret and routing-key
+    /// files can be read.
+    pub fn check(&self, path: &SettingPath) -> Result<(), SettingError> {
+        if let Some(why) = url_problem(&self.url) {
+            return Err(SettingError::new(
+                path.key("url"),
+                format!("{:?}", self.url),
+                format!("an http:// or https:// URL ({why})"),
+            ));
+        }
+        f64_in(path, "timeout_s", self.timeout_s, 0.1, 600.0)?;
+        f64_in(path, "rate_per_s", self.rate_per_s, 0.1, 100_000.0)?;
+        int_in(path, "spool_mib", self.spool_mib, 1, 1 << 20)?;
+        for (key, file) in [
+            ("secret_file", &self.secret_file),
+            ("routing_key_file", &self.routing_key_file),
+        ] {
+            let Some(f) = file else { continue };
+            if let Err(e) = std::fs::File::open(f) {
+                return Err(SettingError::new(
+                    path.key(key),
+                    format!("{:?}", f.display().to_string()),
+                    format!("a readable file ({e})"),
+                ));
+            }
+        }
+        if self.format == WebhookFormat::Pagerduty && self.routing_key_file.is_none() {
+            return Err(SettingError::new(
+                path.key("format"),
+                "\"pagerduty\"",
+                "routing_key_file beside it (pagerduty needs a routing key)",
+            ));
+        }
+        Ok(())
+    }
+
     /// A generic-format sink for `url` with default settings (`--webhook URL`).
     pub fn for_url(url: &str) -> WebhookConfig {
         WebhookConfig {
@@ -149,8 +189,19 @@ pub struct DeliveryStats {
     pub rejected: AtomicU64,
     /// Alerts refused because the spool was full.
     pub overflow: AtomicU64,
-    /// Spooled records whose checksum did not match (skipped on replay).
+    /// Spooled records whose checksum did not match (reported with their offset, skipped).
     pub corrupt: AtomicU64,
+    /// Torn last records (an earlier run cut short by a crash) cut off when the spool opened.
+    pub torn: AtomicU64,
+}
+
+/// What a drain left and how long it took.
+#[derive(Clone, Copy, Debug)]
+pub struct Drained {
+    /// Alerts still spooled (the next run delivers them).
+    pub left: u64,
+    /// Time spent draining.
+    pub waited: Duration,
 }
 
 /// A running webhook sink.
@@ -175,10 +226,10 @@ impl WebhookSink {
             path: path.to_path_buf(),
             source,
         };
-        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
+        if let Some(why) = url_problem(&cfg.url) {
             return Err(WebhookError::Config {
                 url: cfg.url.clone(),
-                reason: "the URL must start with http:// or https://".into(),
+                reason: format!("not an http:// or https:// URL: {why}"),
             });
         }
         let secret = read_secret(&cfg, &file_err)?;
@@ -202,9 +253,17 @@ impl WebhookSink {
         }
         let dir = spool_dir.join(sink_dir_name(&cfg.url));
         std::fs::create_dir_all(&dir).map_err(|e| file_err("creating spool directory", &dir, e))?;
-        let spool = Spool::open(&dir, cfg.spool_mib << 20)
+        let (spool, torn) = Spool::open(&dir, cfg.spool_mib << 20)
             .map_err(|e| file_err("opening spool", &dir, e))?;
         let stats = Arc::new(DeliveryStats::default());
+        if torn > 0 {
+            tracing::warn!(
+                "webhook {}: spool {}: removed a torn last record ({torn} bytes) left by an earlier run",
+                cfg.url,
+                dir.join("queue").display()
+            );
+            stats.torn.fetch_add(1, Ordering::Relaxed);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (wake, woken) = mpsc::channel();
         let worker = {
@@ -253,10 +312,12 @@ impl WebhookSink {
         }
     }
 
-    /// Waits up to `timeout` for the spool to empty, then stops the sink. Returns how many
-    /// alerts remain spooled for the next run.
-    pub fn drain(mut self, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+    /// Waits up to `timeout` for the spool to empty, then stops the sink (a request in
+    /// flight is let finish, up to the sink's `timeout_s`). Returns how many alerts remain
+    /// spooled for the next run and how long the drain really took.
+    pub fn drain(mut self, timeout: Duration) -> Drained {
+        let started = Instant::now();
+        let deadline = started + timeout;
         while Instant::now() < deadline && self.pending() > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -265,7 +326,10 @@ impl WebhookSink {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-        self.pending()
+        Drained {
+            left: self.pending(),
+            waited: started.elapsed(),
+        }
     }
 
     /// Alerts spooled and not yet delivered or rejected.
@@ -299,6 +363,48 @@ fn read_secret(
         };
     }
     Ok(None)
+}
+
+/// What is wrong with a webhook URL, or `None`: `http://` or `https://`, a host (name,
+/// IPv4 or `[IPv6]`), an optional port from 1 to 65535, an optional path; no spaces.
+fn url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Some("it must start with http:// or https://");
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("it contains spaces or control characters");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) if !h.is_empty() => (h, p.strip_prefix(':')),
+            _ => return Some("an IPv6 host needs its closing ]"),
+        },
+        None => match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Some("it names no host");
+    }
+    if !host_port.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Some("the host has characters a host name cannot have");
+    }
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Some("the port must be a number from 1 to 65535");
+        }
+    }
+    None
 }
 
 /// A directory name for a URL (no credentials or separators in it).
@@ -397,16 +503,25 @@ struct Spool {
 }
 
 impl Spool {
-    fn open(dir: &Path, cap: u64) -> std::io::Result<Spool> {
-        let file = OpenOptions::new()
+    /// Opens the spool in `dir`, cutting off a torn last record (no newline: a run stopped
+    /// mid-write); returns it and how many bytes were cut.
+    fn open(dir: &Path, cap: u64) -> std::io::Result<(Spool, u64)> {
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(dir.join("queue"))?;
-        Ok(Spool {
+        let len = file.metadata()?.len();
+        let whole = whole_length(&mut file)?;
+        if whole < len {
+            file.set_len(whole)?;
+        }
+        let spool = Spool {
             dir: dir.to_path_buf(),
             file,
             cap,
-        })
+        };
+        Ok((spool, len - whole))
     }
 
     fn append(&mut self, body: &[u8]) -> std::io::Result<bool> {
@@ -417,8 +532,15 @@ impl Spool {
         let mut rec = format!("{:08x}\t", crc32fast::hash(body)).into_bytes();
         rec.extend_from_slice(body);
         rec.push(b'\n');
-        self.file.write_all(&rec)?;
-        self.file.flush()?;
+        if let Err(e) = self
+            .file
+            .write_all(&rec)
+            .and_then(|()| self.file.sync_data())
+        {
+            // A full disk: cut the partial record off so the next one starts whole.
+            let _ = self.file.set_len(len);
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -449,7 +571,26 @@ impl Spool {
     }
 }
 
-/// The next record at or after `offset`: (body, offset after it), skipping corrupt ones.
+/// The length of a file up to and including its last newline (0 when it has none).
+fn whole_length(f: &mut File) -> std::io::Result<u64> {
+    let mut end = f.metadata()?.len();
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The next record at or after `offset`: (body, offset after it). A corrupt record (its
+/// checksum does not match: edited by hand, or a disk error) is counted, reported with its
+/// offset and passed (the cursor moves beyond it, so it is reported once).
 fn next_record(dir: &Path, offset: u64, stats: &DeliveryStats) -> Option<(Vec<u8>, u64)> {
     let mut f = File::open(dir.join("queue")).ok()?;
     f.seek(SeekFrom::Start(offset)).ok()?;
@@ -473,6 +614,12 @@ fn next_record(dir: &Path, offset: u64, stats: &DeliveryStats) -> Option<(Vec<u8
             return Some((line[9..].to_vec(), at));
         }
         stats.corrupt.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "webhook spool {}, byte {}: corrupt record ({n} bytes, checksum mismatch) skipped",
+            dir.join("queue").display(),
+            at - n as u64
+        );
+        let _ = Spool::set_cursor(dir, at);
     }
 }
 
@@ -547,9 +694,16 @@ fn deliver_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let since = last_post.elapsed();
-        if since < min_gap {
-            std::thread::sleep(min_gap - since);
+        // Keep the rate, in small steps so a stop request (the drain timeout) is honoured.
+        loop {
+            let left = min_gap.saturating_sub(last_post.elapsed());
+            if left.is_zero() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
         }
         last_post = Instant::now();
         match post(&agent, &cfg, secret.as_deref(), &body) {
@@ -582,5 +736,116 @@ fn deliver_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tw-hook-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn webhook_urls_and_settings_are_checked() {
+        for good in [
+            "http://127.0.0.1:8080/hook",
+            "https://hooks.example.net/x?y=1",
+            "http://[::1]:9/",
+            "https://user@host.example",
+        ] {
+            assert_eq!(url_problem(good), None, "{good}");
+        }
+        for bad in [
+            "not a url",
+            "http://",
+            "http:// host/",
+            "http://host:0/",
+            "http://host:99999/",
+            "ftp://host/",
+            "http://[::1/",
+        ] {
+            assert!(url_problem(bad).is_some(), "{bad}");
+        }
+        let p = SettingPath::new("webhook").index(0);
+        let mut c = WebhookConfig::for_url("not a url");
+        assert!(c
+            .check(&p)
+            .unwrap_err()
+            .to_string()
+            .starts_with("webhook[1].url = \"not a url\""));
+        c.url = "http://127.0.0.1/".into();
+        c.check(&p).unwrap();
+        c.spool_mib = 0;
+        assert!(c
+            .check(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("spool_mib = 0"));
+        c.spool_mib = 1;
+        for r in [0.0, 0.05, f64::NAN] {
+            c.rate_per_s = r;
+            assert!(c.check(&p).unwrap_err().to_string().contains("rate_per_s"));
+        }
+        c.rate_per_s = 1.0;
+        c.secret_file = Some("/nonexistent/secret".into());
+        let e = c.check(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("secret_file") && e.contains("No such file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_at_open_and_the_next_one_reads_whole() {
+        let d = tmp("torn");
+        let (mut s, torn) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(torn, 0);
+        s.append(b"{\"n\":1}").unwrap();
+        drop(s);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("queue"))
+            .unwrap();
+        f.write_all(b"12345678\t{\"n\":").unwrap();
+        let (mut s, torn) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(torn, 14);
+        s.append(b"{\"n\":2}").unwrap();
+        let stats = DeliveryStats::default();
+        let (a, at) = next_record(&d, 0, &stats).unwrap();
+        let (b, _) = next_record(&d, at, &stats).unwrap();
+        assert_eq!(
+            (a.as_slice(), b.as_slice()),
+            (&b"{\"n\":1}"[..], &b"{\"n\":2}"[..])
+        );
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_counted_once_and_passed() {
+        let d = tmp("corrupt");
+        let (mut s, _) = Spool::open(&d, 1 << 20).unwrap();
+        for n in 1..=3 {
+            s.append(format!("{{\"n\":{n}}}").as_bytes()).unwrap();
+        }
+        let queue = d.join("queue");
+        let text = std::fs::read_to_string(&queue).unwrap();
+        std::fs::write(&queue, text.replace("{\"n\":2}", "{\"n\":9}")).unwrap();
+        let stats = DeliveryStats::default();
+        let (_, at) = next_record(&d, 0, &stats).unwrap();
+        Spool::set_cursor(&d, at).unwrap();
+        let (b, _) = next_record(&d, at, &stats).unwrap();
+        assert_eq!(b, b"{\"n\":3}");
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 1);
+        // The cursor moved past the corrupt record: a second look reports nothing new.
+        assert!(Spool::cursor(&d) > at);
+        next_record(&d, Spool::cursor(&d), &stats).unwrap();
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -24,8 +24,32 @@ fn ch_err(url: &str, what: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::ClickHouse {
         url: url.to_string(),
         what: what.to_string(),
-        why: e.to_string(),
+        why: strip_ansi(&e.to_string()),
     }
+}
+
+/// Text without ANSI escape sequences (servers colour their exception text for terminals).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            // CSI: parameters and intermediates up to a final byte in @..~.
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next(); // a two-character escape
+        }
+    }
+    out
 }
 
 /// An error with its causes (transport errors hide the useful part, e.g. "connection
@@ -196,8 +220,11 @@ impl ClickHouse {
         })
     }
 
-    /// Whether rows of this agent's batch are already in the table (a retried batch whose
-    /// first attempt did land).
+    /// Whether this batch is already in the table (a retried batch whose first attempt did
+    /// land). Its id carries its writer's nonce and its content's checksum (see
+    /// [`crate::writer::BatchIds`]), so rows under that id are this content, not another
+    /// run's; a row count other than the batch's is reported (and the batch not inserted
+    /// again: a table may lose, never double).
     pub fn batch_exists(&self, m: &BatchMeta) -> Result<bool, StorageError> {
         let target = self.layout.insert_table(&m.table);
         let sql = format!(
@@ -213,6 +240,16 @@ impl ClickHouse {
                 .bind(m.ts_max)
                 .fetch_one::<u64>(),
         )?;
+        if n > 0 && n != m.rows {
+            tracing::warn!(
+                "ClickHouse {}: batch {} of {} (agent {}) holds {n} rows where {} were sent",
+                self.url,
+                m.batch,
+                m.table,
+                m.agent,
+                m.rows
+            );
+        }
         Ok(n > 0)
     }
 
@@ -433,7 +470,16 @@ pub fn days_between(a: u32, b: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::days_between;
+    use super::{days_between, strip_ansi};
+
+    #[test]
+    fn ansi_escapes_are_stripped_from_server_text() {
+        assert_eq!(
+            strip_ansi("Code: 60. \u{1b}[1mDB::Exception\u{1b}[0m: Table \u{1b}[38;5;1mx\u{1b}[0m does not exist"),
+            "Code: 60. DB::Exception: Table x does not exist"
+        );
+        assert_eq!(strip_ansi("plain ü"), "plain ü");
+    }
 
     #[test]
     fn days_between_dates() {

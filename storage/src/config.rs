@@ -3,6 +3,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use tapwatch_analyzer::setting::{f64_in, int_in};
+use tapwatch_analyzer::{SettingError, SettingPath};
 
 use crate::StorageError;
 
@@ -53,6 +55,25 @@ impl Default for StorageConfig {
             agent_every_s: 300.0,
             periodic_every_s: 60.0,
         }
+    }
+}
+
+impl StorageConfig {
+    /// Checks every number against its range (`docs/usage.md`, "Settings and their ranges"): the first one
+    /// outside it, named by its path in the config file.
+    pub fn check(&self) -> Result<(), SettingError> {
+        let p = SettingPath::new("storage");
+        int_in(&p, "batch_rows", self.batch_rows, 1, 10_000_000)?;
+        f64_in(&p, "batch_age_s", self.batch_age_s, 0.01, 3600.0)?;
+        int_in(&p, "queue", self.queue, 1, 1_000_000)?;
+        int_in(&p, "spool_mib", self.spool_mib, 1, 1 << 24)?;
+        f64_in(&p, "drain_timeout_s", self.drain_timeout_s, 0.0, 86_400.0)?;
+        for (table, days) in &self.retention_days {
+            int_in(&p.key("retention_days"), table, *days, 1, 36_500)?;
+        }
+        f64_in(&p, "retention_every_s", self.retention_every_s, 0.0, 1e7)?;
+        f64_in(&p, "agent_every_s", self.agent_every_s, 1.0, 1e7)?;
+        f64_in(&p, "periodic_every_s", self.periodic_every_s, 1.0, 1e7)
     }
 }
 
@@ -126,13 +147,17 @@ impl ClickHouseConfig {
         Ok(None)
     }
 
-    /// Checks names that go into SQL unquoted.
-    pub fn check(&self) -> Result<(), StorageError> {
+    /// Checks the settings of the section: names that go into SQL unquoted, and the
+    /// timeout's range (above 0 up to an hour).
+    pub fn check_settings(&self) -> Result<(), SettingError> {
+        let p = SettingPath::new("clickhouse");
         let ident = |what: &str, s: &str| {
             if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                Err(StorageError::Config(format!(
-                    "[clickhouse] {what} = {s:?}: expected letters, digits and underscores"
-                )))
+                Err(SettingError::new(
+                    p.key(what),
+                    format!("{s:?}"),
+                    "letters, digits and underscores",
+                ))
             } else {
                 Ok(())
             }
@@ -141,6 +166,12 @@ impl ClickHouseConfig {
         if let Some(c) = &self.cluster {
             ident("cluster", c)?;
         }
+        f64_in(&p, "timeout_s", self.timeout_s, 0.1, 3600.0)
+    }
+
+    /// Checks the settings and the URL in effect (the environment's included).
+    pub fn check(&self) -> Result<(), StorageError> {
+        self.check_settings()?;
         if let Some(u) = self.effective_url() {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err(StorageError::Config(format!(

@@ -4,7 +4,7 @@
 //! (`tapwatch load`, or `clickhouse-client --query "INSERT INTO tapwatch.TABLE FORMAT
 //! TabSeparatedWithNames" < FILE`), and `tapwatch query` reads them.
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::rows::StoredRow;
@@ -45,6 +45,65 @@ fn safe(agent: &str) -> String {
         .collect()
 }
 
+fn io(path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Appends `rows` (whole TSV lines) to the file at `path`, writing the header first when
+/// the file is new. A torn last row left by an earlier run (a crash or a full disk) is cut
+/// off first, with a warning. On an error the file is cut back to its length before the
+/// append; on success returns the file and that length (to undo the append).
+fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u64), StorageError> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    let whole = whole_length(&mut f).map_err(|e| io(path, e))?;
+    let len = f.metadata().map_err(|e| io(path, e))?.len();
+    if whole < len {
+        tracing::warn!(
+            "{}: removed a torn last row ({} bytes) left by an earlier run",
+            path.display(),
+            len - whole
+        );
+        f.set_len(whole).map_err(|e| io(path, e))?;
+    }
+    let mut buf = if whole == 0 {
+        tsv::header(columns)
+    } else {
+        Vec::new()
+    };
+    buf.extend_from_slice(rows);
+    if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+        let _ = f.set_len(whole);
+        return Err(io(path, e));
+    }
+    Ok((f, whole))
+}
+
+/// The length of a file up to and including its last newline (0 when it has none).
+fn whole_length(f: &mut fs::File) -> std::io::Result<u64> {
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// Writes rows to hourly files under a data directory.
 pub struct FileStore {
     dir: PathBuf,
@@ -63,56 +122,22 @@ impl FileStore {
         &self.dir
     }
 
-    /// Appends rows to their hourly files.
+    /// Appends rows to their hourly files: all of them or none.
     pub fn write<T: StoredRow>(&self, agent: &str, rows: &[T]) -> Result<(), StorageError> {
-        let mut start = 0;
-        while start < rows.len() {
-            let hour = hour_name(rows[start].ts());
-            let mut end = start + 1;
-            while end < rows.len() && hour_name(rows[end].ts()) == hour {
-                end += 1;
+        let mut by_hour: Vec<(String, Vec<u8>)> = Vec::new();
+        for r in rows {
+            let hour = hour_name(r.ts());
+            if by_hour.last().is_none_or(|(h, _)| *h != hour) {
+                by_hour.push((hour, Vec::new()));
             }
-            let mut buf = Vec::new();
-            for r in &rows[start..end] {
-                tsv::write_row(r, &mut buf).map_err(|e| StorageError::Config(e.to_string()))?;
-            }
-            self.append(T::TABLE, T::COLUMN_NAMES, &hour, agent, &buf)?;
-            start = end;
+            let buf = &mut by_hour.last_mut().expect("pushed above").1;
+            tsv::write_row(r, buf).map_err(|e| StorageError::Config(e.to_string()))?;
         }
-        Ok(())
-    }
-
-    /// Appends TabSeparated rows (no header) of `table` to the file of `hour`.
-    pub fn append(
-        &self,
-        table: &str,
-        columns: &[&str],
-        hour: &str,
-        agent: &str,
-        tsv_rows: &[u8],
-    ) -> Result<(), StorageError> {
-        let dir = self.dir.join(table);
-        let io = |path: &Path, e: std::io::Error| StorageError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        };
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let path = dir.join(format!("{hour}.{}.tsv", safe(agent)));
-        let fresh = !path.exists();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
-        if fresh {
-            f.write_all(&tsv::header(columns))
-                .map_err(|e| io(&path, e))?;
-        }
-        f.write_all(tsv_rows).map_err(|e| io(&path, e))
+        self.append_whole(T::TABLE, T::COLUMN_NAMES, agent, by_hour)
     }
 
     /// Appends TabSeparated rows (no header, `ts` first, as every table has it) of `table`,
-    /// each to the file of its own hour (a spooled batch may span two).
+    /// each to the file of its own hour (a spooled batch may span two): all or none.
     pub fn append_rows(
         &self,
         table: &str,
@@ -132,8 +157,33 @@ impl FileStore {
             buf.extend_from_slice(line);
             buf.push(b'\n');
         }
+        self.append_whole(table, columns, agent, by_hour.into_iter().collect())
+    }
+
+    /// Appends each hour's rows to its file. On an error every file is cut back to the
+    /// length it had, so a full disk leaves whole rows only and the batch can be retried.
+    fn append_whole(
+        &self,
+        table: &str,
+        columns: &[&str],
+        agent: &str,
+        by_hour: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let dir = self.dir.join(table);
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let mut done: Vec<(fs::File, u64)> = Vec::new();
         for (hour, rows) in by_hour {
-            self.append(table, columns, &hour, agent, &rows)?;
+            let path = dir.join(format!("{hour}.{}.tsv", safe(agent)));
+            let result = append_one(&path, columns, &rows);
+            match result {
+                Ok(undo) => done.push(undo),
+                Err(e) => {
+                    for (f, len) in done {
+                        let _ = f.set_len(len);
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -156,7 +206,8 @@ impl FileStore {
         v
     }
 
-    /// Rows of `table` from hours overlapping `[since, until)` (Unix seconds).
+    /// Rows of `table` from hours overlapping `[since, until)` (Unix seconds). Damaged rows
+    /// (a torn last row, a line with the wrong number of fields) are left out with a warning.
     pub fn read(&self, table: &str, since: u32, until: u32) -> Result<Vec<FileRow>, StorageError> {
         let lo = hour_name(since);
         let hi = hour_name(until.saturating_sub(1));
@@ -169,7 +220,9 @@ impl FileStore {
                 path: path.clone(),
                 source: e,
             })?;
-            let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+            let mut lines = whole_rows(&path, &text)
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty());
             let Some(head) = lines.next() else { continue };
             let names: std::sync::Arc<[String]> = head
                 .split(|b| *b == b'\t')
@@ -178,15 +231,14 @@ impl FileStore {
             for (i, line) in lines.enumerate() {
                 let fields: Vec<Vec<u8>> = line.split(|b| *b == b'\t').map(tsv::unescape).collect();
                 if fields.len() != names.len() {
-                    return Err(StorageError::Corrupt {
-                        path: path.clone(),
-                        line: i + 2,
-                        why: format!(
-                            "{} fields where the header names {}",
-                            fields.len(),
-                            names.len()
-                        ),
-                    });
+                    tracing::warn!(
+                        "{}, row {}: {} fields where the header names {}; row left out",
+                        path.display(),
+                        i + 1,
+                        fields.len(),
+                        names.len()
+                    );
+                    continue;
                 }
                 out.push(FileRow {
                     names: names.clone(),
@@ -260,17 +312,51 @@ impl FileRow {
     }
 }
 
-/// Loads one file-store file (`TabSeparatedWithNames`) into ClickHouse, one insert per
-/// batch, skipping batches ClickHouse already holds. Returns (rows loaded, batches skipped).
+/// The whole rows of a file's text: a torn last row (no newline: an earlier version's run
+/// cut short by a crash or a full disk) is left out with a warning.
+pub fn whole_rows<'a>(path: &Path, text: &'a [u8]) -> &'a [u8] {
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        tracing::warn!(
+            "{}: ignoring a torn last row ({} bytes)",
+            path.display(),
+            text.len() - whole
+        );
+    }
+    &text[..whole]
+}
+
+/// What [`load_into`] did with one file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Rows inserted.
+    pub rows: u64,
+    /// Batches skipped because ClickHouse already held them.
+    pub batches_skipped: u64,
+    /// Damaged lines left out (torn, or with the wrong number of fields).
+    pub bad_lines: u64,
+}
+
+/// Loads one file-store file (`TabSeparatedWithNames`, read from `path`) into ClickHouse,
+/// one insert per batch, skipping batches ClickHouse already holds. Damaged lines (a torn
+/// row, or two rows run together by an earlier version after a full disk) are left out
+/// with a warning naming the line.
 pub fn load_into(
     ch: &crate::ClickHouse,
     table: &str,
     columns: &[&str],
+    path: &Path,
     text: &[u8],
-) -> Result<(u64, u64), StorageError> {
-    let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-    let Some(head) = lines.next() else {
-        return Ok((0, 0));
+) -> Result<Loaded, StorageError> {
+    let mut done = Loaded::default();
+    let whole = whole_rows(path, text);
+    done.bad_lines += u64::from(whole.len() < text.len());
+    let mut lines = whole
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty());
+    let Some((_, head)) = lines.next() else {
+        return Ok(done);
     };
     let names: Vec<&[u8]> = head.split(|b| *b == b'\t').collect();
     let col = |n: &str| names.iter().position(|c| *c == n.as_bytes());
@@ -282,8 +368,19 @@ pub fn load_into(
     // The file's batches in file order, each with its rows.
     let mut batches: Vec<SpooledBatch> = Vec::new();
     let mut index: std::collections::HashMap<(String, u64), usize> = Default::default();
-    for line in lines {
+    for (i, line) in lines {
         let f: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+        if f.len() != names.len() {
+            tracing::warn!(
+                "{}, line {}: {} fields where the header names {}; line left out",
+                path.display(),
+                i + 1,
+                f.len(),
+                names.len()
+            );
+            done.bad_lines += 1;
+            continue;
+        }
         let get = |i: usize| {
             String::from_utf8_lossy(&tsv::unescape(f.get(i).copied().unwrap_or_default()))
                 .into_owned()
@@ -314,16 +411,15 @@ pub fn load_into(
         b.tsv.extend_from_slice(line);
         b.tsv.push(b'\n');
     }
-    let (mut rows, mut skipped) = (0, 0);
     for b in &batches {
         if ch.batch_exists(&b.meta)? {
-            skipped += 1;
+            done.batches_skipped += 1;
             continue;
         }
         ch.insert_tsv(table, columns, &b.tsv, false)?;
-        rows += b.meta.rows;
+        done.rows += b.meta.rows;
     }
-    Ok((rows, skipped))
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -369,6 +465,28 @@ mod tests {
         let left = store.read("tenants", 0, u32::MAX).unwrap();
         assert_eq!(left.len(), 3);
         assert_eq!(left[0].str("agent"), "a b");
+        // Two rows run together (an earlier version appended onto a torn row) and a torn
+        // last row are left out; the whole rows around them are read.
+        let (_, path) = store.files("tenants").pop().unwrap();
+        let mut text = fs::read(&path).unwrap();
+        let n = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+            - 1;
+        let mut one = Vec::new();
+        crate::tsv::write_row(&row(now, "late"), &mut one).unwrap();
+        text.extend_from_slice(&one[..20]);
+        text.extend_from_slice(&one);
+        text.extend_from_slice(&one);
+        text.extend_from_slice(&one[..12]);
+        fs::write(&path, text).unwrap();
+        let hour = store.read("tenants", now, now + 1).unwrap();
+        assert_eq!(
+            hour.len(),
+            n + 1,
+            "the rows before, and the one whole row after"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

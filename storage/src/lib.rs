@@ -31,6 +31,9 @@ pub enum StorageError {
     /// A setting that cannot be used.
     #[error("{0}")]
     Config(String),
+    /// A setting of the config file outside its range.
+    #[error(transparent)]
+    Setting(#[from] tapwatch_analyzer::SettingError),
     /// A password file or variable that cannot be read.
     #[error("ClickHouse credentials: {what}: {why}")]
     Credentials {
@@ -56,15 +59,5 @@ pub enum StorageError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
-    },
-    /// A file-store file that does not parse.
-    #[error("{path}, line {line}: {why}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// Line number (1-based).
-        line: usize,
-        /// What is wrong.
-        why: String,
     },
 }

@@ -18,9 +18,10 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 pub struct BatchMeta {
     /// Table (without database).
     pub table: String,
-    /// Agent id on the batch's rows (its batch ids are unique per agent).
+    /// Agent id on the batch's rows.
     pub agent: String,
-    /// Batch id (the idempotency key in every row).
+    /// Batch id (the idempotency key in every row: unique per writer, with the rows'
+    /// checksum; see [`crate::writer::BatchIds`]).
     pub batch: u64,
     /// Rows.
     pub rows: u64,
@@ -55,8 +56,10 @@ pub struct Spool {
     pub overflow_batches: u64,
     /// Rows in those batches (lost).
     pub overflow_rows: u64,
-    /// Records skipped because their checksum did not match.
+    /// Damaged records skipped (checksum mismatch, unreadable header or metadata).
     pub corrupt: u64,
+    /// Damaged records already counted and reported: (segment, offset).
+    reported: std::collections::BTreeSet<(u64, u64)>,
 }
 
 fn segment_name(n: u64) -> String {
@@ -74,6 +77,7 @@ impl Spool {
             overflow_batches: 0,
             overflow_rows: 0,
             corrupt: 0,
+            reported: Default::default(),
         })
     }
 
@@ -149,8 +153,12 @@ impl Spool {
         let (_, f, len) = self.writing.as_mut().expect("segment open");
         let mut rec = head.into_bytes();
         rec.extend_from_slice(&payload);
-        f.write_all(&rec)?;
-        f.sync_data()?;
+        let before = f.metadata()?.len();
+        if let Err(e) = f.write_all(&rec).and_then(|()| f.sync_data()) {
+            // A full disk: cut the partial record off so the next one starts whole.
+            let _ = f.set_len(before);
+            return Err(e);
+        }
         *len += size;
         Ok(true)
     }
@@ -183,14 +191,19 @@ impl Spool {
                 }
                 at += n as u64;
                 let mut parts = head.split_whitespace();
-                let (Some("TWSP1"), Some(crc), Some(len)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    self.corrupt += 1;
-                    break; // lost framing: the rest of the segment is unreadable
+                let framing = match (parts.next(), parts.next(), parts.next()) {
+                    (Some("TWSP1"), Some(crc), Some(len)) => u32::from_str_radix(crc, 16)
+                        .ok()
+                        .zip(len.parse::<u64>().ok()),
+                    _ => None,
                 };
-                let (Ok(crc), Ok(len)) = (u32::from_str_radix(crc, 16), len.parse::<u64>()) else {
-                    self.corrupt += 1;
+                let Some((crc, len)) = framing else {
+                    // Lost framing: the rest of the segment is unreadable.
+                    self.damaged(
+                        seg,
+                        at - n as u64,
+                        "no record header; rest of the segment skipped",
+                    );
                     break;
                 };
                 let mut payload = vec![0; len as usize];
@@ -199,7 +212,11 @@ impl Spool {
                 }
                 at += len;
                 if crc32fast::hash(&payload) != crc {
-                    self.corrupt += 1;
+                    self.damaged(
+                        seg,
+                        at - len - n as u64,
+                        "checksum mismatch; record skipped",
+                    );
                     continue;
                 }
                 let nl = payload
@@ -207,7 +224,11 @@ impl Spool {
                     .position(|b| *b == b'\n')
                     .unwrap_or(payload.len());
                 let Ok(meta) = serde_json::from_slice::<BatchMeta>(&payload[..nl]) else {
-                    self.corrupt += 1;
+                    self.damaged(
+                        seg,
+                        at - len - n as u64,
+                        "unreadable batch metadata; record skipped",
+                    );
                     continue;
                 };
                 let tsv = payload.get(nl + 1..).unwrap_or_default().to_vec();
@@ -221,6 +242,18 @@ impl Spool {
             }
         }
         Ok(None)
+    }
+
+    /// Counts and reports a damaged record (edited by hand, or a disk error).
+    fn damaged(&mut self, seg: u64, offset: u64, what: &str) {
+        if !self.reported.insert((seg, offset)) {
+            return; // seen on an earlier walk
+        }
+        self.corrupt += 1;
+        tracing::warn!(
+            "storage spool {}, byte {offset}: damaged record: {what}",
+            self.dir.join(segment_name(seg)).display()
+        );
     }
 
     /// Marks everything before `p` as taken; removes segments wholly taken.
@@ -317,6 +350,9 @@ mod tests {
             s.take(p).unwrap();
         }
         assert_eq!(got, vec![0, 1]);
+        assert_eq!(s.corrupt, 1);
+        // Looking again (the writer does, every few hundred ms) reports it no more.
+        assert!(s.peek().unwrap().is_none() && s.peek().unwrap().is_none());
         assert_eq!(s.corrupt, 1);
     }
 

@@ -31,7 +31,7 @@ pub struct StoreStats {
     pub batches_spooled: AtomicU64,
     /// Spooled batches skipped on replay because their batch id was already stored.
     pub batches_deduplicated: AtomicU64,
-    /// Rows lost because the spool was full.
+    /// Rows lost: the spool was full, or could not be written (a full disk).
     pub overflow_rows: AtomicU64,
     /// Spool size on disk, bytes.
     pub spool_bytes: AtomicU64,
@@ -81,8 +81,7 @@ pub struct Store {
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
     spool: Arc<Mutex<Spool>>,
-    seq: Arc<AtomicU64>,
-    run_ms: u64,
+    ids: Arc<BatchIds>,
     /// Counters.
     pub stats: Arc<StoreStats>,
     describe: String,
@@ -136,16 +135,14 @@ impl Store {
             stats: Arc::clone(&stats),
             buf: Rows::default(),
             buf_since: None,
-            seq: Arc::new(AtomicU64::new(0)),
-            run_ms: unix_now(),
+            ids: Arc::new(BatchIds::new()),
             schema_ready: false,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(250),
             warned: false,
             last_retention: None,
         };
-        let seq = Arc::clone(&w.seq);
-        let run_ms = w.run_ms;
+        let ids = Arc::clone(&w.ids);
         let thread = std::thread::Builder::new()
             .name("tapwatch-store".into())
             .spawn(move || w.run())
@@ -154,8 +151,7 @@ impl Store {
             tx: Some(tx),
             thread: Some(thread),
             spool,
-            seq,
-            run_ms,
+            ids,
             stats,
             describe,
         })
@@ -182,7 +178,7 @@ impl Store {
             | Err(TrySendError::Disconnected(Msg::Rows(mut rows))) => {
                 self.stats.queue_depth.fetch_sub(n, Ordering::Relaxed);
                 if let Ok(mut spool) = self.spool.lock() {
-                    spool_rows(&mut rows, self.run_ms, &self.seq, &mut spool, &self.stats);
+                    spool_rows(&mut rows, &self.ids, &mut spool, &self.stats);
                 }
             }
             Err(_) => {}
@@ -231,18 +227,12 @@ fn pending_batches(spool: &mut Spool) -> u64 {
 }
 
 /// Stamps batch ids and spools every table of `rows`.
-fn spool_rows(
-    rows: &mut Rows,
-    run_ms: u64,
-    seq: &AtomicU64,
-    spool: &mut Spool,
-    stats: &StoreStats,
-) {
+fn spool_rows(rows: &mut Rows, ids: &BatchIds, spool: &mut Spool, stats: &StoreStats) {
     macro_rules! one {
         ($f:ident, $t:ty) => {
             if !rows.$f.is_empty() {
-                let batch = next_batch(run_ms, seq);
-                let b = to_spooled(&mut rows.$f, batch);
+                let batch = ids.stamp(&mut rows.$f);
+                let b = to_spooled(&rows.$f, batch);
                 put_in_spool(spool, &b, stats);
                 rows.$f.clear();
             }
@@ -251,17 +241,74 @@ fn spool_rows(
     for_each_table!(one);
 }
 
-/// Batch ids: the run's start (ms) in the high bits, a sequence in the low 20, so a restarted
-/// agent never reuses one.
-fn next_batch(run_ms: u64, seq: &AtomicU64) -> u64 {
-    (run_ms << 20) | (seq.fetch_add(1, Ordering::Relaxed) & 0xf_ffff)
+/// Batch ids of one writer. The high 32 bits mix a nonce unique to the writer (the
+/// kernel's random pool, the process id, the boot id and the start time in nanoseconds)
+/// with a sequence, so two runs never share ids even when they start in the same
+/// millisecond; the low 32 bits are the CRC-32 of the batch's rows (written with batch id 0),
+/// so an id found in ClickHouse names that very content, not merely the same key.
+pub struct BatchIds {
+    nonce: u64,
+    seq: AtomicU64,
 }
 
-fn to_spooled<T: StoredRow>(rows: &mut [T], batch: u64) -> SpooledBatch {
+impl BatchIds {
+    /// Ids for a new writer.
+    pub fn new() -> BatchIds {
+        let mut nonce = [0u8; 8];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            use std::io::Read;
+            let _ = f.read_exact(&mut nonce);
+        }
+        let boot = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let nonce = u64::from_le_bytes(nonce)
+            ^ mix(u64::from(std::process::id()))
+            ^ mix(u64::from(crc32fast::hash(&boot)) << 1)
+            ^ mix(nanos);
+        BatchIds {
+            nonce,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Gives `rows` the next id (stamped in every row) and returns it.
+    pub fn stamp<T: StoredRow>(&self, rows: &mut [T]) -> u64 {
+        let mut tsv = Vec::new();
+        for r in rows.iter_mut() {
+            r.set_batch(0);
+            let _ = tsv::write_row(r, &mut tsv);
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = (mix(self.nonce ^ mix(seq)) & !0xffff_ffff) | u64::from(crc32fast::hash(&tsv));
+        for r in rows.iter_mut() {
+            r.set_batch(id);
+        }
+        id
+    }
+}
+
+impl Default for BatchIds {
+    fn default() -> Self {
+        BatchIds::new()
+    }
+}
+
+/// SplitMix64's finaliser: a bijective scramble of 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A batch of rows already stamped with `batch`, for the spool.
+fn to_spooled<T: StoredRow>(rows: &[T], batch: u64) -> SpooledBatch {
     let mut tsv = Vec::new();
     let (mut lo, mut hi) = (u32::MAX, 0);
-    for r in rows.iter_mut() {
-        r.set_batch(batch);
+    for r in rows {
         lo = lo.min(r.ts());
         hi = hi.max(r.ts());
         let _ = tsv::write_row(r, &mut tsv);
@@ -320,8 +367,7 @@ struct Writer {
     stats: Arc<StoreStats>,
     buf: Rows,
     buf_since: Option<Instant>,
-    seq: Arc<AtomicU64>,
-    run_ms: u64,
+    ids: Arc<BatchIds>,
     schema_ready: bool,
     retry_at: Instant,
     backoff: Duration,
@@ -439,15 +485,12 @@ impl Writer {
             ($f:ident, $t:ty) => {
                 if !self.buf.$f.is_empty() {
                     let mut rows = std::mem::take(&mut self.buf.$f);
-                    let batch = next_batch(self.run_ms, &self.seq);
-                    for r in rows.iter_mut() {
-                        r.set_batch(batch);
-                    }
+                    let batch = self.ids.stamp(&mut rows);
                     // Keep order behind a backlog: new batches queue after spooled ones.
                     let direct = !backlog && Instant::now() >= self.retry_at && self.prepare();
                     let ok = direct && self.write_typed(&rows);
                     if !ok {
-                        let b = to_spooled(&mut rows, batch);
+                        let b = to_spooled(&rows, batch);
                         if let Ok(mut s) = self.spool.lock() {
                             put_in_spool(&mut s, &b, &self.stats);
                         }
@@ -653,6 +696,32 @@ mod tests {
             .len();
         let _ = std::fs::remove_dir_all(&dir);
         n
+    }
+
+    #[test]
+    fn batch_ids_differ_between_writers_started_together_and_carry_the_content() {
+        let (a, b) = (BatchIds::new(), BatchIds::new());
+        let stamp = |ids: &BatchIds, tenant: &str| {
+            let mut rows = old_rows().tenants;
+            rows[0].tenant = tenant.into();
+            let id = ids.stamp(&mut rows);
+            assert_eq!(rows[0].batch, id);
+            id
+        };
+        let (a0, b0) = (stamp(&a, "t"), stamp(&b, "t"));
+        assert_ne!(a0, b0, "same content, same sequence, two writers");
+        assert_eq!(a0 & 0xffff_ffff, b0 & 0xffff_ffff, "the content's checksum");
+        let (a1, b1) = (stamp(&a, "u"), stamp(&b, "t"));
+        assert_ne!(
+            a1 & 0xffff_ffff,
+            a0 & 0xffff_ffff,
+            "other content, other checksum"
+        );
+        assert_ne!(b1, b0, "same content again: a new id");
+        let mut rows = old_rows().tenants;
+        rows[0].batch = 7; // a stamped row: its old id is not part of the content
+        let c = BatchIds::new().stamp(&mut rows);
+        assert_eq!(c & 0xffff_ffff, a0 & 0xffff_ffff);
     }
 
     #[test]

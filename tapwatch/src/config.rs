@@ -4,7 +4,10 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 use tapwatch_analyzer::AnalyzerConfig;
-use tapwatch_classifier::{Classifier, ClassifierConfig, ConfigError, TenantMap};
+use tapwatch_classifier::setting::Step;
+use tapwatch_classifier::{
+    read_text, Classifier, ClassifierConfig, ConfigError, SettingError, SettingPath, TenantMap,
+};
 
 use crate::CommonArgs;
 
@@ -33,18 +36,63 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file: syntax, unknown keys, and every setting's range
+    /// (an error names the file, line, column, setting and what is allowed).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = read_text(path).context("reading config")?;
         let config: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::at(path, &text, e.span(), e.message().to_string()))?;
+        config.check().map_err(|e| {
+            let span = locate(&text, &e.path);
+            ConfigError::at(path, &text, span, e.to_string())
+        })?;
         config
             .clickhouse
             .check()
             .with_context(|| format!("{}", path.display()))?;
         Ok(config)
     }
+
+    /// Every section's settings against their ranges.
+    fn check(&self) -> Result<(), SettingError> {
+        self.analyzer.check()?;
+        self.rules.check()?;
+        let hooks = SettingPath::new("webhook");
+        for (i, w) in self.webhook.iter().enumerate() {
+            w.check(&hooks.index(i))?;
+        }
+        self.storage.check()?;
+        self.clickhouse.check_settings()
+    }
+}
+
+/// The byte span of a setting's value in the file, or of the deepest table on its path
+/// that the file names (a default that is out of range with another setting).
+fn locate(text: &str, path: &SettingPath) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut value: Option<&toml::Spanned<DeValue>> = None;
+    let mut table = doc.get_ref();
+    let mut best = None;
+    for step in &path.0 {
+        let next = match (step, value.map(|v| v.get_ref())) {
+            (Step::Key(k), None) | (Step::Key(k), Some(DeValue::Table(_))) => {
+                if let Some(DeValue::Table(t)) = value.map(|v| v.get_ref()) {
+                    table = t;
+                }
+                table
+                    .iter()
+                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                    .map(|(_, v)| v)
+            }
+            (Step::Index(i), Some(DeValue::Array(a))) => a.get(*i),
+            _ => None,
+        };
+        let Some(v) = next else { break };
+        best = Some(v.span());
+        value = Some(v);
+    }
+    best
 }
 
 impl Config {
@@ -61,11 +109,20 @@ pub fn load(common: &CommonArgs) -> anyhow::Result<(Config, Classifier)> {
         config.storage.data_dir = d.clone();
     }
     let tenants = match &common.tenants {
-        Some(p) => TenantMap::load(p)?,
+        Some(p) => load_tenants(p)?,
         None => TenantMap::default(),
     };
     let classifier = Classifier::new(tenants, &config.classifier);
     Ok((config, classifier))
+}
+
+/// A tenants file, its warnings (a tenant listed twice, host bits set) logged.
+fn load_tenants(path: &Path) -> anyhow::Result<TenantMap> {
+    let map = TenantMap::load(path)?;
+    for w in map.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(map)
 }
 
 /// `tapwatch rules check`: loads everything a run would load, then explains it.
@@ -74,7 +131,7 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
     tapwatch_rules::AlertEngine::new(config.rules.clone())
         .with_context(|| format!("{}", path.display()))?;
     let tenant_map = match tenants {
-        Some(t) => Some(TenantMap::load(t)?),
+        Some(t) => Some(load_tenants(t)?),
         None => None,
     };
     let a = &config.analyzer;

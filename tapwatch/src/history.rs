@@ -216,23 +216,29 @@ pub fn load(a: &LoadArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| config.storage.data_dir.clone());
     let store = FileStore::new(&dir);
-    let (mut files, mut rows, mut skipped) = (0u64, 0u64, 0u64);
+    let (mut files, mut rows, mut skipped, mut bad) = (0u64, 0u64, 0u64, 0u64);
     for table in tapwatch_storage::rows::TABLES {
         let columns = tapwatch_storage::writer::columns_of(table);
         for (_, path) in store.files(table) {
             let text =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let loaded = tapwatch_storage::files::load_into(&ch, table, columns, &text)
+            let loaded = tapwatch_storage::files::load_into(&ch, table, columns, &path, &text)
                 .with_context(|| format!("loading {}", path.display()))?;
             files += 1;
-            rows += loaded.0;
-            skipped += loaded.1;
+            rows += loaded.rows;
+            skipped += loaded.batches_skipped;
+            bad += loaded.bad_lines;
         }
     }
     println!(
-        "{}: loaded {rows} rows from {files} files under {} ({skipped} batches already there)",
+        "{}: loaded {rows} rows from {files} files under {} ({skipped} batches already there{})",
         ch.url(),
-        dir.display()
+        dir.display(),
+        if bad > 0 {
+            format!("; {bad} damaged lines left out")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

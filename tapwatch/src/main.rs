@@ -385,6 +385,8 @@ fn main() -> ExitCode {
         }
     };
     match result {
+        // Rows lost to a full disk or spool: said in the log, and the run failed.
+        Ok(()) if store::rows_lost() > 0 => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         // `tapwatch replay … | head`: the reader left; that is not an error.
         Err(e)

@@ -179,10 +179,11 @@ impl Sink for Webhooks {
         for sink in self.sinks.drain(..) {
             let url = sink.url().to_string();
             let stats = Arc::clone(&sink.stats);
-            let left = sink.drain(timeout);
+            let drained = sink.drain(timeout);
+            let (left, waited) = (drained.left, drained.waited.as_secs_f64());
             let delivered = stats.delivered.load(Relaxed);
             if left > 0 {
-                tracing::warn!("webhook {url}: {delivered} delivered, {left} remain spooled after waiting {:.0} s; the next run delivers them", self.drain_timeout_s);
+                tracing::warn!("webhook {url}: {delivered} delivered, {left} remain spooled after waiting {waited:.1} s; the next run delivers them");
             } else {
                 tracing::info!("webhook {url}: {delivered} delivered, none left spooled");
             }
@@ -194,6 +195,7 @@ impl Sink for Webhooks {
                 "rejected": stats.rejected.load(Relaxed),
                 "spool_overflow": stats.overflow.load(Relaxed),
                 "corrupt_spool_records": stats.corrupt.load(Relaxed),
+                "torn_spool_records": stats.torn.load(Relaxed),
                 "still_spooled": left,
             }));
         }

@@ -8,6 +8,15 @@ use tapwatch_storage::{convert, Backend, Rows, Store};
 use crate::config::Config;
 use crate::engine::{RunReport, Sink, WindowDone};
 
+/// Rows this process could not store (the spool full or the disk full); a run that lost
+/// any exits non-zero.
+static ROWS_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Rows the storage sinks of this process could not write.
+pub fn rows_lost() -> u64 {
+    ROWS_LOST.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Heavy-hitter entries stored per window and dimension.
 const TOP_PER_WINDOW: usize = 10;
 
@@ -100,6 +109,14 @@ impl StoreSink {
             "batches_left_spooled": left,
             "rows_lost_spool_full": stats.overflow_rows.load(Relaxed),
         });
+        let lost = stats.overflow_rows.load(Relaxed);
+        if lost > 0 {
+            ROWS_LOST.fetch_add(lost, Relaxed);
+            tracing::error!(
+                "storage: {lost} of {} rows could not be written to {describe} (disk or spool full; see the warnings above)",
+                stats.rows_accepted.load(Relaxed)
+            );
+        }
         if left > 0 {
             tracing::warn!("storage: {left} batches remain spooled for {describe}; `tapwatch deliver` or the next run writes them");
         } else {

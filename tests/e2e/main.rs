@@ -2,6 +2,7 @@
 //! (tcpdump, tshark) and real interfaces (veth pairs in namespaces the tests create).
 
 mod common;
+mod durability;
 mod engine;
 mod live_capture;
 mod live_detect;
@@ -9,6 +10,7 @@ mod live_replay;
 mod replay_cli;
 mod replay_signals;
 mod scenarios;
+mod settings;
 mod shared_pcaps;
 mod storage;
 mod webhooks;

@@ -61,7 +61,7 @@ impl ClickHouseServer {
         s
     }
 
-    fn up(&mut self) {
+    pub(crate) fn up(&mut self) {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -93,7 +93,7 @@ impl ClickHouseServer {
         assert!(out.status.success());
     }
 
-    fn down(&self) {
+    pub(crate) fn down(&self) {
         self.down_with("stop");
     }
 
@@ -685,9 +685,21 @@ fn an_https_url_speaks_tls_and_transport_errors_say_why() {
         )
     };
     assert!(apply(&ch.url).0);
-    // The private server speaks plain HTTP: an https URL to it must fail in the TLS
-    // handshake (rustls reads an HTTP answer where a TLS record belongs), not connect.
-    let https = ch.url.replace("http://", "https://");
+    // A server that speaks plain HTTP: an https URL to it must fail in the TLS handshake
+    // (rustls reads an HTTP answer where a TLS record belongs), not connect. The plain
+    // server here answers the moment a connection opens, whatever it is sent, so the
+    // failure never waits on how a busy server treats a TLS hello (ClickHouse once took
+    // longer than the client's 10 s under load).
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let https = format!("https://{}", plain.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in plain.incoming().flatten() {
+            use std::io::Write;
+            let _ = conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
     let (ok, err) = apply(&https);
     assert!(!ok);
     assert!(
