@@ -1,8 +1,8 @@
 //! The `[rules]` section: severities, minimum durations, flap damping, overrides, silences.
 use serde::Deserialize;
+use tapwatch_analyzer::setting::f64_in;
 use tapwatch_analyzer::{FindingKind, Severity};
-use tapwatch_classifier::setting::f64_in;
-use tapwatch_classifier::{SettingError, SettingPath};
+use tapwatch_analyzer::{SettingError, SettingPath};
 
 /// Longest duration any rule may name, seconds (a year).
 const MAX_DURATION_S: f64 = 31_536_000.0;

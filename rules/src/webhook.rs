@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 
-use tapwatch_classifier::setting::{f64_in, int_in};
-use tapwatch_classifier::{SettingError, SettingPath};
+use tapwatch_analyzer::setting::{f64_in, int_in};
+use tapwatch_analyzer::{SettingError, SettingPath};
 
 use crate::{AlertEvent, AlertState};
 
@@ -742,6 +742,8 @@ fn deliver_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AlertEngine;
+    use tapwatch_analyzer::{Evidence, Finding, FindingKind, Severity, SynBurstResolvedEvidence};
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tw-hook-{name}-{}", std::process::id()));
@@ -847,5 +849,105 @@ mod tests {
         next_record(&d, Spool::cursor(&d), &stats).unwrap();
         assert_eq!(stats.corrupt.load(Ordering::Relaxed), 1);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A firing and a resolved event from the engine.
+    fn events() -> (AlertEvent, AlertEvent) {
+        let mut engine = AlertEngine::default();
+        let mut f = Finding {
+            kind: FindingKind::SynRetransmits,
+            active: true,
+            tenant: Some("web".into()),
+            subject: "192.0.2.80:443/tcp".into(),
+            severity: Severity::Critical,
+            started_ns: 1_767_225_600_000_000_000,
+            detected_ns: 1_767_225_610_000_000_000,
+            value: 12.0,
+            threshold: 5.0,
+            evidence: Evidence::SynBurstResolved(SynBurstResolvedEvidence { window_s: 10.0 }),
+        };
+        let firing = engine.process(&f).remove(0);
+        f.active = false;
+        f.detected_ns += 20_000_000_000;
+        (firing, engine.process(&f).remove(0))
+    }
+
+    fn json(format: WebhookFormat, e: &AlertEvent) -> serde_json::Value {
+        serde_json::from_slice(&render(format, e, Some("rk"))).unwrap()
+    }
+
+    #[test]
+    fn every_format_renders_the_event() {
+        let (firing, resolved) = events();
+        let generic = json(WebhookFormat::Generic, &firing);
+        assert_eq!(generic, serde_json::to_value(&firing).unwrap());
+        assert_eq!(generic["detected_at"], "2026-01-01T00:00:10.000000000Z");
+        let slack = json(WebhookFormat::Slack, &resolved);
+        assert_eq!(
+            slack["text"],
+            "[RESOLVED] syn_retransmits 192.0.2.80:443/tcp (tenant web) value 12.000 threshold 5.000 at 2026-01-01T00:00:30.000000000Z"
+        );
+        let pd = json(WebhookFormat::Pagerduty, &firing);
+        assert_eq!(
+            (&pd["event_action"], &pd["dedup_key"], &pd["routing_key"]),
+            (&"trigger".into(), &firing.id.clone().into(), &"rk".into())
+        );
+        assert_eq!(pd["payload"]["severity"], "critical");
+        assert_eq!(pd["payload"]["custom_details"]["window_s"], 10.0);
+        assert_eq!(
+            json(WebhookFormat::Pagerduty, &resolved)["event_action"],
+            "resolve"
+        );
+        let am = json(WebhookFormat::Alertmanager, &resolved);
+        assert_eq!(am["status"], "resolved");
+        let alert = &am["alerts"][0];
+        assert_eq!(alert["labels"]["alertname"], "syn_retransmits");
+        assert_eq!(alert["startsAt"], "2026-01-01T00:00:00.000000000Z");
+        assert_eq!(alert["endsAt"], "2026-01-01T00:00:30.000000000Z");
+        assert_eq!(alert["annotations"]["evidence"], r#"{"window_s":10.0}"#);
+        let am_firing = json(WebhookFormat::Alertmanager, &firing);
+        assert_eq!(am_firing["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn formats_parse_and_signatures_match_the_reference() {
+        assert_eq!("json".parse::<WebhookFormat>(), Ok(WebhookFormat::Generic));
+        assert!("teams"
+            .parse::<WebhookFormat>()
+            .unwrap_err()
+            .contains("alertmanager"));
+        assert_eq!(
+            signature(b"key", b"The quick brown fox jumps over the lazy dog"),
+            "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn the_spool_keeps_records_in_order_and_skips_corrupt_ones() {
+        let dir = std::env::temp_dir().join(format!("tapwatch-spool-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut spool, _) = Spool::open(&dir, 64).unwrap();
+        assert!(spool.append(b"first").unwrap());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("queue"))
+            .unwrap()
+            .write_all(b"00000000\tdamaged\n")
+            .unwrap();
+        assert!(spool.append(b"second").unwrap());
+        assert!(!spool.append(&[b'x'; 40]).unwrap(), "over the cap");
+        let stats = DeliveryStats::default();
+        let (a, at) = next_record(&dir, 0, &stats).unwrap();
+        let (b, end) = next_record(&dir, at, &stats).unwrap();
+        assert_eq!(
+            (a.as_slice(), b.as_slice()),
+            (&b"first"[..], &b"second"[..])
+        );
+        assert_eq!(stats.corrupt.load(Ordering::Relaxed), 1);
+        assert!(next_record(&dir, end, &stats).is_none());
+        Spool::set_cursor(&dir, at).unwrap();
+        assert_eq!((Spool::cursor(&dir), Spool::pending(&dir)), (at, 2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -57,8 +57,11 @@ fn heavy_mix() -> scenario::CaptureBuilder {
                 &[0; 160],
             );
         }
-        // One source big from the start: 1000 pps.
+        // One source big from the start: 1500 pps.
         c.udp(t + 500_000, (big, 7000), relay, None, &[0; 900]);
+        if ms % 2 == 0 {
+            c.udp(t + 600_000, (big, 7000), relay, None, &[0; 900]);
+        }
         let s = ms / 1000;
         if (40..46).contains(&s) {
             // Tenant web surges: 2000 pps from 1000 sources.
@@ -89,9 +92,19 @@ fn heavy_mix() -> scenario::CaptureBuilder {
                 );
             }
         }
-        if (100..106).contains(&s) && ms % 3 != 0 {
-            // The big source starts pinging too: ~670 pps of a new kind.
-            c.ping(t + 700_000, big, Ipv4Addr::new(192, 0, 2, 30), 1, ms as u16);
+        if (100..106).contains(&s) {
+            // The big source starts pinging too: 2000 pps of a new kind, the source as a
+            // whole stays below 3 × its baseline.
+            for k in 0..2u64 {
+                let seq = (2 * ms + k) as u16;
+                c.ping(
+                    t + 700_000 + k * 100_000,
+                    big,
+                    Ipv4Addr::new(192, 0, 2, 30),
+                    1,
+                    seq,
+                );
+            }
         }
     }
     c

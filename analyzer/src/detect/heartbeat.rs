@@ -187,10 +187,14 @@ pub struct HeartbeatTracker {
 
 /// Two rotating bitmaps of flow hashes: "has this flow been seen before, recently?"
 /// A false "yes" only admits a flow early; the table's own cap still bounds memory.
+///
+/// Rotation follows fixed epochs of event time (`now / rotate_ns`), not the packets that
+/// happened to arrive, so every shard rotates at the same event times: one epoch forward
+/// clears the older bitmap; two or more clear both.
 struct Doorkeeper {
     bits: [Vec<u64>; 2],
     current: usize,
-    rotated_at: u64,
+    epoch: u64,
     rotate_ns: u64,
 }
 
@@ -201,17 +205,21 @@ impl Doorkeeper {
         Doorkeeper {
             bits: [vec![0; Self::BITS / 64], vec![0; Self::BITS / 64]],
             current: 0,
-            rotated_at: 0,
-            rotate_ns,
+            epoch: 0,
+            rotate_ns: rotate_ns.max(1),
         }
     }
 
     #[inline]
     fn seen_before(&mut self, key: &FlowKey, now: u64) -> bool {
-        if now.saturating_sub(self.rotated_at) >= self.rotate_ns {
+        let epoch = now / self.rotate_ns;
+        if epoch > self.epoch {
             self.current ^= 1;
             self.bits[self.current].iter_mut().for_each(|w| *w = 0);
-            self.rotated_at = now;
+            if epoch - self.epoch >= 2 {
+                self.bits[self.current ^ 1].iter_mut().for_each(|w| *w = 0);
+            }
+            self.epoch = epoch;
         }
         let h = crate::sketch::mix64(key) as usize % Self::BITS;
         let (word, bit) = (h / 64, 1u64 << (h % 64));
@@ -606,6 +614,42 @@ mod tests {
             );
         }
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn the_doorkeeper_rotates_on_fixed_epochs_of_event_time() {
+        let key = |n: u8| FlowKey {
+            src: addr(n),
+            dst: addr(200),
+            src_port: 0,
+            dst_port: 9999,
+            proto: 17,
+        };
+        let mut d = Doorkeeper::new(10);
+        assert!(!d.seen_before(&key(1), 19), "epoch 1");
+        assert!(d.seen_before(&key(1), 19));
+        // Epoch 2 begins at 20, whenever the next packet comes: one rotation keeps key 1.
+        assert!(!d.seen_before(&key(2), 21));
+        assert!(d.seen_before(&key(1), 22));
+        // Epoch 3 (from 30) clears the bitmap of epoch 1… but key 1 was marked again in 2.
+        assert!(!d.seen_before(&key(3), 30));
+        assert!(d.seen_before(&key(1), 31));
+        assert!(d.seen_before(&key(2), 32));
+        // Two epochs forward (5 from 3) forget everything.
+        assert!(!d.seen_before(&key(1), 50));
+        assert!(!d.seen_before(&key(2), 59));
+        // A late packet of an earlier epoch does not rotate back.
+        assert!(d.seen_before(&key(1), 41));
+        // Two shards whose first packets came at different times rotate together: a flow
+        // seen only in epoch 1 is forgotten by both in epoch 3.
+        let mut a = Doorkeeper::new(10);
+        let mut b = Doorkeeper::new(10);
+        a.seen_before(&key(9), 11);
+        b.seen_before(&key(9), 18);
+        a.seen_before(&key(8), 25);
+        b.seen_before(&key(8), 25);
+        assert!(!a.seen_before(&key(9), 31));
+        assert!(!b.seen_before(&key(9), 31));
     }
 
     #[test]
