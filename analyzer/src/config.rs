@@ -88,7 +88,25 @@ impl SetupGrowthConfig {
         )?;
         f64_in(p, "min_node_range", self.min_node_range, 1.0, 1e9)?;
         f64_in(p, "min_r2", self.min_r2, 0.0, 1.0)?;
-        int_in(p, "exact_nodes", self.exact_nodes, 0, 1 << 24)
+        int_in(p, "exact_nodes", self.exact_nodes, 0, 1 << 24)?;
+        int_in(p, "coarse_history", self.coarse_history, 3, 100_000)?;
+        int_in(p, "coarse_levels_s", self.coarse_levels_s.len(), 0, 8)?;
+        let mut finer = self.point_s;
+        for (i, w) in self.coarse_levels_s.iter().enumerate() {
+            // Each level a whole multiple of the one before, up to 30 days.
+            let at = p.key("coarse_levels_s").index(i);
+            let whole =
+                w.is_finite() && *w > finer && ((w / finer) - (w / finer).round()).abs() < 1e-9;
+            if !whole || *w > 30.0 * 86_400.0 {
+                return Err(SettingError::new(
+                    at,
+                    w,
+                    format!("a whole multiple of {finer} s (the level before), larger than it, at most 2592000 s"),
+                ));
+            }
+            finer = *w;
+        }
+        f64_in(p, "node_horizon_s", self.node_horizon_s, 0.0, 86_400.0)
     }
 }
 
@@ -155,6 +173,12 @@ mod tests {
         assert!(bad(&|c| c.heartbeat.k = f64::NAN).starts_with("analyzer.heartbeat.k = NaN"));
         assert!(bad(&|c| c.heavy_hitters.min_share = -0.1).contains("from 0 to 1"));
         assert!(bad(&|c| c.setup_growth.point_s = 0.0).contains("setup_growth.point_s"));
+        let coarse = bad(&|c| c.setup_growth.coarse_levels_s = vec![60.0, 90.0]);
+        assert!(
+            coarse.starts_with("analyzer.setup_growth.coarse_levels_s[2] = 90"),
+            "{coarse}"
+        );
+        assert!(bad(&|c| c.setup_growth.node_horizon_s = -1.0).contains("node_horizon_s"));
         for cap in [0, 4_000_000_000_000] {
             assert!(bad(&|c| c.heavy_hitters.sketch_capacity = cap).contains("sketch_capacity = "));
         }

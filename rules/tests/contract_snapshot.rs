@@ -122,6 +122,7 @@ fn growth_cycle() -> Vec<serde_json::Value> {
         let mut findings = Vec::new();
         d.observe(
             &GrowthPoint {
+                level: 0,
                 index: 3,
                 tenant: "swarm",
                 start_ns: scenario::EPOCH_NS + i * 10 * SEC,

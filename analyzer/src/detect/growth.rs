@@ -8,13 +8,17 @@
 //! points fit well (R² on the log scale) is flagged: at `b = 2`, doubling its nodes
 //! quadruples its setups.
 use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{TenantId, TenantMap};
 
 use super::WindowDetector;
 use crate::finding::{Evidence, Finding, FindingKind, Severity};
-use crate::window::{Rollup, WindowStats};
+use crate::sketch::DistinctCounter;
+use crate::window::WindowStats;
 
 /// Quadratic growth of connection setups with a tenant's node count.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -38,6 +42,16 @@ pub struct SetupGrowthConfig {
     pub setup_types: Vec<String>,
     /// Distinct sources per tenant counted exactly up to this many, then estimated.
     pub exact_nodes: usize,
+    /// Widths of the coarser levels of points, seconds, each a multiple of the one before
+    /// (the first of `point_s`): growth too slow to span `min_node_range` within the finer
+    /// histories is judged here.
+    pub coarse_levels_s: Vec<f64>,
+    /// Points kept per tenant at each coarser level.
+    pub coarse_history: usize,
+    /// A node counts as active in a point when it was seen within this many seconds before
+    /// the point's end (or within the point, for points at least this wide): a node that
+    /// opens one connection a minute is one node, not a sixth of one.
+    pub node_horizon_s: f64,
 }
 
 impl Default for SetupGrowthConfig {
@@ -52,6 +66,9 @@ impl Default for SetupGrowthConfig {
             min_r2: 0.8,
             setup_types: Vec::new(),
             exact_nodes: 4096,
+            coarse_levels_s: vec![60.0, 600.0, 3600.0],
+            coarse_history: 200,
+            node_horizon_s: 300.0,
         }
     }
 }
@@ -124,12 +141,12 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     if n < 3 || slopes.len() < 3 {
         return None;
     }
-    slopes.sort_by(f64::total_cmp);
+    // Order statistics by selection, not a full sort: O(m) each, and the coarse levels fit
+    // up to 200 points (about 20 000 slopes).
     let m = slopes.len();
-    let slope = median_sorted(&slopes);
+    let slope = median(&mut slopes);
     let mut intercepts: Vec<f64> = points.iter().map(|(x, y)| y - slope * x).collect();
-    intercepts.sort_by(f64::total_cmp);
-    let intercept = median_sorted(&intercepts);
+    let intercept = median(&mut intercepts);
     // Sen's interval: ranks (m ∓ C)/2 with C = z·sqrt(n(n−1)(2n+5)/18), z = 1.96.
     let nf = n as f64;
     let c = 1.96 * (nf * (nf - 1.0) * (2.0 * nf + 5.0) / 18.0).sqrt();
@@ -149,25 +166,36 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     Some(Fit {
         slope,
         intercept,
-        slope_low: slopes[lo],
-        slope_high: slopes[hi],
+        slope_low: nth(&mut slopes, lo),
+        slope_high: nth(&mut slopes, hi),
         r2,
         n,
     })
 }
 
-fn median_sorted(v: &[f64]) -> f64 {
+/// The `k`-th smallest value (reorders `v`).
+fn nth(v: &mut [f64], k: usize) -> f64 {
+    *v.select_nth_unstable_by(k, f64::total_cmp).1
+}
+
+/// The median (reorders `v`; `v` not empty).
+fn median(v: &mut [f64]) -> f64 {
     let n = v.len();
+    let upper = nth(v, n / 2);
     if n % 2 == 1 {
-        v[n / 2]
+        upper
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        // The lower middle is the largest of the half below the upper middle.
+        let lower = v[..n / 2].iter().copied().fold(f64::MIN, f64::max);
+        (lower + upper) / 2.0
     }
 }
 
-/// One rollup point of one tenant.
+/// One point of one tenant at one level.
 #[derive(Clone, Copy, Debug)]
 pub struct GrowthPoint<'a> {
+    /// Level (0: `point_s`, then the coarser levels in order).
+    pub level: usize,
     /// Tenant index.
     pub index: usize,
     /// Tenant name.
@@ -176,7 +204,7 @@ pub struct GrowthPoint<'a> {
     pub start_ns: u64,
     /// Point end.
     pub end_ns: u64,
-    /// Distinct sources of the tenant in the point.
+    /// Active nodes of the tenant at the point (distinct sources within the node horizon).
     pub nodes: u64,
     /// Connection setups from the tenant in the point.
     pub setups: u64,
@@ -188,18 +216,34 @@ pub struct GrowthPoint<'a> {
     pub packet_share: f64,
 }
 
-/// One tenant's history and alert state.
+/// One tenant's history at one level, with its latest fit.
 #[derive(Clone, Debug, Default)]
-struct TenantHistory {
+struct LevelHistory {
     points: VecDeque<(u64, f64, f64)>,
+    /// Fit over `points`, its node range and smallest and largest node counts.
+    fit: Option<(Fit, f64, f64, f64)>,
+    /// The latest point: nodes, setups, width (s), setup share, packet share.
+    last: (u64, u64, f64, f64, f64),
+}
+
+/// One tenant's alert state over all levels.
+#[derive(Clone, Debug, Default)]
+struct TenantState {
+    levels: Vec<LevelHistory>,
     firing_since: Option<u64>,
 }
 
-/// The per-tenant growth detector, run by the merger on each rollup point.
+/// The per-tenant growth detector over every level of points, run by the merger.
+///
+/// Each level keeps its own history and fit. The level that judges a tenant is the finest
+/// whose history holds enough points and spans `min_node_range`: growth fast enough to
+/// show within minutes is judged on 10 s points, growth that takes hours or days on the
+/// coarser ones, and a finer level that sees the range is never overruled by a coarser one.
 pub struct GrowthDetector {
     cfg: SetupGrowthConfig,
-    tenants: Vec<TenantHistory>,
-    /// Last fit per tenant, for reports.
+    tenants: Vec<TenantState>,
+    /// Last fit per tenant of the level judging it (or the finest fitted): fit, node range,
+    /// setups per second in that level's latest point; for reports.
     pub last_fit: Vec<Option<(Fit, f64, f64)>>,
 }
 
@@ -213,39 +257,45 @@ impl GrowthDetector {
         }
     }
 
-    /// The (nodes, setups) points a tenant's fit uses now.
+    fn capacity(&self, level: usize) -> usize {
+        if level == 0 {
+            self.cfg.history
+        } else {
+            self.cfg.coarse_history
+        }
+    }
+
+    /// The (nodes, setups) points of a tenant's finest level.
     pub fn history(&self, t: usize) -> Vec<(f64, f64)> {
         self.tenants
             .get(t)
+            .and_then(|s| s.levels.first())
             .map(|h| h.points.iter().map(|p| (p.1, p.2)).collect())
             .unwrap_or_default()
     }
 
-    /// Adds one point for a tenant; reports changes of state.
+    /// Adds one point of one level for a tenant; reports changes of state.
     pub fn observe(&mut self, p: &GrowthPoint<'_>, out: &mut Vec<Finding>) {
-        let GrowthPoint {
-            index: t,
-            tenant,
-            start_ns,
-            end_ns,
-            nodes,
-            setups,
-            width_s,
-            setup_share,
-            packet_share,
-        } = *p;
+        let t = p.index;
         if self.tenants.len() <= t {
-            self.tenants.resize_with(t + 1, TenantHistory::default);
+            self.tenants.resize_with(t + 1, TenantState::default);
             self.last_fit.resize(t + 1, None);
         }
-        let h = &mut self.tenants[t];
-        if nodes < 2 || setups < 1 {
+        if p.nodes < 2 || p.setups < 1 {
             return;
         }
-        h.points.push_back((start_ns, nodes as f64, setups as f64));
-        while h.points.len() > self.cfg.history {
+        let capacity = self.capacity(p.level);
+        let state = &mut self.tenants[t];
+        if state.levels.len() <= p.level {
+            state.levels.resize_with(p.level + 1, LevelHistory::default);
+        }
+        let h = &mut state.levels[p.level];
+        h.points
+            .push_back((p.start_ns, p.nodes as f64, p.setups as f64));
+        while h.points.len() > capacity {
             h.points.pop_front();
         }
+        h.last = (p.nodes, p.setups, p.width_s, p.setup_share, p.packet_share);
         if h.points.len() < self.cfg.min_points {
             return;
         }
@@ -255,15 +305,39 @@ impl GrowthDetector {
             .points
             .iter()
             .fold((f64::MAX, 0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-        let range = max_n / min_n.max(1.0);
-        self.last_fit[t] = Some((fit, range, setups as f64 / width_s.max(1e-9)));
-        let raise = fit.slope >= self.cfg.min_exponent
-            && range >= self.cfg.min_node_range
-            && fit.r2 >= self.cfg.min_r2;
-        // Hysteresis: once flagged, the tenant clears only below `clear_exponent`.
-        let hot = raise || (h.firing_since.is_some() && fit.slope >= self.cfg.clear_exponent);
+        h.fit = Some((fit, max_n / min_n.max(1.0), min_n, max_n));
+        self.judge(p, out);
+    }
+
+    /// Decides a tenant's state from its levels after a point of `p.level`.
+    fn judge(&mut self, p: &GrowthPoint<'_>, out: &mut Vec<Finding>) {
+        let cfg = &self.cfg;
+        let state = &mut self.tenants[p.index];
+        let firing = state.firing_since.is_some();
+        let fitted = |l: &&LevelHistory| l.fit.is_some();
+        let judge_level = state.levels.iter().position(|l| {
+            l.fit
+                .is_some_and(|(_, range, _, _)| range >= cfg.min_node_range)
+        });
+        let Some(level) = judge_level.or_else(|| state.levels.iter().position(|l| fitted(&l)))
+        else {
+            return;
+        };
+        let h = &state.levels[level];
+        let Some((fit, range, min_n, max_n)) = h.fit else {
+            return;
+        };
+        let (nodes, setups, width_s, setup_share, packet_share) = h.last;
         let rate_now = setups as f64 / width_s.max(1e-9);
-        let projected = rate_now * 2f64.powf(fit.slope);
+        self.last_fit[p.index] = Some((fit, range, rate_now));
+        let hot = match judge_level {
+            // Hysteresis: once flagged, the tenant clears only below `clear_exponent`.
+            Some(_) => {
+                (fit.slope >= cfg.min_exponent && fit.r2 >= cfg.min_r2)
+                    || (firing && fit.slope >= cfg.clear_exponent)
+            }
+            None => firing && fit.slope >= cfg.clear_exponent,
+        };
         let evidence = Evidence::Growth(GrowthEvidence {
             exponent: fit.slope,
             exponent_ci95: [fit.slope_low, fit.slope_high],
@@ -275,48 +349,51 @@ impl GrowthDetector {
             packet_share,
             point_s: width_s,
             points: fit.n,
-            projected_setup_rate_at_2x_nodes: projected,
+            projected_setup_rate_at_2x_nodes: rate_now * 2f64.powf(fit.slope),
             r2: fit.r2,
             setup_rate_per_s: rate_now,
             setup_share,
             setups_now: setups,
         });
-        let since = h.firing_since;
+        let first_point = h.points.front().map_or(p.start_ns, |q| q.0);
+        let tenant = p.tenant.to_string();
         if hot {
-            let started = *h
-                .firing_since
-                .get_or_insert(h.points.front().map(|p| p.0).unwrap_or(start_ns));
+            let started = *state.firing_since.get_or_insert(first_point);
             out.push(Finding {
                 kind: FindingKind::QuadraticSetupGrowth,
                 active: true,
-                tenant: Some(tenant.to_string()),
-                subject: tenant.to_string(),
+                tenant: Some(tenant.clone()),
+                subject: tenant,
                 severity: if fit.slope >= 1.9 {
                     Severity::Critical
                 } else {
                     Severity::Warning
                 },
                 started_ns: started,
-                detected_ns: end_ns,
+                detected_ns: p.end_ns,
                 value: fit.slope,
-                threshold: self.cfg.min_exponent,
+                threshold: cfg.min_exponent,
                 evidence,
             });
-        } else if let Some(started) = since {
-            h.firing_since = None;
+        } else if let Some(started) = state.firing_since.take() {
             out.push(Finding {
                 kind: FindingKind::QuadraticSetupGrowth,
                 active: false,
-                tenant: Some(tenant.to_string()),
-                subject: tenant.to_string(),
+                tenant: Some(tenant.clone()),
+                subject: tenant,
                 severity: Severity::Warning,
                 started_ns: started,
-                detected_ns: end_ns,
+                detected_ns: p.end_ns,
                 value: fit.slope,
-                threshold: self.cfg.min_exponent,
+                threshold: cfg.min_exponent,
                 evidence,
             });
         }
+    }
+
+    /// The fit of one tenant at one level, if it has one.
+    fn level_fit(&self, t: usize, level: usize) -> Option<Fit> {
+        self.tenants.get(t)?.levels.get(level)?.fit.map(|f| f.0)
     }
 }
 
@@ -337,11 +414,79 @@ pub struct GrowthSample {
     pub fit: Option<Fit>,
 }
 
-/// The setup-growth detector as the merger runs it: base windows rolled up into points of
-/// `point_s`, one point per tenant fed to the [`GrowthDetector`].
+/// One tenant's part of a point being accumulated.
+#[derive(Clone, Debug)]
+struct TenantAcc {
+    setups: u64,
+    packets: u64,
+    nodes: DistinctCounter<IpAddr>,
+}
+
+/// A level of points being accumulated from base windows: per tenant setups, packets and
+/// distinct sources (only what the growth fit needs, not whole windows).
+struct LevelAcc {
+    width_ns: u64,
+    start_ns: Option<u64>,
+    tenants: Vec<TenantAcc>,
+    packets: u64,
+}
+
+impl LevelAcc {
+    fn new(width_s: f64) -> LevelAcc {
+        LevelAcc {
+            width_ns: ((width_s * 1e9) as u64).max(1),
+            start_ns: None,
+            tenants: Vec::new(),
+            packets: 0,
+        }
+    }
+
+    /// Whether `w` starts a new point (the current one is then complete).
+    fn starts_new(&self, w: &WindowStats) -> bool {
+        self.start_ns
+            .is_some_and(|s| s != w.start_ns / self.width_ns * self.width_ns)
+    }
+
+    fn add(&mut self, w: &WindowStats, exact_nodes: usize) {
+        self.start_ns
+            .get_or_insert(w.start_ns / self.width_ns * self.width_ns);
+        self.packets += w.packets;
+        if self.tenants.len() < w.tenants.len() {
+            self.tenants.resize_with(w.tenants.len(), || TenantAcc {
+                setups: 0,
+                packets: 0,
+                nodes: DistinctCounter::new(exact_nodes),
+            });
+        }
+        for (acc, t) in self.tenants.iter_mut().zip(&w.tenants) {
+            acc.setups += t.setups;
+            acc.packets += t.packets;
+            acc.nodes.merge(&t.nodes);
+        }
+    }
+
+    fn take(&mut self) -> Option<(u64, u64, Vec<TenantAcc>, u64)> {
+        let start = self.start_ns.take()?;
+        let packets = std::mem::take(&mut self.packets);
+        Some((
+            start,
+            start + self.width_ns,
+            std::mem::take(&mut self.tenants),
+            packets,
+        ))
+    }
+}
+
+/// The setup-growth detector as the merger runs it: base windows accumulated into points
+/// at every level (`point_s`, then `coarse_levels_s`), each tenant's active nodes counted
+/// over the node horizon, every point fed to the [`GrowthDetector`].
 pub struct SetupGrowth {
     detector: GrowthDetector,
-    points: Rollup,
+    levels: Vec<LevelAcc>,
+    /// Per tenant: when each source was last seen (event time, ns), for the node horizon.
+    last_seen: Vec<FxHashMap<IpAddr, u64>>,
+    horizon_ns: u64,
+    exact_nodes: usize,
     /// Keep every point as a [`GrowthSample`] for storage.
     pub(crate) keep: bool,
     pub(crate) samples: Vec<GrowthSample>,
@@ -350,8 +495,15 @@ pub struct SetupGrowth {
 impl SetupGrowth {
     /// A detector with these settings.
     pub fn new(cfg: SetupGrowthConfig) -> SetupGrowth {
+        let levels = std::iter::once(cfg.point_s)
+            .chain(cfg.coarse_levels_s.iter().copied())
+            .map(LevelAcc::new)
+            .collect();
         SetupGrowth {
-            points: Rollup::new(cfg.point_s),
+            levels,
+            last_seen: Vec::new(),
+            horizon_ns: (cfg.node_horizon_s.max(0.0) * 1e9) as u64,
+            exact_nodes: cfg.exact_nodes,
             detector: GrowthDetector::new(cfg),
             keep: false,
             samples: Vec::new(),
@@ -363,8 +515,45 @@ impl SetupGrowth {
         &self.detector
     }
 
-    fn point(&mut self, p: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
-        let total_setups: u64 = p.tenants.iter().map(|t| t.setups).sum();
+    /// Remembers when each source of each tenant was last seen (exact counters only).
+    fn note_sources(&mut self, w: &WindowStats) {
+        if self.horizon_ns == 0 {
+            return;
+        }
+        if self.last_seen.len() < w.tenants.len() {
+            self.last_seen
+                .resize_with(w.tenants.len(), FxHashMap::default);
+        }
+        for (seen, t) in self.last_seen.iter_mut().zip(&w.tenants) {
+            if let Some(keys) = t.nodes.exact_keys() {
+                for k in keys {
+                    seen.insert(*k, w.end_ns);
+                }
+            }
+        }
+    }
+
+    /// Active nodes of tenant `i` at a point `[start, end)`: distinct sources in the point,
+    /// or seen within the horizon before its end when the point is narrower than that.
+    fn active_nodes(&self, i: usize, start: u64, end: u64, in_point: u64) -> u64 {
+        if end - start >= self.horizon_ns {
+            return in_point;
+        }
+        let since = end.saturating_sub(self.horizon_ns);
+        let recent = self.last_seen.get(i).map_or(0, |seen| {
+            seen.values().filter(|t| **t > since).count() as u64
+        });
+        recent.max(in_point)
+    }
+
+    fn point(
+        &mut self,
+        level: usize,
+        (start, end, tenants_acc, packets): (u64, u64, Vec<TenantAcc>, u64),
+        tenants: &TenantMap,
+        out: &mut Vec<Finding>,
+    ) {
+        let total_setups: u64 = tenants_acc.iter().map(|t| t.setups).sum();
         let share = |x: u64, total: u64| {
             if total > 0 {
                 x as f64 / total as f64
@@ -372,53 +561,72 @@ impl SetupGrowth {
                 0.0
             }
         };
-        for (i, t) in p.tenants.iter().enumerate() {
+        let width_s = (end - start) as f64 / 1e9;
+        for (i, t) in tenants_acc.iter().enumerate() {
             if i == TenantId::UNASSIGNED.0 as usize {
                 continue; // "unassigned" is not one tenant: its nodes are unrelated
             }
             let name = tenants.name(TenantId(i as u16)).to_string();
             let point = GrowthPoint {
+                level,
                 index: i,
                 tenant: &name,
-                start_ns: p.start_ns,
-                end_ns: p.end_ns,
-                nodes: t.nodes.count().0,
+                start_ns: start,
+                end_ns: end,
+                nodes: self.active_nodes(i, start, end, t.nodes.count().0),
                 setups: t.setups,
-                width_s: p.width_s(),
+                width_s,
                 setup_share: share(t.setups, total_setups),
-                packet_share: share(t.packets, p.packets),
+                packet_share: share(t.packets, packets),
             };
             self.detector.observe(&point, out);
             if self.keep && point.nodes >= 2 && point.setups >= 1 {
                 self.samples.push(GrowthSample {
                     tenant: name.clone(),
-                    start_ns: p.start_ns,
-                    width_s: p.width_s(),
+                    start_ns: start,
+                    width_s,
                     nodes: point.nodes,
                     setups: point.setups,
-                    fit: self
-                        .detector
-                        .last_fit
-                        .get(i)
-                        .copied()
-                        .flatten()
-                        .map(|f| f.0),
+                    fit: self.detector.level_fit(i, level),
                 });
             }
+        }
+    }
+
+    /// Forgets sources not seen within the horizon.
+    fn prune(&mut self, now: u64) {
+        let since = now.saturating_sub(self.horizon_ns);
+        for seen in &mut self.last_seen {
+            seen.retain(|_, t| *t > since);
         }
     }
 }
 
 impl WindowDetector for SetupGrowth {
     fn window(&mut self, w: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
-        if let Some(p) = self.points.push(w) {
-            self.point(&p, tenants, out);
+        // A point is complete when a window of the next one arrives: judge it with the
+        // sources seen up to its end, then count this window.
+        for level in 0..self.levels.len() {
+            if self.levels[level].starts_new(w) {
+                if let Some(done) = self.levels[level].take() {
+                    if level == 0 {
+                        self.prune(done.1);
+                    }
+                    self.point(level, done, tenants, out);
+                }
+            }
+        }
+        self.note_sources(w);
+        for acc in &mut self.levels {
+            acc.add(w, self.exact_nodes);
         }
     }
 
     fn finish(&mut self, tenants: &TenantMap, out: &mut Vec<Finding>) {
-        if let Some(p) = self.points.finish() {
-            self.point(&p, tenants, out);
+        for level in 0..self.levels.len() {
+            if let Some(done) = self.levels[level].take() {
+                self.point(level, done, tenants, out);
+            }
         }
     }
 }
@@ -459,6 +667,7 @@ mod tests {
             let n = 20 + 10 * i;
             d.observe(
                 &GrowthPoint {
+                    level: 0,
                     index: 1,
                     tenant: "quad",
                     start_ns: i * 10,
@@ -473,6 +682,7 @@ mod tests {
             );
             d.observe(
                 &GrowthPoint {
+                    level: 0,
                     index: 2,
                     tenant: "linear",
                     start_ns: i * 10,
@@ -506,6 +716,7 @@ mod tests {
             let setups = if i < 30 { n * n / 10 } else { 90 * n };
             d.observe(
                 &GrowthPoint {
+                    level: 0,
                     index: 1,
                     tenant: "swarm",
                     start_ns: i * 10,
@@ -540,6 +751,7 @@ mod tests {
             let n = 100 + i % 3; // steady node count, noisy setups
             d.observe(
                 &GrowthPoint {
+                    level: 0,
                     index: 0,
                     tenant: "steady",
                     start_ns: i,
@@ -554,5 +766,144 @@ mod tests {
             );
         }
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    /// Feeds a tenant growing from 40 nodes, doubling every `doubling_s`, with setups
+    /// ~ nodes^`exponent` (±10 % noise), as points of the levels in `levels` (indices into
+    /// the default widths 10 s, 60 s, 600 s, 3600 s) for `duration_s`; returns the event
+    /// time (s) of the first firing, if any.
+    fn grow(doubling_s: f64, exponent: f64, duration_s: u64, levels: &[usize]) -> Option<f64> {
+        let cfg = SetupGrowthConfig::default();
+        let widths: Vec<u64> = std::iter::once(cfg.point_s)
+            .chain(cfg.coarse_levels_s.iter().copied())
+            .map(|w| w as u64)
+            .collect();
+        let mut d = GrowthDetector::new(cfg);
+        let mut rng = Rng::new(doubling_s as u64 ^ (exponent * 10.0) as u64);
+        let mut out = Vec::new();
+        let step = widths[levels[0]];
+        let mut t = 0;
+        while t < duration_s {
+            t += step;
+            for &level in levels {
+                let w = widths[level];
+                if t % w != 0 {
+                    continue;
+                }
+                let nodes = 40.0 * 2f64.powf(t as f64 / doubling_s);
+                let rate = 0.01 * nodes.powf(exponent) * (0.9 + 0.2 * rng.unit());
+                d.observe(
+                    &GrowthPoint {
+                        level,
+                        index: 1,
+                        tenant: "rollout",
+                        start_ns: (t - w) * 1_000_000_000,
+                        end_ns: t * 1_000_000_000,
+                        nodes: nodes as u64,
+                        setups: (rate * w as f64).max(1.0) as u64,
+                        width_s: w as f64,
+                        setup_share: 0.5,
+                        packet_share: 0.5,
+                    },
+                    &mut out,
+                );
+                if let Some(f) = out.iter().find(|f| f.active) {
+                    return Some(f.detected_ns as f64 / 1e9);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn growth_is_flagged_once_nodes_double_whatever_its_speed() {
+        let all = [0, 1, 2, 3];
+        // Doubling in 10 minutes: the 10 s points span too little; the 1 min points judge.
+        let at = grow(600.0, 2.0, 3600, &all).expect("10-minute doubling flagged");
+        assert!((600.0..=900.0).contains(&at), "flagged at {at} s");
+        // Doubling in 2 hours.
+        let at = grow(7200.0, 2.0, 4 * 3600, &all).expect("2-hour doubling flagged");
+        assert!((7200.0..=9000.0).contains(&at), "flagged at {at} s");
+        // Doubling in a week, seen on 10 min and 1 h points.
+        let week = 7.0 * 86_400.0;
+        let at = grow(week, 2.0, 9 * 86_400, &[2, 3]).expect("1-week doubling flagged");
+        assert!((week..=week + 86_400.0).contains(&at), "flagged at {at} s");
+    }
+
+    #[test]
+    fn linear_growth_is_never_flagged_at_any_speed() {
+        for (doubling, duration, levels) in [
+            (600.0, 3600, &[0, 1, 2, 3][..]),
+            (7200.0, 4 * 3600, &[0, 1, 2, 3][..]),
+            (7.0 * 86_400.0, 9 * 86_400, &[2, 3][..]),
+        ] {
+            for exponent in [1.0, 1.2]
+                .into_iter()
+                .take(if levels.len() == 2 { 1 } else { 2 })
+            {
+                assert_eq!(
+                    grow(doubling, exponent, duration, levels),
+                    None,
+                    "doubling in {doubling} s, exponent {exponent}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_finer_level_that_sees_the_range_is_not_overruled_by_a_coarser_one() {
+        let mut d = GrowthDetector::new(SetupGrowthConfig::default());
+        let mut out = Vec::new();
+        let point = |level: usize, i: u64, nodes: u64, setups: u64| GrowthPoint {
+            level,
+            index: 1,
+            tenant: "t",
+            start_ns: i,
+            end_ns: i + 1,
+            nodes,
+            setups,
+            width_s: 10.0,
+            setup_share: 0.5,
+            packet_share: 0.5,
+        };
+        // The coarse level saw quadratic growth long ago...
+        for i in 0..10 {
+            let n = 20 + 20 * i;
+            d.observe(&point(1, i, n, n * n), &mut out);
+        }
+        let raised = out.iter().filter(|f| f.active).count();
+        assert!(raised > 0);
+        // ...the fine level now sees a 3x node range with setups linear in nodes: it judges.
+        for i in 0..12 {
+            let n = 100 + 20 * i;
+            d.observe(&point(0, 100 + i, n, 10 * n), &mut out);
+        }
+        assert!(!out.last().unwrap().active, "{:?}", out.last());
+    }
+
+    #[test]
+    fn a_node_seen_once_a_minute_counts_at_every_10_s_point() {
+        let cfg = SetupGrowthConfig::default();
+        let mut g = SetupGrowth::new(cfg.clone());
+        let tenants = TenantMap::default();
+        let mut out = Vec::new();
+        // 60 nodes, each sending one setup a minute, spread evenly: 1 per second.
+        for s in 0..600u64 {
+            let mut w =
+                WindowStats::new(s * 1_000_000_000, (s + 1) * 1_000_000_000, 64, 4096, 16, 32);
+            let t = w.tenant(TenantId(1));
+            t.setups += 1;
+            t.packets += 1;
+            t.nodes.add(IpAddr::from([10, 0, 0, (s % 60) as u8]));
+            w.packets += 1;
+            g.window(&w, &tenants, &mut out);
+        }
+        let h = g.detector().history(1);
+        assert!(h.len() >= 30, "{h:?}");
+        // Once a full horizon has passed, every point counts all 60 nodes, not 10.
+        assert!(
+            h[h.len() - 25..].iter().all(|(nodes, _)| *nodes == 60.0),
+            "{h:?}"
+        );
     }
 }

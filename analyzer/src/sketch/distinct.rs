@@ -109,6 +109,11 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
         }
     }
 
+    /// The keys, while the count is still exact (`None` once it is estimated).
+    pub fn exact_keys(&self) -> Option<impl Iterator<Item = &K> + '_> {
+        self.exact.as_ref().map(|set| set.iter())
+    }
+
     /// The count, and whether it is exact.
     pub fn count(&self) -> (u64, bool) {
         match (&self.exact, &self.hll) {
