@@ -519,3 +519,37 @@ fn load_leaves_out_damaged_lines_and_loads_the_rest() {
         .sum();
     assert_eq!(in_ch, rows);
 }
+
+#[test]
+fn runs_sharing_a_file_store_write_whole_rows_and_every_row() {
+    let tmp = TempDir::new("shared-files");
+    let data = tmp.path("data");
+    let pcap = tmp.path("head.pcap");
+    let demo = std::fs::read(root().join("data/demo.pcap")).unwrap();
+    std::fs::write(&pcap, &demo[..300_000]).unwrap();
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            tapwatch()
+                .arg("replay")
+                .arg(&pcap)
+                .args(["--format", "json", "--agent-id", "same", "--data-dir"])
+                .arg(&data)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut written = 0;
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        written += s["storage"]["rows_written"].as_u64().unwrap();
+    }
+    assert_eq!(whole_file_rows(&data), written);
+}
