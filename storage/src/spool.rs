@@ -133,6 +133,12 @@ impl Spool {
         }
     }
 
+    /// Whether another running process owns the spool directory (this one then spools
+    /// into a private queue the owner takes over later).
+    pub fn owned_elsewhere(&self) -> bool {
+        self.root.is_some()
+    }
+
     fn with(dir: &Path, cap: u64, root: Option<PathBuf>, lock: File) -> Spool {
         Spool {
             dir: dir.to_path_buf(),

@@ -553,3 +553,59 @@ fn runs_sharing_a_file_store_write_whole_rows_and_every_row() {
     }
     assert_eq!(whole_file_rows(&data), written);
 }
+
+#[test]
+fn deliver_leaves_a_spool_owned_by_a_running_tapwatch_alone() {
+    let tmp = TempDir::new("owned-spool");
+    let data = tmp.path("data");
+    let url = "http://127.0.0.1:9"; // refuses: every batch is spooled
+    let cfg = tmp.path("tapwatch.toml");
+    std::fs::write(&cfg, "[storage]\ndrain_timeout_s = 0.2\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let out = run(tapwatch()
+        .arg("replay")
+        .arg(root().join("data/demo.pcap"))
+        .args(["--format", "json", "--config", &cfg, "--data-dir"])
+        .arg(&data)
+        .env("TAPWATCH_CLICKHOUSE_URL", url));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = std::fs::read_dir(data.join("spool"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("clickhouse-"))
+        .unwrap()
+        .path();
+    // Another process (a daemon) owns the spool: deliver says so and touches nothing.
+    let lock = std::fs::File::open(spool.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let deliver = || {
+        run(tapwatch()
+            .args([
+                "deliver",
+                "--drain-timeout",
+                "0.2",
+                "--config",
+                &cfg,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env("TAPWATCH_CLICKHOUSE_URL", url))
+    };
+    let out = deliver();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("owned by another running tapwatch"),
+        "{err}"
+    );
+    drop(lock);
+    let out = deliver();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("batches remain spooled"),
+        "{err}"
+    );
+}
