@@ -121,12 +121,16 @@ impl Spool {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
                     .unwrap_or(0);
-                let own = dir
-                    .join(WRITERS)
-                    .join(format!("{}-{nanos}", std::process::id()));
-                fs::create_dir_all(&own)?;
-                let lock = lock_file(&own)?;
+                // Locked before it is visible: the owner never takes over a queue whose
+                // writer has only just made it.
+                let name = format!("{}-{nanos}", std::process::id());
+                let writers = dir.join(WRITERS);
+                let making = writers.join(format!(".{name}"));
+                fs::create_dir_all(&making)?;
+                let lock = lock_file(&making)?;
                 lock.lock()?;
+                let own = writers.join(name);
+                fs::rename(&making, &own)?;
                 Ok(Spool::with(&own, cap, Some(dir.to_path_buf()), lock))
             }
             Err(fs::TryLockError::Error(e)) => Err(e),
@@ -164,6 +168,9 @@ impl Spool {
             return Ok(());
         };
         for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue; // being made
+            }
             let sub = e.path();
             let lock = lock_file(&sub)?;
             if lock.try_lock().is_err() {
