@@ -113,7 +113,7 @@ impl Spool {
         match lock.try_lock() {
             Ok(()) => Ok(Spool::with(dir, cap, None, lock)),
             Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!(
+                tracing::debug!(
                     "storage spool {} is owned by another running tapwatch: this run spools to a queue of its own there, which the owner takes over when this run ends",
                     dir.display()
                 );
@@ -177,18 +177,22 @@ impl Spool {
                 continue; // its writer is alive
             }
             let mut other = Spool::with(&sub, u64::MAX, Some(self.dir.clone()), lock);
+            let mut moved = 0;
             while let Some((b, pos)) = other.peek_own()? {
                 if !self.fits(&b) {
                     return Ok(());
                 }
                 self.append(&b)?;
                 other.take(pos)?;
+                moved += 1;
             }
             self.corrupt += other.corrupt;
-            tracing::info!(
-                "storage spool {}: took over the batches of a writer that has ended",
-                self.dir.display()
-            );
+            if moved > 0 {
+                tracing::info!(
+                    "storage spool {}: took over {moved} batches spooled by a run that has ended",
+                    self.dir.display()
+                );
+            }
             drop(other);
             fs::remove_dir_all(&sub)?;
         }
