@@ -500,6 +500,18 @@ struct Spool {
     dir: PathBuf,
     file: File,
     cap: u64,
+    /// Serialises appends, the repair at open and the reset after delivery between
+    /// processes sharing the spool (two runs with the same URL and data directory).
+    lock: File,
+}
+
+/// The lock file of a spool directory.
+fn lock_file(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
 }
 
 impl Spool {
@@ -511,20 +523,31 @@ impl Spool {
             .read(true)
             .append(true)
             .open(dir.join("queue"))?;
+        let lock = lock_file(dir)?;
+        lock.lock()?;
         let len = file.metadata()?.len();
         let whole = whole_length(&mut file)?;
         if whole < len {
             file.set_len(whole)?;
         }
+        lock.unlock()?;
         let spool = Spool {
             dir: dir.to_path_buf(),
             file,
             cap,
+            lock,
         };
         Ok((spool, len - whole))
     }
 
     fn append(&mut self, body: &[u8]) -> std::io::Result<bool> {
+        self.lock.lock()?;
+        let done = self.append_locked(body);
+        self.lock.unlock()?;
+        done
+    }
+
+    fn append_locked(&mut self, body: &[u8]) -> std::io::Result<bool> {
         let len = self.file.metadata()?.len();
         if len + body.len() as u64 + 10 > self.cap {
             return Ok(false);
@@ -674,10 +697,17 @@ fn deliver_loop(
     loop {
         let cursor = Spool::cursor(&dir);
         let Some((body, next)) = next_record(&dir, cursor, &stats) else {
-            // Everything delivered: start the spool afresh (only this thread moves the cursor).
+            // Everything delivered: start the spool afresh, under the lock so no append
+            // lands between the check and the reset.
             if cursor > 0 && Spool::pending(&dir) == 0 {
-                if let Ok(f) = OpenOptions::new().write(true).open(dir.join("queue")) {
-                    if f.metadata().map(|m| m.len()).unwrap_or(0) == cursor && f.set_len(0).is_ok()
+                if let (Ok(f), Ok(lock)) = (
+                    OpenOptions::new().write(true).open(dir.join("queue")),
+                    lock_file(&dir),
+                ) {
+                    if lock.lock().is_ok()
+                        && Spool::cursor(&dir) == cursor
+                        && f.metadata().map(|m| m.len()).unwrap_or(0) == cursor
+                        && f.set_len(0).is_ok()
                     {
                         let _ = Spool::set_cursor(&dir, 0);
                     }

@@ -3,6 +3,7 @@
 //! `DATA_DIR/TABLE/YYYYMMDDTHH.AGENT.tsv`. ClickHouse loads them directly
 //! (`tapwatch load`, or `clickhouse-client --query "INSERT INTO tapwatch.TABLE FORMAT
 //! TabSeparatedWithNames" < FILE`), and `tapwatch query` reads them.
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ fn io(path: &Path, e: std::io::Error) -> StorageError {
 /// Appends `rows` (whole TSV lines) to the file at `path`, writing the header first when
 /// the file is new. A torn last row left by an earlier run (a crash or a full disk) is cut
 /// off first, with a warning. On an error the file is cut back to its length before the
-/// append; on success returns the file and that length (to undo the append).
+/// append; on success returns the file, still locked, and that length (to undo the append).
 fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u64), StorageError> {
     let mut f = OpenOptions::new()
         .create(true)
@@ -63,6 +64,7 @@ fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u
         .append(true)
         .open(path)
         .map_err(|e| io(path, e))?;
+    f.lock().map_err(|e| io(path, e))?;
     let whole = whole_length(&mut f).map_err(|e| io(path, e))?;
     let len = f.metadata().map_err(|e| io(path, e))?.len();
     if whole < len {
@@ -124,13 +126,9 @@ impl FileStore {
 
     /// Appends rows to their hourly files: all of them or none.
     pub fn write<T: StoredRow>(&self, agent: &str, rows: &[T]) -> Result<(), StorageError> {
-        let mut by_hour: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut by_hour: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for r in rows {
-            let hour = hour_name(r.ts());
-            if by_hour.last().is_none_or(|(h, _)| *h != hour) {
-                by_hour.push((hour, Vec::new()));
-            }
-            let buf = &mut by_hour.last_mut().expect("pushed above").1;
+            let buf = by_hour.entry(hour_name(r.ts())).or_default();
             tsv::write_row(r, buf).map_err(|e| StorageError::Config(e.to_string()))?;
         }
         self.append_whole(T::TABLE, T::COLUMN_NAMES, agent, by_hour)
@@ -145,7 +143,7 @@ impl FileStore {
         agent: &str,
         tsv_rows: &[u8],
     ) -> Result<(), StorageError> {
-        let mut by_hour: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        let mut by_hour: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for line in tsv_rows.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let ts = line
                 .split(|b| *b == b'\t')
@@ -157,17 +155,19 @@ impl FileStore {
             buf.extend_from_slice(line);
             buf.push(b'\n');
         }
-        self.append_whole(table, columns, agent, by_hour.into_iter().collect())
+        self.append_whole(table, columns, agent, by_hour)
     }
 
     /// Appends each hour's rows to its file. On an error every file is cut back to the
     /// length it had, so a full disk leaves whole rows only and the batch can be retried.
+    /// Each file is locked until the whole batch is written (in hour order), so runs
+    /// sharing an agent id and data directory never cut each other's rows.
     fn append_whole(
         &self,
         table: &str,
         columns: &[&str],
         agent: &str,
-        by_hour: Vec<(String, Vec<u8>)>,
+        by_hour: BTreeMap<String, Vec<u8>>,
     ) -> Result<(), StorageError> {
         let dir = self.dir.join(table);
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;

@@ -60,6 +60,41 @@ pub struct Spool {
     pub corrupt: u64,
     /// Damaged records already counted and reported: (segment, offset).
     reported: std::collections::BTreeSet<(u64, u64)>,
+    /// The spool's root when this one is a private queue under `ROOT/writers/` (another
+    /// live process holds the root); `None` for the root itself, which adopts the queues
+    /// of writers that have ended.
+    root: Option<PathBuf>,
+    /// The exclusive lock on this queue (held while the spool is open).
+    _lock: File,
+}
+
+/// Subdirectory of the root holding the private queues of concurrent writers.
+const WRITERS: &str = "writers";
+
+/// The lock file of a queue directory.
+fn lock_file(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+}
+
+/// A batch as a spool record: header line, metadata line, rows.
+fn record(b: &SpooledBatch) -> std::io::Result<Vec<u8>> {
+    let meta = serde_json::to_vec(&b.meta).map_err(std::io::Error::other)?;
+    let mut payload = Vec::with_capacity(meta.len() + 1 + b.tsv.len());
+    payload.extend_from_slice(&meta);
+    payload.push(b'\n');
+    payload.extend_from_slice(&b.tsv);
+    let mut rec = format!(
+        "TWSP1 {:08x} {}\n",
+        crc32fast::hash(&payload),
+        payload.len()
+    )
+    .into_bytes();
+    rec.extend_from_slice(&payload);
+    Ok(rec)
 }
 
 fn segment_name(n: u64) -> String {
@@ -67,10 +102,49 @@ fn segment_name(n: u64) -> String {
 }
 
 impl Spool {
-    /// Opens (creating) the spool in `dir`, capped at `cap` bytes on disk.
+    /// Opens (creating) the spool in `dir`, capped at `cap` bytes on disk. One process at
+    /// a time owns `dir` (an exclusive lock): it replays the spool and takes over the
+    /// queues of writers that have ended. A process that finds `dir` owned spools into a
+    /// private queue `dir/writers/PID-NANOS/` instead, so no process ever removes or skips
+    /// a segment another is still appending to.
     pub fn open(dir: &Path, cap: u64) -> std::io::Result<Spool> {
         fs::create_dir_all(dir)?;
-        Ok(Spool {
+        let lock = lock_file(dir)?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Spool::with(dir, cap, None, lock)),
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::debug!(
+                    "storage spool {} is owned by another running tapwatch: this run spools to a queue of its own there, which the owner takes over when this run ends",
+                    dir.display()
+                );
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                // Locked before it is visible: the owner never takes over a queue whose
+                // writer has only just made it.
+                let name = format!("{}-{nanos}", std::process::id());
+                let writers = dir.join(WRITERS);
+                let making = writers.join(format!(".{name}"));
+                fs::create_dir_all(&making)?;
+                let lock = lock_file(&making)?;
+                lock.lock()?;
+                let own = writers.join(name);
+                fs::rename(&making, &own)?;
+                Ok(Spool::with(&own, cap, Some(dir.to_path_buf()), lock))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Whether another running process owns the spool directory (this one then spools
+    /// into a private queue the owner takes over later).
+    pub fn owned_elsewhere(&self) -> bool {
+        self.root.is_some()
+    }
+
+    fn with(dir: &Path, cap: u64, root: Option<PathBuf>, lock: File) -> Spool {
+        Spool {
             dir: dir.to_path_buf(),
             cap,
             writing: None,
@@ -78,7 +152,51 @@ impl Spool {
             overflow_rows: 0,
             corrupt: 0,
             reported: Default::default(),
-        })
+            root,
+            _lock: lock,
+        }
+    }
+
+    /// Moves the batches of private queues whose writers have ended (their lock is free)
+    /// into this spool, each record taken from its queue once appended here, then removes
+    /// the queue. Only the root's owner adopts; it stops when its cap is reached.
+    fn adopt(&mut self) -> std::io::Result<()> {
+        if self.root.is_some() {
+            return Ok(());
+        }
+        let Ok(entries) = fs::read_dir(self.dir.join(WRITERS)) else {
+            return Ok(());
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue; // being made
+            }
+            let sub = e.path();
+            let lock = lock_file(&sub)?;
+            if lock.try_lock().is_err() {
+                continue; // its writer is alive
+            }
+            let mut other = Spool::with(&sub, u64::MAX, Some(self.dir.clone()), lock);
+            let mut moved = 0;
+            while let Some((b, pos)) = other.peek_own()? {
+                if !self.fits(&b) {
+                    return Ok(());
+                }
+                self.append(&b)?;
+                other.take(pos)?;
+                moved += 1;
+            }
+            self.corrupt += other.corrupt;
+            if moved > 0 {
+                tracing::info!(
+                    "storage spool {}: took over {moved} batches spooled by a run that has ended",
+                    self.dir.display()
+                );
+            }
+            drop(other);
+            fs::remove_dir_all(&sub)?;
+        }
+        Ok(())
     }
 
     fn segments(&self) -> std::io::Result<Vec<u64>> {
@@ -120,19 +238,15 @@ impl Spool {
         fs::rename(tmp, self.dir.join("cursor"))
     }
 
+    /// Whether a batch fits under the cap.
+    fn fits(&self, b: &SpooledBatch) -> bool {
+        record(b).is_ok_and(|r| self.bytes() + r.len() as u64 <= self.cap)
+    }
+
     /// Appends a batch; `Ok(false)` (and counted as overflow) when the cap would be passed.
     pub fn append(&mut self, b: &SpooledBatch) -> std::io::Result<bool> {
-        let meta = serde_json::to_vec(&b.meta).map_err(std::io::Error::other)?;
-        let mut payload = Vec::with_capacity(meta.len() + 1 + b.tsv.len());
-        payload.extend_from_slice(&meta);
-        payload.push(b'\n');
-        payload.extend_from_slice(&b.tsv);
-        let head = format!(
-            "TWSP1 {:08x} {}\n",
-            crc32fast::hash(&payload),
-            payload.len()
-        );
-        let size = (head.len() + payload.len()) as u64;
+        let rec = record(b)?;
+        let size = rec.len() as u64;
         if self.bytes() + size > self.cap {
             self.overflow_batches += 1;
             self.overflow_rows += b.meta.rows;
@@ -143,7 +257,14 @@ impl Spool {
             None => true,
         };
         if roll {
-            let next = self.segments()?.last().map_or(0, |n| n + 1);
+            // After the cursor too: a segment number reused after its file was removed
+            // would hide its first bytes behind the cursor's offset.
+            let cur = self.cursor();
+            let next = self
+                .segments()?
+                .last()
+                .map_or(0, |n| n + 1)
+                .max(cur.segment + u64::from(cur.offset > 0));
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -151,8 +272,6 @@ impl Spool {
             self.writing = Some((next, f, 0));
         }
         let (_, f, len) = self.writing.as_mut().expect("segment open");
-        let mut rec = head.into_bytes();
-        rec.extend_from_slice(&payload);
         let before = f.metadata()?.len();
         if let Err(e) = f.write_all(&rec).and_then(|()| f.sync_data()) {
             // A full disk: cut the partial record off so the next one starts whole.
@@ -164,8 +283,19 @@ impl Spool {
     }
 
     /// The oldest batch not yet taken, and the position after it. Corrupt records are
-    /// skipped and counted.
+    /// skipped and counted. When nothing is left, the queues of writers that have ended
+    /// are taken over first (see [`Spool::open`]).
     pub fn peek(&mut self) -> std::io::Result<Option<(SpooledBatch, Position)>> {
+        match self.peek_own()? {
+            Some(x) => Ok(Some(x)),
+            None => {
+                self.adopt()?;
+                self.peek_own()
+            }
+        }
+    }
+
+    fn peek_own(&mut self) -> std::io::Result<Option<(SpooledBatch, Position)>> {
         let cur = self.cursor();
         self.peek_after(cur)
     }
@@ -322,6 +452,48 @@ mod tests {
         }
         assert!(s.is_empty());
         assert_eq!(s.bytes(), 0, "consumed segments are removed");
+    }
+
+    #[test]
+    fn a_spool_emptied_by_one_run_takes_the_next_runs_batches_whole() {
+        let d = tmp("again");
+        for run in 0..3 {
+            let mut s = Spool::open(&d, 1 << 20).unwrap();
+            s.append(&batch(run)).unwrap();
+            drop(s);
+            // `tapwatch deliver`: another process replays everything and removes the segment.
+            let mut s = Spool::open(&d, 1 << 20).unwrap();
+            let (b, p) = s.peek().unwrap().expect("the run's batch");
+            assert_eq!(b.meta.batch, run);
+            s.take(p).unwrap();
+            assert!(s.peek().unwrap().is_none());
+        }
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_writer_beside_the_owner_loses_nothing_to_its_replay() {
+        let d = tmp("two");
+        let mut owner = Spool::open(&d, 1 << 20).unwrap();
+        let mut writer = Spool::open(&d, 1 << 20).unwrap();
+        owner.append(&batch(0)).unwrap();
+        writer.append(&batch(10)).unwrap();
+        // The owner replays what it can while the other writer is still running…
+        let mut got = Vec::new();
+        while let Some((b, p)) = owner.peek().unwrap() {
+            got.push(b.meta.batch);
+            owner.take(p).unwrap();
+        }
+        // …which goes on spooling, then ends.
+        writer.append(&batch(11)).unwrap();
+        drop(writer);
+        while let Some((b, p)) = owner.peek().unwrap() {
+            got.push(b.meta.batch);
+            owner.take(p).unwrap();
+        }
+        assert_eq!(got, vec![0, 10, 11]);
+        assert_eq!(fs::read_dir(d.join(WRITERS)).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -157,6 +157,12 @@ impl Store {
         })
     }
 
+    /// Whether another running process owns this backend's spool (it replays the spool;
+    /// this store spools into a private queue the owner takes over).
+    pub fn spool_owned_elsewhere(&self) -> bool {
+        self.spool.lock().is_ok_and(|s| s.owned_elsewhere())
+    }
+
     /// Where rows go, for logs.
     pub fn describe(&self) -> &str {
         &self.describe

@@ -441,6 +441,11 @@ fn deliver(a: &DeliverArgs) -> anyhow::Result<()> {
         let agent = tapwatch_storage::agent::hostname();
         let store = tapwatch_storage::Store::start(&storage, backend, &agent)?;
         let describe = store.describe().to_string();
+        anyhow::ensure!(
+            !store.spool_owned_elsewhere(),
+            "{describe}: the spool under {} is owned by another running tapwatch, which delivers it",
+            storage.data_dir.display()
+        );
         let left = store.close();
         anyhow::ensure!(
             left == 0,

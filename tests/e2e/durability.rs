@@ -519,3 +519,93 @@ fn load_leaves_out_damaged_lines_and_loads_the_rest() {
         .sum();
     assert_eq!(in_ch, rows);
 }
+
+#[test]
+fn runs_sharing_a_file_store_write_whole_rows_and_every_row() {
+    let tmp = TempDir::new("shared-files");
+    let data = tmp.path("data");
+    let pcap = tmp.path("head.pcap");
+    let demo = std::fs::read(root().join("data/demo.pcap")).unwrap();
+    std::fs::write(&pcap, &demo[..300_000]).unwrap();
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            tapwatch()
+                .arg("replay")
+                .arg(&pcap)
+                .args(["--format", "json", "--agent-id", "same", "--data-dir"])
+                .arg(&data)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut written = 0;
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        written += s["storage"]["rows_written"].as_u64().unwrap();
+    }
+    assert_eq!(whole_file_rows(&data), written);
+}
+
+#[test]
+fn deliver_leaves_a_spool_owned_by_a_running_tapwatch_alone() {
+    let tmp = TempDir::new("owned-spool");
+    let data = tmp.path("data");
+    let url = "http://127.0.0.1:9"; // refuses: every batch is spooled
+    let cfg = tmp.path("tapwatch.toml");
+    std::fs::write(&cfg, "[storage]\ndrain_timeout_s = 0.2\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let out = run(tapwatch()
+        .arg("replay")
+        .arg(root().join("data/demo.pcap"))
+        .args(["--format", "json", "--config", &cfg, "--data-dir"])
+        .arg(&data)
+        .env("TAPWATCH_CLICKHOUSE_URL", url));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = std::fs::read_dir(data.join("spool"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("clickhouse-"))
+        .unwrap()
+        .path();
+    // Another process (a daemon) owns the spool: deliver says so and touches nothing.
+    let lock = std::fs::File::open(spool.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let deliver = || {
+        run(tapwatch()
+            .args([
+                "deliver",
+                "--drain-timeout",
+                "0.2",
+                "--config",
+                &cfg,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env("TAPWATCH_CLICKHOUSE_URL", url))
+    };
+    let out = deliver();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("owned by another running tapwatch"),
+        "{err}"
+    );
+    drop(lock);
+    let out = deliver();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("batches remain spooled"),
+        "{err}"
+    );
+}
