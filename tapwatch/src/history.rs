@@ -42,8 +42,7 @@ pub fn schema(cmd: &SchemaCommand) -> anyhow::Result<()> {
                 database: config.clickhouse.database.clone(),
                 cluster: config.clickhouse.cluster.clone(),
             };
-            print!("{}", layout.script());
-            Ok(())
+            emit(&layout.script())
         }
         SchemaCommand::Apply(a) => {
             let config = Config::load_or_default(a.config.as_deref())?;
@@ -168,8 +167,7 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
             database: config.clickhouse.database.clone(),
             cluster: config.clickhouse.cluster.clone(),
         };
-        println!("{};", query::sql(a.question, &layout, &filter));
-        return Ok(());
+        return emit(&format!("{};\n", query::sql(a.question, &layout, &filter)));
     }
     let rows = if config.clickhouse.effective_url().is_some() {
         let ch = connect(&config)?;
@@ -186,12 +184,22 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
         );
         query::ask_files(&FileStore::new(&dir), a.question, &filter)?
     };
-    match a.format {
-        QueryFormat::Table => print!("{}", query::table(a.question, &rows)),
-        QueryFormat::Csv => print!("{}", query::csv(a.question, &rows)),
-        QueryFormat::Json => println!("{}", serde_json::to_string(&rows)?),
-    }
-    Ok(())
+    let text = match a.format {
+        QueryFormat::Table => query::table(a.question, &rows),
+        QueryFormat::Csv => query::csv(a.question, &rows),
+        QueryFormat::Json => serde_json::to_string(&rows)? + "\n",
+    };
+    emit(&text)
+}
+
+/// Writes `text` to standard output; a reader that left (`| head`) ends the command
+/// quietly instead of a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the answer to standard output")
 }
 
 /// Arguments of `tapwatch load`.
