@@ -75,6 +75,12 @@ impl Merger {
         }
     }
 
+    /// Puts setup-growth points stored by an earlier run back into the tenants' histories
+    /// (`tapwatch run` at start); returns how many were restored.
+    pub fn restore_growth(&mut self, points: &[crate::detect::growth::StoredPoint]) -> usize {
+        self.detectors.growth.restore(points, self.labels.tenants())
+    }
+
     /// The (nodes, setups) points behind a tenant's growth fit.
     pub fn growth_history(&self, tenant: usize) -> Vec<(f64, f64)> {
         self.detectors.growth.detector().history(tenant)

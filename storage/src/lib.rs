@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod files;
 pub mod query;
+pub mod restore;
 pub mod rows;
 pub mod schema;
 pub mod spool;

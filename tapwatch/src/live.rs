@@ -173,6 +173,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     )?;
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
     merger.keep_closed(store.is_some());
+    if let Some(s) = &store {
+        crate::store::restore_growth(&config, s.agent(), &mut merger);
+    }
     merger.record_windows(args.common.windows_out.is_some());
     let sinks = crate::sinks::standard(
         &config,

@@ -128,6 +128,11 @@ impl StoreSink {
         Some(v)
     }
 
+    /// The agent id on every row.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
     /// Counters for `/metrics`.
     pub fn stats(&self) -> Option<std::sync::Arc<tapwatch_storage::StoreStats>> {
         self.store.as_ref().map(|s| std::sync::Arc::clone(&s.stats))
@@ -189,4 +194,59 @@ fn unix_s() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0)
+}
+
+/// Puts the setup-growth points this agent stored at the coarse levels (1 min and wider by
+/// default) back into the merger, so growth over days survives a restart. A history that
+/// cannot be read is a warning, never a reason not to start.
+pub fn restore_growth(config: &Config, agent: &str, merger: &mut tapwatch_analyzer::Merger) {
+    use tapwatch_storage::restore::{growth_points, GrowthSource};
+    let g = &config.analyzer.setup_growth;
+    let Some(finest_coarse) = g.coarse_levels_s.first() else {
+        return;
+    };
+    let span_s = g
+        .coarse_levels_s
+        .iter()
+        .fold(0f64, |m, w| m.max(w * g.coarse_history as f64))
+        .min(30.0 * 86_400.0);
+    let since = unix_s().saturating_sub(span_s as u32);
+    let read = match config.clickhouse.effective_url() {
+        Some(url) => tapwatch_storage::ClickHouse::new(&url, &config.clickhouse).and_then(|ch| {
+            growth_points(
+                &GrowthSource::ClickHouse(&ch),
+                agent,
+                since,
+                *finest_coarse as u32,
+            )
+        }),
+        None => {
+            let files = tapwatch_storage::FileStore::new(&config.storage.data_dir);
+            growth_points(
+                &GrowthSource::Files(&files),
+                agent,
+                since,
+                *finest_coarse as u32,
+            )
+        }
+    };
+    match read {
+        Ok(points) => {
+            let points: Vec<tapwatch_analyzer::growth::StoredPoint> = points
+                .into_iter()
+                .map(|p| tapwatch_analyzer::growth::StoredPoint {
+                    tenant: p.tenant,
+                    width_s: f64::from(p.point_s),
+                    start_ns: u64::from(p.ts) * 1_000_000_000,
+                    nodes: p.nodes,
+                    setups: p.setups,
+                })
+                .collect();
+            let n = merger.restore_growth(&points);
+            if n > 0 {
+                tracing::info!("restored {n} setup-growth points of agent {agent} from history");
+            }
+        }
+        Err(e) => tracing::warn!("setup-growth history not restored: {e}"),
+    }
 }

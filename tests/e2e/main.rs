@@ -9,6 +9,7 @@ mod live_detect;
 mod live_replay;
 mod replay_cli;
 mod replay_signals;
+mod restore;
 mod scenarios;
 mod settings;
 mod shared_pcaps;

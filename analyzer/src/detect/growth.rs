@@ -391,6 +391,28 @@ impl GrowthDetector {
         }
     }
 
+    /// Puts a stored point back into a tenant's history at one level (a restart): no
+    /// judgement now; the next point of that level is judged with it.
+    fn restore(&mut self, level: usize, t: usize, start_ns: u64, nodes: u64, setups: u64) {
+        if nodes < 2 || setups < 1 {
+            return;
+        }
+        if self.tenants.len() <= t {
+            self.tenants.resize_with(t + 1, TenantState::default);
+            self.last_fit.resize(t + 1, None);
+        }
+        let capacity = self.capacity(level);
+        let state = &mut self.tenants[t];
+        if state.levels.len() <= level {
+            state.levels.resize_with(level + 1, LevelHistory::default);
+        }
+        let h = &mut state.levels[level];
+        h.points.push_back((start_ns, nodes as f64, setups as f64));
+        while h.points.len() > capacity {
+            h.points.pop_front();
+        }
+    }
+
     /// The fit of one tenant at one level, if it has one.
     fn level_fit(&self, t: usize, level: usize) -> Option<Fit> {
         self.tenants.get(t)?.levels.get(level)?.fit.map(|f| f.0)
@@ -412,6 +434,21 @@ pub struct GrowthSample {
     pub setups: u64,
     /// The fit over the tenant's history after this point, if there were enough points.
     pub fit: Option<Fit>,
+}
+
+/// A point stored by an earlier run, to be put back into a tenant's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPoint {
+    /// Tenant name.
+    pub tenant: String,
+    /// Point width, seconds.
+    pub width_s: f64,
+    /// Point start (event time, ns).
+    pub start_ns: u64,
+    /// Active nodes.
+    pub nodes: u64,
+    /// Connection setups.
+    pub setups: u64,
 }
 
 /// One tenant's part of a point being accumulated.
@@ -513,6 +550,28 @@ impl SetupGrowth {
     /// The detector behind it (fits and histories).
     pub fn detector(&self) -> &GrowthDetector {
         &self.detector
+    }
+
+    /// Puts stored points back (a restart), each at the level of its width; points of
+    /// widths no level has, and of tenants the map no longer has, are left out. Returns
+    /// how many were restored.
+    pub fn restore(&mut self, points: &[StoredPoint], tenants: &TenantMap) -> usize {
+        let mut restored = 0;
+        for p in points {
+            let level = self
+                .levels
+                .iter()
+                .position(|l| l.width_ns == (p.width_s * 1e9) as u64);
+            let tenant = tenants.names().iter().position(|n| *n == p.tenant);
+            if let (Some(level), Some(t)) = (level, tenant) {
+                if t != TenantId::UNASSIGNED.0 as usize {
+                    self.detector
+                        .restore(level, t, p.start_ns, p.nodes, p.setups);
+                    restored += 1;
+                }
+            }
+        }
+        restored
     }
 
     /// Remembers when each source of each tenant was last seen (exact counters only).
@@ -905,5 +964,70 @@ mod tests {
             h[h.len() - 25..].iter().all(|(nodes, _)| *nodes == 60.0),
             "{h:?}"
         );
+    }
+
+    #[test]
+    fn restored_coarse_points_let_slow_growth_be_flagged_right_after_a_restart() {
+        let mut cfg = SetupGrowthConfig::default();
+        cfg.coarse_levels_s = vec![60.0, 600.0, 3600.0];
+        let tenants = TenantMap::parse(
+            std::path::Path::new("t.toml"),
+            "[[tenant]]\nname = \"rollout\"\nprefixes = [\"10.9.0.0/16\"]\n",
+        )
+        .unwrap();
+        // Six days of hourly points stored by the run before: nodes 40 -> 80, setups ~ n^2.
+        let hour = 3_600_000_000_000u64;
+        let stored: Vec<StoredPoint> = (0..150u64)
+            .map(|i| {
+                let n = (40.0 * 2f64.powf(i as f64 / 144.0)) as u64;
+                StoredPoint {
+                    tenant: "rollout".into(),
+                    width_s: 3600.0,
+                    start_ns: i * hour,
+                    nodes: n,
+                    setups: n * n,
+                }
+            })
+            .collect();
+        let mut g = SetupGrowth::new(cfg.clone());
+        assert_eq!(g.restore(&stored, &tenants), 150);
+        // The next hourly point (the daemon's first after the restart) is judged with them.
+        let mut out = Vec::new();
+        let mut d = g.detector;
+        d.observe(
+            &GrowthPoint {
+                level: 3,
+                index: 1,
+                tenant: "rollout",
+                start_ns: 150 * hour,
+                end_ns: 151 * hour,
+                nodes: 82,
+                setups: 82 * 82,
+                width_s: 3600.0,
+                setup_share: 0.5,
+                packet_share: 0.5,
+            },
+            &mut out,
+        );
+        assert!(out.iter().any(|f| f.active), "{out:?}");
+        // Without the stored history the same point proves nothing.
+        let mut fresh = GrowthDetector::new(cfg);
+        let mut none = Vec::new();
+        fresh.observe(
+            &GrowthPoint {
+                level: 3,
+                index: 1,
+                tenant: "rollout",
+                start_ns: 150 * hour,
+                end_ns: 151 * hour,
+                nodes: 82,
+                setups: 82 * 82,
+                width_s: 3600.0,
+                setup_share: 0.5,
+                packet_share: 0.5,
+            },
+            &mut none,
+        );
+        assert!(none.is_empty());
     }
 }
