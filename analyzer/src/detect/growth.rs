@@ -968,8 +968,7 @@ mod tests {
 
     #[test]
     fn restored_coarse_points_let_slow_growth_be_flagged_right_after_a_restart() {
-        let mut cfg = SetupGrowthConfig::default();
-        cfg.coarse_levels_s = vec![60.0, 600.0, 3600.0];
+        let cfg = SetupGrowthConfig::default();
         let tenants = TenantMap::parse(
             std::path::Path::new("t.toml"),
             "[[tenant]]\nname = \"rollout\"\nprefixes = [\"10.9.0.0/16\"]\n",
