@@ -334,7 +334,7 @@ pub enum Detail {
         /// Code.
         code: u8,
     },
-    /// QUIC long-header version.
+    /// QUIC long-header version (types `quic` and `quic_initial`).
     Quic {
         /// Version field (0 for version negotiation).
         version: u32,
