@@ -9,6 +9,7 @@ mod live_replay;
 mod replay_cli;
 mod replay_signals;
 mod scenarios;
+mod setups;
 mod shared_pcaps;
 mod storage;
 mod webhooks;
