@@ -53,7 +53,7 @@ pub(crate) fn quic_client_initial(meta: &PacketMeta, p: &[u8], len: usize, versi
         _ => return false,
     };
     let long_type = |b: u8| (b & 0xc0 == 0xc0).then_some((b >> 4) & 3);
-    if long_type(p[0]) != Some(initial)
+    if p.first().and_then(|b| long_type(*b)) != Some(initial)
         || len < 1200
         || (meta.src_port == 443 && meta.dst_port != 443)
     {
@@ -142,16 +142,14 @@ fn dtls_client_hello(p: &[u8], len: usize) -> bool {
 /// OpenVPN P_CONTROL_HARD_RESET_CLIENT_V2 (opcode 7) or V3 (10) with key id 0 and a
 /// non-zero session id. The opcode byte is the only field every mode leaves in clear
 /// (tls-crypt encrypts the rest), so beyond it this takes either the port hint (1194) or
-/// the exact layout without tls-auth: ack count 0 and message packet-id 0, alone (14
-/// bytes) or followed by 2.6's early-negotiation TLV (20 bytes).
+/// the exact V2 layout without tls-auth: 14 bytes ending in ack count 0 and message
+/// packet-id 0.
 #[inline]
 fn openvpn_hard_reset(p: &[u8], len: usize, port_hint: bool) -> bool {
     let Some(h) = p.get(..14) else { return false };
     if h[1..9] == [0; 8] {
         return false;
     }
-    let plain = h[0] == 0x38
-        && h[9..14] == [0; 5]
-        && (len == 14 || (len == 20 && p.get(14..18) == Some(&[0, 1, 0, 2])));
+    let plain = h[0] == 0x38 && len == 14 && h[9..14] == [0; 5];
     port_hint || plain
 }
