@@ -274,6 +274,47 @@ fn quic_client_initials_match_tshark() {
     }
 }
 
+/// Every setup of an encrypted UDP protocol, as tshark's dissectors decode them.
+const TSHARK_ENCRYPTED_SETUPS: &str = "wg.type == 1 \
+    || (isakmp.exchangetype == 34 && isakmp.flag_i == 1 && isakmp.flag_r == 0) \
+    || dtls.handshake.type == 1 \
+    || ((openvpn.opcode == 7 || openvpn.opcode == 10) && openvpn.keyid == 0) \
+    || (quic.long.packet_type == 0 && udp.dstport == 443 && udp.length >= 1208)";
+
+#[test]
+fn no_shared_capture_holds_setups_tshark_does_not_see() {
+    let Some(dir) = shared_pcaps() else { return };
+    if !have("tshark") {
+        return;
+    }
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("read shared/pcaps") {
+        let file = entry.unwrap().path();
+        if !file
+            .extension()
+            .is_some_and(|e| e == "pcap" || e == "pcapng")
+        {
+            continue;
+        }
+        let types = replay_json(&[file.to_str().unwrap()])["by_protocol_type"].clone();
+        let ours: u64 = [
+            "quic_initial",
+            "wireguard_initiation",
+            "ike_sa_init",
+            "dtls_client_hello",
+            "openvpn_hard_reset",
+        ]
+        .iter()
+        .map(|k| types[k].as_u64().unwrap_or(0))
+        .sum();
+        let theirs = tshark_count(&file, Some(TSHARK_ENCRYPTED_SETUPS));
+        if ours != theirs {
+            failures.push(format!("{}: {ours} vs tshark {theirs}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 #[test]
 fn truncated_and_corrupt_files_keep_what_was_read() {
     let Some(dir) = shared_pcaps() else { return };
