@@ -10,7 +10,7 @@
 //! header, which a snaplen may have cut `p` short of.
 use crate::meta::{PacketMeta, ProtocolType};
 
-/// QUIC versions whose Initial packets are recognised: v1 and its drafts, and v2.
+/// QUIC version 2 (RFC 9369), whose long-header types are numbered apart from v1's.
 const QUIC_V2: u32 = 0x6b33_43cf;
 
 /// The setup type of a UDP payload that is not QUIC, if it is one.
