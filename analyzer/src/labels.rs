@@ -110,11 +110,24 @@ mod tests {
         assert_eq!(l.type_name(syn), Some("tcp_syn"));
         assert_eq!(l.type_name(l.type_count()), None);
         assert!(l.is_setup(syn));
+        let setups: Vec<_> = (0..l.type_count())
+            .filter(|i| l.is_setup(*i))
+            .filter_map(|i| l.type_name(i))
+            .collect();
         assert_eq!(
-            l.setup_mask().iter().filter(|s| **s).count(),
-            2,
-            "SYN and QUIC"
+            setups,
+            [
+                "tcp_syn",
+                "quic",
+                "quic_initial",
+                "wireguard_initiation",
+                "ike_sa_init",
+                "dtls_client_hello",
+                "openvpn_hard_reset"
+            ],
+            "the defaults and the configured quic"
         );
+        assert_eq!(l.setup_mask().len(), l.type_count());
         assert_eq!(l.next(&cfg, &classifier).generation, 1);
     }
 }

@@ -251,22 +251,22 @@ fn window_at(
     open.get_mut(index as usize)
 }
 
-/// Whether each protocol-type index counts as a connection setup: TCP SYN, plus the
-/// configured `setup_types`.
+/// Whether each protocol-type index counts as a connection setup: the classifier's
+/// connection setups (TCP SYN and the first handshake packets of QUIC, WireGuard, IKEv2,
+/// DTLS and OpenVPN), plus the configured `setup_types`.
 pub(crate) fn setup_kinds(cfg: &AnalyzerConfig, classifier: &Classifier) -> Vec<bool> {
-    let mut setup = vec![false; classifier.type_count()];
-    setup[tapwatch_classifier::ProtocolType::TcpSyn.index()] = true;
-    for name in &cfg.setup_growth.setup_types {
-        for (i, is_setup) in setup.iter_mut().enumerate() {
-            if classifier
-                .type_at(i)
-                .is_some_and(|k| classifier.type_name(k) == name)
-            {
-                *is_setup = true;
-            }
-        }
-    }
-    setup
+    (0..classifier.type_count())
+        .map(|i| {
+            classifier.type_at(i).is_some_and(|k| {
+                k.is_connection_setup()
+                    || cfg
+                        .setup_growth
+                        .setup_types
+                        .iter()
+                        .any(|name| classifier.type_name(k) == name)
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use tapwatch_capture::{Frame, LinkType};
 
 use crate::config::{ClassifierConfig, Transport};
 use crate::meta::*;
+use crate::setups;
 use crate::tenant::TenantMap;
 
 const ETH_IPV4: u16 = 0x0800;
@@ -381,9 +382,13 @@ impl Classifier {
                 }
                 meta.src_port = u16::from_be_bytes([p[0], p[1]]);
                 meta.dst_port = u16::from_be_bytes([p[2], p[3]]);
+                // The datagram's length as sent, which a snaplen may have cut `p` short of.
+                let len = usize::from(u16::from_be_bytes([p[4], p[5]]))
+                    .checked_sub(8)
+                    .unwrap_or(p.len() - 8);
                 meta.kind = match self.custom(&self.udp_ports, meta) {
                     Some(kind) => kind,
-                    None => udp_payload_type(meta, &p[8..]),
+                    None => udp_payload_type(meta, &p[8..], len),
                 };
             }
             1 | 58 => {
@@ -507,9 +512,9 @@ fn is_http_request(p: &[u8]) -> bool {
     }
 }
 
-/// Label for UDP payload from ports and first bytes.
+/// Label for UDP payload from ports and first bytes; `len` is the datagram's payload length.
 #[inline]
-fn udp_payload_type(meta: &mut PacketMeta, payload: &[u8]) -> ProtocolType {
+fn udp_payload_type(meta: &mut PacketMeta, payload: &[u8], len: usize) -> ProtocolType {
     let port = |p: u16| meta.dst_port == p || meta.src_port == p;
     if port(3784) || port(4784) {
         if let Some(bfd) = parse_bfd(payload) {
@@ -529,9 +534,13 @@ fn udp_payload_type(meta: &mut PacketMeta, payload: &[u8]) -> ProtocolType {
     }
     if let Some(version) = quic_long_header(payload) {
         meta.detail = Detail::Quic { version };
-        return ProtocolType::Quic;
+        return if setups::quic_client_initial(meta, payload, len, version) {
+            ProtocolType::QuicInitial
+        } else {
+            ProtocolType::Quic
+        };
     }
-    ProtocolType::Udp
+    setups::udp_setup(meta, payload, len).unwrap_or(ProtocolType::Udp)
 }
 
 /// RFC 5880 §4.1 mandatory section: version 1, at least 24 bytes.

@@ -5,7 +5,8 @@
 //! class, VLAN ids, addresses, ports, TCP flags, a [`ProtocolType`] label and the tenant
 //! of its source. Headers are read in place with `etherparse` slices; nothing is copied
 //! or allocated per packet, and no payload byte leaves this crate — only labels derived
-//! from the first bytes (TLS record type, BFD fields, QUIC version, HTTP method).
+//! from the first bytes (TLS record type, BFD fields, QUIC version, HTTP method, and
+//! the first handshake packets of QUIC, WireGuard, IKEv2, DTLS and OpenVPN).
 //!
 //! ```
 //! use tapwatch_capture::{Frame, LinkType};
@@ -33,6 +34,7 @@ mod classify;
 mod config;
 mod meta;
 pub mod setting;
+mod setups;
 mod tenant;
 
 pub use classify::Classifier;

@@ -92,8 +92,18 @@ pub enum ProtocolType {
     Bgp,
     /// DNS, mDNS or LLMNR (UDP or TCP 53, 5353, 5355).
     Dns,
-    /// QUIC long-header packet (IETF versions and gQUIC).
+    /// QUIC long-header packet (IETF versions and gQUIC) other than a client's Initial.
     Quic,
+    /// QUIC v1/v2 Initial from a client: a connection setup.
+    QuicInitial,
+    /// WireGuard handshake initiation (message type 1, 148 bytes): a session setup.
+    WireguardInitiation,
+    /// IKEv2 IKE_SA_INIT request (UDP 500, or 4500 behind the non-ESP marker): a setup.
+    IkeSaInit,
+    /// DTLS ClientHello (first message of a handshake): a connection setup.
+    DtlsClientHello,
+    /// OpenVPN P_CONTROL_HARD_RESET_CLIENT_V2/V3 over UDP: a session setup.
+    OpenvpnHardReset,
     /// BFD single-hop control packet (UDP 3784).
     BfdControl,
     /// BFD echo packet (UDP 3785).
@@ -122,7 +132,7 @@ pub enum ProtocolType {
 
 impl ProtocolType {
     /// Number of built-in types; custom types are indexed after them.
-    pub const BUILTIN: usize = 26;
+    pub const BUILTIN: usize = 31;
 
     /// Dense index: built-ins `0..BUILTIN`, then custom types.
     #[inline]
@@ -144,17 +154,22 @@ impl ProtocolType {
             Bgp => 12,
             Dns => 13,
             Quic => 14,
-            BfdControl => 15,
-            BfdEcho => 16,
-            BfdMultihop => 17,
-            Udp => 18,
-            Icmp => 19,
-            Icmpv6 => 20,
-            IpFragment => 21,
-            OtherIp => 22,
-            Arp => 23,
-            NonIp => 24,
-            Malformed => 25,
+            QuicInitial => 15,
+            WireguardInitiation => 16,
+            IkeSaInit => 17,
+            DtlsClientHello => 18,
+            OpenvpnHardReset => 19,
+            BfdControl => 20,
+            BfdEcho => 21,
+            BfdMultihop => 22,
+            Udp => 23,
+            Icmp => 24,
+            Icmpv6 => 25,
+            IpFragment => 26,
+            OtherIp => 27,
+            Arp => 28,
+            NonIp => 29,
+            Malformed => 30,
             Custom(i) => Self::BUILTIN + i as usize,
         }
     }
@@ -178,6 +193,11 @@ impl ProtocolType {
             Bgp,
             Dns,
             Quic,
+            QuicInitial,
+            WireguardInitiation,
+            IkeSaInit,
+            DtlsClientHello,
+            OpenvpnHardReset,
             BfdControl,
             BfdEcho,
             BfdMultihop,
@@ -212,6 +232,11 @@ impl ProtocolType {
             Bgp => "bgp",
             Dns => "dns",
             Quic => "quic",
+            QuicInitial => "quic_initial",
+            WireguardInitiation => "wireguard_initiation",
+            IkeSaInit => "ike_sa_init",
+            DtlsClientHello => "dtls_client_hello",
+            OpenvpnHardReset => "openvpn_hard_reset",
             BfdControl => "bfd_control",
             BfdEcho => "bfd_echo",
             BfdMultihop => "bfd_multihop",
@@ -225,6 +250,21 @@ impl ProtocolType {
             Malformed => "malformed",
             Custom(_) => "custom",
         }
+    }
+
+    /// Whether this type opens a connection or session: TCP SYN and the first handshake
+    /// packet of QUIC, WireGuard, IKEv2, DTLS and OpenVPN. These count as setups by default.
+    pub fn is_connection_setup(self) -> bool {
+        use ProtocolType::*;
+        matches!(
+            self,
+            TcpSyn
+                | QuicInitial
+                | WireguardInitiation
+                | IkeSaInit
+                | DtlsClientHello
+                | OpenvpnHardReset
+        )
     }
 
     /// Whether this is one of the TCP-flag or TCP-payload types.
@@ -294,7 +334,7 @@ pub enum Detail {
         /// Code.
         code: u8,
     },
-    /// QUIC long-header version.
+    /// QUIC long-header version (types `quic` and `quic_initial`).
     Quic {
         /// Version field (0 for version negotiation).
         version: u32,

@@ -491,3 +491,5 @@ proptest! {
         let _ = classify(LinkType::Ethernet, &frame[..end]);
     }
 }
+
+mod setups;

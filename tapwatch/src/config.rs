@@ -159,7 +159,7 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
         format!(" and {}", g.setup_types.join(", "))
     };
     println!(
-        "quadratic_setup_growth: per tenant, setups (TCP SYN{extra}) ~ nodes^b over the last {} points of {} s; fires at b >= {} with nodes spanning >= {}x and R2 >= {}",
+        "quadratic_setup_growth: per tenant, setups (TCP SYN, QUIC Initial, WireGuard initiation, IKE_SA_INIT, DTLS ClientHello, OpenVPN hard reset{extra}) ~ nodes^b over the last {} points of {} s; fires at b >= {} with nodes spanning >= {}x and R2 >= {}",
         g.history, g.point_s, g.min_exponent, g.min_node_range, g.min_r2
     );
     let hb = &a.heartbeat;

@@ -12,6 +12,7 @@ mod replay_signals;
 mod restore;
 mod scenarios;
 mod settings;
+mod setups;
 mod shared_pcaps;
 mod storage;
 mod webhooks;

@@ -237,6 +237,84 @@ fn known_captures_are_labelled_as_their_provenance_says() {
     assert_eq!(s["by_protocol_type"]["tcp_syn"], 1);
 }
 
+/// A client's QUIC Initials, as tshark decodes them: Initial packets towards port 443 in
+/// datagrams padded to 1200 bytes. The server's Initials and the client's unpadded ACK-only
+/// ones are not connection setups.
+const TSHARK_CLIENT_INITIALS: &str =
+    "quic.long.packet_type == 0 && udp.dstport == 443 && udp.length >= 1208";
+
+#[test]
+fn quic_client_initials_match_tshark() {
+    let Some(dir) = shared_pcaps() else { return };
+    if !have("tshark") {
+        return;
+    }
+    for (file, expected) in [
+        ("zeek__quic_win11_firefox_google.pcap", 1),
+        // IPv6 over BSD loopback, every packet cut to 256 bytes: the Initial's header
+        // fields are read, its length checked against the UDP header's.
+        ("tcpdump__quic_handshake_truncated.pcap", 2),
+    ] {
+        let path = dir.join(file);
+        assert_eq!(
+            tshark_count(&path, Some(TSHARK_CLIENT_INITIALS)),
+            expected,
+            "{file}: tshark"
+        );
+        let s = replay_json(&[path.to_str().unwrap()]);
+        let types = &s["by_protocol_type"];
+        assert_eq!(types["quic_initial"], expected, "{file}: {types}");
+        // Every other long-header packet is still `quic`.
+        let long_headers = tshark_count(&path, Some("quic.long.packet_type"));
+        assert_eq!(
+            types["quic"].as_u64().unwrap_or(0) + expected,
+            long_headers,
+            "{file}: {types}"
+        );
+    }
+}
+
+/// Every setup of an encrypted UDP protocol, as tshark's dissectors decode them.
+const TSHARK_ENCRYPTED_SETUPS: &str = "wg.type == 1 \
+    || (isakmp.exchangetype == 34 && isakmp.flag_i == 1 && isakmp.flag_r == 0) \
+    || dtls.handshake.type == 1 \
+    || ((openvpn.opcode == 7 || openvpn.opcode == 10) && openvpn.keyid == 0) \
+    || (quic.long.packet_type == 0 && udp.dstport == 443 && udp.length >= 1208)";
+
+#[test]
+fn no_shared_capture_holds_setups_tshark_does_not_see() {
+    let Some(dir) = shared_pcaps() else { return };
+    if !have("tshark") {
+        return;
+    }
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("read shared/pcaps") {
+        let file = entry.unwrap().path();
+        if !file
+            .extension()
+            .is_some_and(|e| e == "pcap" || e == "pcapng")
+        {
+            continue;
+        }
+        let types = replay_json(&[file.to_str().unwrap()])["by_protocol_type"].clone();
+        let ours: u64 = [
+            "quic_initial",
+            "wireguard_initiation",
+            "ike_sa_init",
+            "dtls_client_hello",
+            "openvpn_hard_reset",
+        ]
+        .iter()
+        .map(|k| types[k].as_u64().unwrap_or(0))
+        .sum();
+        let theirs = tshark_count(&file, Some(TSHARK_ENCRYPTED_SETUPS));
+        if ours != theirs {
+            failures.push(format!("{}: {ours} vs tshark {theirs}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 #[test]
 fn truncated_and_corrupt_files_keep_what_was_read() {
     let Some(dir) = shared_pcaps() else { return };

@@ -38,7 +38,9 @@ pub struct SetupGrowthConfig {
     pub min_node_range: f64,
     /// Coefficient of determination the fit must reach (log-log).
     pub min_r2: f64,
-    /// Extra protocol types (by name) that count as connection setups besides TCP SYN.
+    /// Extra protocol types (by name) that count as connection setups besides the default
+    /// ones (TCP SYN, QUIC Initial, WireGuard initiation, IKE_SA_INIT, DTLS ClientHello,
+    /// OpenVPN hard reset).
     pub setup_types: Vec<String>,
     /// Distinct sources per tenant counted exactly up to this many, then estimated.
     pub exact_nodes: usize,
