@@ -3,9 +3,11 @@
 //! Packets are fed to a [`Shard`] (one per capture worker): it keeps tumbling windows in
 //! event time, heartbeat deadlines and pending handshakes, and hands closed windows to the
 //! [`Merger`], which merges shards and runs the window-level detectors. [`Analyzer`] wires
-//! one shard to a merger for single-threaded replay. Detectors report [`Finding`]s; the
-//! rules crate turns them into alerts. [`Totals`] are the whole-run counters of the replay
-//! summary. Labelled scenario captures for tests live in the `tapwatch-synth` crate.
+//! one shard to a merger in one thread, for benchmarks and in-process tests (the binary's
+//! engine, which orders findings for any number of workers, lives in `tapwatch`).
+//! Detectors report [`Finding`]s; the rules crate turns them into alerts. [`Totals`] are
+//! the whole-run counters of the replay summary. Labelled scenario captures for tests live
+//! in the `tapwatch-synth` crate.
 //!
 //! ```
 //! use tapwatch_analyzer::Totals;
@@ -83,15 +85,6 @@ impl Analyzer {
             for w in self.closed.drain(..) {
                 self.merger.push(0, w, &mut self.findings);
             }
-        }
-    }
-
-    /// Advances event time without a packet (live mode's wall-clock tick).
-    pub fn advance(&mut self, now_ns: u64) {
-        self.shard
-            .advance(now_ns, &mut self.findings, &mut self.closed);
-        for w in self.closed.drain(..) {
-            self.merger.push(0, w, &mut self.findings);
         }
     }
 

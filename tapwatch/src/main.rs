@@ -14,6 +14,7 @@ mod history;
 mod http;
 mod live;
 mod output;
+mod packets;
 mod replay;
 mod sinks;
 mod store;

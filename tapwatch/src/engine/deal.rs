@@ -140,7 +140,7 @@ fn read<S: FrameSource>(
         deal(&meta, clock.watermark, tell_all)?;
         packets += 1;
         if o.print_packets {
-            let line = crate::output::packet_line(o.classifier, &meta);
+            let line = crate::packets::packet_line(o.classifier, &meta);
             // A closed standard error (`2>&1 | head`) ends the run quietly, never a panic.
             o.bar
                 .suspend(|| writeln!(std::io::stderr().lock(), "{packets:>7} {line}"))
