@@ -106,6 +106,7 @@ impl SetupGrowthConfig {
             }
             finer = *w;
         }
+        f64_in(p, "min_node_trend", self.min_node_trend, 0.0, 1.0)?;
         f64_in(p, "node_horizon_s", self.node_horizon_s, 0.0, 86_400.0)
     }
 }

@@ -50,6 +50,10 @@ pub struct SetupGrowthConfig {
     pub coarse_levels_s: Vec<f64>,
     /// Points kept per tenant at each coarser level.
     pub coarse_history: usize,
+    /// At the coarser levels, how steadily the node count must have grown (Kendall's tau of
+    /// nodes over time, 0 to 1) for growth to be flagged: a tenant whose nodes swing with
+    /// the time of day is not rolling out.
+    pub min_node_trend: f64,
     /// A node counts as active in a point when it was seen within this many seconds before
     /// the point's end (or within the point, for points at least this wide): a node that
     /// opens one connection a minute is one node, not a sixth of one.
@@ -70,6 +74,7 @@ impl Default for SetupGrowthConfig {
             exact_nodes: 4096,
             coarse_levels_s: vec![60.0, 600.0, 3600.0],
             coarse_history: 200,
+            min_node_trend: 0.5,
             node_horizon_s: 300.0,
         }
     }
@@ -175,6 +180,27 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     })
 }
 
+/// Kendall's tau of a series against its order: +1 when it only rises, −1 when it only
+/// falls, about 0 when it has no trend (ties count as neither).
+fn kendall_tau(series: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = series.collect();
+    let n = v.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mut score = 0i64;
+    for i in 0..n {
+        for j in i + 1..n {
+            score += match v[j].partial_cmp(&v[i]) {
+                Some(std::cmp::Ordering::Greater) => 1,
+                Some(std::cmp::Ordering::Less) => -1,
+                _ => 0,
+            };
+        }
+    }
+    score as f64 / (n * (n - 1) / 2) as f64
+}
+
 /// The `k`-th smallest value (reorders `v`).
 fn nth(v: &mut [f64], k: usize) -> f64 {
     *v.select_nth_unstable_by(k, f64::total_cmp).1
@@ -222,8 +248,9 @@ pub struct GrowthPoint<'a> {
 #[derive(Clone, Debug, Default)]
 struct LevelHistory {
     points: VecDeque<(u64, f64, f64)>,
-    /// Fit over `points`, its node range and smallest and largest node counts.
-    fit: Option<(Fit, f64, f64, f64)>,
+    /// Fit over `points`: the fit, node range, smallest and largest node counts, and the
+    /// node trend (Kendall's tau of node counts over time: 1 steadily up, 0 no trend).
+    fit: Option<(Fit, f64, f64, f64, f64)>,
     /// The latest point: nodes, setups, width (s), setup share, packet share.
     last: (u64, u64, f64, f64, f64),
 }
@@ -307,7 +334,8 @@ impl GrowthDetector {
             .points
             .iter()
             .fold((f64::MAX, 0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-        h.fit = Some((fit, max_n / min_n.max(1.0), min_n, max_n));
+        let trend = kendall_tau(h.points.iter().map(|q| q.1));
+        h.fit = Some((fit, max_n / min_n.max(1.0), min_n, max_n, trend));
         self.judge(p, out);
     }
 
@@ -319,23 +347,27 @@ impl GrowthDetector {
         let fitted = |l: &&LevelHistory| l.fit.is_some();
         let judge_level = state.levels.iter().position(|l| {
             l.fit
-                .is_some_and(|(_, range, _, _)| range >= cfg.min_node_range)
+                .is_some_and(|(_, range, _, _, _)| range >= cfg.min_node_range)
         });
         let Some(level) = judge_level.or_else(|| state.levels.iter().position(|l| fitted(&l)))
         else {
             return;
         };
         let h = &state.levels[level];
-        let Some((fit, range, min_n, max_n)) = h.fit else {
+        let Some((fit, range, min_n, max_n, trend)) = h.fit else {
             return;
         };
+        // Coarse points span days: a node count that swings with the time of day (and a
+        // per-node rate that swings with it) is not a rollout. Beyond the finest level the
+        // nodes must also have grown steadily.
+        let steady = level == 0 || trend >= cfg.min_node_trend;
         let (nodes, setups, width_s, setup_share, packet_share) = h.last;
         let rate_now = setups as f64 / width_s.max(1e-9);
         self.last_fit[p.index] = Some((fit, range, rate_now));
         let hot = match judge_level {
             // Hysteresis: once flagged, the tenant clears only below `clear_exponent`.
             Some(_) => {
-                (fit.slope >= cfg.min_exponent && fit.r2 >= cfg.min_r2)
+                (fit.slope >= cfg.min_exponent && fit.r2 >= cfg.min_r2 && steady)
                     || (firing && fit.slope >= cfg.clear_exponent)
             }
             None => firing && fit.slope >= cfg.clear_exponent,
@@ -829,18 +861,24 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
     }
 
-    /// Feeds a tenant growing from 40 nodes, doubling every `doubling_s`, with setups
-    /// ~ nodes^`exponent` (±10 % noise), as points of the levels in `levels` (indices into
-    /// the default widths 10 s, 60 s, 600 s, 3600 s) for `duration_s`; returns the event
-    /// time (s) of the first firing, if any.
-    fn grow(doubling_s: f64, exponent: f64, duration_s: u64, levels: &[usize]) -> Option<f64> {
+    /// Feeds one tenant's points at the levels in `levels` (indices into the default widths
+    /// 10 s, 60 s, 600 s, 3600 s) for `duration_s`: `nodes(t)` active nodes and
+    /// `rate(t, nodes)` setups per second (±10 % noise) at the end `t` (s) of each point;
+    /// returns the event time (s) of the first firing, if any.
+    fn feed(
+        nodes: impl Fn(f64) -> f64,
+        rate: impl Fn(f64, f64) -> f64,
+        duration_s: u64,
+        levels: &[usize],
+        seed: u64,
+    ) -> Option<f64> {
         let cfg = SetupGrowthConfig::default();
         let widths: Vec<u64> = std::iter::once(cfg.point_s)
             .chain(cfg.coarse_levels_s.iter().copied())
             .map(|w| w as u64)
             .collect();
         let mut d = GrowthDetector::new(cfg);
-        let mut rng = Rng::new(doubling_s as u64 ^ (exponent * 10.0) as u64);
+        let mut rng = Rng::new(seed);
         let mut out = Vec::new();
         let step = widths[levels[0]];
         let mut t = 0;
@@ -851,17 +889,17 @@ mod tests {
                 if t % w != 0 {
                     continue;
                 }
-                let nodes = 40.0 * 2f64.powf(t as f64 / doubling_s);
-                let rate = 0.01 * nodes.powf(exponent) * (0.9 + 0.2 * rng.unit());
+                let n = nodes(t as f64);
+                let r = rate(t as f64, n) * (0.9 + 0.2 * rng.unit());
                 d.observe(
                     &GrowthPoint {
                         level,
                         index: 1,
-                        tenant: "rollout",
+                        tenant: "t",
                         start_ns: (t - w) * 1_000_000_000,
                         end_ns: t * 1_000_000_000,
-                        nodes: nodes as u64,
-                        setups: (rate * w as f64).max(1.0) as u64,
+                        nodes: n as u64,
+                        setups: (r * w as f64).max(1.0) as u64,
                         width_s: w as f64,
                         setup_share: 0.5,
                         packet_share: 0.5,
@@ -874,6 +912,46 @@ mod tests {
             }
         }
         None
+    }
+
+    /// A tenant growing from 40 nodes, doubling every `doubling_s`, with setups
+    /// ~ nodes^`exponent`.
+    fn grow(doubling_s: f64, exponent: f64, duration_s: u64, levels: &[usize]) -> Option<f64> {
+        feed(
+            |t| 40.0 * 2f64.powf(t / doubling_s),
+            |_, n| 0.01 * n.powf(exponent),
+            duration_s,
+            levels,
+            doubling_s as u64 ^ (exponent * 10.0) as u64,
+        )
+    }
+
+    #[test]
+    fn a_daily_swing_of_nodes_and_their_activity_is_not_growth() {
+        let day = 86_400.0;
+        let swing = |t: f64| 200.0 * (1.0 + 0.5 * (std::f64::consts::TAU * t / day).sin());
+        // Busy hours bring more nodes and more setups per node: setups ~ nodes^1.65 over
+        // the day, a 3x node range, and a near-perfect fit, yet no rollout.
+        let at = feed(
+            swing,
+            |_, n| 0.01 * n * (n / 200.0).powf(0.65),
+            3 * 86_400,
+            &[1, 2, 3],
+            7,
+        );
+        assert_eq!(at, None);
+        // A real rollout with the same daily swing on top is still flagged, a day or so
+        // after its nodes doubled.
+        let week = 7.0 * day;
+        let at = feed(
+            |t| 40.0 * 2f64.powf(t / week) * (1.0 + 0.3 * (std::f64::consts::TAU * t / day).sin()),
+            |_, n| 0.01 * n * n,
+            10 * 86_400,
+            &[2, 3],
+            8,
+        )
+        .expect("a rollout with a daily swing is flagged");
+        assert!((week..=week + 2.0 * day).contains(&at), "flagged at {at} s");
     }
 
     #[test]
