@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod lines;
 pub mod webhook;
 
 use rustc_hash::FxHashMap;

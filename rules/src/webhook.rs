@@ -526,7 +526,7 @@ impl Spool {
         let lock = lock_file(dir)?;
         lock.lock()?;
         let len = file.metadata()?.len();
-        let whole = whole_length(&mut file)?;
+        let whole = crate::lines::whole_length(&mut file)?;
         if whole < len {
             file.set_len(whole)?;
         }
@@ -592,23 +592,6 @@ impl Spool {
         let _ = f.read_to_end(&mut rest);
         rest.iter().filter(|b| **b == b'\n').count() as u64
     }
-}
-
-/// The length of a file up to and including its last newline (0 when it has none).
-fn whole_length(f: &mut File) -> std::io::Result<u64> {
-    let mut end = f.metadata()?.len();
-    let mut chunk = vec![0u8; 64 << 10];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let part = &mut chunk[..(end - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(part)?;
-        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
 }
 
 /// The next record at or after `offset`: (body, offset after it). A corrupt record (its

@@ -5,7 +5,7 @@
 //! TabSeparatedWithNames" < FILE`), and `tapwatch query` reads them.
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::rows::StoredRow;
@@ -65,7 +65,7 @@ fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u
         .open(path)
         .map_err(|e| io(path, e))?;
     f.lock().map_err(|e| io(path, e))?;
-    let whole = whole_length(&mut f).map_err(|e| io(path, e))?;
+    let whole = tapwatch_rules::lines::whole_length(&mut f).map_err(|e| io(path, e))?;
     let len = f.metadata().map_err(|e| io(path, e))?.len();
     if whole < len {
         tracing::warn!(
@@ -86,24 +86,6 @@ fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u
         return Err(io(path, e));
     }
     Ok((f, whole))
-}
-
-/// The length of a file up to and including its last newline (0 when it has none).
-fn whole_length(f: &mut fs::File) -> std::io::Result<u64> {
-    let len = f.metadata()?.len();
-    let mut end = len;
-    let mut chunk = vec![0u8; 64 << 10];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let part = &mut chunk[..(end - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(part)?;
-        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
 }
 
 /// Writes rows to hourly files under a data directory.

@@ -1071,42 +1071,25 @@ mod tests {
         let mut g = SetupGrowth::new(cfg.clone());
         assert_eq!(g.restore(&stored, &tenants), 150);
         // The next hourly point (the daemon's first after the restart) is judged with them.
+        let next = GrowthPoint {
+            level: 3,
+            index: 1,
+            tenant: "rollout",
+            start_ns: 150 * hour,
+            end_ns: 151 * hour,
+            nodes: 82,
+            setups: 82 * 82,
+            width_s: 3600.0,
+            setup_share: 0.5,
+            packet_share: 0.5,
+        };
         let mut out = Vec::new();
         let mut d = g.detector;
-        d.observe(
-            &GrowthPoint {
-                level: 3,
-                index: 1,
-                tenant: "rollout",
-                start_ns: 150 * hour,
-                end_ns: 151 * hour,
-                nodes: 82,
-                setups: 82 * 82,
-                width_s: 3600.0,
-                setup_share: 0.5,
-                packet_share: 0.5,
-            },
-            &mut out,
-        );
+        d.observe(&next, &mut out);
         assert!(out.iter().any(|f| f.active), "{out:?}");
         // Without the stored history the same point proves nothing.
-        let mut fresh = GrowthDetector::new(cfg);
         let mut none = Vec::new();
-        fresh.observe(
-            &GrowthPoint {
-                level: 3,
-                index: 1,
-                tenant: "rollout",
-                start_ns: 150 * hour,
-                end_ns: 151 * hour,
-                nodes: 82,
-                setups: 82 * 82,
-                width_s: 3600.0,
-                setup_share: 0.5,
-                packet_share: 0.5,
-            },
-            &mut none,
-        );
+        GrowthDetector::new(cfg).observe(&next, &mut none);
         assert!(none.is_empty());
     }
 }
