@@ -201,7 +201,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<(usize, WorkerOutput)>();
     let periodic_every_s = config.storage.periodic_every_s;
     let (report, results) = std::thread::scope(|scope| -> anyhow::Result<_> {
-        let handles: Vec<_> = captures
+        let handles = captures
             .into_iter()
             .enumerate()
             .map(|(id, mut cap)| {
@@ -214,72 +214,80 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 );
                 let telemetry = Arc::clone(&telemetry);
                 let count = args.count;
-                scope.spawn(move || -> anyhow::Result<(Totals, Shard, SourceStats)> {
-                    let mut classifier = cell.get();
-                    let mut generation = cell.generation();
-                    let mut worker = Worker::new(&config.analyzer, &classifier, periodic_every_s);
-                    let mut unpublished = 0u64;
-                    let mut kernel_read = Instant::now();
-                    let counters = &telemetry.workers[id];
-                    let send = |worker: &mut Worker| {
-                        for out in worker.drain() {
-                            let _ = tx.send((id, out));
-                        }
-                    };
-                    loop {
-                        if stop.load(Ordering::Relaxed)
-                            || deadline.is_some_and(|d| Instant::now() >= d)
-                        {
-                            break;
-                        }
-                        if let Some(frame) = cap.next_frame(POLL)? {
-                            let meta = classifier.classify(&frame);
-                            worker.packet(&meta, meta.ts_ns);
-                            if worker.has_output() {
+                let name = format!("tw-capture-{id}");
+                crate::engine::spawn_named(
+                    scope,
+                    name,
+                    move || -> anyhow::Result<(Totals, Shard, SourceStats)> {
+                        let mut classifier = cell.get();
+                        let mut generation = cell.generation();
+                        let mut worker =
+                            Worker::new(&config.analyzer, &classifier, periodic_every_s);
+                        let mut unpublished = 0u64;
+                        let mut kernel_read = Instant::now();
+                        let counters = &telemetry.workers[id];
+                        let send = |worker: &mut Worker| {
+                            for out in worker.drain() {
+                                let _ = tx.send((id, out));
+                            }
+                        };
+                        loop {
+                            if stop.load(Ordering::Relaxed)
+                                || deadline.is_some_and(|d| Instant::now() >= d)
+                            {
+                                break;
+                            }
+                            if let Some(frame) = cap.next_frame(POLL)? {
+                                let meta = classifier.classify(&frame);
+                                worker.packet(&meta, meta.ts_ns);
+                                if worker.has_output() {
+                                    send(&mut worker);
+                                }
+                                unpublished += 1;
+                                if unpublished < PUBLISH_EVERY && count.is_none() {
+                                    continue;
+                                }
+                            } else {
+                                // A quiet link still moves event time: deadlines fire on time.
+                                worker.advance(wall_ns());
                                 send(&mut worker);
                             }
-                            unpublished += 1;
-                            if unpublished < PUBLISH_EVERY && count.is_none() {
-                                continue;
+                            let total =
+                                seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
+                            unpublished = 0;
+                            publish(counters, worker.totals(), worker.shard());
+                            if cell.generation() != generation {
+                                generation = cell.generation();
+                                classifier = cell.get();
+                                worker.shard_mut().relabel(&classifier);
                             }
-                        } else {
-                            // A quiet link still moves event time: deadlines fire on time.
-                            worker.advance(wall_ns());
-                            send(&mut worker);
-                        }
-                        let total = seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
-                        unpublished = 0;
-                        publish(counters, worker.totals(), worker.shard());
-                        if cell.generation() != generation {
-                            generation = cell.generation();
-                            classifier = cell.get();
-                            worker.shard_mut().relabel(&classifier);
-                        }
-                        if kernel_read.elapsed() >= Duration::from_secs(1) {
-                            kernel_read = Instant::now();
-                            let k = cap.stats();
-                            counters
-                                .kernel_packets
-                                .store(k.kernel_packets, Ordering::Relaxed);
-                            counters
-                                .kernel_drops
-                                .store(k.kernel_drops, Ordering::Relaxed);
-                            if let Ok(mut h) = counters.heartbeats.lock() {
-                                *h = worker.shard().periodic_flows(SHOWN_PERIODIC);
+                            if kernel_read.elapsed() >= Duration::from_secs(1) {
+                                kernel_read = Instant::now();
+                                let k = cap.stats();
+                                counters
+                                    .kernel_packets
+                                    .store(k.kernel_packets, Ordering::Relaxed);
+                                counters
+                                    .kernel_drops
+                                    .store(k.kernel_drops, Ordering::Relaxed);
+                                if let Ok(mut h) = counters.heartbeats.lock() {
+                                    *h = worker.shard().periodic_flows(SHOWN_PERIODIC);
+                                }
+                            }
+                            if count.is_some_and(|c| total >= c) {
+                                stop.store(true, Ordering::Relaxed);
                             }
                         }
-                        if count.is_some_and(|c| total >= c) {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    seen.fetch_add(unpublished, Ordering::Relaxed);
-                    worker.finish();
-                    send(&mut worker);
-                    let (totals, shard) = worker.into_parts();
-                    Ok((totals, shard, cap.stats()))
-                })
+                        seen.fetch_add(unpublished, Ordering::Relaxed);
+                        worker.finish();
+                        send(&mut worker);
+                        let (totals, shard) = worker.into_parts();
+                        Ok((totals, shard, cap.stats()))
+                    },
+                )
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()
+            .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
         drop(tx);
         // The merger stage runs here until every worker has hung up.
         loop {

@@ -178,71 +178,76 @@ pub fn deal_files<S: FrameSource + Send>(
         for id in 0..workers {
             let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(QUEUE);
             let (out_tx, recycle_tx) = (out_tx.clone(), recycle_tx.clone());
-            handles.push(scope.spawn(move || {
-                let mut w = Worker::new(cfg, classifier, periodic);
-                for mut batch in rx {
-                    for item in batch.drain(..) {
-                        match item {
-                            Item::Packet(m, now) => w.packet(&m, now),
-                            Item::Advance(now) => w.advance(now),
-                        }
-                        if w.has_output() {
-                            for out in w.drain() {
-                                let _ = out_tx.send((id, out));
+            handles.push(super::spawn_named(
+                scope,
+                format!("tw-worker-{id}"),
+                move || {
+                    let mut w = Worker::new(cfg, classifier, periodic);
+                    for mut batch in rx {
+                        for item in batch.drain(..) {
+                            match item {
+                                Item::Packet(m, now) => w.packet(&m, now),
+                                Item::Advance(now) => w.advance(now),
+                            }
+                            if w.has_output() {
+                                for out in w.drain() {
+                                    let _ = out_tx.send((id, out));
+                                }
                             }
                         }
+                        let _ = recycle_tx.send(batch);
                     }
-                    let _ = recycle_tx.send(batch);
-                }
-                w.finish();
-                for out in w.drain() {
-                    let _ = out_tx.send((id, out));
-                }
-                w.into_parts()
-            }));
+                    w.finish();
+                    for out in w.drain() {
+                        let _ = out_tx.send((id, out));
+                    }
+                    w.into_parts()
+                },
+            )?);
             queues.push(tx);
         }
         drop((out_tx, recycle_tx));
         let stop = o.stop;
-        let reader = scope.spawn(move || -> anyhow::Result<u64> {
-            let mut batches: Vec<Vec<Item>> =
-                (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
-            let fresh = |recycle: &mpsc::Receiver<Vec<Item>>| {
-                recycle
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(BATCH))
-            };
-            let send = |queue: &mpsc::SyncSender<Vec<Item>>, batch: Vec<Item>| {
-                queue
-                    .send(batch)
-                    .map_err(|_| anyhow::anyhow!("a replay worker stopped early"))
-            };
-            let packets = read(source, &mut o, |meta, now, tell_all| {
-                if tell_all {
-                    for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
-                        batch.push(Item::Advance(now));
-                        // Flush on every window edge: the merger hears from each worker
-                        // at least once a window, however its flows are spread.
+        let reader =
+            super::spawn_named(scope, "tw-reader".into(), move || -> anyhow::Result<u64> {
+                let mut batches: Vec<Vec<Item>> =
+                    (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
+                let fresh = |recycle: &mpsc::Receiver<Vec<Item>>| {
+                    recycle
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH))
+                };
+                let send = |queue: &mpsc::SyncSender<Vec<Item>>, batch: Vec<Item>| {
+                    queue
+                        .send(batch)
+                        .map_err(|_| anyhow::anyhow!("a replay worker stopped early"))
+                };
+                let packets = read(source, &mut o, |meta, now, tell_all| {
+                    if tell_all {
+                        for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
+                            batch.push(Item::Advance(now));
+                            // Flush on every window edge: the merger hears from each worker
+                            // at least once a window, however its flows are spread.
+                            let full = std::mem::replace(batch, fresh(&recycle_rx));
+                            send(queue, full)?;
+                        }
+                    }
+                    let id = worker_of(meta, workers);
+                    let batch = &mut batches[id];
+                    batch.push(Item::Packet(*meta, now));
+                    if batch.len() >= BATCH {
                         let full = std::mem::replace(batch, fresh(&recycle_rx));
-                        send(queue, full)?;
+                        send(&queues[id], full)?;
+                    }
+                    Ok(())
+                });
+                for (queue, batch) in queues.iter().zip(batches) {
+                    if !batch.is_empty() {
+                        let _ = queue.send(batch);
                     }
                 }
-                let id = worker_of(meta, workers);
-                let batch = &mut batches[id];
-                batch.push(Item::Packet(*meta, now));
-                if batch.len() >= BATCH {
-                    let full = std::mem::replace(batch, fresh(&recycle_rx));
-                    send(&queues[id], full)?;
-                }
-                Ok(())
-            });
-            for (queue, batch) in queues.iter().zip(batches) {
-                if !batch.is_empty() {
-                    let _ = queue.send(batch);
-                }
-            }
-            packets
-        });
+                packets
+            })?;
         let mut failed = None;
         for (id, out) in out_rx {
             if failed.is_none() {

@@ -27,6 +27,18 @@ pub use deal::{deal_files, DealOptions};
 pub use sink::{RunReport, Sink, WindowDone};
 pub use worker::{Worker, WorkerOutput};
 
+/// Starts a scoped thread with a name (`top -H`, profilers and panics show it).
+pub fn spawn_named<'scope, 'env, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    name: String,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> anyhow::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(scope, f)
+        .map_err(|e| anyhow::anyhow!("starting thread {name}: {e}"))
+}
+
 /// Alert events kept for the summary at most.
 const KEPT: usize = 200;
 
