@@ -39,6 +39,11 @@ pub fn spawn_named<'scope, 'env, T: Send + 'scope>(
         .map_err(|e| anyhow::anyhow!("starting thread {name}: {e}"))
 }
 
+/// Periodic flows in subject order (every worker's list is; their union is not).
+fn sort_by_subject(flows: &mut [serde_json::Value]) {
+    flows.sort_by(|a, b| a["subject"].as_str().cmp(&b["subject"].as_str()));
+}
+
 /// Alert events kept for the summary at most.
 const KEPT: usize = 200;
 
@@ -105,13 +110,17 @@ impl Coordinator {
                     self.window_merged()?;
                 }
             }
-            WorkerOutput::Periodic { at_ns, flows } => {
+            WorkerOutput::Periodic { at_ns, flows, last } => {
                 let workers = self.waiting.len();
                 let entry = self.snapshots.entry(at_ns).or_default();
                 entry.0 += 1;
                 entry.1.extend(flows);
                 if entry.0 >= workers {
-                    if let Some((_, flows)) = self.snapshots.remove(&at_ns) {
+                    if let Some((_, mut flows)) = self.snapshots.remove(&at_ns) {
+                        sort_by_subject(&mut flows);
+                        if !last {
+                            flows.truncate(worker::SNAPSHOT_FLOWS);
+                        }
                         self.periodic(flows, at_ns)?;
                     }
                 }
@@ -158,8 +167,8 @@ impl Coordinator {
         Ok(())
     }
 
-    fn periodic(&mut self, mut flows: Vec<serde_json::Value>, at_ns: u64) -> anyhow::Result<()> {
-        flows.sort_by(|a, b| a["subject"].as_str().cmp(&b["subject"].as_str()));
+    /// A snapshot of every worker's periodic flows (sorted by subject) to the sinks.
+    fn periodic(&mut self, flows: Vec<serde_json::Value>, at_ns: u64) -> anyhow::Result<()> {
         for s in &mut self.sinks {
             s.periodic(&flows, at_ns)?;
         }
@@ -207,7 +216,8 @@ impl Coordinator {
         // The last rollups and anything merged just now.
         self.sinks_window()?;
         let snapshots = std::mem::take(&mut self.snapshots);
-        for (at_ns, (_, flows)) in snapshots {
+        for (at_ns, (_, mut flows)) in snapshots {
+            sort_by_subject(&mut flows);
             self.periodic(flows, at_ns)?;
         }
         let mut report = RunReport::default();
@@ -232,5 +242,62 @@ impl Coordinator {
         self.rules.set_rules(rules.clone())?;
         self.merger.relabel(classifier);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use tapwatch_analyzer::AnalyzerConfig;
+
+    use super::*;
+
+    /// Keeps the periodic-flow snapshots it is given.
+    struct Snapshots(Rc<RefCell<Vec<(u64, Vec<String>)>>>);
+
+    impl Sink for Snapshots {
+        fn periodic(&mut self, flows: &[serde_json::Value], at_ns: u64) -> anyhow::Result<()> {
+            let subjects = flows.iter().map(|f| f["subject"].to_string()).collect();
+            self.0.borrow_mut().push((at_ns, subjects));
+            Ok(())
+        }
+    }
+
+    fn flows(worker: usize, n: usize) -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| serde_json::json!({"subject": format!("{:05}-{worker}", i)}))
+            .collect()
+    }
+
+    #[test]
+    fn snapshots_wait_for_every_worker_and_stay_bounded_until_the_last() {
+        let classifier = Classifier::default();
+        let merger = Merger::new(&AnalyzerConfig::default(), &classifier, 2);
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let sink: Box<dyn Sink> = Box::new(Snapshots(Rc::clone(&seen)));
+        let mut c = Coordinator::new(merger, &RulesConfig::default(), 2, vec![sink]).unwrap();
+        for (worker, last, at_ns) in [(0, false, 60), (1, false, 60), (1, true, 90), (0, true, 90)]
+        {
+            c.handle(
+                worker,
+                WorkerOutput::Periodic {
+                    at_ns,
+                    flows: flows(worker, 800),
+                    last,
+                },
+            )
+            .unwrap();
+            if worker == 0 && at_ns == 60 {
+                assert!(seen.borrow().is_empty(), "one worker is not a snapshot");
+            }
+        }
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 2);
+        let (at, mid) = &seen[0];
+        assert_eq!((*at, mid.len()), (60, worker::SNAPSHOT_FLOWS));
+        assert!(mid.windows(2).all(|w| w[0] <= w[1]), "by subject");
+        assert_eq!(seen[1].1.len(), 1600, "the last snapshot holds every flow");
     }
 }

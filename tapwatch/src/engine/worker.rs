@@ -21,14 +21,22 @@ pub enum WorkerOutput {
     },
     /// A window the shard closed.
     Window(Box<WindowStats>),
-    /// The worker's periodic flows at the end of an event-time snapshot period.
+    /// The worker's periodic flows at the end of an event-time snapshot period (at most
+    /// [`SNAPSHOT_FLOWS`], first by subject), or all of them at the end of the run.
     Periodic {
-        /// The snapshot's event time (ns): the end of the period.
+        /// The snapshot's event time (ns): the end of the period, or of the run.
         at_ns: u64,
         /// Periodic flows and BFD sessions.
         flows: Vec<serde_json::Value>,
+        /// Whether this is the run's last snapshot (not capped).
+        last: bool,
     },
 }
+
+/// Periodic flows in a snapshot during the run at most (the first by subject over every
+/// worker): the history stays bounded on a relay with many keepalives. The last snapshot
+/// of a run holds them all.
+pub const SNAPSHOT_FLOWS: usize = 1000;
 
 /// A shard with its totals, and the outputs waiting to be handed on.
 pub struct Worker {
@@ -88,6 +96,7 @@ impl Worker {
         self.out.push(WorkerOutput::Periodic {
             at_ns,
             flows: self.shard.periodic_flows(usize::MAX),
+            last: true,
         });
     }
 
@@ -108,7 +117,8 @@ impl Worker {
             if snapshot {
                 self.out.push(WorkerOutput::Periodic {
                     at_ns: end / every * every,
-                    flows: self.shard.periodic_flows(usize::MAX),
+                    flows: self.shard.periodic_flows(SNAPSHOT_FLOWS),
+                    last: false,
                 });
             }
             self.closed_until = self.closed_until.max(end);
