@@ -254,8 +254,11 @@ mod tests {
 
     use super::*;
 
+    /// Snapshots seen: event time and subjects.
+    type Seen = Rc<RefCell<Vec<(u64, Vec<String>)>>>;
+
     /// Keeps the periodic-flow snapshots it is given.
-    struct Snapshots(Rc<RefCell<Vec<(u64, Vec<String>)>>>);
+    struct Snapshots(Seen);
 
     impl Sink for Snapshots {
         fn periodic(&mut self, flows: &[serde_json::Value], at_ns: u64) -> anyhow::Result<()> {
