@@ -10,7 +10,7 @@ use tapwatch_capture::{FileReader, FrameSource};
 use tapwatch_synth::{Rng, Soak, SoakParams};
 
 const SEC: u64 = 1_000_000_000;
-const MINUTES: u64 = 20;
+const MINUTES: u64 = 12;
 
 /// Runs a soak; returns the firing findings, the learned periodic subjects (BFD apart) and
 /// the packets seen.
@@ -52,28 +52,38 @@ fn run(
     (firing, params, periodic, bfd, packets)
 }
 
+/// The soak of `seed` raises nothing and learns exactly its heartbeats.
+fn silent(seed: u64) {
+    let (firing, p, periodic, bfd, packets) = run(seed);
+    assert!(firing.is_empty(), "soak/{seed}: {firing:#?}");
+    assert!(
+        packets as f64 > 0.6 * p.relay_pps * (MINUTES * 60) as f64,
+        "soak/{seed}: only {packets} packets"
+    );
+    let keepalives: BTreeSet<String> = p
+        .keepalives
+        .iter()
+        .map(|(src, _, _)| format!("{src}:7946->{}:{}/udp", p.coordinator.0, p.coordinator.1))
+        .collect();
+    assert_eq!(
+        periodic, keepalives,
+        "soak/{seed}: learned as periodic must be exactly the keepalives (no DNS or relay flow)"
+    );
+    assert_eq!(
+        bfd.len(),
+        2 * p.bfd.len(),
+        "soak/{seed}: BFD sessions {bfd:?}"
+    );
+}
+
+// Before this soak existed, both deployments opened with a critical heavy_hitter on the
+// relay's own service (warm-up flagged any destination with >= 50 % share at >= 1000 pps).
 #[test]
 fn a_relay_day_with_dns_bfd_and_keepalives_raises_nothing() {
-    for seed in [1, 2] {
-        let (firing, p, periodic, bfd, packets) = run(seed);
-        assert!(firing.is_empty(), "soak/{seed}: {firing:#?}");
-        assert!(
-            packets as f64 > 0.6 * p.relay_pps * (MINUTES * 60) as f64,
-            "soak/{seed}: only {packets} packets"
-        );
-        let keepalives: BTreeSet<String> = p
-            .keepalives
-            .iter()
-            .map(|(src, _, _)| format!("{src}:7946->{}:{}/udp", p.coordinator.0, p.coordinator.1))
-            .collect();
-        assert_eq!(
-            periodic, keepalives,
-            "soak/{seed}: learned as periodic must be exactly the keepalives (no DNS or relay flow)"
-        );
-        assert_eq!(
-            bfd.len(),
-            2 * p.bfd.len(),
-            "soak/{seed}: BFD sessions {bfd:?}"
-        );
-    }
+    silent(1);
+}
+
+#[test]
+fn another_deployment_raises_nothing_either() {
+    silent(2);
 }

@@ -1,6 +1,6 @@
-//! A long benign soak, streamed in event-time order: a relay's service that nearly every
-//! packet goes to, fed by hundreds of clients at a rate that swells and ebbs like a day;
-//! DNS clients querying at Poisson times; BFD sessions with RFC 5880 jitter; jittered
+//! A long benign soak, streamed in event-time order: a relay's service that most packets
+//! go to (kilopackets per second), fed by hundreds of clients at a rate that swells and ebbs
+//! like a day; thousands of DNS clients querying at Poisson times; BFD sessions with RFC 5880 jitter; jittered
 //! keepalives. Nothing in it is an anomaly, so a detector that raises anything is wrong.
 //!
 //! Every rate, period, size and address is drawn from the seed ([`SoakParams::random`]),
@@ -80,9 +80,9 @@ impl SoakParams {
             .map(|_| address(rng, &plan))
             .collect();
         let small_clients = clients.len() * (30 + rng.below(40) as usize) / 100;
-        let dns_clients = (0..50 + rng.below(200))
+        let dns_clients = (0..1000 + rng.below(2000))
             .map(|_| {
-                let gap = log_uniform(rng, 0.5, 120.0) * 1e9;
+                let gap = log_uniform(rng, 2.0, 120.0) * 1e9;
                 (address(rng, &plan), gap as u64)
             })
             .collect();
@@ -109,10 +109,10 @@ impl SoakParams {
             relay: (address(rng, &infra), 1024 + rng.below(60_000) as u16),
             clients,
             small_clients,
-            relay_pps: 800.0 + 700.0 * rng.unit(),
+            relay_pps: 2000.0 + 1500.0 * rng.unit(),
             swing: 0.3 + 0.3 * rng.unit(),
             phase: std::f64::consts::TAU * rng.unit(),
-            answer_share: 0.3 + 0.2 * rng.unit(),
+            answer_share: 0.2 + 0.2 * rng.unit(),
             resolver: address(rng, &infra),
             dns_clients,
             bfd,
