@@ -686,4 +686,57 @@ mod tests {
         );
         assert_eq!(out[0].detected_ns, last + 900_000_000);
     }
+
+    #[test]
+    fn dns_clients_at_poisson_times_beside_jittered_bfd_never_fire() {
+        let mut h = tracker();
+        let mut rng = tapwatch_synth::Rng::new(9);
+        let mut out = Vec::new();
+        let resolver = (addr(53), 53);
+        // (next query time, client): 2000 clients, mean gaps 0.5-60 s, over 30 minutes.
+        let means: Vec<f64> = (0..2000)
+            .map(|_| 0.5 * 120f64.powf(rng.unit()) * 1e9)
+            .collect();
+        let mut next: std::collections::BinaryHeap<Reverse<(u64, usize)>> = (0..means.len())
+            .map(|c| Reverse(((-(1.0 - rng.unit()).ln() * means[c]) as u64, c)))
+            .collect();
+        let ctl = |my, your| BfdControl {
+            diag: 0,
+            state: BfdState::Up,
+            flags: 0,
+            detect_mult: 3,
+            my_disc: my,
+            your_disc: your,
+            desired_min_tx_us: 100_000,
+            required_min_rx_us: 100_000,
+        };
+        let mut bfd_at = [0u64, 40_000_000];
+        let end = 1800 * SEC;
+        while let Some(Reverse((t, c))) = next.pop() {
+            if t >= end {
+                break;
+            }
+            // BFD both ways up to t: 75-100 % of 100 ms (RFC 5880 §6.8.7).
+            for (dir, at) in bfd_at.iter_mut().enumerate() {
+                while *at <= t {
+                    let (a, b) = if dir == 0 { (1, 2) } else { (2, 1) };
+                    let mut m = udp(T + *at, (addr(a), 49152), (addr(b), 3784), 66);
+                    m.kind = ProtocolType::BfdControl;
+                    m.detail = Detail::Bfd(ctl(u32::from(a), u32::from(b)));
+                    h.observe(&m, || None, &mut out);
+                    *at += 100_000_000 - rng.below(25_000_000);
+                }
+            }
+            let client =
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 200, (c >> 8) as u8, c as u8));
+            let port = 1024 + rng.below(60_000) as u16;
+            h.observe(&udp(T + t, (client, port), resolver, 70), || None, &mut out);
+            h.advance(T + t, &mut out);
+            let gap = -(1.0 - rng.unit()).ln() * means[c];
+            next.push(Reverse((t + gap as u64 + 1, c)));
+        }
+        assert!(out.is_empty(), "{out:#?}");
+        assert!(h.len() > 1500, "the DNS clients were tracked: {}", h.len());
+        assert_eq!(h.periodic(), 2, "only the two BFD directions keep a rhythm");
+    }
 }
