@@ -14,6 +14,8 @@ use crate::{bfd_control, CaptureBuilder, Rng, EPOCH_NS};
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
+/// Payload of the relay's packets (opaque, like an encrypted overlay's).
+const PAYLOAD: [u8; 1400] = [0x17; 1400];
 
 /// What a soak is made of; [`SoakParams::random`] draws a deployment from a seed.
 #[derive(Clone, Debug)]
@@ -217,10 +219,11 @@ impl Soak {
                     true => 40 + rng.below(200),
                     false => 40 + rng.below(1300),
                 } as usize;
+                let payload = &PAYLOAD[..len];
                 if rng.unit() < p.answer_share {
-                    c.udp(ts, p.relay, client, None, &vec![0x17; len]);
+                    c.udp(ts, p.relay, client, None, payload);
                 } else {
-                    c.udp(ts, client, p.relay, None, &vec![0x17; len]);
+                    c.udp(ts, client, p.relay, None, payload);
                 }
                 let gap = exponential(rng, 1e9 / p.relay_rate(t)) as u64;
                 Some((t + gap.max(1), Event::Relay))
