@@ -92,7 +92,7 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
     );
     let h = &a.heavy_hitters;
     println!(
-        "heavy_hitter: a source, source type/size, destination service or tenant with >= {:.0}% of a window, >= {} packets/s (or {} bytes/s), > {}x and > {} sd above its own baseline (larger of EWMAs alpha {} and {}); warm-up {} s learns baselines, flags only a destination with >= {:.0}% answering < {:.0}%; resolves after {} quiet windows",
+        "heavy_hitter: a source, source type/size, destination service or tenant with >= {:.0}% of a window, >= {} packets/s (or {} bytes/s), > {}x and > {} sd above its own baseline (larger of EWMAs alpha {} and {}); warm-up {} s learns baselines, flags only a destination with >= {:.0}% answering < {:.0}% and receiving SYNs or UDP from ports < 1024; resolves after {} quiet windows",
         h.min_share * 100.0, h.min_pps, h.min_bytes_per_s, h.baseline_factor, h.baseline_sigmas, h.ewma_alpha, h.long_alpha, h.warmup_s, h.warmup_share * 100.0, h.warmup_max_reply * 100.0, h.clear_windows
     );
     let g = &a.setup_growth;

@@ -3,10 +3,10 @@
 //! a big source, or a relay's own service that nearly every packet goes to, that has been
 //! big since the start is the baseline; a new key, or one that jumped, is an anomaly.
 //! During warm-up baselines are learned and only a one-way flood is flagged (a destination
-//! taking most packets that answers almost none of them: a reflection or SYN flood's
-//! victim, never a relay or a VIP, which answer); any other key present from the first
-//! packet, a flood from one source included, becomes baseline and is flagged only if it
-//! jumps again.
+//! taking most packets, answering almost none, receiving SYNs or reflected datagrams: a
+//! SYN or reflection flood's victim, never a relay or a VIP); any other key present from the
+//! first packet, a flood from one source included, becomes baseline and is flagged only if
+//! it jumps again.
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -50,9 +50,9 @@ pub struct HeavyHitterConfig {
     pub warmup_share: f64,
     /// …at this multiple of `min_pps`…
     pub warmup_factor: f64,
-    /// …while it sends back less than this fraction of what it receives: a flood's victim,
-    /// not a relay or a load balancer, which answer. 0: warm-up never flags (a tap that
-    /// sees one direction only).
+    /// …while it sends back less than this fraction of what it receives, mostly TCP SYNs or
+    /// UDP from ports below 1024: a flood's victim, not a relay or a load balancer (which
+    /// answer, and whose clients send from ephemeral ports). 0: warm-up never flags.
     pub warmup_max_reply: f64,
     /// Hysteresis: a firing key keeps firing while it holds at least this share…
     pub clear_share: f64,
@@ -269,10 +269,29 @@ impl HeavyJudge {
         let judging = w.end_ns.saturating_sub(first) as f64 / 1e9 > self.cfg.warmup_s;
         let width = w.width_s().max(1e-9);
         let cfg = self.cfg.clone();
-        // A destination that answers less than `warmup_max_reply` of what it receives.
-        let one_way = |host: &IpAddr, count: f64| -> bool {
+        let flows = w.flows.top(64);
+        // A flood's victim (all of `host`, or its `port`): it answers less than
+        // `warmup_max_reply` of what it receives, and what it receives is mostly SYNs or
+        // datagrams from reflectors' service ports (< 1024) — not a relay's or a VIP's
+        // clients seen on a one-direction tap, who send data from ephemeral ports.
+        let flooded = |host: &IpAddr, port: Option<u16>, count: f64| -> bool {
             let replies = w.sources.get(host).map(|e| e.count).unwrap_or(0);
+            let ours = |a: &IpAddr, p: u16| a == host && port.is_none_or(|x| x == p);
+            let syns: u64 = w
+                .servers
+                .iter()
+                .filter(|((a, p), _)| ours(a, *p))
+                .map(|(_, s)| s.syns + s.retransmits)
+                .sum();
+            let (mut top, mut reflected) = (0, 0);
+            for f in flows.iter().filter(|f| ours(&f.key.2, f.key.3)) {
+                top += f.count;
+                if f.key.4 == 17 && f.key.1 < 1024 {
+                    reflected += f.count;
+                }
+            }
             (replies as f64) < cfg.warmup_max_reply * count
+                && (syns as f64 >= 0.5 * count || (top > 0 && 2 * reflected >= top))
         };
 
         // Sources by packets, then by bytes; a source hot on either is one alert.
@@ -388,9 +407,8 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            (!judging).then_some(|k: &ServiceKey, count: f64| one_way(&k.0, count)),
+            (!judging).then_some(|k: &ServiceKey, count: f64| flooded(&k.0, Some(k.1), count)),
         );
-        let flows = w.flows.top(64);
         for (key, v) in services.iter().filter(|(_, v)| v.hot) {
             // Packets towards the service from sources already reported as hot.
             let from_hot: u64 = flows
@@ -434,7 +452,7 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            (!judging).then_some(one_way),
+            (!judging).then_some(|a: &IpAddr, count: f64| flooded(a, None, count)),
         );
         for (addr, v) in destinations.iter().filter(|(_, v)| v.hot) {
             let by_service = services.iter().any(|(k, sv)| k.0 == *addr && sv.hot);
@@ -988,11 +1006,11 @@ mod tests {
         clients: u32,
         pps: f64,
         fill: f64,
-        extra: &[(IpAddr, u64, bool)],
+        extra: &[(IpAddr, u16, u64, bool)],
     ) -> WindowStats {
         let relay = IpAddr::V4(Ipv4Addr::new(RELAY.0, RELAY.1, RELAY.2, RELAY.3));
         let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 1024, 4096, 16, 32);
-        let add = |w: &mut WindowStats, src: IpAddr, dst: IpAddr, n: u64| {
+        let add = |w: &mut WindowStats, src: IpAddr, sport: u16, dst: IpAddr, n: u64| {
             if n == 0 {
                 return;
             }
@@ -1004,7 +1022,7 @@ mod tests {
                 .add((src, ProtocolType::Udp, SizeClass::UpTo256), n, 200 * n);
             w.destinations.add(dst, n, 200 * n);
             w.services.add((dst, 443, 17), n, 200 * n);
-            w.flows.add((src, 5000, dst, 443, 17), n, 200 * n);
+            w.flows.add((src, sport, dst, 443, 17), n, 200 * n);
             let tw = w.tenant(TenantId(0));
             tw.packets += n;
             tw.bytes += 200 * n;
@@ -1014,14 +1032,14 @@ mod tests {
         for c in 0..clients {
             let src = IpAddr::V4(Ipv4Addr::new(10, 9, (c >> 8) as u8, c as u8));
             let n = (2 * total / u64::from(clients)) * rng.below(100) / 100;
-            add(&mut w, src, relay, n);
-            add(&mut w, relay, src, n / 2);
+            add(&mut w, src, 5000, relay, n);
+            add(&mut w, relay, 443, src, n / 2);
         }
-        for &(src, n, answered) in extra {
+        for &(src, sport, n, answered) in extra {
             let n = (n as f64 * fill) as u64;
-            add(&mut w, src, relay, n);
+            add(&mut w, src, sport, relay, n);
             if answered {
-                add(&mut w, relay, src, n / 2);
+                add(&mut w, relay, 443, src, n / 2);
             }
         }
         w
@@ -1092,7 +1110,7 @@ mod tests {
         // answers it: nothing tells it from a big peer, so it is the baseline.
         let flooder = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
         for i in 0..60 {
-            let w = relay_window(i, &mut rng, 200, 500.0, 1.0, &[(flooder, 3000, true)]);
+            let w = relay_window(i, &mut rng, 200, 500.0, 1.0, &[(flooder, 5000, 3000, true)]);
             judge.judge(&w, &tenants, &mut out);
         }
         assert!(
@@ -1100,7 +1118,14 @@ mod tests {
             "a flood from the start is baseline: {out:#?}"
         );
         for i in 60..63 {
-            let w = relay_window(i, &mut rng, 200, 500.0, 1.0, &[(flooder, 15_000, true)]);
+            let w = relay_window(
+                i,
+                &mut rng,
+                200,
+                500.0,
+                1.0,
+                &[(flooder, 5000, 15_000, true)],
+            );
             judge.judge(&w, &tenants, &mut out);
         }
         assert!(
@@ -1126,7 +1151,14 @@ mod tests {
             let w = relay_window(i, &mut rng, 400, 3000.0, 1.0, &[]);
             judge.judge(&w, &tenants, &mut out);
         }
-        let w = relay_window(30, &mut rng, 400, 3000.0, 1.0, &[(flooder, 4000, false)]);
+        let w = relay_window(
+            30,
+            &mut rng,
+            400,
+            3000.0,
+            1.0,
+            &[(flooder, 5000, 4000, false)],
+        );
         judge.judge(&w, &tenants, &mut out);
         let subjects: Vec<_> = out.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, ["203.0.113.66"], "{out:#?}");
@@ -1140,19 +1172,25 @@ mod tests {
         let mut rng = tapwatch_synth::Rng::new(4);
         let mut judge = judge();
         let mut out = Vec::new();
-        let reflectors: Vec<_> = (0..400u32)
-            .map(|r| {
-                (
-                    IpAddr::V4(Ipv4Addr::new(198, 18, (r >> 8) as u8, r as u8)),
-                    20,
-                    false,
-                )
-            })
-            .collect();
-        let w = relay_window(0, &mut rng, 100, 300.0, 1.0, &reflectors);
+        let reflectors = |sport| -> Vec<_> {
+            (0..400u32)
+                .map(|r| {
+                    let src = IpAddr::V4(Ipv4Addr::new(198, 18, (r >> 8) as u8, r as u8));
+                    (src, sport, 20, false)
+                })
+                .collect()
+        };
+        let w = relay_window(0, &mut rng, 100, 300.0, 1.0, &reflectors(161));
         judge.judge(&w, &tenants, &mut out);
         let subjects: Vec<_> = out.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, ["192.0.2.10:443/udp"], "{out:#?}");
         assert_eq!(out[0].severity, Severity::Critical);
+        // The same one-way traffic from clients' ephemeral ports is a relay seen on a tap
+        // that carries one direction only: the baseline, not a flood.
+        let mut judge = super::tests::judge();
+        let mut out = Vec::new();
+        let w = relay_window(0, &mut rng, 100, 300.0, 1.0, &reflectors(40_000));
+        judge.judge(&w, &tenants, &mut out);
+        assert!(out.is_empty(), "{out:#?}");
     }
 }
