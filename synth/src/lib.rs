@@ -1,4 +1,5 @@
-//! Seeded generators of labelled captures: the bundled demo and the detector scenarios.
+//! Seeded generators of labelled captures: the bundled demo and the detector scenarios,
+//! and a long benign [`soak`] streamed in chunks.
 //!
 //! Every scenario is deterministic for a given seed, so a capture can be regenerated
 //! byte for byte and its ground truth checked against what tapwatch reports. Used by
@@ -19,6 +20,9 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 use tapwatch_capture::{LinkType, PcapWriter};
+
+pub mod soak;
+pub use soak::{Soak, SoakParams};
 
 /// A small, fast, seedable PRNG (SplitMix64): scenarios must not depend on a crate's
 /// stream staying the same across versions.

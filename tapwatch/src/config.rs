@@ -149,8 +149,8 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
     );
     let h = &a.heavy_hitters;
     println!(
-        "heavy_hitter: a source, source type/size, destination service or tenant with >= {:.0}% of a window, >= {} packets/s (or {} bytes/s), > {}x and > {} sd above its EWMA baseline (alpha {}); warm-up {} s; resolves after {} quiet windows",
-        h.min_share * 100.0, h.min_pps, h.min_bytes_per_s, h.baseline_factor, h.baseline_sigmas, h.ewma_alpha, h.warmup_s, h.clear_windows
+        "heavy_hitter: a source, source type/size, destination service or tenant with >= {:.0}% of a window, >= {} packets/s (or {} bytes/s), > {}x and > {} sd above its own baseline (larger of EWMAs alpha {} and {}); warm-up {} s learns baselines, flags only a destination with >= {:.0}% answering < {:.0}% and receiving SYNs or UDP from ports < 1024; resolves after {} quiet windows",
+        h.min_share * 100.0, h.min_pps, h.min_bytes_per_s, h.baseline_factor, h.baseline_sigmas, h.ewma_alpha, h.long_alpha, h.warmup_s, h.warmup_share * 100.0, h.warmup_max_reply * 100.0, h.clear_windows
     );
     let g = &a.setup_growth;
     let extra = if g.setup_types.is_empty() {
@@ -164,8 +164,8 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
     );
     let hb = &a.heartbeat;
     println!(
-        "missed_heartbeat: BFD by detect multiplier x interval; other flows periodic after {} intervals over {} s within +-{:.0}%, late after {} periods (period {}..{} s, packets <= {} bytes)",
-        hb.min_samples, hb.min_learn_s, hb.tolerance * 100.0, hb.k, hb.min_period_s, hb.max_period_s, hb.max_packet_bytes
+        "missed_heartbeat: BFD by detect multiplier x interval; other flows periodic after >= {} intervals over {} s with sd/mean of the intervals < {} x (n/{})^2, late after {} periods (period {}..{} s, packets <= {} bytes)",
+        hb.min_samples, hb.min_learn_s, hb.max_cv, hb.full_samples, hb.k, hb.min_period_s, hb.max_period_s, hb.max_packet_bytes
     );
     let hs = &a.handshake;
     println!(

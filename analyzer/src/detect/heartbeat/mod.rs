@@ -1,9 +1,10 @@
 //! Missed heartbeats: periodic flows discovered from their own inter-arrival times, and
 //! BFD sessions from the intervals they advertise (RFC 5880 §6.8.4).
 //!
-//! Each flow keeps its last inter-arrival samples; once enough of them agree (median and
-//! median absolute deviation), the flow is periodic and gets a deadline of `k` periods
-//! after its last packet. A BFD control flow's deadline is its detection time:
+//! Each flow keeps running statistics of its inter-arrival times ([`rhythm`]); once they
+//! show a regularity random arrivals would not (small coefficient of variation, nearly every
+//! interval near the period, enough intervals), the flow is periodic and gets a deadline of
+//! `k` periods after its last packet. A BFD control flow's deadline is its detection time:
 //! `detect_mult × max(its desired min TX, the peer's required min RX)`. Deadlines live in a
 //! min-heap, so advancing event time touches only the flows that are due, never every flow.
 //! A flow that ends (TCP FIN/RST, BFD Down/AdminDown) drops its deadline.
@@ -19,6 +20,9 @@ use super::PacketDetector;
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
 use crate::window::WindowStats;
+use rhythm::Rhythm;
+
+mod rhythm;
 
 /// Periodic flows and BFD sessions that fall silent.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -26,16 +30,22 @@ use crate::window::WindowStats;
 pub struct HeartbeatConfig {
     /// A periodic flow is late after this many periods of silence.
     pub k: f64,
-    /// Inter-arrival samples needed before a flow counts as periodic.
-    pub min_samples: usize,
+    /// Inter-arrival intervals needed before a flow counts as periodic.
+    pub min_samples: u32,
+    /// Intervals after which the limit for learning a rhythm is fully `max_cv` (it is
+    /// `max_cv × (n / full_samples)²` before); also the memory of the running statistics.
+    pub full_samples: u32,
+    /// Largest coefficient of variation (σ / mean) of a periodic flow's intervals. Poisson
+    /// arrivals have 1; a heartbeat with ±25 % jitter about 0.14.
+    pub max_cv: f64,
     /// Seconds a flow must have kept its rhythm before it counts as periodic.
     pub min_learn_s: f64,
     /// Flows that carry a packet larger than this (wire bytes) are data, not heartbeats.
     pub max_packet_bytes: u32,
-    /// Each interval of a periodic flow lies within this fraction of the period from it
-    /// (BFD's own transmit jitter is up to 25 %).
+    /// An interval is near the period when within this fraction of the mean of the intervals
+    /// before it (BFD's own transmit jitter is up to 25 %).
     pub tolerance: f64,
-    /// Fraction of the recent intervals that must be within the tolerance.
+    /// Fraction of the (recent) intervals that must be near the period.
     pub min_regular: f64,
     /// Shortest period considered a heartbeat, seconds (faster flows are streams).
     pub min_period_s: f64,
@@ -49,19 +59,19 @@ impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
             k: 3.0,
-            min_samples: 6,
+            min_samples: 10,
+            full_samples: 32,
+            max_cv: 0.18,
             min_learn_s: 10.0,
             max_packet_bytes: 512,
-            tolerance: 0.3,
+            tolerance: 0.5,
             min_regular: 0.9,
-            min_period_s: 0.05,
+            min_period_s: 0.04,
             max_period_s: 600.0,
             max_flows: 1 << 17,
         }
     }
 }
-
-const SAMPLES: usize = 16;
 
 /// Why a missed heartbeat resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -108,9 +118,9 @@ pub struct HeartbeatEvidence {
     /// Resolved: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
-    /// Inter-arrival samples seen.
-    pub samples: usize,
-    /// Median absolute deviation of the intervals, seconds.
+    /// Inter-arrival intervals the period was learned from.
+    pub samples: u32,
+    /// Standard deviation of the intervals, seconds.
     pub spread_s: f64,
 }
 
@@ -158,10 +168,7 @@ struct Flow {
     /// A packet too large for a heartbeat was seen: this flow carries data.
     data: bool,
     shown_src_port: u16,
-    samples: [u64; SAMPLES],
-    n: usize,
-    period_ns: u64,
-    spread_ns: u64,
+    rhythm: Rhythm,
     periodic: bool,
     generation: u32,
     deadline: Option<u64>,
@@ -265,7 +272,7 @@ impl HeartbeatTracker {
                     "subject": k.subject(f.shown_src_port),
                     "tenant": f.tenant,
                     "bfd": f.bfd.is_some(),
-                    "period_s": f.period_ns as f64 / 1e9,
+                    "period_s": f.rhythm.period_ns() as f64 / 1e9,
                     "late": f.firing_since.is_some(),
                     "last_gap_s": f.last_gap_ns as f64 / 1e9,
                 })
@@ -346,10 +353,7 @@ impl HeartbeatTracker {
             run_start: m.ts_ns,
             data: false,
             shown_src_port: m.src_port,
-            samples: [0; SAMPLES],
-            n: 0,
-            period_ns: 0,
-            spread_ns: 0,
+            rhythm: Rhythm::default(),
             periodic: false,
             generation: 0,
             deadline: None,
@@ -374,14 +378,10 @@ impl HeartbeatTracker {
                 Resolution::FlowResumed,
             ));
             // The gap is not a sample of the period; the rhythm is learned again.
-            flow.n = 0;
+            flow.rhythm.reset();
             flow.run_start = m.ts_ns;
-        } else if flow.n > 0 || m.ts_ns > flow.last_ts {
-            let gap = m.ts_ns - flow.last_ts;
-            if gap > 0 {
-                flow.samples[flow.n % SAMPLES] = gap;
-                flow.n += 1;
-            }
+        } else if m.ts_ns > flow.last_ts {
+            flow.rhythm.push(m.ts_ns - flow.last_ts, &self.cfg);
         }
         flow.last_ts = m.ts_ns;
         flow.shown_src_port = m.src_port;
@@ -394,21 +394,21 @@ impl HeartbeatTracker {
                 your_disc: b.your_disc,
             });
         }
-        learn(flow, &self.cfg);
-        flow.periodic &= !flow.data
-            && m.ts_ns.saturating_sub(flow.run_start) as f64 >= self.cfg.min_learn_s * 1e9;
+        flow.periodic = !flow.data
+            && m.ts_ns.saturating_sub(flow.run_start) as f64 >= self.cfg.min_learn_s * 1e9
+            && flow.rhythm.periodic(&self.cfg, flow.periodic);
         let wait = match &flow.bfd {
             Some(b) => {
                 // Detection applies to sessions that are Up and have shown their rhythm.
                 let peer_rx = self.bfd_rx.get(&(dst, b.your_disc)).copied().unwrap_or(0);
                 let interval_us = u64::from(b.desired_min_tx_us.max(peer_rx));
-                let up = bfd.is_some_and(|p| p.state == BfdState::Up) && flow.n >= 2;
+                let up = bfd.is_some_and(|p| p.state == BfdState::Up) && flow.rhythm.samples() >= 2;
                 (up && interval_us > 0 && b.detect_mult > 0)
                     .then(|| u64::from(b.detect_mult) * interval_us * 1000)
             }
             None => flow
                 .periodic
-                .then_some((flow.period_ns as f64 * self.cfg.k) as u64),
+                .then_some((flow.rhythm.period_ns() as f64 * self.cfg.k) as u64),
         };
         flow.generation = flow.generation.wrapping_add(1);
         flow.deadline = wait.map(|w| m.ts_ns + w);
@@ -461,39 +461,6 @@ impl HeartbeatTracker {
     }
 }
 
-/// Median and median absolute deviation of the samples; periodic when nearly every recent
-/// interval lies close to the median (a few outliers are not enough to make a burst periodic).
-fn learn(flow: &mut Flow, cfg: &HeartbeatConfig) {
-    let n = flow.n.min(SAMPLES);
-    if n < cfg.min_samples {
-        flow.periodic = false;
-        return;
-    }
-    let mut s = [0u64; SAMPLES];
-    s[..n].copy_from_slice(&flow.samples[..n]);
-    let s = &mut s[..n];
-    s.sort_unstable();
-    let median = s[n / 2];
-    let mut dev = [0u64; SAMPLES];
-    for (d, x) in dev.iter_mut().zip(s.iter()) {
-        *d = x.abs_diff(median);
-    }
-    let dev = &mut dev[..n];
-    dev.sort_unstable();
-    let mad = dev[n / 2];
-    flow.period_ns = median;
-    flow.spread_ns = mad;
-    let period_s = median as f64 / 1e9;
-    let tolerance = cfg.tolerance * median as f64;
-    let regular = s
-        .iter()
-        .filter(|x| x.abs_diff(median) as f64 <= tolerance)
-        .count();
-    flow.periodic = period_s >= cfg.min_period_s
-        && period_s <= cfg.max_period_s
-        && regular as f64 >= cfg.min_regular * n as f64;
-}
-
 impl PacketDetector for HeartbeatTracker {
     #[inline]
     fn packet(
@@ -530,11 +497,11 @@ fn evidence(key: &FlowKey, flow: &Flow) -> HeartbeatEvidence {
         }),
         gap_s: None,
         last_packet_at_ns: flow.last_ts,
-        period_s: flow.period_ns as f64 / 1e9,
+        period_s: flow.rhythm.period_ns() as f64 / 1e9,
         protocol: proto_label(key.proto),
         resolution: None,
-        samples: flow.n,
-        spread_s: flow.spread_ns as f64 / 1e9,
+        samples: flow.rhythm.samples(),
+        spread_s: flow.rhythm.spread_ns() as f64 / 1e9,
     }
 }
 
@@ -762,5 +729,58 @@ mod tests {
             (Severity::Critical, Some("infra"))
         );
         assert_eq!(out[0].detected_ns, last + 900_000_000);
+    }
+
+    #[test]
+    fn dns_clients_at_poisson_times_beside_jittered_bfd_never_fire() {
+        let mut h = tracker();
+        let mut rng = tapwatch_synth::Rng::new(9);
+        let mut out = Vec::new();
+        let resolver = (addr(53), 53);
+        // (next query time, client): 2000 clients, mean gaps 0.5-60 s, over 30 minutes.
+        let means: Vec<f64> = (0..2000)
+            .map(|_| 0.5 * 120f64.powf(rng.unit()) * 1e9)
+            .collect();
+        let mut next: std::collections::BinaryHeap<Reverse<(u64, usize)>> = (0..means.len())
+            .map(|c| Reverse(((-(1.0 - rng.unit()).ln() * means[c]) as u64, c)))
+            .collect();
+        let ctl = |my, your| BfdControl {
+            diag: 0,
+            state: BfdState::Up,
+            flags: 0,
+            detect_mult: 3,
+            my_disc: my,
+            your_disc: your,
+            desired_min_tx_us: 100_000,
+            required_min_rx_us: 100_000,
+        };
+        let mut bfd_at = [0u64, 40_000_000];
+        let end = 1800 * SEC;
+        while let Some(Reverse((t, c))) = next.pop() {
+            if t >= end {
+                break;
+            }
+            // BFD both ways up to t: 75-100 % of 100 ms (RFC 5880 §6.8.7).
+            for (dir, at) in bfd_at.iter_mut().enumerate() {
+                while *at <= t {
+                    let (a, b) = if dir == 0 { (1, 2) } else { (2, 1) };
+                    let mut m = udp(T + *at, (addr(a), 49152), (addr(b), 3784), 66);
+                    m.kind = ProtocolType::BfdControl;
+                    m.detail = Detail::Bfd(ctl(u32::from(a), u32::from(b)));
+                    h.observe(&m, || None, &mut out);
+                    *at += 100_000_000 - rng.below(25_000_000);
+                }
+            }
+            let client =
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 200, (c >> 8) as u8, c as u8));
+            let port = 1024 + rng.below(60_000) as u16;
+            h.observe(&udp(T + t, (client, port), resolver, 70), || None, &mut out);
+            h.advance(T + t, &mut out);
+            let gap = -(1.0 - rng.unit()).ln() * means[c];
+            next.push(Reverse((t + gap as u64 + 1, c)));
+        }
+        assert!(out.is_empty(), "{out:#?}");
+        assert!(h.len() > 1500, "the DNS clients were tracked: {}", h.len());
+        assert_eq!(h.periodic(), 2, "only the two BFD directions keep a rhythm");
     }
 }

@@ -1,6 +1,12 @@
 //! Heavy hitters: keys that hold a large share of a window *and* stand far above their own
-//! baseline (an EWMA of their per-window count with its deviation). A big source that has
-//! always been big is not an anomaly; a new one, or one that jumped, is.
+//! baseline ([`baseline`]: their normal per-window count). Change is judged, not dominance:
+//! a big source, or a relay's own service that nearly every packet goes to, that has been
+//! big since the start is the baseline; a new key, or one that jumped, is an anomaly.
+//! During warm-up baselines are learned and only a one-way flood is flagged (a destination
+//! taking most packets, answering almost none, receiving SYNs or reflected datagrams: a
+//! SYN or reflection flood's victim, never a relay or a VIP); any other key present from the
+//! first packet, a flood from one source included, becomes baseline and is flagged only if
+//! it jumps again.
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -13,6 +19,9 @@ use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Seve
 use crate::labels::Labels;
 use crate::sketch::FrequentItems;
 use crate::window::{ServiceKey, WindowStats};
+use baseline::Baseline;
+
+mod baseline;
 
 /// Heavy hitters: a key with a large share of a window that is also far above its own baseline.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -30,15 +39,21 @@ pub struct HeavyHitterConfig {
     pub baseline_factor: f64,
     /// Standard deviations above its baseline mean the key must reach.
     pub baseline_sigmas: f64,
-    /// EWMA weight of each new window in the baselines.
+    /// EWMA weight of each new window in a key's recent level.
     pub ewma_alpha: f64,
-    /// Seconds during which baselines warm up; meanwhile only keys above `warmup_share`
-    /// and `warmup_factor × min_pps` are flagged.
+    /// EWMA weight of each new window in a key's long level (its baseline is the larger).
+    pub long_alpha: f64,
+    /// Seconds from the first window during which baselines are learned (plain averages):
+    /// whatever is there from the start is the baseline, except a one-way flood.
     pub warmup_s: f64,
-    /// Share a key needs during warm-up.
+    /// During warm-up a destination (service or address) is flagged only with this share…
     pub warmup_share: f64,
-    /// Multiple of `min_pps` a key needs during warm-up.
+    /// …at this multiple of `min_pps`…
     pub warmup_factor: f64,
+    /// …while it sends back less than this fraction of what it receives, mostly TCP SYNs or
+    /// UDP from ports below 1024: a flood's victim, not a relay or a load balancer (which
+    /// answer, and whose clients send from ephemeral ports). 0: warm-up never flags.
+    pub warmup_max_reply: f64,
     /// Hysteresis: a firing key keeps firing while it holds at least this share…
     pub clear_share: f64,
     /// …and at least this many times its baseline mean.
@@ -57,9 +72,11 @@ impl Default for HeavyHitterConfig {
             baseline_factor: 3.0,
             baseline_sigmas: 6.0,
             ewma_alpha: 0.05,
+            long_alpha: 0.002,
             warmup_s: 5.0,
             warmup_share: 0.5,
             warmup_factor: 5.0,
+            warmup_max_reply: 0.1,
             clear_share: 0.1,
             clear_factor: 1.5,
             clear_windows: 5,
@@ -180,20 +197,6 @@ const CANDIDATES: usize = 8;
 /// Keys with a baseline at most, per dimension.
 const MAX_BASELINES: usize = 16_384;
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Ewma {
-    mean: f64,
-    var: f64,
-}
-
-impl Ewma {
-    fn update(&mut self, x: f64, alpha: f64) {
-        let d = x - self.mean;
-        self.mean += alpha * d;
-        self.var = (1.0 - alpha) * (self.var + alpha * d * d);
-    }
-}
-
 #[derive(Clone, Debug)]
 struct Firing {
     since_ns: u64,
@@ -203,7 +206,7 @@ struct Firing {
 
 /// One dimension: baselines and firing state for its keys.
 struct Dimension<K> {
-    baselines: FxHashMap<K, Ewma>,
+    baselines: FxHashMap<K, Baseline>,
     firing: FxHashMap<K, Firing>,
 }
 
@@ -222,7 +225,7 @@ struct Verdict {
     count: u64,
     share: f64,
     rate: f64,
-    baseline: Ewma,
+    baseline: Baseline,
 }
 
 /// The heavy-hitter judge, run by the merger on each closed base window.
@@ -266,6 +269,30 @@ impl HeavyJudge {
         let judging = w.end_ns.saturating_sub(first) as f64 / 1e9 > self.cfg.warmup_s;
         let width = w.width_s().max(1e-9);
         let cfg = self.cfg.clone();
+        let flows = w.flows.top(64);
+        // A flood's victim (all of `host`, or its `port`): it answers less than
+        // `warmup_max_reply` of what it receives, and what it receives is mostly SYNs or
+        // datagrams from reflectors' service ports (< 1024) — not a relay's or a VIP's
+        // clients seen on a one-direction tap, who send data from ephemeral ports.
+        let flooded = |host: &IpAddr, port: Option<u16>, count: f64| -> bool {
+            let replies = w.sources.get(host).map(|e| e.count).unwrap_or(0);
+            let ours = |a: &IpAddr, p: u16| a == host && port.is_none_or(|x| x == p);
+            let syns: u64 = w
+                .servers
+                .iter()
+                .filter(|((a, p), _)| ours(a, *p))
+                .map(|(_, s)| s.syns + s.retransmits)
+                .sum();
+            let (mut top, mut reflected) = (0, 0);
+            for f in flows.iter().filter(|f| ours(&f.key.2, f.key.3)) {
+                top += f.count;
+                if f.key.4 == 17 && f.key.1 < 1024 {
+                    reflected += f.count;
+                }
+            }
+            (replies as f64) < cfg.warmup_max_reply * count
+                && (syns as f64 >= 0.5 * count || (top > 0 && 2 * reflected >= top))
+        };
 
         // Sources by packets, then by bytes; a source hot on either is one alert.
         let by_packets = judge_dimension(
@@ -275,7 +302,7 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            judging,
+            (!judging).then_some(never),
         );
         let by_bytes = judge_dimension(
             &cfg,
@@ -284,7 +311,7 @@ impl HeavyJudge {
             w.bytes,
             width,
             cfg.min_bytes_per_s,
-            judging,
+            (!judging).then_some(never),
         );
         let mut hot_sources: Vec<IpAddr> = Vec::new();
         for (key, v) in by_packets.iter().chain(by_bytes.iter()) {
@@ -335,7 +362,7 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            judging,
+            (!judging).then_some(never),
         );
         for (key, v) in kinds
             .iter()
@@ -380,9 +407,8 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            judging,
+            (!judging).then_some(|k: &ServiceKey, count: f64| flooded(&k.0, Some(k.1), count)),
         );
-        let flows = w.flows.top(64);
         for (key, v) in services.iter().filter(|(_, v)| v.hot) {
             // Packets towards the service from sources already reported as hot.
             let from_hot: u64 = flows
@@ -426,7 +452,7 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            judging,
+            (!judging).then_some(|a: &IpAddr, count: f64| flooded(a, None, count)),
         );
         for (addr, v) in destinations.iter().filter(|(_, v)| v.hot) {
             let by_service = services.iter().any(|(k, sv)| k.0 == *addr && sv.hot);
@@ -489,7 +515,7 @@ impl HeavyJudge {
             w.packets,
             width,
             cfg.min_pps,
-            judging,
+            (!judging).then_some(never),
         );
         for (key, v) in tenant_verdicts.iter().filter(|(_, v)| v.hot) {
             let from_hot: u64 = hot_sources
@@ -667,7 +693,7 @@ impl WindowDetector for HeavyJudge {
 fn firing_baselines<K: Copy + Eq + Hash>(dim: &Dimension<K>) -> FxHashMap<K, f64> {
     dim.firing
         .keys()
-        .map(|k| (*k, dim.baselines.get(k).map(|b| b.mean).unwrap_or(0.0)))
+        .map(|k| (*k, dim.baselines.get(k).map(Baseline::mean).unwrap_or(0.0)))
         .collect()
 }
 
@@ -749,7 +775,13 @@ fn raise<K: Copy + Eq + Hash>(
     });
 }
 
+/// During warm-up, for keys that are no destination: never a one-way flood.
+fn never<K>(_: &K, _: f64) -> bool {
+    false
+}
+
 /// Judges the top candidates of one sketch, then updates every baseline with this window.
+/// `warm_up`: during warm-up, whether a key is a destination flooded one way.
 fn judge_dimension<K: Copy + Eq + Hash>(
     cfg: &HeavyHitterConfig,
     dim: &mut Dimension<K>,
@@ -757,7 +789,7 @@ fn judge_dimension<K: Copy + Eq + Hash>(
     total: u64,
     width_s: f64,
     min_rate: f64,
-    judging: bool,
+    warm_up: Option<impl Fn(&K, f64) -> bool>,
 ) -> Vec<(K, Verdict)> {
     let mut verdicts = Vec::new();
     for e in sketch.top(CANDIDATES) {
@@ -765,14 +797,18 @@ fn judge_dimension<K: Copy + Eq + Hash>(
         let share = if total > 0 { count / total as f64 } else { 0.0 };
         let rate = count / width_s;
         let baseline = dim.baselines.get(&e.key).copied().unwrap_or_default();
-        let sd = baseline.var.sqrt().max(baseline.mean.sqrt()).max(1.0);
-        let above = count > cfg.baseline_factor * baseline.mean
-            && count > baseline.mean + cfg.baseline_sigmas * sd;
-        let hot = if judging {
-            share >= cfg.min_share && rate >= min_rate && above
-        } else {
-            // No baselines yet: only overwhelming keys.
-            share >= cfg.warmup_share.max(cfg.min_share) && rate >= cfg.warmup_factor * min_rate
+        let mean = baseline.mean();
+        let sd = baseline.sd().max(mean.sqrt()).max(1.0);
+        let above = count > cfg.baseline_factor * mean && count > mean + cfg.baseline_sigmas * sd;
+        let hot = match &warm_up {
+            None => share >= cfg.min_share && rate >= min_rate && above,
+            // Warm-up learns: dominance is no anomaly (a relay's service, a VIP), only an
+            // overwhelming flood towards a destination that does not answer is.
+            Some(one_way) => {
+                share >= cfg.warmup_share.max(cfg.min_share)
+                    && rate >= cfg.warmup_factor * min_rate
+                    && one_way(&e.key, count)
+            }
         };
         verdicts.push((
             e.key,
@@ -785,32 +821,22 @@ fn judge_dimension<K: Copy + Eq + Hash>(
             },
         ));
     }
-    // Baselines: every key with one is updated (0 if absent this window). After warm-up,
-    // firing keys keep theirs frozen so a long flood does not become the norm; during
-    // warm-up they learn, so a big source that was always there resolves once known.
-    let alpha = cfg.ewma_alpha;
+    // Baselines: every key with one is updated (0 if absent this window); firing keys keep
+    // theirs frozen so a long flood does not become the norm.
     for (k, b) in dim.baselines.iter_mut() {
         let hot_now = verdicts.iter().any(|(vk, v)| vk == k && v.hot);
-        if !judging || !(hot_now || dim.firing.contains_key(k)) {
+        if !(hot_now || dim.firing.contains_key(k)) {
             let x = sketch.get(k).map(|e| e.count).unwrap_or(0) as f64;
-            b.update(x, alpha);
+            b.update(x, cfg, warm_up.is_some());
         }
     }
+    let min_count = min_rate * width_s;
     dim.baselines
-        .retain(|k, b| b.mean >= 0.5 || dim.firing.contains_key(k));
+        .retain(|k, b| b.matters(min_count, cfg.baseline_factor) || dim.firing.contains_key(k));
     for (k, v) in &verdicts {
-        if !dim.baselines.contains_key(k)
-            && (!v.hot || !judging)
-            && dim.baselines.len() < MAX_BASELINES
-        {
+        if !dim.baselines.contains_key(k) && !v.hot && dim.baselines.len() < MAX_BASELINES {
             // First sighting: start from this window's count (an established key is not new).
-            dim.baselines.insert(
-                *k,
-                Ewma {
-                    mean: v.count as f64,
-                    var: 0.0,
-                },
-            );
+            dim.baselines.insert(*k, Baseline::first(v.count as f64));
         }
     }
     verdicts
@@ -827,8 +853,8 @@ fn evidence(
 ) -> HeavyHitterEvidence {
     HeavyHitterEvidence {
         baseline_factor: cfg.baseline_factor,
-        baseline_mean: v.baseline.mean,
-        baseline_sd: v.baseline.var.sqrt(),
+        baseline_mean: v.baseline.mean(),
+        baseline_sd: v.baseline.sd(),
         count: v.count,
         dimension,
         distinct_sources_in_top_flows: None,
@@ -950,9 +976,8 @@ mod tests {
             );
         }
         assert!(
-            out.iter()
-                .all(|f| !f.active || f.detected_ns <= 11_000_000_000),
-            "only a warm-up flag may fire: {out:?}"
+            out.is_empty(),
+            "a source big from the start is baseline: {out:?}"
         );
         let before = out.len();
         for i in 40..42 {
@@ -967,5 +992,205 @@ mod tests {
             !new.is_empty() && new.iter().all(|f| f.subject == "10.4.0.0"),
             "{new:#?}"
         );
+    }
+
+    const RELAY: (u8, u8, u8, u8) = (192, 0, 2, 10);
+
+    /// A window of relay traffic: `clients` sources (10.9.x.y) send `pps` packets in total
+    /// to the relay's service 443/udp (each client's share random around equal), the relay
+    /// answers every other packet, and `extra` sources send their own packets to it (answered
+    /// alike when their flag says so).
+    fn relay_window(
+        i: u64,
+        rng: &mut tapwatch_synth::Rng,
+        clients: u32,
+        pps: f64,
+        fill: f64,
+        extra: &[(IpAddr, u16, u64, bool)],
+    ) -> WindowStats {
+        let relay = IpAddr::V4(Ipv4Addr::new(RELAY.0, RELAY.1, RELAY.2, RELAY.3));
+        let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 1024, 4096, 16, 32);
+        let add = |w: &mut WindowStats, src: IpAddr, sport: u16, dst: IpAddr, n: u64| {
+            if n == 0 {
+                return;
+            }
+            w.packets += n;
+            w.bytes += 200 * n;
+            w.sources.add(src, n, 200 * n);
+            w.source_bytes.add(src, 200 * n, n);
+            w.source_kinds
+                .add((src, ProtocolType::Udp, SizeClass::UpTo256), n, 200 * n);
+            w.destinations.add(dst, n, 200 * n);
+            w.services.add((dst, 443, 17), n, 200 * n);
+            w.flows.add((src, sport, dst, 443, 17), n, 200 * n);
+            let tw = w.tenant(TenantId(0));
+            tw.packets += n;
+            tw.bytes += 200 * n;
+            tw.nodes.add(src);
+        };
+        let total = (pps * fill * (0.9 + 0.2 * rng.unit())) as u64;
+        for c in 0..clients {
+            let src = IpAddr::V4(Ipv4Addr::new(10, 9, (c >> 8) as u8, c as u8));
+            let n = (2 * total / u64::from(clients)) * rng.below(100) / 100;
+            add(&mut w, src, 5000, relay, n);
+            add(&mut w, relay, 443, src, n / 2);
+        }
+        for &(src, sport, n, answered) in extra {
+            let n = (n as f64 * fill) as u64;
+            add(&mut w, src, sport, relay, n);
+            if answered {
+                add(&mut w, relay, 443, src, n / 2);
+            }
+        }
+        w
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn judge() -> HeavyJudge {
+        HeavyJudge::new(
+            HeavyHitterConfig::default(),
+            &labels(&Classifier::default()),
+        )
+    }
+
+    #[test]
+    fn a_relay_service_fed_by_hundreds_of_sources_is_the_baseline_from_the_start() {
+        let tenants = TenantMap::default();
+        for seed in 0..6 {
+            let mut rng = tapwatch_synth::Rng::new(seed);
+            let mut judge = judge();
+            let mut out = Vec::new();
+            let clients = 100 + rng.below(300) as u32;
+            let pps = 1000.0 + 9000.0 * rng.unit();
+            // The capture starts anywhere in its first window; the rate ramps up to 3x and
+            // back over 15 minutes, as a day would over a longer span.
+            let first_fill = rng.unit();
+            for i in 0..900u64 {
+                let ramp = 2.0 - (i as f64 / 900.0 * std::f64::consts::TAU).cos();
+                let fill = if i == 0 { first_fill } else { 1.0 };
+                let w = relay_window(i, &mut rng, clients, pps * ramp, fill, &[]);
+                judge.judge(&w, &tenants, &mut out);
+            }
+            assert!(out.is_empty(), "seed {seed}: {out:#?}");
+        }
+    }
+
+    #[test]
+    fn a_steady_dominant_service_that_jumps_5x_fires_at_once() {
+        let tenants = TenantMap::default();
+        let mut rng = tapwatch_synth::Rng::new(1);
+        let mut judge = judge();
+        let mut out = Vec::new();
+        for i in 0..120 {
+            let w = relay_window(i, &mut rng, 300, 2000.0, 1.0, &[]);
+            judge.judge(&w, &tenants, &mut out);
+        }
+        assert!(out.is_empty(), "{out:#?}");
+        let w = relay_window(120, &mut rng, 300, 10_000.0, 1.0, &[]);
+        judge.judge(&w, &tenants, &mut out);
+        let service = out
+            .iter()
+            .find(|f| f.subject == "192.0.2.10:443/udp")
+            .unwrap_or_else(|| panic!("the service's 5x jump did not fire: {out:#?}"));
+        assert!(service.active && service.severity == Severity::Critical);
+        let Evidence::HeavyHitter(e) = &service.evidence else {
+            panic!("{service:?}")
+        };
+        assert!(e.count as f64 > 4.0 * e.baseline_mean, "{e:?}");
+    }
+
+    #[test]
+    fn a_flood_present_from_the_first_packet_is_baseline_until_it_grows() {
+        let tenants = TenantMap::default();
+        let mut rng = tapwatch_synth::Rng::new(2);
+        let mut judge = judge();
+        let mut out = Vec::new();
+        // One source sends 6x all the clients together from the start, and the relay
+        // answers it: nothing tells it from a big peer, so it is the baseline.
+        let flooder = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
+        for i in 0..60 {
+            let w = relay_window(i, &mut rng, 200, 500.0, 1.0, &[(flooder, 5000, 3000, true)]);
+            judge.judge(&w, &tenants, &mut out);
+        }
+        assert!(
+            out.is_empty(),
+            "a flood from the start is baseline: {out:#?}"
+        );
+        for i in 60..63 {
+            let w = relay_window(
+                i,
+                &mut rng,
+                200,
+                500.0,
+                1.0,
+                &[(flooder, 5000, 15_000, true)],
+            );
+            judge.judge(&w, &tenants, &mut out);
+        }
+        assert!(
+            out.iter().any(|f| f.subject == "203.0.113.66"),
+            "the flood grew 5x and was not flagged: {out:#?}"
+        );
+        // The relay, answering the flood, jumps with it as a source; nothing else moved.
+        assert!(
+            out.iter()
+                .all(|f| f.active && ["203.0.113.66", "192.0.2.10"].contains(&f.subject.as_str())),
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn a_flood_that_starts_after_warm_up_fires_on_its_source_only() {
+        let tenants = TenantMap::default();
+        let mut rng = tapwatch_synth::Rng::new(3);
+        let mut judge = judge();
+        let mut out = Vec::new();
+        let flooder = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
+        for i in 0..30 {
+            let w = relay_window(i, &mut rng, 400, 3000.0, 1.0, &[]);
+            judge.judge(&w, &tenants, &mut out);
+        }
+        let w = relay_window(
+            30,
+            &mut rng,
+            400,
+            3000.0,
+            1.0,
+            &[(flooder, 5000, 4000, false)],
+        );
+        judge.judge(&w, &tenants, &mut out);
+        let subjects: Vec<_> = out.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["203.0.113.66"], "{out:#?}");
+    }
+
+    #[test]
+    fn a_one_way_flood_from_the_first_packet_fires_in_warm_up_on_its_victim() {
+        // A reflection or SYN flood captured from its first packet: the victim takes nearly
+        // every packet and answers none. A relay answers; this destination does not.
+        let tenants = TenantMap::default();
+        let mut rng = tapwatch_synth::Rng::new(4);
+        let mut judge = judge();
+        let mut out = Vec::new();
+        let reflectors = |sport| -> Vec<_> {
+            (0..400u32)
+                .map(|r| {
+                    let src = IpAddr::V4(Ipv4Addr::new(198, 18, (r >> 8) as u8, r as u8));
+                    (src, sport, 20, false)
+                })
+                .collect()
+        };
+        let w = relay_window(0, &mut rng, 100, 300.0, 1.0, &reflectors(161));
+        judge.judge(&w, &tenants, &mut out);
+        let subjects: Vec<_> = out.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["192.0.2.10:443/udp"], "{out:#?}");
+        assert_eq!(out[0].severity, Severity::Critical);
+        // The same one-way traffic from clients' ephemeral ports is a relay seen on a tap
+        // that carries one direction only: the baseline, not a flood.
+        let mut judge = super::tests::judge();
+        let mut out = Vec::new();
+        let w = relay_window(0, &mut rng, 100, 300.0, 1.0, &reflectors(40_000));
+        judge.judge(&w, &tenants, &mut out);
+        assert!(out.is_empty(), "{out:#?}");
     }
 }
