@@ -617,7 +617,10 @@ impl SetupGrowth {
             self.last_seen
                 .resize_with(w.tenants.len(), FxHashMap::default);
         }
-        for (seen, t) in self.last_seen.iter_mut().zip(&w.tenants) {
+        // "unassigned" is never judged: its sources (a spoofed flood's among them) are not
+        // remembered.
+        let judged = self.last_seen.iter_mut().zip(&w.tenants).enumerate();
+        for (_, (seen, t)) in judged.filter(|(i, _)| *i != TenantId::UNASSIGNED.0 as usize) {
             if let Some(keys) = t.nodes.exact_keys() {
                 for k in keys {
                     seen.insert(*k, w.end_ns);
