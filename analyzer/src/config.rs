@@ -41,6 +41,18 @@ impl Default for AnalyzerConfig {
 }
 
 impl AnalyzerConfig {
+    /// Tumbling window width, ns (at least 1).
+    pub fn window_ns(&self) -> u64 {
+        ((self.window_s * 1e9) as u64).max(1)
+    }
+
+    /// Grace period for late packets, ns.
+    pub fn grace_ns(&self) -> u64 {
+        (self.grace_s * 1e9) as u64
+    }
+}
+
+impl AnalyzerConfig {
     /// Checks every setting against its documented range (`docs/usage.md`, "Settings and
     /// their ranges"): the first one outside it, named by its path in the config file.
     pub fn check(&self) -> Result<(), SettingError> {

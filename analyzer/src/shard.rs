@@ -66,8 +66,8 @@ impl Shard {
     /// A shard for packets labelled by `classifier`.
     pub fn new(cfg: &AnalyzerConfig, classifier: &Classifier) -> Shard {
         Shard {
-            width_ns: (cfg.window_s * 1e9) as u64,
-            grace_ns: (cfg.grace_s * 1e9) as u64,
+            width_ns: cfg.window_ns(),
+            grace_ns: cfg.grace_ns(),
             open: VecDeque::new(),
             watermark: 0,
             detectors: PacketDetectors::new(cfg),

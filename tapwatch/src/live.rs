@@ -183,7 +183,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         args.alerts_out.as_deref(),
         store,
         Arc::clone(&telemetry),
-        false,
+        Some(crate::views::Views::new(Arc::clone(&telemetry), false)),
     )?;
     let mut coordinator = Coordinator::new(merger, &config.rules, workers, sinks)?;
     let seen = Arc::new(AtomicU64::new(0));

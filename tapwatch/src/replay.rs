@@ -61,7 +61,8 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         alerts_out,
         store,
         Arc::clone(&telemetry),
-        true,
+        // Views cost a refresh per window: only for `--serve`.
+        serve.map(|_| crate::views::Views::new(Arc::clone(&telemetry), true)),
     )?;
     let mut coordinator = Coordinator::new(merger, &config.rules, workers, sinks)?;
     let mut readers = Vec::with_capacity(files.len());

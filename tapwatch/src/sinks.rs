@@ -204,15 +204,14 @@ impl Sink for Webhooks {
 }
 
 /// The sinks of `replay` and `run`: alerts file, webhooks, window log, history storage and
-/// status views, each only when asked for. `periodic_views`: the views show the engine's
-/// periodic-flow snapshots (replay; live workers publish their own).
+/// status views (when something serves them), each only when asked for.
 pub fn standard(
     config: &crate::config::Config,
     common: &crate::CommonArgs,
     alerts_out: Option<&Path>,
     store: Option<crate::store::StoreSink>,
     telemetry: Arc<Telemetry>,
-    periodic_views: bool,
+    views: Option<crate::views::Views>,
 ) -> anyhow::Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = alerts_out {
@@ -231,9 +230,8 @@ pub fn standard(
         }
         sinks.push(Box::new(store));
     }
-    sinks.push(Box::new(crate::views::Views::new(
-        telemetry,
-        periodic_views,
-    )));
+    if let Some(views) = views {
+        sinks.push(Box::new(views));
+    }
     Ok(sinks)
 }

@@ -85,15 +85,7 @@ fn assert_worker_count_free(capture: &Path, tenants: Option<&Path>, tmp: &TempDi
 fn alert_events_do_not_depend_on_the_number_of_workers() {
     let tmp = TempDir::new("engine-workers");
     let mut events = 0;
-    for name in [
-        "demo",
-        "benign",
-        "heavy_hitter",
-        "setup_growth",
-        "bfd_silence",
-        "keepalive_gap",
-        "syn_retransmits",
-    ] {
+    for name in tapwatch_synth::NAMES {
         // A seed of its own: other packets than the scenario suite's.
         let pcap = tmp.path(&format!("{name}.pcap"));
         let o = run(tapwatch()

@@ -344,12 +344,11 @@ impl GrowthDetector {
         let cfg = &self.cfg;
         let state = &mut self.tenants[p.index];
         let firing = state.firing_since.is_some();
-        let fitted = |l: &&LevelHistory| l.fit.is_some();
         let judge_level = state.levels.iter().position(|l| {
             l.fit
                 .is_some_and(|(_, range, _, _, _)| range >= cfg.min_node_range)
         });
-        let Some(level) = judge_level.or_else(|| state.levels.iter().position(|l| fitted(&l)))
+        let Some(level) = judge_level.or_else(|| state.levels.iter().position(|l| l.fit.is_some()))
         else {
             return;
         };

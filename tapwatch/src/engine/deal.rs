@@ -66,8 +66,9 @@ struct Clock {
 impl Clock {
     fn new(cfg: &AnalyzerConfig) -> Clock {
         Clock {
-            width_ns: ((cfg.window_s * 1e9) as u64).max(1),
-            grace_ns: (cfg.grace_s * 1e9) as u64,
+            // The shards' own window arithmetic: the clock must agree with it exactly.
+            width_ns: cfg.window_ns(),
+            grace_ns: cfg.grace_ns(),
             watermark: 0,
             open: u64::MAX,
             close: u64::MAX,
