@@ -273,7 +273,14 @@ impl Classifier {
             meta.kind = ProtocolType::IpFragment;
             return;
         }
-        self.transport(meta, payload.payload);
+        // The IP payload's length as sent: the header's payload length less the extension
+        // headers walked (a jumbogram's 0 falls back to the captured bytes).
+        let consumed = payload.payload.as_ptr() as usize - data.as_ptr() as usize;
+        let sent = match usize::from(h.payload_length()) {
+            0 => payload.payload.len(),
+            n => (40 + n).saturating_sub(consumed),
+        };
+        self.transport(meta, payload.payload, sent);
     }
 
     /// IPv4, the common case, through etherparse's header slice alone: the header is checked
@@ -312,7 +319,13 @@ impl Classifier {
         } else {
             data.len()
         };
-        self.transport(meta, data.get(header_len..end).unwrap_or(&[]));
+        let p = data.get(header_len..end).unwrap_or(&[]);
+        let sent = if total >= header_len {
+            total - header_len
+        } else {
+            p.len()
+        };
+        self.transport(meta, p, sent);
     }
 
     #[inline]
@@ -324,10 +337,11 @@ impl Classifier {
         }
     }
 
-    /// Transport header fields straight from the IP payload, so that first fragments and
-    /// snaplen-cut headers keep their ports and flags.
+    /// Transport header fields straight from the IP payload `p`, so that first fragments and
+    /// snaplen-cut headers keep their ports and flags; `sent` is the IP payload's length as
+    /// sent, which a snaplen may have cut `p` short of.
     #[inline]
-    fn transport(&self, meta: &mut PacketMeta, p: &[u8]) {
+    fn transport(&self, meta: &mut PacketMeta, p: &[u8], sent: usize) {
         match meta.ip_proto {
             6 => {
                 if p.len() < 14 {
@@ -343,6 +357,15 @@ impl Classifier {
                 if header_len < 20 {
                     return malformed(meta, "tcp", "data offset below 5");
                 }
+                if let Some(w) = p.get(14..16) {
+                    meta.tcp_window = u16::from_be_bytes([w[0], w[1]]);
+                }
+                if header_len > 20 {
+                    if let Some(options) = p.get(20..header_len) {
+                        tcp_timestamps(meta, options);
+                    }
+                }
+                meta.payload_len = sent.saturating_sub(header_len) as u32;
                 let (syn, ack, fin, rst) = (
                     flags & 0x02 != 0,
                     flags & 0x10 != 0,
@@ -386,6 +409,7 @@ impl Classifier {
                 let len = usize::from(u16::from_be_bytes([p[4], p[5]]))
                     .checked_sub(8)
                     .unwrap_or(p.len() - 8);
+                meta.payload_len = len as u32;
                 meta.kind = match self.custom(&self.udp_ports, meta) {
                     Some(kind) => kind,
                     None => udp_payload_type(meta, &p[8..], len),
@@ -396,15 +420,25 @@ impl Classifier {
                     return self
                         .transport_short(meta, if meta.ip_proto == 1 { "icmp" } else { "icmpv6" });
                 }
-                meta.detail = Detail::Icmp {
-                    ty: p[0],
-                    code: p[1],
-                };
                 meta.kind = if meta.ip_proto == 1 {
                     ProtocolType::Icmp
                 } else {
                     ProtocolType::Icmpv6
                 };
+                meta.detail = Detail::Icmp {
+                    ty: p[0],
+                    code: p[1],
+                    id: 0,
+                    seq: 0,
+                };
+                if let (Some(_), Some(b)) = (meta.kind.echo(&meta.detail), p.get(4..8)) {
+                    meta.detail = Detail::Icmp {
+                        ty: p[0],
+                        code: p[1],
+                        id: u16::from_be_bytes([b[0], b[1]]),
+                        seq: u16::from_be_bytes([b[2], b[3]]),
+                    };
+                }
             }
             _ => meta.kind = ProtocolType::OtherIp,
         }
@@ -465,9 +499,45 @@ fn ipv6_fragment(mut next: u8, mut exts: &[u8]) -> Fragment {
     Fragment::First
 }
 
+/// The timestamps option (kind 8, length 10) among TCP `options`, walked with bounds checks;
+/// the common Linux layout (NOP, NOP, timestamps) is matched first.
+#[inline]
+fn tcp_timestamps(meta: &mut PacketMeta, options: &[u8]) {
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if let [1, 1, 8, 10, ts @ ..] = options {
+        if ts.len() >= 8 {
+            meta.tcp_tsval = be(&ts[0..4]);
+            meta.tcp_tsecr = be(&ts[4..8]);
+            meta.flags |= FLAG_TCP_TIMESTAMPS;
+            return;
+        }
+    }
+    let mut rest = options;
+    while let [kind, tail @ ..] = rest {
+        match kind {
+            0 => return,
+            1 => rest = tail,
+            _ => {
+                let Some(&len) = tail.first() else { return };
+                let len = usize::from(len);
+                if len < 2 || len > rest.len() {
+                    return;
+                }
+                if *kind == 8 && len == 10 {
+                    meta.tcp_tsval = be(&rest[2..6]);
+                    meta.tcp_tsecr = be(&rest[6..10]);
+                    meta.flags |= FLAG_TCP_TIMESTAMPS;
+                    return;
+                }
+                rest = &rest[len..];
+            }
+        }
+    }
+}
+
 /// Label for TCP payload from its first bytes.
 #[inline]
-fn tcp_payload_type(meta: &PacketMeta, payload: &[u8]) -> ProtocolType {
+fn tcp_payload_type(meta: &mut PacketMeta, payload: &[u8]) -> ProtocolType {
     if let [t @ 20..=23, 3, minor, ..] = payload {
         if *minor <= 4 {
             return match t {
@@ -486,9 +556,39 @@ fn tcp_payload_type(meta: &PacketMeta, payload: &[u8]) -> ProtocolType {
         return ProtocolType::Dns;
     }
     if is_http_request(payload) {
+        meta.detail = Detail::Http(HttpLine::Request {
+            upgrade: has_upgrade_header(payload),
+        });
         return ProtocolType::HttpRequest;
     }
+    if let Some(status) = http_status(payload) {
+        meta.detail = Detail::Http(HttpLine::Response { status });
+        return ProtocolType::HttpResponse;
+    }
     ProtocolType::TcpData
+}
+
+/// The status code of an HTTP/1.x status line (`HTTP/1.1 101 …`).
+#[inline]
+fn http_status(p: &[u8]) -> Option<u16> {
+    match p {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', a, b, c, b' ' | b'\r', ..]
+            if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() && *a >= b'1' =>
+        {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a request's header block (as far as it was captured) has an `Upgrade` header.
+/// Only header names are compared; values are never read.
+fn has_upgrade_header(p: &[u8]) -> bool {
+    let head = &p[..p.len().min(4096)];
+    head.split(|b| *b == b'\n')
+        .skip(1)
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .any(|line| line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"upgrade:"))
 }
 
 #[inline]

@@ -40,8 +40,8 @@ mod tenant;
 pub use classify::Classifier;
 pub use config::{read_text, ClassifierConfig, ConfigError, PortMapping, Transport};
 pub use meta::{
-    BfdControl, BfdState, Detail, Fragment, Malformed, PacketMeta, ProtocolType, SizeClass,
-    TenantId, FLAG_SNAPPED_HEADER,
+    BfdControl, BfdState, Detail, Fragment, HttpLine, Malformed, PacketMeta, ProtocolType,
+    SizeClass, TenantId, FLAG_SNAPPED_HEADER, FLAG_TCP_TIMESTAMPS,
 };
 pub use setting::{SettingError, SettingPath};
 pub use tenant::{TenantMap, UNASSIGNED};

@@ -88,6 +88,8 @@ pub enum ProtocolType {
     TlsChangeCipherSpec,
     /// Plain-text HTTP request line.
     HttpRequest,
+    /// Plain-text HTTP status line (`HTTP/1.x NNN`).
+    HttpResponse,
     /// BGP message (TCP 179 with the 16-byte marker).
     Bgp,
     /// DNS, mDNS or LLMNR (UDP or TCP 53, 5353, 5355).
@@ -132,7 +134,7 @@ pub enum ProtocolType {
 
 impl ProtocolType {
     /// Number of built-in types; custom types are indexed after them.
-    pub const BUILTIN: usize = 31;
+    pub const BUILTIN: usize = 32;
 
     /// Dense index: built-ins `0..BUILTIN`, then custom types.
     #[inline]
@@ -151,25 +153,26 @@ impl ProtocolType {
             TlsAlert => 9,
             TlsChangeCipherSpec => 10,
             HttpRequest => 11,
-            Bgp => 12,
-            Dns => 13,
-            Quic => 14,
-            QuicInitial => 15,
-            WireguardInitiation => 16,
-            IkeSaInit => 17,
-            DtlsClientHello => 18,
-            OpenvpnHardReset => 19,
-            BfdControl => 20,
-            BfdEcho => 21,
-            BfdMultihop => 22,
-            Udp => 23,
-            Icmp => 24,
-            Icmpv6 => 25,
-            IpFragment => 26,
-            OtherIp => 27,
-            Arp => 28,
-            NonIp => 29,
-            Malformed => 30,
+            HttpResponse => 12,
+            Bgp => 13,
+            Dns => 14,
+            Quic => 15,
+            QuicInitial => 16,
+            WireguardInitiation => 17,
+            IkeSaInit => 18,
+            DtlsClientHello => 19,
+            OpenvpnHardReset => 20,
+            BfdControl => 21,
+            BfdEcho => 22,
+            BfdMultihop => 23,
+            Udp => 24,
+            Icmp => 25,
+            Icmpv6 => 26,
+            IpFragment => 27,
+            OtherIp => 28,
+            Arp => 29,
+            NonIp => 30,
+            Malformed => 31,
             Custom(i) => Self::BUILTIN + i as usize,
         }
     }
@@ -190,6 +193,7 @@ impl ProtocolType {
             TlsAlert,
             TlsChangeCipherSpec,
             HttpRequest,
+            HttpResponse,
             Bgp,
             Dns,
             Quic,
@@ -229,6 +233,7 @@ impl ProtocolType {
             TlsAlert => "tls_alert",
             TlsChangeCipherSpec => "tls_change_cipher_spec",
             HttpRequest => "http_request",
+            HttpResponse => "http_response",
             Bgp => "bgp",
             Dns => "dns",
             Quic => "quic",
@@ -333,12 +338,49 @@ pub enum Detail {
         ty: u8,
         /// Code.
         code: u8,
+        /// Echo request/reply identifier (ICMP 8/0, ICMPv6 128/129); 0 for other types.
+        id: u16,
+        /// Echo request/reply sequence number; 0 for other types.
+        seq: u16,
     },
+    /// A plain-text HTTP/1.x message's first line (and, for requests, whether an `Upgrade`
+    /// header follows). Nothing else of the message is read.
+    Http(HttpLine),
     /// QUIC long-header version (types `quic` and `quic_initial`).
     Quic {
         /// Version field (0 for version negotiation).
         version: u32,
     },
+}
+
+/// What tapwatch reads of a plain-text HTTP/1.x message: the request line's shape and the
+/// `Upgrade` header's presence, or the status code. No other payload byte is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HttpLine {
+    /// A request; `upgrade` when its headers (in the captured bytes) carry `Upgrade:`.
+    Request {
+        /// The request asks to switch protocols (websocket, h2c).
+        upgrade: bool,
+    },
+    /// A response's status line.
+    Response {
+        /// Status code, 100–999.
+        status: u16,
+    },
+}
+
+impl ProtocolType {
+    /// Whether this type is an ICMP or ICMPv6 echo request (`Some(false)`) or reply
+    /// (`Some(true)`), judged with the packet's detail.
+    pub fn echo(self, detail: &Detail) -> Option<bool> {
+        match (self, detail) {
+            (ProtocolType::Icmp, Detail::Icmp { ty: 8, .. }) => Some(false),
+            (ProtocolType::Icmp, Detail::Icmp { ty: 0, .. }) => Some(true),
+            (ProtocolType::Icmpv6, Detail::Icmp { ty: 128, .. }) => Some(false),
+            (ProtocolType::Icmpv6, Detail::Icmp { ty: 129, .. }) => Some(true),
+            _ => None,
+        }
+    }
 }
 
 /// Why a packet's headers could not be used.
@@ -367,6 +409,9 @@ impl TenantId {
 
 /// Bit in [`PacketMeta::flags`]: the capture's snaplen cut a header short.
 pub const FLAG_SNAPPED_HEADER: u8 = 1;
+/// Bit in [`PacketMeta::flags`]: the TCP header carries the timestamps option (RFC 7323);
+/// [`PacketMeta::tcp_tsval`] and [`PacketMeta::tcp_tsecr`] hold it.
+pub const FLAG_TCP_TIMESTAMPS: u8 = 2;
 
 /// Everything tapwatch keeps of one packet: header fields and derived labels, no payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,6 +450,15 @@ pub struct PacketMeta {
     pub tcp_seq: u32,
     /// TCP acknowledgement number.
     pub tcp_ack: u32,
+    /// TCP receive window (unscaled, as on the wire).
+    pub tcp_window: u16,
+    /// TCP timestamp value (valid with [`FLAG_TCP_TIMESTAMPS`]).
+    pub tcp_tsval: u32,
+    /// TCP timestamp echo reply (valid with [`FLAG_TCP_TIMESTAMPS`]).
+    pub tcp_tsecr: u32,
+    /// Transport payload bytes as sent (from the IP and UDP length fields, not the captured
+    /// bytes): TCP segment data, UDP datagram data; 0 for other protocols.
+    pub payload_len: u32,
     /// Tenant of the source address.
     pub tenant: TenantId,
     /// Protocol-specific fields.
@@ -437,6 +491,10 @@ impl PacketMeta {
             tcp_flags: 0,
             tcp_seq: 0,
             tcp_ack: 0,
+            tcp_window: 0,
+            tcp_tsval: 0,
+            tcp_tsecr: 0,
+            payload_len: 0,
             tenant: TenantId::UNASSIGNED,
             detail: Detail::None,
             malformed: None,

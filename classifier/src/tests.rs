@@ -296,7 +296,15 @@ fn icmp_and_icmpv6_keep_type_and_code() {
     let m = classify(LinkType::Ethernet, &v);
     assert_eq!(
         (m.kind, m.detail),
-        (ProtocolType::Icmp, Detail::Icmp { ty: 8, code: 0 })
+        (
+            ProtocolType::Icmp,
+            Detail::Icmp {
+                ty: 8,
+                code: 0,
+                id: 1,
+                seq: 2
+            }
+        )
     );
     let mut v = Vec::new();
     PacketBuilder::ipv6(
@@ -310,8 +318,144 @@ fn icmp_and_icmpv6_keep_type_and_code() {
     let m = classify(LinkType::RawIp, &v);
     assert_eq!(
         (m.kind, m.detail),
-        (ProtocolType::Icmpv6, Detail::Icmp { ty: 128, code: 0 })
+        (
+            ProtocolType::Icmpv6,
+            Detail::Icmp {
+                ty: 128,
+                code: 0,
+                id: 1,
+                seq: 1
+            }
+        )
     );
+}
+
+#[test]
+fn icmp_other_than_echo_has_no_identifier() {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_raw(3, 3, [9, 9, 9, 9])
+        .write(&mut v, &[0; 28])
+        .unwrap();
+    let m = classify(LinkType::Ethernet, &v);
+    assert_eq!(
+        m.detail,
+        Detail::Icmp {
+            ty: 3,
+            code: 3,
+            id: 0,
+            seq: 0
+        }
+    );
+    assert_eq!(m.kind.echo(&m.detail), None);
+}
+
+#[test]
+fn tcp_window_payload_length_and_timestamps() {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 443, 100, 4321)
+        .ack(5)
+        .options(&[
+            etherparse::TcpOptionElement::Noop,
+            etherparse::TcpOptionElement::Noop,
+            etherparse::TcpOptionElement::Timestamp(0x0102_0304, 0x0a0b_0c0d),
+        ])
+        .unwrap()
+        .write(&mut v, &[7; 300])
+        .unwrap();
+    let m = classify(LinkType::Ethernet, &v);
+    assert_eq!(m.tcp_window, 4321);
+    assert_eq!(m.payload_len, 300);
+    assert_ne!(m.flags & FLAG_TCP_TIMESTAMPS, 0);
+    assert_eq!((m.tcp_tsval, m.tcp_tsecr), (0x0102_0304, 0x0a0b_0c0d));
+
+    // Cut by a snaplen inside the payload: the length is still the one sent.
+    let cut = &v[..80];
+    let m = Classifier::default().classify(&Frame {
+        ts_ns: 7,
+        wire_len: v.len() as u32,
+        link: LinkType::Ethernet,
+        interface: 0,
+        data: cut,
+    });
+    assert_eq!(m.payload_len, 300);
+    assert_eq!(m.tcp_tsval, 0x0102_0304);
+
+    // A timestamps option after other options (MSS, SACK permitted, window scale).
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 443, 100, 64240)
+        .syn()
+        .options(&[
+            etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+            etherparse::TcpOptionElement::SelectiveAcknowledgementPermitted,
+            etherparse::TcpOptionElement::Timestamp(77, 0),
+            etherparse::TcpOptionElement::Noop,
+            etherparse::TcpOptionElement::WindowScale(7),
+        ])
+        .unwrap()
+        .write(&mut v, &[])
+        .unwrap();
+    let m = classify(LinkType::Ethernet, &v);
+    assert_eq!((m.tcp_tsval, m.tcp_tsecr, m.payload_len), (77, 0, 0));
+    assert_ne!(m.flags & FLAG_TCP_TIMESTAMPS, 0);
+
+    // No options: no timestamps.
+    let m = classify(LinkType::Ethernet, &eth_tcp("A", 443, &[]));
+    assert_eq!(m.flags & FLAG_TCP_TIMESTAMPS, 0);
+}
+
+#[test]
+fn tcp_options_with_lying_lengths_are_ignored() {
+    for options in [
+        vec![8u8, 10, 0, 0],
+        vec![2, 0, 0, 0],
+        vec![2, 40, 0, 0],
+        vec![1, 1, 8, 10],
+    ] {
+        let mut frame = eth_tcp("A", 443, &[]);
+        // Grow the data offset by the options' length and append them.
+        frame[14 + 20 + 12] = ((20 + options.len() as u8) / 4) << 4;
+        frame.extend_from_slice(&options);
+        let total = (frame.len() - 14) as u16;
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        let m = classify(LinkType::Ethernet, &frame);
+        assert_eq!(m.flags & FLAG_TCP_TIMESTAMPS, 0, "{options:?}");
+        assert_eq!(m.payload_len, 0);
+    }
+}
+
+#[test]
+fn http_status_lines_and_upgrade_requests() {
+    let m = classify(
+        LinkType::Ethernet,
+        &eth_tcp("PA", 80, b"HTTP/1.1 101 Switching Protocols\r\n"),
+    );
+    assert_eq!(m.kind, ProtocolType::HttpResponse);
+    assert_eq!(m.detail, Detail::Http(HttpLine::Response { status: 101 }));
+    let m = classify(LinkType::Ethernet, &eth_tcp("PA", 80, b"HTTP/1.0 404\r\n"));
+    assert_eq!(m.detail, Detail::Http(HttpLine::Response { status: 404 }));
+    for not_status in [
+        &b"HTTP/2.0 200 OK"[..],
+        b"HTTP/1.1 20x OK",
+        b"HTTP/1.1 099 x",
+    ] {
+        assert_eq!(
+            classify(LinkType::Ethernet, &eth_tcp("PA", 80, not_status)).kind,
+            ProtocolType::TcpData
+        );
+    }
+    let upgrade =
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
+    let m = classify(LinkType::Ethernet, &eth_tcp("PA", 80, upgrade));
+    assert_eq!(m.detail, Detail::Http(HttpLine::Request { upgrade: true }));
+    let plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nUpgrade: in the body\r\n";
+    let m = classify(LinkType::Ethernet, &eth_tcp("PA", 80, plain));
+    assert_eq!(m.detail, Detail::Http(HttpLine::Request { upgrade: false }));
 }
 
 #[test]
