@@ -8,6 +8,7 @@ pub use crate::detect::growth::SetupGrowthConfig;
 pub use crate::detect::handshake::HandshakeConfig;
 pub use crate::detect::heartbeat::HeartbeatConfig;
 pub use crate::detect::heavy::HeavyHitterConfig;
+pub use crate::thresholds::TenantOverride;
 
 /// Windows and all detectors.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -25,6 +26,9 @@ pub struct AnalyzerConfig {
     pub heartbeat: HeartbeatConfig,
     /// Handshake latency and SYN retransmissions.
     pub handshake: HandshakeConfig,
+    /// `[[analyzer.override]]`: thresholds for some tenants; the first match wins.
+    #[serde(rename = "override")]
+    pub overrides: Vec<TenantOverride>,
 }
 
 impl Default for AnalyzerConfig {
@@ -36,6 +40,7 @@ impl Default for AnalyzerConfig {
             setup_growth: SetupGrowthConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             handshake: HandshakeConfig::default(),
+            overrides: Vec::new(),
         }
     }
 }
@@ -63,7 +68,11 @@ impl AnalyzerConfig {
         self.setup_growth
             .check(&p.key("setup_growth"), self.window_s)?;
         self.heartbeat.check(&p.key("heartbeat"))?;
-        self.handshake.check(&p.key("handshake"))
+        self.handshake.check(&p.key("handshake"))?;
+        for (i, o) in self.overrides.iter().enumerate() {
+            o.check(&p.key("override").index(i))?;
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use tapwatch_classifier::{Classifier, TenantId, TenantMap, UNASSIGNED};
 
 use crate::config::AnalyzerConfig;
+use crate::thresholds::{TenantThresholds, Thresholds};
 
 /// Tenants (names and address map), protocol-type names, and which types count as
 /// connection setups, at one generation of the classifier (a reload makes the next one).
@@ -16,6 +17,7 @@ pub struct Labels {
     tenants: TenantMap,
     type_names: Vec<String>,
     setup: Vec<bool>,
+    thresholds: TenantThresholds,
 }
 
 impl Labels {
@@ -29,11 +31,14 @@ impl Labels {
                     .unwrap_or_default()
             })
             .collect();
+        let tenants = classifier.tenants().clone();
+        let thresholds = TenantThresholds::new(cfg, tenants.names());
         Labels {
             generation: 0,
-            tenants: classifier.tenants().clone(),
+            tenants,
             type_names,
             setup: crate::shard::setup_kinds(cfg, classifier),
+            thresholds,
         }
     }
 
@@ -80,6 +85,18 @@ impl Labels {
     #[inline]
     pub fn is_setup(&self, index: usize) -> bool {
         self.setup.get(index).copied().unwrap_or(false)
+    }
+
+    /// The detector thresholds of a tenant index (`[[analyzer.override]]` resolved; the
+    /// defaults for an index this generation does not know).
+    #[inline]
+    pub fn thresholds(&self, tenant: TenantId) -> &Thresholds {
+        self.thresholds.get(tenant)
+    }
+
+    /// Every tenant's detector thresholds.
+    pub fn tenant_thresholds(&self) -> &TenantThresholds {
+        &self.thresholds
     }
 
     /// The setup mask by protocol-type index.

@@ -31,11 +31,13 @@ mod shard;
 pub mod sketch;
 #[cfg(test)]
 mod testkit;
+mod thresholds;
 mod totals;
 mod window;
 
 pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
+    TenantOverride,
 };
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
@@ -53,6 +55,7 @@ pub use shard::{LostWork, Shard, ShardCounters};
 /// Setting checks shared by every crate's config (ranges named by their path in the
 /// file), so crates above the analyzer need not depend on the classifier for them.
 pub use tapwatch_classifier::{setting, SettingError, SettingPath};
+pub use thresholds::{TenantThresholds, Thresholds};
 pub use totals::{Report, SourceReport, TenantReport, Totals};
 pub use window::{SourceClass, Traffic, WindowStats};
 

@@ -152,6 +152,7 @@ impl Merger {
     pub fn relabel(&mut self, classifier: &Classifier) {
         self.labels = self.labels.next(&self.cfg, classifier);
         self.detectors.heavy.relabel(&self.labels);
+        self.detectors.growth.relabel(&self.labels);
     }
 
     /// The last setup-growth fit per tenant index: (fit, node range, setup rate per s).

@@ -112,8 +112,63 @@ pub fn load(common: &CommonArgs) -> anyhow::Result<(Config, Classifier)> {
         Some(p) => load_tenants(p)?,
         None => TenantMap::default(),
     };
+    for o in &config.analyzer.overrides {
+        if common.tenants.is_some() && !tenants.names().iter().any(|n| o.matches(n)) {
+            tracing::warn!(
+                "analyzer.override for tenant {:?} matches no tenant of the tenants file",
+                o.tenant
+            );
+        }
+    }
     let classifier = Classifier::new(tenants, &config.classifier);
     Ok((config, classifier))
+}
+
+/// What one `[[analyzer.override]]` sets, and (with a tenant map) which tenants it is the
+/// first match for.
+fn describe_override(
+    a: &tapwatch_analyzer::AnalyzerConfig,
+    i: usize,
+    tenants: Option<&TenantMap>,
+) -> String {
+    let o = &a.overrides[i];
+    let mut set = Vec::new();
+    let mut put = |name: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            set.push(format!("{name} {v}"));
+        }
+    };
+    put("heavy_min_share", o.heavy_min_share);
+    put("heavy_min_pps", o.heavy_min_pps);
+    put("heavy_min_bytes_per_s", o.heavy_min_bytes_per_s);
+    put("growth_min_exponent", o.growth_min_exponent);
+    put("heartbeat_k", o.heartbeat_k);
+    let applies = match tenants {
+        Some(t) => {
+            let first: Vec<&str> = t
+                .names()
+                .iter()
+                .filter(|n| a.overrides.iter().position(|x| x.matches(n)) == Some(i))
+                .map(String::as_str)
+                .collect();
+            if first.is_empty() {
+                "; first match for no tenant".to_string()
+            } else {
+                format!("; applies to {}", first.join(", "))
+            }
+        }
+        None => String::new(),
+    };
+    format!(
+        "analyzer.override[{}]: tenant {:?} -> {}{applies}",
+        i + 1,
+        o.tenant,
+        if set.is_empty() {
+            "nothing".to_string()
+        } else {
+            set.join(", ")
+        }
+    )
 }
 
 /// A tenants file, its warnings (a tenant listed twice, host bits set) logged.
@@ -174,6 +229,9 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
         hs.min_retransmit_ratio * 100.0,
         hs.burst_window_s
     );
+    for i in 0..a.overrides.len() {
+        println!("{}", describe_override(a, i, tenant_map.as_ref()));
+    }
     let r = &config.rules;
     for (kind, k) in [
         ("heavy_hitter", &r.heavy_hitter),

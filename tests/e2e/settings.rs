@@ -84,6 +84,16 @@ const BAD: &[(&str, &str, &str)] = &[
         ":2:",
         "rules.missed_heartbeat.cooldown_s = -5",
     ),
+    (
+        "[[analyzer.override]]\ntenant = \"edge-*\"\nheavy_min_share = 2\n",
+        ":3:",
+        "analyzer.override[1].heavy_min_share = 2: expected a number from 0 to 1",
+    ),
+    (
+        "[[analyzer.override]]\ntenant = \"a\"\n[[analyzer.override]]\ntenant = \"b\"\nheartbeat_k = 0\n",
+        ":5:",
+        "analyzer.override[2].heartbeat_k = 0: expected a number from 1 to 1000",
+    ),
     ("[storage]\nspool_mib = 0\n", ":2:", "storage.spool_mib = 0"),
     (
         "[storage]\nbatch_age_s = nan\n",
@@ -144,5 +154,75 @@ fn a_config_that_is_not_utf8_is_named_with_its_line() {
     assert!(
         err.contains("bad.toml:2:6: not UTF-8 text (byte 16)"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_tenant_override_changes_that_tenants_detection_and_rules_check_explains_it() {
+    let tmp = TempDir::new("tenant-override");
+    let pcap = tmp.path("sg.pcap");
+    assert!(run(tapwatch()
+        .args(["scenario", "setup_growth", "--out"])
+        .arg(&pcap))
+    .status
+    .success());
+    let tenants = tmp.path("sg.tenants.toml");
+    let growth_of = |config: &str| -> Vec<String> {
+        let cfg = tmp.path("override.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let alerts = tmp.path("alerts.jsonl");
+        let out = run(tapwatch()
+            .arg("replay")
+            .arg(&pcap)
+            .arg("--tenants")
+            .arg(&tenants)
+            .args(["--no-store", "--config"])
+            .arg(&cfg)
+            .arg("--alerts-out")
+            .arg(&alerts));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&alerts)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|a| a["kind"] == "quadratic_setup_growth" && a["state"] == "firing")
+            .map(|a| a["tenant"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let default = growth_of("");
+    assert!(
+        !default.is_empty() && default.iter().all(|t| t == "swarm"),
+        "{default:?}"
+    );
+    // The swarm tenant may grow up to the cube of its nodes; others keep the default.
+    let relaxed = "[[analyzer.override]]\ntenant = \"sw*\"\ngrowth_min_exponent = 3\n\n[[analyzer.override]]\ntenant = \"nobody\"\nheartbeat_k = 5\n";
+    assert_eq!(growth_of(relaxed), Vec::<String>::new());
+
+    let cfg = tmp.path("override.toml");
+    std::fs::write(&cfg, relaxed).unwrap();
+    let out = run(tapwatch()
+        .args(["rules", "check"])
+        .arg(&cfg)
+        .arg("--tenants")
+        .arg(&tenants));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(
+            "analyzer.override[1]: tenant \"sw*\" -> growth_min_exponent 3; applies to swarm"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenant \"nobody\" -> heartbeat_k 5; first match for no tenant"),
+        "{text}"
     );
 }

@@ -17,7 +17,9 @@ use tapwatch_classifier::{TenantId, TenantMap};
 
 use super::WindowDetector;
 use crate::finding::{Evidence, Finding, FindingKind, Severity};
+use crate::labels::Labels;
 use crate::sketch::DistinctCounter;
+use crate::thresholds::TenantThresholds;
 use crate::window::WindowStats;
 
 /// Quadratic growth of connection setups with a tenant's node count.
@@ -274,6 +276,8 @@ pub struct GrowthDetector {
     /// Last fit per tenant of the level judging it (or the finest fitted): fit, node range,
     /// setups per second in that level's latest point; for reports.
     pub last_fit: Vec<Option<(Fit, f64, f64)>>,
+    /// Per-tenant exponents (`[[analyzer.override]]`); `cfg`'s for every tenant if unset.
+    thresholds: Option<TenantThresholds>,
 }
 
 impl GrowthDetector {
@@ -283,6 +287,23 @@ impl GrowthDetector {
             cfg,
             tenants: Vec::new(),
             last_fit: Vec::new(),
+            thresholds: None,
+        }
+    }
+
+    /// Judges each tenant by its own exponents from now on.
+    pub fn set_thresholds(&mut self, thresholds: TenantThresholds) {
+        self.thresholds = Some(thresholds);
+    }
+
+    /// The (flag, clear) exponents of a tenant index.
+    fn exponents(&self, t: usize) -> (f64, f64) {
+        match (&self.thresholds, u16::try_from(t)) {
+            (Some(th), Ok(i)) => {
+                let th = th.get(TenantId(i));
+                (th.growth_min_exponent, th.growth_clear_exponent)
+            }
+            _ => (self.cfg.min_exponent, self.cfg.clear_exponent),
         }
     }
 
@@ -341,6 +362,7 @@ impl GrowthDetector {
 
     /// Decides a tenant's state from its levels after a point of `p.level`.
     fn judge(&mut self, p: &GrowthPoint<'_>, out: &mut Vec<Finding>) {
+        let (min_exponent, clear_exponent) = self.exponents(p.index);
         let cfg = &self.cfg;
         let state = &mut self.tenants[p.index];
         let firing = state.firing_since.is_some();
@@ -366,10 +388,10 @@ impl GrowthDetector {
         let hot = match judge_level {
             // Hysteresis: once flagged, the tenant clears only below `clear_exponent`.
             Some(_) => {
-                (fit.slope >= cfg.min_exponent && fit.r2 >= cfg.min_r2 && steady)
-                    || (firing && fit.slope >= cfg.clear_exponent)
+                (fit.slope >= min_exponent && fit.r2 >= cfg.min_r2 && steady)
+                    || (firing && fit.slope >= clear_exponent)
             }
-            None => firing && fit.slope >= cfg.clear_exponent,
+            None => firing && fit.slope >= clear_exponent,
         };
         let evidence = Evidence::Growth(GrowthEvidence {
             exponent: fit.slope,
@@ -405,7 +427,7 @@ impl GrowthDetector {
                 started_ns: started,
                 detected_ns: p.end_ns,
                 value: fit.slope,
-                threshold: cfg.min_exponent,
+                threshold: min_exponent,
                 evidence,
             });
         } else if let Some(started) = state.firing_since.take() {
@@ -418,7 +440,7 @@ impl GrowthDetector {
                 started_ns: started,
                 detected_ns: p.end_ns,
                 value: fit.slope,
-                threshold: cfg.min_exponent,
+                threshold: min_exponent,
                 evidence,
             });
         }
@@ -563,6 +585,12 @@ pub struct SetupGrowth {
 }
 
 impl SetupGrowth {
+    /// Judges each tenant by the exponents `labels` resolved for it.
+    pub fn relabel(&mut self, labels: &Labels) {
+        self.detector
+            .set_thresholds(labels.tenant_thresholds().clone());
+    }
+
     /// A detector with these settings.
     pub fn new(cfg: SetupGrowthConfig) -> SetupGrowth {
         let levels = std::iter::once(cfg.point_s)
@@ -751,6 +779,44 @@ mod tests {
             assert!(fit.slope_low <= fit.slope && fit.slope <= fit.slope_high);
             assert!(fit.slope_high - fit.slope_low < 0.3, "{fit:?}");
         }
+    }
+
+    #[test]
+    fn a_tenant_override_sets_that_tenants_exponent() {
+        // Setups ~ nodes^1.4 for tenants 1 ("strict") and 2 ("edge"): below the default
+        // exponent, above edge's own.
+        let cfg: crate::AnalyzerConfig =
+            toml::from_str("[[override]]\ntenant = \"edge\"\ngrowth_min_exponent = 1.3\n").unwrap();
+        let names = ["unassigned", "strict", "edge"].map(String::from);
+        let mut d = GrowthDetector::new(cfg.setup_growth.clone());
+        d.set_thresholds(TenantThresholds::new(&cfg, &names));
+        let mut out = Vec::new();
+        for i in 0..20u64 {
+            let n = 20 + 10 * i;
+            for (index, tenant) in [(1, "strict"), (2, "edge")] {
+                d.observe(
+                    &GrowthPoint {
+                        level: 0,
+                        index,
+                        tenant,
+                        start_ns: i * 10,
+                        end_ns: (i + 1) * 10,
+                        nodes: n,
+                        setups: (n as f64).powf(1.4) as u64,
+                        width_s: 10.0,
+                        setup_share: 0.5,
+                        packet_share: 0.5,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        assert!(!out.is_empty());
+        assert!(
+            out.iter()
+                .all(|f| f.subject == "edge" && f.active && f.threshold == 1.3),
+            "{out:#?}"
+        );
     }
 
     #[test]

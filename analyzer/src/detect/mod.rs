@@ -86,9 +86,11 @@ pub(crate) struct WindowDetectors {
 impl WindowDetectors {
     /// Every window-level detector with its settings.
     pub fn new(cfg: &AnalyzerConfig, labels: &Labels) -> WindowDetectors {
+        let mut growth = growth::SetupGrowth::new(cfg.setup_growth.clone());
+        growth.relabel(labels);
         WindowDetectors {
             heavy: heavy::HeavyJudge::new(cfg.heavy_hitters.clone(), labels),
-            growth: growth::SetupGrowth::new(cfg.setup_growth.clone()),
+            growth,
             syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
         }
     }

@@ -178,6 +178,8 @@ struct Flow {
     tenant: Option<String>,
     /// Length of the last missed-heartbeat gap, ns (0: none yet).
     last_gap_ns: u64,
+    /// Deadline as a multiple of the period (the tenant's `heartbeat_k`).
+    k: f64,
 }
 
 /// Per-worker heartbeat state.
@@ -284,10 +286,13 @@ impl HeartbeatTracker {
     }
 
     /// Feeds one packet; a flow that resumes after a missed deadline yields a resolving finding.
+    /// A new flow takes its tenant from `tenant` and its deadline factor from `k` (its
+    /// tenant's `heartbeat_k`; `None`: the configured `k`).
     pub fn observe(
         &mut self,
         m: &PacketMeta,
         tenant: impl FnOnce() -> Option<String>,
+        k: Option<f64>,
         out: &mut Vec<Finding>,
     ) {
         let (Some(src), Some(dst)) = (m.src, m.dst) else {
@@ -361,6 +366,7 @@ impl HeartbeatTracker {
             bfd: None,
             tenant: tenant(),
             last_gap_ns: 0,
+            k: k.unwrap_or(self.cfg.k),
         });
         if m.ts_ns < flow.last_ts {
             return; // out of order: no interval to learn from
@@ -408,7 +414,7 @@ impl HeartbeatTracker {
             }
             None => flow
                 .periodic
-                .then_some((flow.rhythm.period_ns() as f64 * self.cfg.k) as u64),
+                .then_some((flow.rhythm.period_ns() as f64 * flow.k) as u64),
         };
         flow.generation = flow.generation.wrapping_add(1);
         flow.deadline = wait.map(|w| m.ts_ns + w);
@@ -437,10 +443,11 @@ impl HeartbeatTracker {
 
     /// Drops flows idle for longer than any deadline could matter (called at window ends).
     pub fn sweep(&mut self, now: u64) {
-        let max_idle = (self.cfg.max_period_s * self.cfg.k * 1e9) as u64;
+        let max_period_ns = self.cfg.max_period_s * 1e9;
         let young_idle = (self.cfg.min_period_s * 1e9 * 100.0).max(60e9) as u64;
         self.flows.retain(|_, f| {
             let idle = now.saturating_sub(f.last_ts);
+            let max_idle = (max_period_ns * f.k) as u64;
             if f.firing_since.is_some() {
                 return idle < max_idle.saturating_mul(4);
             }
@@ -474,7 +481,8 @@ impl PacketDetector for HeartbeatTracker {
             m.src
                 .and(labels.tenant_names().get(m.tenant.0 as usize).cloned())
         };
-        self.observe(m, tenant, out);
+        let k = labels.thresholds(m.tenant).heartbeat_k;
+        self.observe(m, tenant, Some(k), out);
     }
 
     fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
@@ -577,6 +585,7 @@ mod tests {
             h.observe(
                 &udp(T + t, (addr(1), 4000), (addr(2), 9999), len),
                 || None,
+                None,
                 &mut out,
             );
         }
@@ -620,6 +629,34 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_override_sets_the_deadline_factor_of_that_tenants_flows() {
+        let tenants = tapwatch_classifier::TenantMap::parse(
+            std::path::Path::new("t"),
+            "[[tenant]]\nname = \"infra\"\nprefixes = [\"10.0.0.0/24\"]\n",
+        )
+        .unwrap();
+        let classifier = tapwatch_classifier::Classifier::new(tenants, &Default::default());
+        let cfg: crate::AnalyzerConfig =
+            toml::from_str("[[override]]\ntenant = \"infra\"\nheartbeat_k = 6\n").unwrap();
+        let labels = Labels::new(&cfg, &classifier);
+        let mut h = HeartbeatTracker::new(cfg.heartbeat.clone());
+        let mut out = Vec::new();
+        for i in 0..=20 {
+            let mut m = udp(T + i * SEC, (addr(1), 4000), (addr(2), 9999), 80);
+            m.tenant = classifier.tenants().lookup(addr(1));
+            h.packet(&m, None, &labels, &mut out);
+        }
+        h.advance(T + 25 * SEC, &mut out);
+        assert!(out.is_empty(), "infra waits 6 periods, not 3: {out:?}");
+        h.advance(T + 26 * SEC, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].detected_ns, out[0].tenant.as_deref()),
+            (T + 26 * SEC, Some("infra"))
+        );
+    }
+
+    #[test]
     fn a_periodic_flow_fires_at_its_deadline_and_resolves_when_it_resumes() {
         let mut h = tracker();
         beats(&mut h, (0..=20).map(|i| i * SEC), 80);
@@ -639,6 +676,7 @@ mod tests {
         h.observe(
             &udp(T + 31 * SEC, (addr(1), 4000), (addr(2), 9999), 80),
             || None,
+            None,
             &mut out,
         );
         let r = &out[1];
@@ -684,12 +722,14 @@ mod tests {
             h.observe(
                 &tcp(T + i * SEC, a, b, ProtocolType::TcpAck, 1, 1),
                 || None,
+                None,
                 &mut out,
             );
         }
         h.observe(
             &tcp(T + 21 * SEC, a, b, ProtocolType::TcpFin, 1, 1),
             || None,
+            None,
             &mut out,
         );
         h.advance(T + 100 * SEC, &mut out);
@@ -717,7 +757,12 @@ mod tests {
             m
         };
         for i in 0..10 {
-            h.observe(&at(i * 300_000_000), || Some("infra".into()), &mut out);
+            h.observe(
+                &at(i * 300_000_000),
+                || Some("infra".into()),
+                None,
+                &mut out,
+            );
         }
         let last = T + 2_700_000_000;
         h.advance(last + 899_000_000, &mut out);
@@ -767,14 +812,19 @@ mod tests {
                     let mut m = udp(T + *at, (addr(a), 49152), (addr(b), 3784), 66);
                     m.kind = ProtocolType::BfdControl;
                     m.detail = Detail::Bfd(ctl(u32::from(a), u32::from(b)));
-                    h.observe(&m, || None, &mut out);
+                    h.observe(&m, || None, None, &mut out);
                     *at += 100_000_000 - rng.below(25_000_000);
                 }
             }
             let client =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 200, (c >> 8) as u8, c as u8));
             let port = 1024 + rng.below(60_000) as u16;
-            h.observe(&udp(T + t, (client, port), resolver, 70), || None, &mut out);
+            h.observe(
+                &udp(T + t, (client, port), resolver, 70),
+                || None,
+                None,
+                &mut out,
+            );
             h.advance(T + t, &mut out);
             let gap = -(1.0 - rng.unit()).ln() * means[c];
             next.push(Reverse((t + gap as u64 + 1, c)));

@@ -18,6 +18,7 @@ use super::WindowDetector;
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
 use crate::sketch::FrequentItems;
+use crate::thresholds::{TenantThresholds, Thresholds};
 use crate::window::{ServiceKey, WindowStats};
 use baseline::Baseline;
 
@@ -226,6 +227,8 @@ struct Verdict {
     share: f64,
     rate: f64,
     baseline: Baseline,
+    /// The share threshold the key was judged by (its tenant's).
+    min_share: f64,
 }
 
 /// The heavy-hitter judge, run by the merger on each closed base window.
@@ -239,6 +242,7 @@ pub struct HeavyJudge {
     tenant_dim: Dimension<u16>,
     destinations: Dimension<IpAddr>,
     type_names: Vec<String>,
+    thresholds: TenantThresholds,
 }
 
 impl HeavyJudge {
@@ -255,12 +259,14 @@ impl HeavyJudge {
             tenant_dim: Dimension::new(),
             destinations: Dimension::new(),
             type_names,
+            thresholds: labels.tenant_thresholds().clone(),
         }
     }
 
     /// Takes the protocol-type names of a reloaded classifier.
     pub fn relabel(&mut self, labels: &Labels) {
         self.type_names = type_names(labels);
+        self.thresholds = labels.tenant_thresholds().clone();
     }
 
     /// Judges one closed window.
@@ -269,6 +275,10 @@ impl HeavyJudge {
         let judging = w.end_ns.saturating_sub(first) as f64 / 1e9 > self.cfg.warmup_s;
         let width = w.width_s().max(1e-9);
         let cfg = self.cfg.clone();
+        // Each key is judged with the thresholds of its tenant (`[[analyzer.override]]`).
+        let th = &self.thresholds;
+        let pps = |t: &Thresholds| (t.heavy_min_share, t.heavy_min_pps);
+        let bps = |t: &Thresholds| (t.heavy_min_share, t.heavy_min_bytes_per_s);
         let flows = w.flows.top(64);
         // A flood's victim (all of `host`, or its `port`): it answers less than
         // `warmup_max_reply` of what it receives, and what it receives is mostly SYNs or
@@ -301,7 +311,7 @@ impl HeavyJudge {
             &w.sources,
             w.packets,
             width,
-            cfg.min_pps,
+            |k: &IpAddr| pps(th.get(tenants.lookup(*k))),
             (!judging).then_some(never),
         );
         let by_bytes = judge_dimension(
@@ -310,7 +320,7 @@ impl HeavyJudge {
             &w.source_bytes,
             w.bytes,
             width,
-            cfg.min_bytes_per_s,
+            |k: &IpAddr| bps(th.get(tenants.lookup(*k))),
             (!judging).then_some(never),
         );
         let mut hot_sources: Vec<IpAddr> = Vec::new();
@@ -342,7 +352,6 @@ impl HeavyJudge {
             let tenant = Some(tenants.name(tenants.lookup(*key)).to_string());
             raise(
                 &mut self.sources,
-                &cfg,
                 *key,
                 key.to_string(),
                 tenant,
@@ -361,7 +370,7 @@ impl HeavyJudge {
             &w.source_kinds,
             w.packets,
             width,
-            cfg.min_pps,
+            |k: &(IpAddr, ProtocolType, SizeClass)| pps(th.get(tenants.lookup(k.0))),
             (!judging).then_some(never),
         );
         for (key, v) in kinds
@@ -386,17 +395,7 @@ impl HeavyJudge {
             e.protocol_type = Some(name);
             e.size_class = Some(key.2.name());
             let tenant = Some(tenants.name(tenants.lookup(key.0)).to_string());
-            raise(
-                &mut self.source_kinds,
-                &cfg,
-                *key,
-                subject,
-                tenant,
-                v,
-                w,
-                e,
-                out,
-            );
+            raise(&mut self.source_kinds, *key, subject, tenant, v, w, e, out);
         }
 
         // Destination services, unless one hot source drives most of the service's packets.
@@ -406,7 +405,7 @@ impl HeavyJudge {
             &w.services,
             w.packets,
             width,
-            cfg.min_pps,
+            |k: &ServiceKey| pps(th.get(tenants.lookup(k.0))),
             (!judging).then_some(|k: &ServiceKey, count: f64| flooded(&k.0, Some(k.1), count)),
         );
         for (key, v) in services.iter().filter(|(_, v)| v.hot) {
@@ -440,7 +439,7 @@ impl HeavyJudge {
                     })
                     .collect(),
             );
-            raise(&mut self.services, &cfg, *key, subject, None, v, w, e, out);
+            raise(&mut self.services, *key, subject, None, v, w, e, out);
         }
 
         // Destination addresses: a victim flooded on many ports (amplification), reported
@@ -451,7 +450,7 @@ impl HeavyJudge {
             &w.destinations,
             w.packets,
             width,
-            cfg.min_pps,
+            |k: &IpAddr| pps(th.get(tenants.lookup(*k))),
             (!judging).then_some(|a: &IpAddr, count: f64| flooded(a, None, count)),
         );
         for (addr, v) in destinations.iter().filter(|(_, v)| v.hot) {
@@ -489,7 +488,6 @@ impl HeavyJudge {
                 Some(flows.iter().filter(|f| f.key.2 == *addr).count());
             raise(
                 &mut self.destinations,
-                &cfg,
                 *addr,
                 addr.to_string(),
                 None,
@@ -514,7 +512,7 @@ impl HeavyJudge {
             &tenant_counts,
             w.packets,
             width,
-            cfg.min_pps,
+            |k: &u16| pps(th.get(TenantId(*k))),
             (!judging).then_some(never),
         );
         for (key, v) in tenant_verdicts.iter().filter(|(_, v)| v.hot) {
@@ -539,7 +537,6 @@ impl HeavyJudge {
             e.nodes = Some(w.tenants[*key as usize].nodes.count().0);
             raise(
                 &mut self.tenant_dim,
-                &cfg,
                 *key,
                 name.clone(),
                 Some(name),
@@ -741,7 +738,6 @@ fn settle<K: Copy + Eq + Hash>(
 #[allow(clippy::too_many_arguments)]
 fn raise<K: Copy + Eq + Hash>(
     dim: &mut Dimension<K>,
-    cfg: &HeavyHitterConfig,
     key: K,
     subject: String,
     tenant: Option<String>,
@@ -770,7 +766,7 @@ fn raise<K: Copy + Eq + Hash>(
         started_ns: f.since_ns,
         detected_ns: w.end_ns,
         value: v.share,
-        threshold: cfg.min_share,
+        threshold: v.min_share,
         evidence: Evidence::HeavyHitter(evidence),
     });
 }
@@ -788,11 +784,12 @@ fn judge_dimension<K: Copy + Eq + Hash>(
     sketch: &FrequentItems<K>,
     total: u64,
     width_s: f64,
-    min_rate: f64,
+    limits: impl Fn(&K) -> (f64, f64),
     warm_up: Option<impl Fn(&K, f64) -> bool>,
 ) -> Vec<(K, Verdict)> {
     let mut verdicts = Vec::new();
     for e in sketch.top(CANDIDATES) {
+        let (min_share, min_rate) = limits(&e.key);
         let count = e.count as f64;
         let share = if total > 0 { count / total as f64 } else { 0.0 };
         let rate = count / width_s;
@@ -801,11 +798,11 @@ fn judge_dimension<K: Copy + Eq + Hash>(
         let sd = baseline.sd().max(mean.sqrt()).max(1.0);
         let above = count > cfg.baseline_factor * mean && count > mean + cfg.baseline_sigmas * sd;
         let hot = match &warm_up {
-            None => share >= cfg.min_share && rate >= min_rate && above,
+            None => share >= min_share && rate >= min_rate && above,
             // Warm-up learns: dominance is no anomaly (a relay's service, a VIP), only an
             // overwhelming flood towards a destination that does not answer is.
             Some(one_way) => {
-                share >= cfg.warmup_share.max(cfg.min_share)
+                share >= cfg.warmup_share.max(min_share)
                     && rate >= cfg.warmup_factor * min_rate
                     && one_way(&e.key, count)
             }
@@ -818,6 +815,7 @@ fn judge_dimension<K: Copy + Eq + Hash>(
                 share,
                 rate,
                 baseline,
+                min_share,
             },
         ));
     }
@@ -830,9 +828,9 @@ fn judge_dimension<K: Copy + Eq + Hash>(
             b.update(x, cfg, warm_up.is_some());
         }
     }
-    let min_count = min_rate * width_s;
-    dim.baselines
-        .retain(|k, b| b.matters(min_count, cfg.baseline_factor) || dim.firing.contains_key(k));
+    dim.baselines.retain(|k, b| {
+        b.matters(limits(k).1 * width_s, cfg.baseline_factor) || dim.firing.contains_key(k)
+    });
     for (k, v) in &verdicts {
         if !dim.baselines.contains_key(k) && !v.hot && dim.baselines.len() < MAX_BASELINES {
             // First sighting: start from this window's count (an established key is not new).
@@ -958,6 +956,46 @@ mod tests {
         assert!(
             !last.active && last.subject == "beta",
             "the surge resolves: {last:?}"
+        );
+    }
+
+    #[test]
+    fn a_tenant_override_raises_only_that_tenants_thresholds() {
+        let tenants = TenantMap::parse(std::path::Path::new("t"), "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.0.0/16\"]\n[[tenant]]\nname = \"beta\"\nprefixes = [\"10.2.0.0/16\"]\n").unwrap();
+        let classifier = Classifier::new(tenants.clone(), &Default::default());
+        // The same surge as above, from beta and then from acme; beta may burst to 90 %.
+        let run = |overrides: &str, surging: u8| {
+            let cfg: crate::AnalyzerConfig = toml::from_str(overrides).unwrap();
+            let labels = Labels::new(&cfg, &classifier);
+            let mut judge = HeavyJudge::new(cfg.heavy_hitters.clone(), &labels);
+            let mut out = Vec::new();
+            for i in 0..33 {
+                let hot = if i >= 30 {
+                    (surging, 1000, 2)
+                } else {
+                    (surging, 50, 1)
+                };
+                let other = (3 - surging, 50, 1);
+                judge.judge(&window(i, &[hot, other], &tenants), &tenants, &mut out);
+            }
+            out
+        };
+        let beta_loose = "[[override]]\ntenant = \"be*\"\nheavy_min_share = 0.99\n";
+        assert!(run(beta_loose, 2).is_empty(), "beta's own threshold holds");
+        let acme = run(beta_loose, 1);
+        assert!(
+            acme.len() == 3
+                && acme
+                    .iter()
+                    .all(|f| f.subject == "acme" && f.threshold == 0.2),
+            "acme keeps the default: {acme:#?}"
+        );
+        let strict = run("[[override]]\ntenant = \"beta\"\nheavy_min_pps = 1e6\n", 2);
+        assert!(strict.is_empty(), "a rate floor per tenant: {strict:#?}");
+        assert_eq!(
+            run("", 2).len(),
+            3,
+            "without overrides beta's surge is flagged"
         );
     }
 
