@@ -1,6 +1,7 @@
 //! A benign soak in-process: tens of minutes of a relay's day (a dominant service fed by
 //! hundreds of clients at a swelling and ebbing rate, its answers, DNS clients querying at
-//! Poisson times, BFD sessions with RFC 5880 jitter, jittered keepalives), each seed another
+//! Poisson times, BFD sessions with RFC 5880 jitter, jittered keepalives, tenants whose
+//! nodes grow 3–10× linearly within those minutes), each seed another
 //! deployment with its own rates, periods, sizes and address plan. Nothing may fire, and
 //! the heartbeats must still be learned: silence must not come from blindness.
 use std::collections::BTreeSet;
@@ -25,7 +26,12 @@ fn run(
 ) {
     let params = SoakParams::random(&mut Rng::new(seed), MINUTES);
     let mut soak = Soak::new(params.clone(), seed);
-    let classifier = tapwatch_synth::classifier();
+    let tenants = tapwatch_classifier::TenantMap::parse(
+        std::path::Path::new("soak tenants"),
+        &params.tenants_toml(),
+    )
+    .unwrap();
+    let classifier = tapwatch_classifier::Classifier::new(tenants, &Default::default());
     let mut analyzer = Analyzer::new(&AnalyzerConfig::default(), &classifier);
     let (mut firing, mut packets) = (Vec::new(), 0);
     while let Some(chunk) = soak.next_chunk(10 * SEC) {
@@ -46,6 +52,24 @@ fn run(
             true => bfd.insert(subject),
             false => periodic.insert(subject),
         };
+    }
+    // Growth was judged on every rollout tenant (silence must not come from blindness):
+    // a fit over a node range of at least 2 (the default minimum), its exponent near 1.
+    for g in &params.growing {
+        let t = classifier
+            .tenants()
+            .lookup(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                g.prefix.0, g.prefix.1, 0, 1,
+            )));
+        let fit = analyzer.merger().growth_fits()[t.0 as usize];
+        let (fit, range, _) = fit.unwrap_or_else(|| panic!("{}: never fitted", g.name));
+        assert!(
+            range >= 2.0 && (0.5..1.4).contains(&fit.slope),
+            "{} ({} -> {} nodes): range {range}, {fit:?}",
+            g.name,
+            g.nodes_start,
+            g.nodes_end
+        );
     }
     analyzer.finish();
     firing.extend(analyzer.take_findings().into_iter().filter(|f| f.active));

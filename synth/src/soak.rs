@@ -1,7 +1,10 @@
 //! A long benign soak, streamed in event-time order: a relay's service that most packets
-//! go to (kilopackets per second), fed by hundreds of clients at a rate that swells and ebbs
-//! like a day; thousands of DNS clients querying at Poisson times; BFD sessions with RFC 5880 jitter; jittered
-//! keepalives. Nothing in it is an anomaly, so a detector that raises anything is wrong.
+//! go to, fed by hundreds of clients at a rate that swells and ebbs like a day; thousands
+//! of DNS clients querying at Poisson times; BFD sessions with RFC 5880 jitter; jittered
+//! keepalives; tenants whose nodes grow linearly over the soak, each node opening
+//! connections (TCP, or WireGuard handshakes) at its own steady Poisson rate, so their setups
+//! grow in proportion to their nodes. Nothing in it is an anomaly, so a detector that raises
+//! anything is wrong.
 //!
 //! Every rate, period, size and address is drawn from the seed ([`SoakParams::random`]),
 //! so each seed is another deployment. Frames come out in chunks of event time
@@ -46,6 +49,70 @@ pub struct SoakParams {
     pub keepalives: Vec<(Ipv4Addr, u64, f64)>,
     /// Where the keepalives go.
     pub coordinator: (Ipv4Addr, u16),
+    /// Tenants whose nodes grow linearly (their own prefixes, in [`SoakParams::tenants_toml`]).
+    pub growing: Vec<GrowingTenant>,
+}
+
+/// A tenant rolling out linearly: `nodes_start` nodes at the start, `nodes_end` at the
+/// end, each node opening connections to `server` at `setups_per_node_s` (Poisson).
+#[derive(Clone, Debug)]
+pub struct GrowingTenant {
+    /// Tenant name.
+    pub name: String,
+    /// Its `/16`: nodes are numbered inside it.
+    pub prefix: (u8, u8),
+    /// Nodes at the start of the soak.
+    pub nodes_start: u32,
+    /// Nodes at its end.
+    pub nodes_end: u32,
+    /// Connections each node opens per second.
+    pub setups_per_node_s: f64,
+    /// Where they connect (TCP to this port, or WireGuard to it over UDP).
+    pub server: (Ipv4Addr, u16),
+    /// Setups are WireGuard handshake initiations rather than TCP SYNs.
+    pub wireguard: bool,
+}
+
+impl GrowingTenant {
+    /// Active nodes at `t` ns into a soak of `duration_ns`.
+    fn nodes(&self, t: u64, duration_ns: u64) -> u32 {
+        let f = t as f64 / duration_ns.max(1) as f64;
+        let n = self.nodes_start as f64 + (self.nodes_end as f64 - self.nodes_start as f64) * f;
+        (n.round() as u32).max(1)
+    }
+
+    /// The address of node `i`.
+    fn node(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::new(
+            self.prefix.0,
+            self.prefix.1,
+            (i / 250) as u8,
+            (i % 250) as u8 + 1,
+        )
+    }
+}
+
+/// `count` tenants in 10.200.0.0 – 10.239.0.0, each growing linearly by 3 to 10 times from
+/// 5 – 40 nodes, each node opening `lo`…`hi` connections per second (log-uniform).
+fn growing_tenants(rng: &mut Rng, count: usize, lo: f64, hi: f64) -> Vec<GrowingTenant> {
+    (0..count)
+        .map(|i| {
+            let nodes_start = 5 + rng.below(36) as u32;
+            let factor = 3.0 + 7.0 * rng.unit();
+            GrowingTenant {
+                name: format!("rollout{i}"),
+                prefix: (10, 200 + i as u8),
+                nodes_start,
+                nodes_end: (nodes_start as f64 * factor) as u32,
+                setups_per_node_s: log_uniform(rng, lo, hi),
+                server: (
+                    Ipv4Addr::new(203, 0, 113, 1 + rng.below(250) as u8),
+                    [443, 8443, 51820][rng.below(3) as usize],
+                ),
+                wireguard: rng.below(2) == 0,
+            }
+        })
+        .collect()
 }
 
 /// A random address in one of the `/16`s of `plan`.
@@ -120,7 +187,43 @@ impl SoakParams {
             bfd,
             keepalives,
             coordinator: (address(rng, &infra), 7000 + rng.below(1000) as u16),
+            // Drawn last: the draws above make the same deployments as before they existed.
+            growing: {
+                let count = 2 + rng.below(4) as usize;
+                growing_tenants(rng, count, 0.05, 0.5)
+            },
         }
+    }
+
+    /// A deployment for a soak of `hours`: the same kinds of traffic at the rates of a
+    /// quieter relay (tens of packets per second, BFD at 300 ms or 1 s), so hours of event
+    /// time stay around a million packets; more tenants grow, more slowly per node.
+    pub fn hours(rng: &mut Rng, hours: u64) -> SoakParams {
+        let mut p = SoakParams::random(rng, hours * 60);
+        p.relay_pps = 30.0 + 60.0 * rng.unit();
+        p.clients.truncate(100 + rng.below(200) as usize);
+        p.small_clients = p.small_clients.min(p.clients.len() / 2);
+        p.dns_clients.truncate(100 + rng.below(300) as usize);
+        p.bfd.truncate(1 + rng.below(3) as usize);
+        for b in &mut p.bfd {
+            b.2 = [300_000, 1_000_000][rng.below(2) as usize];
+        }
+        p.keepalives.truncate(5 + rng.below(10) as usize);
+        let count = 4 + rng.below(5) as usize;
+        p.growing = growing_tenants(rng, count, 0.01, 0.1);
+        p
+    }
+
+    /// The tenants file of this deployment: the scenario tenants and the growing ones.
+    pub fn tenants_toml(&self) -> String {
+        let mut t = crate::TENANTS_TOML.to_string();
+        for g in &self.growing {
+            t.push_str(&format!(
+                "\n[[tenant]]\nname = \"{}\"\nprefixes = [\"{}.{}.0.0/16\"]\n",
+                g.name, g.prefix.0, g.prefix.1
+            ));
+        }
+        t
     }
 
     /// The relay's rate (packets/s) at `t` ns into the soak: one "day" over its span.
@@ -143,6 +246,10 @@ enum Event {
     Bfd(usize, bool),
     /// Keepalive sender `i`.
     Keepalive(usize),
+    /// A node of growing tenant `i` opens a connection.
+    Setup(usize),
+    /// The server answers node `n` of growing tenant `i` on port `p`.
+    SetupAnswer(usize, u32, u16),
 }
 
 /// The soak's frames, generated on demand in event-time order.
@@ -172,6 +279,9 @@ impl Soak {
         }
         for (i, (_, period, _)) in params.keepalives.iter().enumerate() {
             queue.push(Reverse((rng.below(*period), Event::Keepalive(i))));
+        }
+        for i in 0..params.growing.len() {
+            queue.push(Reverse((0, Event::Setup(i))));
         }
         Soak {
             params,
@@ -264,8 +374,72 @@ impl Soak {
                 let next = period as f64 * (1.0 + jitter * (2.0 * rng.unit() - 1.0));
                 Some((t + next as u64, Event::Keepalive(i)))
             }
+            Event::Setup(i) => {
+                let g = &p.growing[i];
+                let nodes = g.nodes(t, p.duration_ns);
+                let n = rng.below(u64::from(nodes)) as u32;
+                let port = match g.wireguard {
+                    true => 51820,
+                    false => 32768 + rng.below(28_000) as u16,
+                };
+                let node = (g.node(n), port);
+                if g.wireguard {
+                    c.udp(ts, node, g.server, None, &wireguard(1, 148, rng));
+                } else {
+                    c.tcp(ts, node, g.server, 0x02, rng.next_u64() as u32, 0, &[]);
+                }
+                let answer = t + (1 + rng.below(30)) * MS;
+                self.queue
+                    .push(Reverse((answer, Event::SetupAnswer(i, n, port))));
+                // The tenant's setups: a Poisson process at nodes × the per-node rate.
+                let rate = nodes as f64 * g.setups_per_node_s;
+                let gap = exponential(rng, 1e9 / rate) as u64;
+                Some((t + gap.max(1), Event::Setup(i)))
+            }
+            Event::SetupAnswer(i, n, port) => {
+                let g = &p.growing[i];
+                let node = (g.node(n), port);
+                if g.wireguard {
+                    c.udp(ts, g.server, node, None, &wireguard(2, 92, rng));
+                } else {
+                    let seq = rng.next_u64() as u32;
+                    c.tcp(ts, g.server, node, 0x12, seq, 1, &[]);
+                }
+                None
+            }
         }
     }
+
+    /// Writes the whole soak as one nanosecond pcap, a chunk of event time at a time;
+    /// returns the frames written.
+    pub fn write_pcap(mut self, out: impl std::io::Write) -> std::io::Result<u64> {
+        let mut w = tapwatch_capture::PcapWriter::new(
+            out,
+            tapwatch_capture::LinkType::Ethernet,
+            crate::SNAPLEN,
+        )?;
+        let mut n = 0;
+        while let Some(mut chunk) = self.next_chunk(60 * SEC) {
+            chunk.frames.sort_by_key(|f| f.0);
+            for (ts, data) in &chunk.frames {
+                w.write(*ts, data)?;
+            }
+            n += chunk.frames.len() as u64;
+        }
+        w.finish()?;
+        Ok(n)
+    }
+}
+
+/// A WireGuard message of type `ty` (1: handshake initiation, 148 bytes; 2: response, 92),
+/// its random part drawn from `rng`.
+fn wireguard(ty: u8, len: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut m = vec![0u8; len];
+    m[0] = ty;
+    for b in &mut m[4..] {
+        *b = rng.next_u64() as u8;
+    }
+    m
 }
 
 /// A DNS query for `example.` (type A).

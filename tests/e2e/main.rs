@@ -14,5 +14,6 @@ mod scenarios;
 mod settings;
 mod setups;
 mod shared_pcaps;
+mod soak;
 mod storage;
 mod webhooks;
