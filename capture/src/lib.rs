@@ -33,6 +33,7 @@ mod frame;
 pub mod live;
 mod merge;
 mod pace;
+pub mod sflow;
 mod writer;
 
 pub use error::CaptureError;
