@@ -142,18 +142,25 @@ impl Shard {
         if window.is_none() {
             self.counters.late += 1;
         }
-        for d in self.detectors.each() {
-            d.packet(m, window.as_deref_mut(), &self.labels, findings);
+        // Per-packet detectors follow flows packet by packet (deadlines, handshakes,
+        // sequences): a sampled record (weight > 1) is not the flow's next packet.
+        if m.weight <= 1 {
+            for d in self.detectors.each() {
+                d.packet(m, window.as_deref_mut(), &self.labels, findings);
+            }
         }
         let Some(w) = window else { return };
-        w.packets += 1;
-        w.bytes += u64::from(m.wire_len);
+        let weight = u64::from(m.weight);
+        let bytes = u64::from(m.wire_len) * weight;
+        w.packets += weight;
+        w.bytes += bytes;
         w.traffic.add(
             m.tenant,
             m.kind,
             SourceClass::of(m.src),
             m.size_class,
             m.wire_len,
+            weight,
         );
         let Some(src) = m.src else { return };
         if m.malformed.is_some() {
@@ -162,25 +169,24 @@ impl Shard {
         // One hash of the source for the three sketches keyed by it.
         let h = crate::sketch::mix64(&src);
         let tw = w.tenant(m.tenant);
-        tw.packets += 1;
-        tw.bytes += u64::from(m.wire_len);
+        tw.packets += weight;
+        tw.bytes += bytes;
         tw.nodes.add_hashed(src, h);
         if self.labels.is_setup(m.kind.index()) {
-            tw.setups += 1;
+            tw.setups += weight;
         }
-        w.sources.add_hashed(src, h, 1, u64::from(m.wire_len));
-        w.source_bytes.add_hashed(src, h, u64::from(m.wire_len), 1);
+        w.sources.add_hashed(src, h, weight, bytes);
+        w.source_bytes.add_hashed(src, h, bytes, weight);
         w.source_kinds
-            .add((src, m.kind, m.size_class), 1, u64::from(m.wire_len));
+            .add((src, m.kind, m.size_class), weight, bytes);
         if let Some(dst) = m.dst {
-            w.destinations.add(dst, 1, u64::from(m.wire_len));
+            w.destinations.add(dst, weight, bytes);
             if m.fragment != Fragment::Later {
-                w.services
-                    .add((dst, m.dst_port, m.ip_proto), 1, u64::from(m.wire_len));
+                w.services.add((dst, m.dst_port, m.ip_proto), weight, bytes);
                 w.flows.add(
                     (src, m.src_port, dst, m.dst_port, m.ip_proto),
-                    1,
-                    u64::from(m.wire_len),
+                    weight,
+                    bytes,
                 );
             }
         }
@@ -318,6 +324,24 @@ mod tests {
         s.finish(&mut rest);
         assert_eq!(rest.iter().map(|w| w.packets).sum::<u64>(), 3);
         assert_eq!(rest.first().map(|w| w.start_ns), Some(T + SEC));
+    }
+
+    #[test]
+    fn sampled_records_count_as_their_weight_and_skip_flow_detectors() {
+        let mut s = shard();
+        let (mut findings, mut closed) = (Vec::new(), Vec::new());
+        for i in 0..20 {
+            let mut m = udp(T + i * SEC / 10, (addr(1), 4000), (addr(2), 9999), 80);
+            m.weight = 10;
+            s.observe(&m, &mut findings, &mut closed);
+        }
+        s.finish(&mut closed);
+        let packets: u64 = closed.iter().map(|w| w.packets).sum();
+        let bytes: u64 = closed.iter().map(|w| w.bytes).sum();
+        assert_eq!((packets, bytes), (200, 200 * 80));
+        let src = closed[0].sources.get(&addr(1)).unwrap();
+        assert_eq!((src.count, src.secondary), (100, 100 * 80));
+        assert_eq!(s.heartbeat_flows().0, 0, "no per-flow tracking of samples");
     }
 
     #[test]

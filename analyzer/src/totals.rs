@@ -22,10 +22,11 @@ struct Count {
 }
 
 impl Count {
+    /// Counts a record of `bytes` standing for `weight` packets.
     #[inline]
-    fn add(&mut self, bytes: u32) {
-        self.packets += 1;
-        self.bytes += u64::from(bytes);
+    fn add(&mut self, bytes: u32, weight: u64) {
+        self.packets += weight;
+        self.bytes += u64::from(bytes) * weight;
     }
 }
 
@@ -33,9 +34,11 @@ impl Count {
 /// frequent-items sketch update and one distinct-count update per packet.
 #[derive(Clone, Debug)]
 pub struct Totals {
-    /// Packets seen.
+    /// Packets seen (for sampled sources, the estimate: each sample times its rate).
     pub packets: u64,
-    /// Wire bytes seen.
+    /// Packet records counted: `packets` unless the source was sampled.
+    pub samples: u64,
+    /// Wire bytes seen (estimated likewise).
     pub bytes: u64,
     /// Earliest and latest timestamps (ns).
     pub first_ts: u64,
@@ -61,6 +64,7 @@ impl Totals {
     pub fn new(type_count: usize) -> Totals {
         Totals {
             packets: 0,
+            samples: 0,
             bytes: 0,
             first_ts: u64::MAX,
             last_ts: 0,
@@ -80,41 +84,45 @@ impl Totals {
     /// Counts one packet.
     #[inline]
     pub fn add(&mut self, m: &PacketMeta) {
-        self.packets += 1;
-        self.bytes += u64::from(m.wire_len);
+        let w = u64::from(m.weight);
+        self.packets += w;
+        self.samples += 1;
+        self.bytes += u64::from(m.wire_len) * w;
         self.first_ts = self.first_ts.min(m.ts_ns);
         self.last_ts = self.last_ts.max(m.ts_ns);
         if let Some(c) = self.by_type.get_mut(m.kind.index()) {
-            c.add(m.wire_len);
+            c.add(m.wire_len, w);
         }
-        self.by_size[m.size_class as usize].add(m.wire_len);
+        self.by_size[m.size_class as usize].add(m.wire_len, w);
         if m.flags & tapwatch_classifier::FLAG_SNAPPED_HEADER != 0 {
-            self.snapped_headers += 1;
+            self.snapped_headers += w;
         }
         if let Some(bad) = m.malformed {
-            *self.malformed.entry((bad.layer, bad.reason)).or_insert(0) += 1;
+            *self.malformed.entry((bad.layer, bad.reason)).or_insert(0) += w;
         }
         let Some(src) = m.src else {
             return;
         };
-        self.ip_packets += 1;
-        self.by_ip_proto[m.ip_proto as usize] += 1;
+        self.ip_packets += w;
+        self.by_ip_proto[m.ip_proto as usize] += w;
         if m.ip_proto == 6 && m.fragment != Fragment::Later && m.tcp_flags & 0x12 == 0x02 {
-            self.tcp_syn_flag += 1;
+            self.tcp_syn_flag += w;
         }
         let t = m.tenant.0 as usize;
         if t >= self.by_tenant.len() {
             self.by_tenant.resize(t + 1, Count::default());
         }
-        self.by_tenant[t].add(m.wire_len);
+        self.by_tenant[t].add(m.wire_len, w);
         let h = crate::sketch::mix64(&src);
-        self.sources.add_hashed(src, h, 1, u64::from(m.wire_len));
+        self.sources
+            .add_hashed(src, h, w, u64::from(m.wire_len) * w);
         self.distinct_sources.add_hashed(src, h);
     }
 
     /// Adds another shard's counters into these.
     pub fn merge(&mut self, other: &Totals) {
         self.packets += other.packets;
+        self.samples += other.samples;
         self.bytes += other.bytes;
         self.first_ts = self.first_ts.min(other.first_ts);
         self.last_ts = self.last_ts.max(other.last_ts);
@@ -228,6 +236,7 @@ impl Totals {
         let (distinct_sources, distinct_sources_exact) = self.distinct_sources.count();
         Report {
             packets: self.packets,
+            samples: self.samples,
             bytes: self.bytes,
             duration_s,
             pps: if duration_s > 0.0 {
@@ -295,8 +304,10 @@ pub struct SourceReport {
 /// The summary `tapwatch replay` and `tapwatch run` print (`--format json` serialises it).
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Packets seen.
+    /// Packets seen (for sampled sources, the estimate).
     pub packets: u64,
+    /// Packet records counted: `packets` unless a source was sampled.
+    pub samples: u64,
     /// Wire bytes.
     pub bytes: u64,
     /// Span of capture time, seconds.

@@ -146,8 +146,9 @@ impl TrafficTable {
         }
     }
 
-    /// Counts one packet.
+    /// Counts a packet record of `bytes` standing for `weight` packets.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         tenant: TenantId,
@@ -155,6 +156,7 @@ impl TrafficTable {
         class: SourceClass,
         size: SizeClass,
         bytes: u32,
+        weight: u64,
     ) {
         let i = (((tenant.0 as usize * self.types) + kind.index().min(self.types - 1)) * 3
             + class as usize)
@@ -164,8 +166,8 @@ impl TrafficTable {
             self.cells.resize(i + 1, Traffic::default());
         }
         let c = &mut self.cells[i];
-        c.packets += 1;
-        c.bytes += u64::from(bytes);
+        c.packets += weight;
+        c.bytes += u64::from(bytes) * weight;
     }
 
     /// Non-empty cells as (tenant, protocol-type index, source class, size class, traffic).
@@ -458,6 +460,7 @@ mod tests {
             SourceClass::Ipv6,
             SizeClass::UpTo128,
             100,
+            1,
         );
         t.add(
             TenantId(1),
@@ -465,6 +468,7 @@ mod tests {
             SourceClass::Ipv6,
             SizeClass::UpTo128,
             28,
+            1,
         );
         let cells: Vec<_> = t.iter().collect();
         assert_eq!(

@@ -467,6 +467,8 @@ pub struct PacketMeta {
     pub malformed: Option<Malformed>,
     /// `FLAG_*` bits.
     pub flags: u8,
+    /// Packets this record stands for: 1, or the sampling rate of a sampled source (sFlow).
+    pub weight: u32,
 }
 
 impl PacketMeta {
@@ -499,6 +501,7 @@ impl PacketMeta {
             detail: Detail::None,
             malformed: None,
             flags: 0,
+            weight: 1,
         }
     }
 }
