@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tapwatch's whole test suite on a fresh machine with only the Rust toolchain:
-# installs the reference tools the tests compare against (tcpdump, tshark), iproute2 for
+# installs the reference tools the tests compare against (tcpdump, tshark, pmacct as an
+# independent sFlow exporter), iproute2 for
 # the veth/namespace live-capture tests, Chromium for the status-page test, Debian's
 # clickhouse-server (18.16) and zookeeper for the storage tests (each test starts its own
 # private servers on loopback with scripts/clickhouse.sh and scripts/zookeeper.sh), and
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v tcpdump >/dev/null 2>&1 || packages+=(tcpdump)
 command -v tshark >/dev/null 2>&1 || packages+=(tshark)
+command -v pmacctd >/dev/null 2>&1 || packages+=(pmacct)     # an independent sFlow exporter
 command -v ip >/dev/null 2>&1 || packages+=(iproute2)
 command -v gzip >/dev/null 2>&1 || packages+=(gzip)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)   # the status page test renders it

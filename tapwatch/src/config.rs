@@ -33,6 +33,17 @@ pub struct Config {
     /// `[clickhouse]`: the server rows go to (else the file store).
     #[serde(default)]
     pub clickhouse: tapwatch_storage::ClickHouseConfig,
+    /// `[[sflow]]`: sockets `tapwatch run` receives sFlow on (besides `--sflow`).
+    #[serde(default)]
+    pub sflow: Vec<SflowListen>,
+}
+
+/// `[[sflow]]`: one sFlow socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SflowListen {
+    /// Address and port to receive datagrams on, e.g. `"0.0.0.0:6343"`.
+    pub listen: std::net::SocketAddr,
 }
 
 impl Config {

@@ -34,6 +34,8 @@ pub struct WorkerCounters {
     pub handshake_untracked: AtomicU64,
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
+    /// The worker's sFlow source, if it reads one (refreshed once a second).
+    pub sflow: Mutex<Option<crate::sources::SflowView>>,
 }
 
 /// Everything the endpoint shows.
@@ -341,7 +343,141 @@ impl Telemetry {
             "Alert events waiting in a webhook's spool.",
             hook(4),
         );
+        self.sflow_metrics(&mut out);
         out
+    }
+
+    /// The sFlow sources' families: decoder counters per socket, and the latest interface
+    /// counters the agents sent, per agent and ifIndex.
+    fn sflow_metrics(&self, out: &mut String) {
+        let views: Vec<crate::sources::SflowView> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.sflow.lock().ok().and_then(|v| v.clone()))
+            .collect();
+        if views.is_empty() {
+            return;
+        }
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let per_socket = |f: &dyn Fn(&tapwatch_capture::sflow::SflowStats) -> u64| {
+            views
+                .iter()
+                .map(|v| (format!("{{listen=\"{}\"}}", escape(&v.listen)), f(&v.stats)))
+                .collect::<Vec<_>>()
+        };
+        for (name, help, f) in [
+            (
+                "tapwatch_sflow_datagrams_total",
+                "sFlow datagrams received.",
+                (|s: &tapwatch_capture::sflow::SflowStats| s.datagrams)
+                    as fn(&tapwatch_capture::sflow::SflowStats) -> u64,
+            ),
+            (
+                "tapwatch_sflow_samples_total",
+                "Sampled packet headers decoded.",
+                |s| s.frames,
+            ),
+            (
+                "tapwatch_sflow_estimated_packets_total",
+                "Packets the samples stand for (each sample times its rate).",
+                |s| s.estimated_packets,
+            ),
+            (
+                "tapwatch_sflow_lost_datagrams_total",
+                "Datagrams lost between the agents and tapwatch (sequence gaps).",
+                |s| s.lost_datagrams,
+            ),
+            (
+                "tapwatch_sflow_lost_samples_total",
+                "Samples lost (gaps in each data source's sample sequence).",
+                |s| s.lost_samples,
+            ),
+            (
+                "tapwatch_sflow_agent_drops_total",
+                "Samples the agents dropped themselves (their drops counters).",
+                |s| s.agent_drops,
+            ),
+            (
+                "tapwatch_sflow_unsupported_headers_total",
+                "Sampled headers of a framing tapwatch does not read.",
+                |s| s.unsupported_headers,
+            ),
+        ] {
+            family(name, "counter", help, per_socket(&f));
+        }
+        let mut malformed = Vec::new();
+        for v in &views {
+            for (fault, n) in tapwatch_capture::sflow::SflowFault::ALL
+                .iter()
+                .zip(v.stats.malformed)
+            {
+                malformed.push((
+                    format!(
+                        "{{listen=\"{}\",reason=\"{}\"}}",
+                        escape(&v.listen),
+                        fault.name()
+                    ),
+                    n,
+                ));
+            }
+        }
+        family(
+            "tapwatch_sflow_malformed_total",
+            "counter",
+            "sFlow datagrams that could not be decoded (in whole or in part), by reason.",
+            malformed,
+        );
+        let names = [
+            (
+                "in_octets",
+                "counter",
+                "Octets received on the interface (agent's ifInOctets).",
+            ),
+            (
+                "out_octets",
+                "counter",
+                "Octets sent on the interface (ifOutOctets).",
+            ),
+            (
+                "in_discards",
+                "counter",
+                "Inbound packets discarded (ifInDiscards).",
+            ),
+            (
+                "out_discards",
+                "counter",
+                "Outbound packets discarded (ifOutDiscards).",
+            ),
+            (
+                "in_errors",
+                "counter",
+                "Inbound packets with errors (ifInErrors).",
+            ),
+            (
+                "out_errors",
+                "counter",
+                "Outbound packets with errors (ifOutErrors).",
+            ),
+            ("speed_bits", "gauge", "Interface speed, bits/s (ifSpeed)."),
+        ];
+        for (i, (name, kind, help)) in names.iter().enumerate() {
+            let rows = views
+                .iter()
+                .flat_map(|v| &v.interfaces)
+                .map(|(agent, if_index, c)| {
+                    (
+                        format!("{{agent=\"{}\",ifindex=\"{if_index}\"}}", escape(agent)),
+                        c[i],
+                    )
+                })
+                .collect();
+            family(&format!("tapwatch_sflow_if_{name}"), kind, help, rows);
+        }
     }
 }
 
@@ -397,5 +533,39 @@ mod tests {
         assert_eq!(v.alerts, serde_json::json!([]));
         assert_eq!(v.top["sources"], serde_json::json!([]));
         assert_eq!(v.tenants, serde_json::json!({}));
+    }
+
+    #[test]
+    fn sflow_sources_and_their_agents_interfaces_are_on_metrics() {
+        let t = Telemetry::new("sflow", 2);
+        assert!(
+            !t.metrics().contains("tapwatch_sflow"),
+            "no sFlow, no families"
+        );
+        let mut stats = tapwatch_capture::sflow::SflowStats {
+            datagrams: 7,
+            lost_datagrams: 2,
+            ..Default::default()
+        };
+        stats.malformed[1] = 3;
+        *t.workers[1].sflow.lock().unwrap() = Some(crate::sources::SflowView {
+            listen: "0.0.0.0:6343".into(),
+            stats,
+            interfaces: vec![(
+                "192.0.2.1".into(),
+                12,
+                [100, 200, 1, 2, 3, 4, 10_000_000_000],
+            )],
+        });
+        let m = t.metrics();
+        for line in [
+            "tapwatch_sflow_datagrams_total{listen=\"0.0.0.0:6343\"} 7",
+            "tapwatch_sflow_lost_datagrams_total{listen=\"0.0.0.0:6343\"} 2",
+            "tapwatch_sflow_malformed_total{listen=\"0.0.0.0:6343\",reason=\"version\"} 3",
+            "tapwatch_sflow_if_in_octets{agent=\"192.0.2.1\",ifindex=\"12\"} 100",
+            "tapwatch_sflow_if_speed_bits{agent=\"192.0.2.1\",ifindex=\"12\"} 10000000000",
+        ] {
+            assert!(m.contains(line), "{line} missing from:\n{m}");
+        }
     }
 }

@@ -15,11 +15,13 @@ use tapwatch_classifier::Classifier;
 
 use crate::engine::{Coordinator, Worker, WorkerOutput};
 use crate::http::{Telemetry, WorkerCounters};
+use crate::sources::{SflowView, Source};
 use crate::views::wall_ns;
 use crate::{output, CommonArgs};
 
 pub struct LiveArgs {
-    pub interface: String,
+    pub interface: Option<String>,
+    pub sflow: Vec<std::net::SocketAddr>,
     pub common: CommonArgs,
     pub backend: Backend,
     pub workers: usize,
@@ -123,8 +125,25 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let (config, classifier) = crate::config::load(&args.common)?;
-    let workers = args.workers.max(1);
-    let mut live = LiveConfig::new(&args.interface);
+    let mut sflow = args.sflow.clone();
+    sflow.extend(config.sflow.iter().map(|s| s.listen));
+    anyhow::ensure!(
+        args.interface.is_some() || !sflow.is_empty(),
+        "nothing to read: give --interface IFACE, --sflow ADDR:PORT or an [[sflow]] table"
+    );
+    let rings = if args.interface.is_some() {
+        args.workers.max(1)
+    } else {
+        0
+    };
+    // One worker per ring, then one per sFlow socket.
+    let workers = rings + sflow.len();
+    let label = match (&args.interface, sflow.is_empty()) {
+        (Some(i), true) => i.clone(),
+        (Some(i), false) => format!("{i}+sflow"),
+        (None, _) => "sflow".to_string(),
+    };
+    let mut live = LiveConfig::new(args.interface.as_deref().unwrap_or_default());
     live.backend = args.backend;
     live.promiscuous = args.promiscuous;
     live.ring_mib = args.ring_mib;
@@ -133,10 +152,10 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading BPF program {}", path.display()))?;
         live.filter = Some(parse_bpf_program(path, &text)?);
     }
-    if workers > 1 {
+    if rings > 1 {
         live.fanout_group = Some((std::process::id() & 0xffff) as u16);
     }
-    let telemetry = Arc::new(Telemetry::new(&args.interface, workers));
+    let telemetry = Arc::new(Telemetry::new(&label, workers));
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match &args.listen {
         Some(addr) => Some(crate::http::serve(
@@ -148,8 +167,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     };
     // Open every socket before reporting readiness, so no frame after it is missed.
     let mut captures = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        captures.push(LiveCapture::open(&live)?);
+    for _ in 0..rings {
+        captures.push(Source::Ring(LiveCapture::open(&live)?));
+    }
+    for addr in &sflow {
+        captures.push(Source::sflow(*addr)?);
     }
     // Capture sockets are open: nothing below needs root any more.
     if let Some(user) = &args.user {
@@ -165,12 +187,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             .context("installing signal handlers")?;
     }
     let classifier = cell.get();
-    let store = crate::store::StoreSink::open(
-        &config,
-        &args.common.store,
-        "run",
-        vec![args.interface.clone()],
-    )?;
+    let store =
+        crate::store::StoreSink::open(&config, &args.common.store, "run", vec![label.clone()])?;
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
     merger.keep_closed(store.is_some());
     if let Some(s) = &store {
@@ -190,12 +208,16 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let deadline = args
         .duration
         .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
-    tracing::info!(
-        "capturing on {} ({:?} backend, {workers} worker{})",
-        args.interface,
-        args.backend,
-        if workers == 1 { "" } else { "s" }
-    );
+    if let Some(i) = &args.interface {
+        tracing::info!(
+            "capturing on {i} ({:?} backend, {rings} worker{})",
+            args.backend,
+            if rings == 1 { "" } else { "s" }
+        );
+    }
+    for addr in captures.iter().filter_map(Source::sflow_addr) {
+        tracing::info!("receiving sFlow on {addr}");
+    }
     telemetry.ready.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<(usize, WorkerOutput)>();
@@ -218,7 +240,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 crate::engine::spawn_named(
                     scope,
                     name,
-                    move || -> anyhow::Result<(Totals, Shard, SourceStats)> {
+                    move || -> anyhow::Result<(Totals, Shard, SourceStats, Option<SflowView>)> {
                         let mut classifier = cell.get();
                         let mut generation = cell.generation();
                         let mut worker =
@@ -237,8 +259,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                             {
                                 break;
                             }
-                            if let Some(frame) = cap.next_frame(POLL)? {
-                                let meta = classifier.classify(&frame);
+                            if let Some((frame, weight)) = cap.next(POLL)? {
+                                let mut meta = classifier.classify(&frame);
+                                meta.weight = weight;
                                 worker.packet(&meta, meta.ts_ns);
                                 if worker.has_output() {
                                     send(&mut worker);
@@ -273,6 +296,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                                 if let Ok(mut h) = counters.heartbeats.lock() {
                                     *h = worker.shard().periodic_flows(SHOWN_PERIODIC);
                                 }
+                                if let (Some(v), Ok(mut slot)) =
+                                    (cap.sflow_view(), counters.sflow.lock())
+                                {
+                                    *slot = Some(v);
+                                }
                             }
                             if count.is_some_and(|c| total >= c) {
                                 stop.store(true, Ordering::Relaxed);
@@ -282,7 +310,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         worker.finish();
                         send(&mut worker);
                         let (totals, shard) = worker.into_parts();
-                        Ok((totals, shard, cap.stats()))
+                        let view = cap.sflow_view();
+                        Ok((totals, shard, cap.stats(), view))
                     },
                 )
             })
@@ -338,11 +367,13 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let mut totals = Totals::new(classifier.type_count());
     let mut stats = SourceStats::default();
     let mut shards = Vec::with_capacity(workers);
+    let mut sflow_views = Vec::new();
     for r in results {
-        let (t, shard, s) = r?;
+        let (t, shard, s, view) = r?;
         totals.merge(&t);
         stats.add(&s);
         shards.push(shard);
+        sflow_views.extend(view);
     }
     output::print_summary(&output::Summary {
         classifier: &classifier,
@@ -351,7 +382,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         warnings: &[],
         elapsed: started.elapsed(),
         common: &args.common,
-        origin: output::Origin::Interface(args.interface.clone(), workers),
+        origin: output::Origin::Interface(label, workers),
+        sflow: &sflow_views,
         shards: &shards,
         coordinator: &coordinator,
         report: &report,

@@ -17,6 +17,7 @@ mod output;
 mod packets;
 mod replay;
 mod sinks;
+mod sources;
 mod store;
 mod views;
 
@@ -273,7 +274,11 @@ struct ReplayArgs {
 struct RunArgs {
     /// Interface to capture on (put in promiscuous mode unless --no-promisc).
     #[arg(long, short = 'i', value_name = "IFACE")]
-    interface: String,
+    interface: Option<String>,
+    /// Receive sFlow v5 datagrams on this address (repeatable; also `[[sflow]]` in the
+    /// config), e.g. `0.0.0.0:6343`. Sampled packets count as many packets as their rate.
+    #[arg(long, value_name = "ADDR:PORT")]
+    sflow: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     common: CommonArgs,
     /// Capture path: `ring` (TPACKET_V3 + fan-out) or `pnet` (portable).
@@ -364,6 +369,7 @@ fn main() -> ExitCode {
         }),
         Command::Run(a) => live::run(live::LiveArgs {
             interface: a.interface,
+            sflow: a.sflow,
             common: a.common,
             backend: a.backend,
             workers: a.workers,

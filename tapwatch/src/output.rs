@@ -37,6 +37,8 @@ pub struct Summary<'a> {
     pub report: &'a RunReport,
     /// Write to standard error (standard output carries the alerts).
     pub to_stderr: bool,
+    /// The sFlow sources' counters (`run --sflow`).
+    pub sflow: &'a [crate::sources::SflowView],
 }
 
 type Hist = Option<hdrhistogram::Histogram<u64>>;
@@ -74,6 +76,30 @@ fn shard_totals(shards: &[Shard]) -> ShardTotals {
         t.lost = t.lost + s.lost_work();
     }
     t
+}
+
+/// One sFlow socket's counters in the summary.
+fn sflow_json(v: &crate::sources::SflowView) -> serde_json::Value {
+    let st = &v.stats;
+    let malformed: serde_json::Map<String, serde_json::Value> =
+        tapwatch_capture::sflow::SflowFault::ALL
+            .iter()
+            .zip(st.malformed)
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, n)| (f.name().to_string(), n.into()))
+            .collect();
+    serde_json::json!({
+        "listen": v.listen,
+        "datagrams": st.datagrams,
+        "samples": st.frames,
+        "estimated_packets": st.estimated_packets,
+        "lost_datagrams": st.lost_datagrams,
+        "lost_samples": st.lost_samples,
+        "agent_drops": st.agent_drops,
+        "unsupported_headers": st.unsupported_headers,
+        "malformed": malformed,
+        "interfaces": v.interfaces.len(),
+    })
 }
 
 /// Detector state worth showing: windows, trackers, per-tenant latency and growth.
@@ -154,6 +180,9 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&report)?;
         v["capture"] = capture_totals(stats);
         v["capture"]["warnings"] = serde_json::json!(s.warnings);
+        if !s.sflow.is_empty() {
+            v["capture"]["sflow"] = s.sflow.iter().map(sflow_json).collect();
+        }
         v["processing"] = serde_json::json!({ "elapsed_s": secs, "packets_per_s": rate });
         v["detectors"] = detectors;
         let (tally, rules) = (&s.coordinator.tally, s.coordinator.rules());

@@ -126,6 +126,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         elapsed: started.elapsed(),
         common,
         origin: output::Origin::Files(files.len(), workers),
+        sflow: &[],
         shards: &dealt.shards,
         coordinator: &coordinator,
         report: &report,

@@ -13,6 +13,7 @@ mod restore;
 mod scenarios;
 mod settings;
 mod setups;
+mod sflow;
 mod shared_pcaps;
 mod soak;
 mod storage;

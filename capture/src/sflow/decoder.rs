@@ -203,7 +203,23 @@ impl SflowDecoder {
 
     /// The sampled frames of the last datagram, in its order.
     pub fn frames(&self) -> impl Iterator<Item = SampledFrame<'_>> + '_ {
-        self.headers.iter().map(|h| SampledFrame {
+        (0..self.headers.len()).filter_map(|i| self.frame(i))
+    }
+
+    /// Sampled frames in the last datagram.
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Whether the last datagram held no sampled frame.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The `i`th sampled frame of the last datagram.
+    pub fn frame(&self, i: usize) -> Option<SampledFrame<'_>> {
+        let h = self.headers.get(i)?;
+        Some(SampledFrame {
             frame: Frame {
                 ts_ns: self.ts_ns,
                 wire_len: h.wire_len,

@@ -27,4 +27,4 @@ pub use datagram::{
 };
 pub use decoder::{SampledFrame, SflowDecoder, SflowStats, MAX_DATAGRAM};
 pub use sequence::LossCounter;
-pub use socket::{Received, SflowSocket, RECEIVE_BUFFER};
+pub use socket::{Received, SflowSocket, SflowSource, RECEIVE_BUFFER};

@@ -1,10 +1,11 @@
 //! The UDP socket sFlow agents send to.
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::datagram::SflowError;
-use super::decoder::SflowDecoder;
+use super::datagram::{InterfaceCounters, SflowError, SourceId};
+use super::decoder::{SampledFrame, SflowDecoder, SflowStats};
 
 /// Receive buffer asked of the kernel: bursts of datagrams wait here while the decoder is
 /// busy (the kernel may grant less; see [`SflowSocket::receive_buffer`]).
@@ -102,5 +103,65 @@ impl SflowSocket {
             Ok(()) => Received::Datagram,
             Err(e) => Received::Malformed(e),
         })
+    }
+}
+
+/// Interfaces whose latest counters a source keeps, at most.
+const MAX_INTERFACES: usize = 4096;
+
+/// A socket and its decoder as one source of sampled frames.
+#[derive(Debug)]
+pub struct SflowSource {
+    socket: SflowSocket,
+    decoder: SflowDecoder,
+    next: usize,
+    interfaces: BTreeMap<(IpAddr, SourceId), InterfaceCounters>,
+}
+
+impl SflowSource {
+    /// Binds `addr` (see [`SflowSocket::bind`]).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<SflowSource> {
+        Ok(SflowSource {
+            socket: SflowSocket::bind(addr)?,
+            decoder: SflowDecoder::new(),
+            next: 0,
+            interfaces: BTreeMap::new(),
+        })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &SflowSocket {
+        &self.socket
+    }
+
+    /// The next sampled frame, or `None` if no datagram with one arrived within `timeout`
+    /// of waiting for each datagram.
+    pub fn next_frame(&mut self, timeout: Duration) -> std::io::Result<Option<SampledFrame<'_>>> {
+        while self.next >= self.decoder.len() {
+            match self.socket.receive(&mut self.decoder, timeout)? {
+                Received::Nothing => return Ok(None),
+                Received::Datagram | Received::Malformed(_) => self.next = 0,
+            }
+            let agent = self.decoder.agent();
+            for (source, c) in self.decoder.counters() {
+                let key = (agent, *source);
+                if self.interfaces.len() < MAX_INTERFACES || self.interfaces.contains_key(&key) {
+                    self.interfaces.insert(key, *c);
+                }
+            }
+        }
+        self.next += 1;
+        Ok(self.decoder.frame(self.next - 1))
+    }
+
+    /// The decoder's counters (datagrams, losses, malformed input).
+    pub fn stats(&self) -> SflowStats {
+        self.decoder.stats()
+    }
+
+    /// The latest interface counters of every (agent, data source) heard from (up to
+    /// 4096 of them).
+    pub fn interfaces(&self) -> &BTreeMap<(IpAddr, SourceId), InterfaceCounters> {
+        &self.interfaces
     }
 }
