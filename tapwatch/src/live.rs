@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tapwatch_analyzer::{Merger, Shard, Totals};
-use tapwatch_capture::live::{parse_bpf_program, Backend, LiveCapture, LiveConfig};
+use tapwatch_capture::live::{parse_bpf_program, sample_one_in, Backend, LiveCapture, LiveConfig};
 use tapwatch_capture::SourceStats;
 use tapwatch_classifier::Classifier;
 
@@ -22,6 +22,7 @@ use crate::{output, CommonArgs};
 pub struct LiveArgs {
     pub interface: Option<String>,
     pub sflow: Vec<std::net::SocketAddr>,
+    pub sample: u32,
     pub common: CommonArgs,
     pub backend: Backend,
     pub workers: usize,
@@ -152,6 +153,15 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading BPF program {}", path.display()))?;
         live.filter = Some(parse_bpf_program(path, &text)?);
     }
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&args.sample),
+        "--sample {}: expected 1 in N packets with N from 1 to 1000000",
+        args.sample
+    );
+    if args.sample > 1 {
+        // Sampled in the kernel: the frames the ring never sees cost nothing.
+        live.filter = Some(sample_one_in(args.sample, live.filter.take()));
+    }
     if rings > 1 {
         live.fanout_group = Some((std::process::id() & 0xffff) as u16);
     }
@@ -168,7 +178,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     // Open every socket before reporting readiness, so no frame after it is missed.
     let mut captures = Vec::with_capacity(workers);
     for _ in 0..rings {
-        captures.push(Source::Ring(LiveCapture::open(&live)?));
+        captures.push(Source::Ring(LiveCapture::open(&live)?, args.sample));
     }
     for addr in &sflow {
         captures.push(Source::sflow(*addr)?);

@@ -279,6 +279,11 @@ struct RunArgs {
     /// config), e.g. `0.0.0.0:6343`. Sampled packets count as many packets as their rate.
     #[arg(long, value_name = "ADDR:PORT")]
     sflow: Vec<std::net::SocketAddr>,
+    /// Keep 1 in N of the interface's packets, at random, in the kernel (a BPF program
+    /// ahead of --bpf-file's); each counts as N packets. For mirror ports faster than the
+    /// cores; missed heartbeats and per-flow detectors stay off for sampled packets.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    sample: u32,
     #[command(flatten)]
     common: CommonArgs,
     /// Capture path: `ring` (TPACKET_V3 + fan-out) or `pnet` (portable).
@@ -370,6 +375,7 @@ fn main() -> ExitCode {
         Command::Run(a) => live::run(live::LiveArgs {
             interface: a.interface,
             sflow: a.sflow,
+            sample: a.sample,
             common: a.common,
             backend: a.backend,
             workers: a.workers,

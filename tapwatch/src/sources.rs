@@ -10,8 +10,8 @@ use tapwatch_capture::{Frame, SourceStats};
 
 /// One worker's source.
 pub enum Source {
-    /// A ring of the interface.
-    Ring(LiveCapture),
+    /// A ring of the interface, and the packets each frame stands for (`--sample`).
+    Ring(LiveCapture, u32),
     /// An sFlow socket.
     Sflow {
         /// Where it listens.
@@ -52,7 +52,7 @@ impl Source {
     #[inline]
     pub fn next(&mut self, timeout: Duration) -> anyhow::Result<Option<(Frame<'_>, u32)>> {
         match self {
-            Source::Ring(cap) => Ok(cap.next_frame(timeout)?.map(|f| (f, 1))),
+            Source::Ring(cap, weight) => Ok(cap.next_frame(timeout)?.map(|f| (f, *weight))),
             Source::Sflow {
                 addr,
                 source,
@@ -80,7 +80,7 @@ impl Source {
     /// Capture counters (kernel counters for rings; frames for sFlow).
     pub fn stats(&mut self) -> SourceStats {
         match self {
-            Source::Ring(cap) => cap.stats(),
+            Source::Ring(cap, _) => cap.stats(),
             Source::Sflow { source, .. } => {
                 let s = source.stats();
                 SourceStats {
@@ -96,7 +96,7 @@ impl Source {
     pub fn sflow_addr(&self) -> Option<SocketAddr> {
         match self {
             Source::Sflow { addr, .. } => Some(*addr),
-            Source::Ring(_) => None,
+            Source::Ring(..) => None,
         }
     }
 

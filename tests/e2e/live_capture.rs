@@ -257,6 +257,61 @@ fn bpf_filter_drops_in_the_kernel() {
 }
 
 #[test]
+fn kernel_sampling_keeps_one_in_n_and_counts_each_as_n() {
+    let Some(ns) = Netns::create("s") else { return };
+    let (mac_a, mac_b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+    let frames: Vec<Vec<u8>> = (0..4000u32)
+        .map(|i| {
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2(mac_a, mac_b)
+                .ipv4([10, 99, 0, 1], [10, 99, 0, 2], 64)
+                .udp(30000 + (i % 1000) as u16, 9999)
+                .write(&mut v, &[0u8; 64])
+                .unwrap();
+            v
+        })
+        .collect();
+    let mut child = ns
+        .tapwatch()
+        .args([
+            "run",
+            "--interface",
+            "twb",
+            "--sample",
+            "10",
+            "--duration",
+            "3",
+        ])
+        .args(["--format", "json", "--no-store", "--listen", "none"])
+        .spawn()
+        .unwrap();
+    let (_stderr, _) = wait_capturing(&mut child);
+    std::thread::sleep(Duration::from_millis(100));
+    ns.within(|| send_frames("twa", &frames));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (samples, packets) = (
+        s["samples"].as_u64().unwrap(),
+        s["packets"].as_u64().unwrap(),
+    );
+    assert_eq!(packets, 10 * samples, "each sample stands for 10: {s}");
+    // Binomial(4000, 0.1): mean 400, standard deviation 19; five of them either side.
+    assert!((305..=495).contains(&samples), "kept {samples} of 4000");
+    assert_eq!(s["by_protocol_type"]["udp"].as_u64(), Some(packets));
+    assert_eq!(s["capture"]["kernel_drops"], 0);
+    // Out of range is refused before anything opens.
+    let out = run(tapwatch().args(["run", "--interface", "lo", "--sample", "0"]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--sample 0: expected 1 in N packets with N from 1 to 1000000"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn sighup_reloads_tenants_and_user_drops_root() {
     let Some(ns) = Netns::create("h") else { return };
     let (frames, _, _) = test_frames();

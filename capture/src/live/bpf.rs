@@ -16,6 +16,56 @@ pub struct BpfInstruction {
     pub k: u32,
 }
 
+/// Linux's ancillary load of a random 32-bit number (`SKF_AD_OFF + SKF_AD_RANDOM`).
+const SKF_AD_RANDOM: u32 = 0xffff_f000 + 56;
+
+/// A program that keeps one packet in `n` at random, in the kernel, then runs `program`
+/// (or keeps the whole packet): `ld rand; mod #n; jeq #0, keep, drop`. Classic BPF jumps
+/// are relative, so prefixing a program leaves its own jumps intact. `n` of 0 or 1 keeps
+/// every packet (the program alone).
+pub fn sample_one_in(n: u32, program: Option<Vec<BpfInstruction>>) -> Vec<BpfInstruction> {
+    let accept = || {
+        vec![BpfInstruction {
+            code: 0x06, // ret #k
+            jt: 0,
+            jf: 0,
+            k: 0x0004_0000,
+        }]
+    };
+    let rest = program.unwrap_or_else(accept);
+    if n <= 1 {
+        return rest;
+    }
+    let mut p = vec![
+        BpfInstruction {
+            code: 0x20, // ld [k] (ancillary: random)
+            jt: 0,
+            jf: 0,
+            k: SKF_AD_RANDOM,
+        },
+        BpfInstruction {
+            code: 0x94, // mod #k
+            jt: 0,
+            jf: 0,
+            k: n,
+        },
+        BpfInstruction {
+            code: 0x15, // jeq #k: true skips the drop
+            jt: 1,
+            jf: 0,
+            k: 0,
+        },
+        BpfInstruction {
+            code: 0x06, // ret #0: drop
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    p.extend(rest);
+    p
+}
+
 /// Parses a program as printed by `tcpdump -ddd EXPR` (a count line, then `code jt jf k`
 /// per line, decimal) or `tcpdump -dd EXPR` (`{ 0x28, 0, 0, 0x0000000c },` per line).
 pub fn parse_bpf_program(path: &Path, text: &str) -> Result<Vec<BpfInstruction>, CaptureError> {
@@ -103,6 +153,52 @@ pub fn parse_bpf_program(path: &Path, text: &str) -> Result<Vec<BpfInstruction>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampling_prefixes_the_program_and_keeps_its_jumps() {
+        let user = vec![
+            BpfInstruction {
+                code: 0x28,
+                jt: 0,
+                jf: 0,
+                k: 12,
+            },
+            BpfInstruction {
+                code: 0x15,
+                jt: 0,
+                jf: 1,
+                k: 0x0800,
+            },
+            BpfInstruction {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 262_144,
+            },
+            BpfInstruction {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+        ];
+        let p = sample_one_in(10, Some(user.clone()));
+        assert_eq!(p.len(), 8);
+        assert_eq!((p[0].code, p[0].k), (0x20, 0xffff_f038), "ld rand");
+        assert_eq!((p[1].code, p[1].k), (0x94, 10), "mod #10");
+        assert_eq!(
+            (p[2].jt, p[2].jf, p[3].k),
+            (1, 0, 0),
+            "keep on 0, else drop"
+        );
+        assert_eq!(&p[4..], &user[..], "the user's program unchanged after it");
+        assert_eq!(sample_one_in(1, Some(user.clone())), user);
+        let alone = sample_one_in(4, None);
+        assert_eq!(
+            (alone.len(), alone[4].code, alone[4].k),
+            (5, 0x06, 0x0004_0000)
+        );
+    }
 
     #[test]
     fn reads_ddd_and_dd_forms() {

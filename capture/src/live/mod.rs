@@ -17,7 +17,7 @@ mod pnet;
 mod ring;
 mod sys;
 
-pub use bpf::{parse_bpf_program, BpfInstruction};
+pub use bpf::{parse_bpf_program, sample_one_in, BpfInstruction};
 
 /// Which capture path a live source uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
