@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{best, tool, write_capture};
+use common::{best, write_capture};
 use tapwatch_analyzer::{Analyzer, AnalyzerConfig, Totals};
 use tapwatch_capture::{FileReader, FrameSource, LinkType};
 use tapwatch_classifier::Classifier;
@@ -33,14 +33,8 @@ fn main() {
     let classifier = Classifier::default();
     let mut counted = 0;
     let mut labelled = 0u64;
-    let have_tcpdump = Command::new("tcpdump").arg("--version").output().is_ok();
-    // tapwatch and tcpdump take turns, five rounds, best of each: the ratio is not at the
-    // mercy of whatever else the machine did during one contender's runs.
-    let (mut classify_only, mut in_process, mut tcpdump) = (
-        Duration::MAX,
-        Duration::MAX,
-        have_tcpdump.then_some(Duration::MAX),
-    );
+    // In-process loops: five rounds, best of each.
+    let (mut classify_only, mut in_process) = (Duration::MAX, Duration::MAX);
     for _ in 0..5 {
         classify_only = classify_only.min(best(1, || {
             let mut r = FileReader::open(&file).unwrap();
@@ -58,16 +52,6 @@ fn main() {
             }
             counted = totals.packets;
         }));
-        if let Some(t) = &mut tcpdump {
-            *t = (*t).min(best(1, || {
-                assert!(tool(
-                    Command::new("tcpdump")
-                        .args(["-nn", "-r"])
-                        .arg(&file)
-                        .args(["-w", "/dev/null"])
-                ))
-            }));
-        }
     }
     assert_eq!(counted as usize, packets);
     assert!(labelled > 0);
@@ -92,130 +76,195 @@ fn main() {
         }
         std::hint::black_box(n);
     });
-    let bin = env!("CARGO_BIN_EXE_tapwatch");
-    let whole = |workers: Option<&str>| {
-        best(3, || {
-            let mut cmd = Command::new(bin);
-            cmd.arg("replay").arg(&file).args([
-                "--format",
-                "json",
-                "--progress",
-                "never",
-                "--no-store",
-            ]);
-            if let Some(w) = workers {
-                cmd.args(["--workers", w]);
+    // Classifier alone: frames already in memory, classified repeatedly (dropped before
+    // the whole-process runs, whose peak resident sets start from this process's).
+    let ns_per_packet = {
+        let mut r = FileReader::open(&file).unwrap();
+        let mut frames: Vec<(Vec<u8>, u32)> = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            if frames.len() == 200_000 {
+                break;
             }
-            assert!(tool(&mut cmd))
-        })
+            frames.push((f.data.to_vec(), f.wire_len));
+        }
+        let rounds = 10;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            for (data, wire) in &frames {
+                let f = tapwatch_capture::Frame {
+                    ts_ns: 0,
+                    wire_len: *wire,
+                    link: LinkType::Ethernet,
+                    interface: 0,
+                    data,
+                };
+                std::hint::black_box(classifier.classify(&f));
+            }
+        }
+        t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64
     };
-    let one_worker = whole(Some("1"));
-    let binary = whole(None);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-
-    // Classifier alone: frames already in memory, classified repeatedly.
-    let mut r = FileReader::open(&file).unwrap();
-    let mut frames: Vec<(Vec<u8>, u32)> = Vec::new();
-    while let Some(f) = r.next_frame().unwrap() {
-        if frames.len() == 200_000 {
-            break;
-        }
-        frames.push((f.data.to_vec(), f.wire_len));
-    }
-    let rounds = 10;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        for (data, wire) in &frames {
-            let f = tapwatch_capture::Frame {
-                ts_ns: 0,
-                wire_len: *wire,
-                link: LinkType::Ethernet,
-                interface: 0,
-                data,
-            };
-            std::hint::black_box(classifier.classify(&f));
-        }
-    }
-    let ns_per_packet = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
 
     let pps = |d: Duration| packets as f64 / d.as_secs_f64();
     println!(
         "\n{:<58} {:>10} {:>14}",
-        "contender (same file, warm cache, best of 3; 5 alternating)", "seconds", "packets/s"
+        "in process (same file, warm cache, best of 3 or 5)", "seconds", "packets/s"
     );
     let row =
         |name: &str, d: Duration| println!("{name:<58} {:>10.3} {:>14.0}", d.as_secs_f64(), pps(d));
+    row("read only (FileReader, no classification)", read_only);
+    row("read + classify every packet", classify_only);
+    row("classify + summary totals", in_process);
     row(
-        "tapwatch read only (FileReader, no classification)",
-        read_only,
-    );
-    row(
-        "tapwatch read + classify every packet, 1 worker",
-        classify_only,
-    );
-    row(
-        "tapwatch classify + totals, in process, 1 worker",
-        in_process,
-    );
-    row(
-        "tapwatch classify + totals + all detectors, in process",
+        "classify + totals + all detectors (one shard)",
         with_detectors,
     );
-    row(
-        "tapwatch replay FILE --workers 1 (whole binary)",
-        one_worker,
-    );
-    row(
-        &format!("tapwatch replay FILE (whole binary, {cores} workers)"),
-        binary,
-    );
-    if let Some(d) = tcpdump {
-        row("tcpdump -nn -r FILE -w /dev/null", d);
-    }
-    let tshark = Command::new("tshark")
-        .arg("--version")
-        .output()
-        .is_ok()
-        .then(|| {
-            best(1, || {
-                assert!(tool(Command::new("tshark").arg("-r").arg(&file).args([
-                    "-T",
-                    "fields",
-                    "-e",
-                    "frame.len"
-                ])))
-            })
-        });
-    if let Some(d) = tshark {
-        row("tshark -r FILE -T fields -e frame.len (1 run)", d);
-    }
     println!(
-        "\nclassifier alone: {ns_per_packet:.1} ns/packet ({:.1} M packets/s)",
+        "classifier alone: {ns_per_packet:.1} ns/packet ({:.1} M packets/s)",
         1e3 / ns_per_packet
     );
-    if let Some(d) = tcpdump {
-        println!(
-            "ratio tapwatch read + classify / tcpdump pass-through: {:.2}x",
-            d.as_secs_f64() / classify_only.as_secs_f64()
-        );
-        println!(
-            "ratio tapwatch classify + totals / tcpdump pass-through: {:.2}x",
-            d.as_secs_f64() / in_process.as_secs_f64()
-        );
-        println!(
-            "ratio tapwatch (whole binary, 1 worker) / tcpdump pass-through: {:.2}x",
-            d.as_secs_f64() / one_worker.as_secs_f64()
-        );
-        println!(
-            "ratio tapwatch (whole binary, {cores} workers) / tcpdump pass-through: {:.2}x",
-            d.as_secs_f64() / binary.as_secs_f64()
-        );
+
+    // Whole processes, side by side: every contender once per round, rounds alternating,
+    // medians of wall time and the largest peak resident set.
+    let rounds: usize = std::env::var("TAPWATCH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let contenders = contenders(&file, &dir, cores);
+    // Hand freed heap back to the system: a child's peak resident set starts from this
+    // process's at the moment it is spawned.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    let mut rss = vec![0u64; contenders.len()];
+    for _ in 0..rounds {
+        for (i, c) in contenders.iter().enumerate() {
+            let (d, kib) = measure(&c.argv);
+            times[i].push(d);
+            rss[i] = rss[i].max(kib);
+        }
     }
-    if let Some(d) = tshark {
+    let median = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let reference = contenders
+        .iter()
+        .position(|c| c.name.starts_with("tcpdump"))
+        .map(|i| median(&times[i]));
+    println!(
+        "\n{:<52} {:>9} {:>12} {:>10} {:>10}",
+        format!("whole process ({rounds} alternating rounds, median)"),
+        "seconds",
+        "packets/s",
+        "x tcpdump",
+        "peak RSS"
+    );
+    for (i, c) in contenders.iter().enumerate() {
+        let d = median(&times[i]);
+        let ratio = reference.map_or("-".to_string(), |r| {
+            format!("{:.2}", r.as_secs_f64() / d.as_secs_f64())
+        });
         println!(
-            "ratio tapwatch (whole binary) / tshark fields: {:.1}x",
-            d.as_secs_f64() / binary.as_secs_f64()
+            "{:<52} {:>9.3} {:>12.0} {:>10} {:>7} MiB",
+            c.name,
+            d.as_secs_f64(),
+            pps(d),
+            ratio,
+            rss[i] / 1024
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A whole-process contender: what the table calls it and how to run it.
+struct Contender {
+    name: String,
+    argv: Vec<String>,
+}
+
+/// tapwatch (one worker, and every core) and the reference tools installed here: tcpdump
+/// pass-through, softflowd and argus (flow exporters that detect nothing), pmacctd.
+fn contenders(file: &std::path::Path, dir: &std::path::Path, cores: usize) -> Vec<Contender> {
+    let f = file.display().to_string();
+    let bin = env!("CARGO_BIN_EXE_tapwatch").to_string();
+    let tapwatch = |workers: usize| Contender {
+        name: format!("tapwatch replay FILE --workers {workers} (all detectors)"),
+        argv: vec![
+            bin.clone(),
+            "replay".into(),
+            f.clone(),
+            "--format".into(),
+            "json".into(),
+            "--progress".into(),
+            "never".into(),
+            "--no-store".into(),
+            "--workers".into(),
+            workers.to_string(),
+        ],
+    };
+    let mut v = vec![tapwatch(1), tapwatch(cores)];
+    let installed = |tool: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+    if installed("tcpdump") {
+        v.push(Contender {
+            name: "tcpdump -nn -r FILE -w /dev/null".into(),
+            argv: argv(&format!("tcpdump -nn -r {f} -w /dev/null")),
+        });
+    }
+    if installed("softflowd") {
+        v.push(Contender {
+            name: "softflowd -r FILE -n 127.0.0.1:9".into(),
+            argv: argv(&format!("softflowd -r {f} -n 127.0.0.1:9")),
+        });
+    }
+    if installed("argus") {
+        v.push(Contender {
+            name: "argus -r FILE -w /dev/null".into(),
+            argv: argv(&format!("argus -r {f} -w /dev/null")),
+        });
+    }
+    if installed("pmacctd") {
+        let conf = dir.join("pmacctd.conf");
+        std::fs::write(
+            &conf,
+            format!("daemonize: false\npcap_savefile: {f}\npcap_savefile_delay: 0\nplugins: print\nprint_output_file: /dev/null\naggregate: src_host, dst_host, src_port, dst_port, proto\n"),
+        )
+        .unwrap();
+        v.push(Contender {
+            name: "pmacctd (print plugin, 5-tuple aggregates)".into(),
+            argv: vec!["pmacctd".into(), "-f".into(), conf.display().to_string()],
+        });
+    }
+    v
+}
+
+/// Runs `argv` to completion, output discarded: wall time and peak resident set (KiB).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
+fn measure(argv: &[String]) -> (Duration, u64) {
+    let t = Instant::now();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let mut status = 0;
+    // SAFETY: an rusage is plain data; wait4 fills it for the child just spawned.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let elapsed = t.elapsed();
+    assert_eq!(pid, child.id() as i32, "{argv:?}: wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{argv:?} failed: {status}"
+    );
+    (elapsed, usage.ru_maxrss as u64)
 }

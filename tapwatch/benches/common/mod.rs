@@ -121,6 +121,7 @@ pub fn best(runs: usize, mut f: impl FnMut()) -> Duration {
         .unwrap()
 }
 
+#[allow(dead_code)] // the storage bench's; replay times its tools with wait4
 pub fn tool(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
