@@ -8,6 +8,7 @@ pub use crate::detect::growth::SetupGrowthConfig;
 pub use crate::detect::handshake::HandshakeConfig;
 pub use crate::detect::heartbeat::HeartbeatConfig;
 pub use crate::detect::heavy::HeavyHitterConfig;
+pub use crate::detect::latency::LatencyConfig;
 
 /// Windows and all detectors.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -25,6 +26,8 @@ pub struct AnalyzerConfig {
     pub heartbeat: HeartbeatConfig,
     /// Handshake latency and SYN retransmissions.
     pub handshake: HandshakeConfig,
+    /// Latency measures and `latency_shift`.
+    pub latency: LatencyConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -36,6 +39,7 @@ impl Default for AnalyzerConfig {
             setup_growth: SetupGrowthConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             handshake: HandshakeConfig::default(),
+            latency: LatencyConfig::default(),
         }
     }
 }
@@ -63,7 +67,8 @@ impl AnalyzerConfig {
         self.setup_growth
             .check(&p.key("setup_growth"), self.window_s)?;
         self.heartbeat.check(&p.key("heartbeat"))?;
-        self.handshake.check(&p.key("handshake"))
+        self.handshake.check(&p.key("handshake"))?;
+        self.latency.check(&p.key("latency"), self.window_s)
     }
 }
 

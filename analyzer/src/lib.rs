@@ -35,7 +35,8 @@ mod totals;
 mod window;
 
 pub use config::{
-    AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
+    AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, LatencyConfig,
+    SetupGrowthConfig,
 };
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
@@ -43,6 +44,10 @@ pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
 pub use detect::heavy::{
     HeavyDimension, HeavyHitterEvidence, HeavyHitterResolvedEvidence, HeavyUnit, ServicePackets,
     SourcePackets,
+};
+pub use detect::latency::{
+    LatencyCell, LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencySubject, LatencyWindow,
+    Measure, WorstFlow, WorstSample,
 };
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};

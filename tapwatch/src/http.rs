@@ -32,6 +32,8 @@ pub struct WorkerCounters {
     pub heartbeat_untracked: AtomicU64,
     /// SYNs of handshakes the pending table had no room for.
     pub handshake_untracked: AtomicU64,
+    /// TCP flows, echo requests and samples the latency tables had no room for.
+    pub latency_untracked: [AtomicU64; 3],
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
 }
@@ -238,6 +240,30 @@ impl Telemetry {
             "SYNs of handshakes the pending table had no room for (handshake.max_pending).",
             per_worker(&|w| w.handshake_untracked.load(Ordering::Relaxed)),
         );
+        for (i, (name, help)) in [
+            (
+                "tapwatch_latency_flows_untracked_total",
+                "TCP flows the latency table had no room for (latency.max_flows).",
+            ),
+            (
+                "tapwatch_latency_echo_untracked_total",
+                "Echo requests the latency table had no room for (latency.max_echo).",
+            ),
+            (
+                "tapwatch_latency_samples_untracked_total",
+                "Latency samples whose server had no room in a window (latency.max_subjects).",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            family(
+                name,
+                "counter",
+                help,
+                per_worker(&|w| w.latency_untracked[i].load(Ordering::Relaxed)),
+            );
+        }
         family(
             "tapwatch_servers_untracked_total",
             "counter",
