@@ -120,7 +120,7 @@ impl KeyState {
         p99.sort_unstable();
         Some(Baseline {
             p50: p50[p50.len() / 2].max(1),
-            p99: p99[(p99.len() * 9 / 10).min(p99.len() - 1)].max(1),
+            p99: p99[(p99.len() - 1) * 9 / 10].max(1),
             samples,
         })
     }
