@@ -1,8 +1,10 @@
 //! TCP flows of one worker for the samples that need per-connection state: response time
 //! (first request payload → first response payload; HTTP request line → status line), RST
 //! delay (the peer's last packet → the RST) and the timestamp matcher. One hash probe per
-//! TCP packet; a flow enters on its SYN, or on a timestamped segment when it began before
-//! the capture (then the endpoint with the lower port is taken for the server).
+//! TCP packet other than a SYN; a flow enters on its SYN-ACK (a server answered: a spoofed
+//! SYN flood never enters), or on a timestamped segment when it began before the capture
+//! (then the endpoint with the lower port is taken for the server). A flow seen from one
+//! side only can yield nothing but a RST sample, so it is forgotten after `rst_max_s`.
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
@@ -88,17 +90,22 @@ impl FlowTable {
         };
         let side = usize::from(!from_a);
         let full = self.flows.len() >= self.max;
-        if m.kind == ProtocolType::TcpSyn {
-            match self.flows.get_mut(&key) {
-                Some(f) if f.opened && f.client_is_a == from_a => f.last[side] = m.ts_ns,
-                Some(f) => *f = FlowState::opened_by(from_a, side, m.ts_ns),
-                None if full => self.untracked += 1,
-                None => {
-                    self.flows
-                        .insert(key, FlowState::opened_by(from_a, side, m.ts_ns));
+        match m.kind {
+            ProtocolType::TcpSyn => return None,
+            ProtocolType::TcpSynAck => {
+                // The receiver of the SYN-ACK is the client.
+                match self.flows.get_mut(&key) {
+                    Some(f) if f.opened && f.client_is_a != from_a => f.last[side] = m.ts_ns,
+                    Some(f) => *f = FlowState::answered_by(!from_a, side, m.ts_ns),
+                    None if full => self.untracked += 1,
+                    None => {
+                        self.flows
+                            .insert(key, FlowState::answered_by(!from_a, side, m.ts_ns));
+                    }
                 }
+                return None;
             }
-            return None;
+            _ => {}
         }
         let timestamps = m.flags & FLAG_TCP_TIMESTAMPS != 0;
         let f = match self.flows.get_mut(&key) {
@@ -176,16 +183,24 @@ impl FlowTable {
         out
     }
 
-    /// Forgets flows idle longer than `flow_idle_s`.
+    /// Forgets flows idle longer than `flow_idle_s`, and flows seen from one side only
+    /// after `rst_max_s`.
     pub fn sweep(&mut self, now: u64) {
-        let idle = self.idle_ns;
-        self.flows
-            .retain(|_, f| now.saturating_sub(f.last[0].max(f.last[1])) < idle);
+        let (idle, one_sided) = (self.idle_ns, self.rst_max_ns);
+        self.flows.retain(|_, f| {
+            let limit = if f.last[0] == 0 || f.last[1] == 0 {
+                one_sided
+            } else {
+                idle
+            };
+            now.saturating_sub(f.last[0].max(f.last[1])) < limit
+        });
     }
 }
 
 impl FlowState {
-    fn opened_by(client_is_a: bool, side: usize, now: u64) -> FlowState {
+    /// A flow whose server (on `side`) just sent its SYN-ACK.
+    fn answered_by(client_is_a: bool, side: usize, now: u64) -> FlowState {
         let mut last = [0; 2];
         last[side] = now;
         FlowState {
@@ -227,7 +242,7 @@ mod tests {
     fn first_payloads_and_each_http_request_give_response_times() {
         let mut t = table();
         assert_eq!(
-            t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0)),
+            t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2)),
             None
         );
         let mut req = data(SEC + 10 * MS, C, srv(), ProtocolType::HttpRequest);
@@ -259,7 +274,7 @@ mod tests {
     #[test]
     fn a_server_that_speaks_first_gives_no_response_time() {
         let mut t = table();
-        t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0));
+        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         assert_eq!(
             t.observe(&data(SEC + MS, srv(), C, ProtocolType::TcpData)),
             None
@@ -277,7 +292,7 @@ mod tests {
     #[test]
     fn a_rst_answering_the_peer_is_a_sample_an_idle_close_is_not() {
         let mut t = table();
-        t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0));
+        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
         let rst = t.observe(&tcp(SEC + 201 * MS, srv(), C, ProtocolType::TcpRst, 1, 1));
         assert_eq!(
@@ -285,7 +300,7 @@ mod tests {
             Some((Measure::Rst, 200_000))
         );
         assert!(t.flows.is_empty(), "a reset flow is forgotten");
-        t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0));
+        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
         t.observe(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
         assert_eq!(
@@ -293,12 +308,31 @@ mod tests {
             None,
             "the server had spoken last"
         );
-        t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0));
+        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
         assert_eq!(
             t.observe(&tcp(SEC + 11 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
             None,
             "later than rst_max_s"
         );
+    }
+
+    #[test]
+    fn a_syn_never_enters_and_a_one_sided_flow_is_forgotten_soon() {
+        let mut t = table();
+        assert_eq!(
+            t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0)),
+            None
+        );
+        assert!(t.flows.is_empty(), "a spoofed SYN flood takes no room");
+        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        let other = (addr(3), 5000);
+        t.observe(&tcp(SEC, srv(), other, ProtocolType::TcpSynAck, 1, 2));
+        t.observe(&tcp(SEC + MS, other, srv(), ProtocolType::TcpAck, 2, 2));
+        t.sweep(SEC + 10 * SEC);
+        assert_eq!(t.flows.len(), 1, "the unanswered SYN-ACK after rst_max_s");
+        t.sweep(SEC + 120 * SEC + MS);
+        assert!(t.flows.is_empty(), "the other after flow_idle_s");
     }
 
     #[test]
