@@ -410,3 +410,225 @@ impl WindowDetector for LatencyShift {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::latency::cells::Sample;
+    use crate::testkit::{addr, SEC};
+
+    const MS: u64 = 1000;
+
+    fn cfg() -> LatencyConfig {
+        LatencyConfig {
+            window_s: 1.0,
+            baseline_s: 60.0,
+            ..LatencyConfig::default()
+        }
+    }
+
+    /// Base window `i` with the given samples (µs) of `measure` on server `n`.
+    fn window(i: u64, cells: &[(u8, Measure, &[u64])]) -> WindowStats {
+        let mut w = WindowStats::new(i * SEC, (i + 1) * SEC, 16, 16, 16, 32);
+        for (n, measure, samples) in cells {
+            // Echo: the responder with port 0; its flow carries the id and sequence.
+            let (port, proto) = if *measure == Measure::Echo {
+                (0, 1)
+            } else {
+                (443, 6)
+            };
+            for (k, us) in samples.iter().enumerate() {
+                w.latency.record(Sample {
+                    subject: (addr(*n), port, proto),
+                    measure: *measure,
+                    us: *us,
+                    flow: match proto {
+                        1 => (addr(100), 7, addr(*n), k as u16, 1),
+                        _ => (addr(100), 40000 + k as u16, addr(*n), 443, 6),
+                    },
+                });
+            }
+        }
+        w
+    }
+
+    /// Feeds windows `from..to` made by `f`; returns the findings (the last window judged
+    /// once the next one arrives, so `to` itself is not).
+    fn feed(
+        d: &mut LatencyShift,
+        from: u64,
+        to: u64,
+        f: impl Fn(u64) -> WindowStats,
+    ) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for i in from..to {
+            d.window(&f(i), &TenantMap::default(), &mut out);
+        }
+        out
+    }
+
+    const STEADY: [u64; 6] = [10 * MS, 11 * MS, 9 * MS, 12 * MS, 10 * MS, 10 * MS];
+    const SLOW: [u64; 6] = [110 * MS, 111 * MS, 109 * MS, 112 * MS, 110 * MS, 110 * MS];
+
+    #[test]
+    fn a_sustained_shift_fires_on_the_third_window_and_resolves_when_back() {
+        let mut d = LatencyShift::new(cfg());
+        let steady = |i| {
+            window(
+                i,
+                &[
+                    (2, Measure::Response, &STEADY),
+                    (3, Measure::Response, &STEADY),
+                ],
+            )
+        };
+        assert!(feed(&mut d, 0, 30, steady).is_empty());
+        let shifted = |i| {
+            window(
+                i,
+                &[
+                    (2, Measure::Response, &SLOW),
+                    (3, Measure::Response, &STEADY),
+                ],
+            )
+        };
+        let out = feed(&mut d, 30, 33, shifted);
+        assert!(
+            out.is_empty(),
+            "two shifted windows are not enough: {out:?}"
+        );
+        let out = feed(&mut d, 33, 34, shifted);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let f = &out[0];
+        assert_eq!(
+            (f.subject.as_str(), f.active, f.severity),
+            ("10.0.0.2:443/tcp", true, Severity::Warning)
+        );
+        assert_eq!((f.started_ns, f.detected_ns), (30 * SEC, 33 * SEC));
+        let Evidence::LatencyShift(e) = &f.evidence else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            (e.measure, e.trigger, e.consecutive_windows, e.samples),
+            (Measure::Response, "sustained", 3, 6)
+        );
+        assert!(
+            e.baseline_p50_us.abs_diff(10 * MS) < 200 && e.p50_us.abs_diff(110 * MS) < 2 * MS,
+            "{e:?}"
+        );
+        assert_eq!(e.worst.len(), 3);
+        assert!(
+            e.worst[0].flow.ends_with("->10.0.0.2:443/tcp"),
+            "{:?}",
+            e.worst
+        );
+        let out = feed(&mut d, 34, 36, steady);
+        assert_eq!(
+            out.len(),
+            2,
+            "still firing for window 33, resolved on 34: {out:?}"
+        );
+        assert!(out[0].active && !out[1].active);
+        assert!(
+            matches!(&out[1].evidence, Evidence::LatencyShiftResolved(r) if r.measure == Measure::Response)
+        );
+    }
+
+    #[test]
+    fn nothing_is_judged_before_the_baseline_has_enough_samples() {
+        let mut d = LatencyShift::new(cfg());
+        // A server seen for the first time, slow from the start, with one very slow sample.
+        let out = feed(&mut d, 0, 5, |i| {
+            let s: &[u64] = if i == 3 {
+                &[5_000 * MS, 200 * MS, 200 * MS, 200 * MS, 200 * MS]
+            } else {
+                &SLOW
+            };
+            window(i, &[(2, Measure::HandshakeServer, s)])
+        });
+        assert!(out.is_empty(), "{out:?}");
+        // One sample a window: 30 windows before a baseline, then never 5 in a window.
+        let mut d = LatencyShift::new(cfg());
+        let out = feed(&mut d, 0, 60, |i| {
+            let us = if i >= 40 && i % 2 == 0 {
+                500 * MS
+            } else {
+                10 * MS
+            };
+            window(i, &[(2, Measure::Rst, &[us])])
+        });
+        assert!(out.is_empty(), "one sample a window never shifts: {out:?}");
+    }
+
+    #[test]
+    fn a_spike_fires_in_its_window_only_against_a_baseline() {
+        let mut d = LatencyShift::new(cfg());
+        let echo = |i: u64| {
+            let s: &[u64] = if i == 20 {
+                &[300, 280, 1_500 * MS, 310, 290]
+            } else {
+                &[300, 280, 320, 310, 290]
+            };
+            window(i, &[(4, Measure::Echo, s)])
+        };
+        let out = feed(&mut d, 0, 23, echo);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].subject, "10.0.0.4/icmp");
+        assert!(out[0].active && !out[1].active);
+        assert_eq!(
+            out[0].detected_ns,
+            21 * SEC,
+            "the end of the window of the sample"
+        );
+        let Evidence::LatencyShift(e) = &out[0].evidence else {
+            panic!()
+        };
+        assert_eq!((e.trigger, e.measure), ("spike", Measure::Echo));
+        assert!(e.max_us >= 1_500 * MS && e.worst[0].us == 1_500 * MS);
+        assert_eq!(e.worst[0].flow, "10.0.0.100->10.0.0.4/icmp id 7 seq 2");
+        // 900 ms is not 1 s: not a spike whatever the baseline.
+        let mut d = LatencyShift::new(cfg());
+        let out = feed(&mut d, 0, 22, |i| {
+            let s: &[u64] = if i == 20 {
+                &[300, 900 * MS, 310, 290, 300]
+            } else {
+                &[300, 280, 320, 310, 290]
+            };
+            window(i, &[(4, Measure::Echo, s)])
+        });
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn one_alert_per_server_names_the_measure_that_moved_most() {
+        let mut d = LatencyShift::new(cfg());
+        let both = |i: u64| {
+            let (r, h): (&[u64], &[u64]) = if i >= 20 {
+                (&SLOW, &[40 * MS; 6])
+            } else {
+                (&STEADY, &STEADY)
+            };
+            window(
+                i,
+                &[(2, Measure::Response, r), (2, Measure::HandshakeServer, h)],
+            )
+        };
+        let out = feed(&mut d, 0, 24, both);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Evidence::LatencyShift(e) = &out[0].evidence else {
+            panic!()
+        };
+        assert_eq!(e.measure, Measure::Response, "11x beats 4x");
+    }
+
+    #[test]
+    fn a_median_of_a_second_or_more_is_critical() {
+        let mut d = LatencyShift::new(cfg());
+        let out = feed(&mut d, 0, 24, |i| {
+            let s: &[u64] = if i >= 20 { &[1_200 * MS; 6] } else { &STEADY };
+            window(i, &[(2, Measure::Response, s)])
+        });
+        let last = out.last().expect("fired");
+        assert_eq!(last.severity, Severity::Critical);
+    }
+}
