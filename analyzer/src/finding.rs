@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::detect::growth::GrowthEvidence;
 use crate::detect::heartbeat::HeartbeatEvidence;
 use crate::detect::heavy::{HeavyHitterEvidence, HeavyHitterResolvedEvidence};
-use crate::detect::latency::{LatencyShiftEvidence, LatencyShiftResolvedEvidence};
+use crate::detect::latency::{
+    LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencyTenantEvidence,
+};
 use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
 
 /// Detector that produced a finding.
@@ -110,6 +112,8 @@ pub enum Evidence {
     LatencyShift(LatencyShiftEvidence),
     /// A resolved latency shift.
     LatencyShiftResolved(LatencyShiftResolvedEvidence),
+    /// A tenant-level latency shift, firing or resolved.
+    LatencyTenant(LatencyTenantEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

@@ -46,8 +46,8 @@ pub use detect::heavy::{
     SourcePackets,
 };
 pub use detect::latency::{
-    LatencyCell, LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencySubject, LatencyWindow,
-    Measure, WorstFlow, WorstSample,
+    LatencyCell, LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencySubject,
+    LatencyTenantEvidence, LatencyWindow, Measure, WorstFlow, WorstSample,
 };
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};

@@ -114,6 +114,11 @@ fn latency_shift_fires_on_a_tcp_timestamp_rtt_step() {
 }
 
 #[test]
+fn latency_shift_fires_on_a_tenant_whose_servers_slow_down_together() {
+    check("tenant_shift");
+}
+
+#[test]
 fn every_detector_stays_silent_on_benign_traffic() {
     for name in tapwatch_synth::QUIET {
         for seed in [3, 11] {

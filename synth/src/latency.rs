@@ -387,3 +387,60 @@ pub(super) fn latency_benign(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end
         t += around(rng, 500 * MS, 0.1);
     }
 }
+
+/// Tenant acme's four servers answer in a few ms; from a moment on a shared dependency
+/// slows three of them (or all four) by 60-120 ms together.
+pub(super) fn tenant_shift(
+    c: &mut CaptureBuilder,
+    rng: &mut Rng,
+    t0: u64,
+    end: u64,
+) -> Vec<Expected> {
+    let from = t0 + 80 * SEC + rng.below(20) * SEC;
+    let extra = (60 + rng.below(60)) * MS;
+    let spared = rng.below(5) as u8; // 4: none spared
+    let mut expected = Vec::new();
+    for s in 0..4u8 {
+        let srv = (ip(10, 1, 200, 1 + s), 8080);
+        let service = (3 + rng.below(12)) * MS;
+        let rate = 6 + rng.below(5);
+        let step = SEC / rate;
+        let slows = s != spared;
+        let mut t = t0 + rng.below(step);
+        while t + SEC < end {
+            let d = Timing {
+                syn_ack: around(rng, 200 * US, 0.5),
+                client_rtt: around(rng, 8 * MS, 0.6),
+                service: around(rng, service, 0.3) + if slows && t >= from { extra } else { 0 },
+            };
+            let cli = client(rng);
+            exchange(c, rng, t, cli, srv, d);
+            t += step / 2 + rng.below(step);
+        }
+        if slows {
+            expected.push(Expected {
+                kind: "latency_shift".into(),
+                subject: format!("{}:8080/tcp", srv.0),
+                tenant: Some("acme".into()),
+                earliest_ns: from,
+                latest_ns: from + 40 * SEC,
+                why: format!(
+                    "a shared dependency adds {} ms to this server's answers",
+                    extra / MS
+                ),
+            });
+        }
+    }
+    expected.push(Expected {
+        kind: "latency_shift".into(),
+        subject: "acme".into(),
+        tenant: Some("acme".into()),
+        earliest_ns: from,
+        latest_ns: from + 40 * SEC,
+        why: format!(
+            "{} of acme's 4 servers slow down together",
+            if spared < 4 { 3 } else { 4 }
+        ),
+    });
+    expected
+}

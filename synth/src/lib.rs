@@ -248,7 +248,7 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
 /// Names of the scenarios [`generate`] knows.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "demo",
     "benign",
     "heavy_hitter",
@@ -260,6 +260,7 @@ pub const NAMES: [&str; 12] = [
     "echo_stall",
     "slow_rst",
     "tcp_rtt_step",
+    "tenant_shift",
     "latency_benign",
 ];
 
@@ -374,6 +375,9 @@ pub fn generate(name: &str, seed: u64) -> Option<Scenario> {
         "slow_rst" => expected.extend(latency::slow_rst(&mut c, &mut rng, t0, t0 + 160 * SEC)),
         "tcp_rtt_step" => {
             expected.extend(latency::tcp_rtt_step(&mut c, &mut rng, t0, t0 + 160 * SEC))
+        }
+        "tenant_shift" => {
+            expected.extend(latency::tenant_shift(&mut c, &mut rng, t0, t0 + 160 * SEC))
         }
         "latency_benign" => latency::latency_benign(&mut c, &mut rng, t0, t0 + 240 * SEC),
         "demo" => {

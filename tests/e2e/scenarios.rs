@@ -187,6 +187,11 @@ fn latency_shift_on_a_tcp_timestamp_rtt_step() {
 }
 
 #[test]
+fn latency_shift_on_a_tenant_whose_servers_slow_down_together() {
+    check_scenario("tenant_shift");
+}
+
+#[test]
 fn latency_look_alikes_raise_nothing() {
     check_scenario("latency_benign");
 }

@@ -13,7 +13,8 @@
 //!
 //! On the merger, [`shift::LatencyShift`] rolls base windows up to `latency.window_s`, keeps
 //! a baseline per (subject, measure) and fires `latency_shift` on a sustained shift of the
-//! median or on an extreme single sample.
+//! median or on an extreme single sample; [`tenant`] fires for a tenant when most of its
+//! servers shift together.
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::setting::{f64_in, f64_positive, int_in};
 use tapwatch_classifier::{PacketMeta, SettingError, SettingPath};
@@ -27,10 +28,12 @@ pub(crate) mod cells;
 pub(crate) mod echo;
 pub(crate) mod flows;
 pub(crate) mod shift;
+pub(crate) mod tenant;
 pub(crate) mod timestamps;
 
 pub use cells::{LatencyCell, LatencySubject, LatencyWindow, WorstSample};
 pub use shift::{LatencyShiftEvidence, LatencyShiftResolvedEvidence, WorstFlow};
+pub use tenant::LatencyTenantEvidence;
 
 /// What a latency sample measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -116,6 +119,10 @@ pub struct LatencyConfig {
     pub critical_ms: f64,
     /// Windows without enough samples after which a firing measure clears.
     pub idle_windows: usize,
+    /// Servers of one tenant judged in a window for a tenant-level shift (0: never).
+    pub tenant_min_servers: usize,
+    /// Share of them with a sustained shift that makes a tenant-level shift.
+    pub tenant_share: f64,
 }
 
 impl Default for LatencyConfig {
@@ -140,6 +147,8 @@ impl Default for LatencyConfig {
             spike_factor: 20.0,
             critical_ms: 1000.0,
             idle_windows: 6,
+            tenant_min_servers: 3,
+            tenant_share: 0.5,
         }
     }
 }
@@ -183,7 +192,9 @@ impl LatencyConfig {
         f64_in(p, "spike_min_ms", self.spike_min_ms, 0.0, 3.6e6)?;
         f64_in(p, "spike_factor", self.spike_factor, 1.0, 1e6)?;
         f64_in(p, "critical_ms", self.critical_ms, 0.0, 3.6e6)?;
-        int_in(p, "idle_windows", self.idle_windows, 1, 100_000)
+        int_in(p, "idle_windows", self.idle_windows, 1, 100_000)?;
+        int_in(p, "tenant_min_servers", self.tenant_min_servers, 0, 1 << 20)?;
+        f64_positive(p, "tenant_share", self.tenant_share, 1.0)
     }
 
     /// Judgement windows the baseline spans.

@@ -11,14 +11,16 @@
 //! at least `spike_min_ms` and `spike_factor` × the baseline p99. Nothing is judged before
 //! the baseline has `min_baseline_windows` windows and `min_baseline_samples` samples. One
 //! alert per subject: it names the measure that moved most, and resolves when no measure of
-//! the subject fires.
-use std::collections::{BTreeMap, VecDeque};
+//! the subject fires. When most of a tenant's judged servers shift in the same window, the
+//! tenant gets an alert of its own ([`super::tenant`]).
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tapwatch_classifier::TenantMap;
 
 use super::cells::{LatencyCell, LatencySubject, LatencyWindow};
+use super::tenant::TenantShift;
 use super::{LatencyConfig, Measure};
 use crate::detect::WindowDetector;
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
@@ -144,6 +146,8 @@ pub(crate) struct LatencyShift {
     keys: FxHashMap<(LatencySubject, Measure), KeyState>,
     /// Subjects with an open alert: since when, and the measure it named last.
     open: BTreeMap<LatencySubject, (u64, Measure)>,
+    /// Tenants whose servers shift together.
+    tenants: TenantShift,
 }
 
 impl LatencyShift {
@@ -154,8 +158,18 @@ impl LatencyShift {
             acc: None,
             keys: FxHashMap::default(),
             open: BTreeMap::new(),
+            tenants: TenantShift::new(cfg.tenant_min_servers, cfg.tenant_share),
             cfg,
         }
+    }
+
+    /// Whether a measure of a subject has a baseline and enough samples in this window.
+    fn judged(&self, key: (LatencySubject, Measure), cell: Option<&LatencyCell>) -> bool {
+        cell.is_some_and(|c| c.hist.len() >= self.cfg.min_samples)
+            && self
+                .keys
+                .get(&key)
+                .is_some_and(|st| st.baseline(&self.cfg).is_some())
     }
 
     /// Judges one measure of one subject; learns the window into its baseline.
@@ -249,8 +263,13 @@ impl LatencyShift {
         keys.sort_unstable();
         keys.dedup();
         let mut hot: BTreeMap<LatencySubject, Hot> = BTreeMap::new();
+        let mut judged = BTreeSet::new();
         for key in keys {
-            if let Some(h) = self.judge_key(key, w.cells.get(&key)) {
+            let cell = w.cells.get(&key);
+            if self.judged(key, cell) {
+                judged.insert(key.0);
+            }
+            if let Some(h) = self.judge_key(key, cell) {
                 let better = hot.get(&key.0).is_none_or(|o| {
                     (h.trigger == Trigger::Sustained, h.ratio)
                         > (o.trigger == Trigger::Sustained, o.ratio)
@@ -260,6 +279,20 @@ impl LatencyShift {
                 }
             }
         }
+        let shifted: BTreeSet<LatencySubject> = hot
+            .iter()
+            .filter(|(s, h)| h.trigger == Trigger::Sustained && judged.contains(*s))
+            .map(|(s, _)| *s)
+            .collect();
+        self.tenants.judge(
+            &judged,
+            &shifted,
+            tenants,
+            start,
+            end,
+            self.cfg.window_s,
+            out,
+        );
         let horizon = self.cfg.horizon();
         self.keys
             .retain(|k, st| st.sustained || st.quiet < horizon || hot.contains_key(&k.0));
