@@ -53,6 +53,8 @@ pub struct Telemetry {
     pub window_lag_ms: AtomicU64,
     /// Handshake events of servers the windows had no room for.
     pub servers_untracked: AtomicU64,
+    /// Latency samples of (server, measure) pairs beyond the baselines kept.
+    pub latency_unjudged: AtomicU64,
     /// Alert events the rules did not send (silence, mute, disabled kind, cooldown).
     pub alerts_suppressed: AtomicU64,
     /// JSON views and alert/webhook counters, refreshed per window.
@@ -271,6 +273,15 @@ impl Telemetry {
             vec![(
                 String::new(),
                 self.servers_untracked.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        family(
+            "tapwatch_latency_unjudged_total",
+            "counter",
+            "Latency samples of (server, measure) pairs beyond the baselines kept (4 x latency.max_subjects).",
+            vec![(
+                String::new(),
+                self.latency_unjudged.load(Ordering::Relaxed) as f64,
             )],
         );
         family(

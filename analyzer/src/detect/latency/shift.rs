@@ -138,7 +138,8 @@ struct Hot {
     ratio: f64,
 }
 
-/// The `latency_shift` detector, run by the merger on each closed base window.
+/// The `latency_shift` detector, run by the merger on each closed base window. It keeps at
+/// most 4 × `max_subjects` baselines; samples of pairs beyond are counted, not judged.
 pub(crate) struct LatencyShift {
     cfg: LatencyConfig,
     width_ns: u64,
@@ -148,6 +149,8 @@ pub(crate) struct LatencyShift {
     open: BTreeMap<LatencySubject, (u64, Measure)>,
     /// Tenants whose servers shift together.
     tenants: TenantShift,
+    /// Samples of (subject, measure) pairs beyond the 4 × `max_subjects` baselines kept.
+    pub untracked: u64,
 }
 
 impl LatencyShift {
@@ -159,6 +162,7 @@ impl LatencyShift {
             keys: FxHashMap::default(),
             open: BTreeMap::new(),
             tenants: TenantShift::new(cfg.tenant_min_servers, cfg.tenant_share),
+            untracked: 0,
             cfg,
         }
     }
@@ -179,6 +183,10 @@ impl LatencyShift {
         cell: Option<&LatencyCell>,
     ) -> Option<Hot> {
         let cfg = &self.cfg;
+        if !self.keys.contains_key(&key) && self.keys.len() >= cfg.max_subjects * 4 {
+            self.untracked += cell.map_or(0, |c| c.hist.len());
+            return None;
+        }
         let st = self.keys.entry(key).or_default();
         let base = st.baseline(cfg);
         let count = cell.map_or(0, |c| c.hist.len());
@@ -652,6 +660,26 @@ mod tests {
             panic!()
         };
         assert_eq!(e.measure, Measure::Response, "11x beats 4x");
+    }
+
+    #[test]
+    fn baselines_are_bounded_and_what_finds_no_room_is_counted() {
+        let mut d = LatencyShift::new(LatencyConfig {
+            max_subjects: 1,
+            ..cfg()
+        });
+        let five = |i| {
+            let cells: Vec<(u8, Measure, &[u64])> = (1..=5)
+                .map(|n| (n, Measure::Response, &STEADY[..]))
+                .collect();
+            window(i, &cells)
+        };
+        feed(&mut d, 0, 3, five);
+        assert_eq!(
+            (d.keys.len(), d.untracked),
+            (4, 12),
+            "4 x max_subjects; 6 samples x 2 windows"
+        );
     }
 
     #[test]
