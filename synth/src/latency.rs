@@ -313,8 +313,9 @@ pub(super) fn tcp_rtt_step(
 }
 
 /// Look-alikes that must raise nothing: a server answering in ~300 ms all along, one with
-/// jittery, heavy-tailed answers, one seen every 15 s with one 2.5 s answer, a long-lived
-/// flow over a 180 ms path, and a far host answering pings in ~150 ms.
+/// jittery, heavy-tailed answers, one seen every 15 s with one 2.5 s answer, one that
+/// resets an idle connection now and then seconds after the client's last ACK, a
+/// long-lived flow over a 180 ms path, and a far host answering pings in ~150 ms.
 pub(super) fn latency_benign(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end: u64) {
     let steady = (ip(192, 0, 2, 110), 443);
     let jittery = (ip(192, 0, 2, 111), 443);
@@ -364,6 +365,65 @@ pub(super) fn latency_benign(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end
         let cli = client(rng);
         exchange(c, rng, t, cli, sparse, d);
         t += around(rng, 15 * SEC, 0.1);
+    }
+    // A server that refuses a third of its requests with a RST within ~1 ms and closes one
+    // idle connection in 150 with a RST 3-8 s after the client's last ACK (an idle timeout,
+    // not an answer), the others with FINs.
+    let idler = (ip(192, 0, 2, 115), 443);
+    let mut t = t0 + rng.below(300) * MS;
+    while t + 10 * SEC < end {
+        let cli = client(rng);
+        let (seq, rseq) = (rng.next_u64() as u32, rng.next_u64() as u32);
+        let (s1, r1) = (seq.wrapping_add(1), rseq.wrapping_add(1));
+        let rtt = around(rng, 12 * MS, 0.5);
+        c.tcp(t, cli, idler, 0x02, seq, 0, &[]);
+        c.tcp(t + 200 * US, idler, cli, 0x12, rseq, s1, &[]);
+        let t2 = t + 200 * US + rtt;
+        c.tcp(t2, cli, idler, 0x10, s1, r1, &[]);
+        c.tcp(t2 + 50 * US, cli, idler, 0x18, s1, r1, &tls_record(23, 200));
+        if rng.below(3) == 0 {
+            // A request refused at once: the fast RSTs the idle ones would stand out from.
+            let refuse = t2 + 50 * US + around(rng, MS, 0.5);
+            c.tcp(refuse, idler, cli, 0x14, r1, s1.wrapping_add(205), &[]);
+            t += (100 + rng.below(300)) * MS;
+            continue;
+        }
+        let t3 = t2 + around(rng, 4 * MS, 0.5);
+        c.tcp(
+            t3,
+            idler,
+            cli,
+            0x18,
+            r1,
+            s1.wrapping_add(205),
+            &tls_record(23, 900),
+        );
+        let t4 = t3 + rtt;
+        let (s2, r2) = (s1.wrapping_add(205), r1.wrapping_add(905));
+        c.tcp(t4, cli, idler, 0x10, s2, r2, &[]);
+        if rng.below(150) == 0 {
+            c.tcp(
+                t4 + (3000 + rng.below(5000)) * MS,
+                idler,
+                cli,
+                0x14,
+                r2,
+                s2,
+                &[],
+            );
+        } else {
+            c.tcp(t4 + 5 * MS, cli, idler, 0x11, s2, r2, &[]);
+            c.tcp(
+                t4 + 5 * MS + rtt,
+                idler,
+                cli,
+                0x11,
+                r2,
+                s2.wrapping_add(1),
+                &[],
+            );
+        }
+        t += (100 + rng.below(300)) * MS;
     }
     let far = (ip(10, 60, 200, 1), 41000 + rng.below(1000) as u16);
     let path = (160 + rng.below(40)) * MS;

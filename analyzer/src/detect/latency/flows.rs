@@ -1,6 +1,7 @@
 //! TCP flows of one worker for the samples that need per-connection state: response time
 //! (first request payload → first response payload; HTTP request line → status line), RST
-//! delay (the peer's last packet → the RST) and the timestamp matcher. One hash probe per
+//! delay (the peer's last packet, when it carried payload or a FIN → the RST that answers
+//! it) and the timestamp matcher. One hash probe per
 //! TCP packet other than a SYN; a flow enters on its SYN-ACK (a server answered: a spoofed
 //! SYN flood never enters), or on a timestamped segment when it began before the capture
 //! (then the endpoint with the lower port is taken for the server). A flow seen from one
@@ -27,6 +28,9 @@ const CLIENT_SPOKE: u8 = 1;
 const SERVER_SPOKE: u8 = 2;
 const FIN_A: u8 = 4;
 const FIN_B: u8 = 8;
+/// The last packet from a (from b) asked for an answer: it carried payload or a FIN.
+const ASKED_A: u8 = 16;
+const ASKED_B: u8 = 32;
 
 #[derive(Clone, Copy, Debug)]
 struct FlowState {
@@ -140,13 +144,27 @@ impl FlowTable {
             us: ns / 1000,
             flow: (client.0, client.1, server.0, server.1, 6),
         };
+        let (asked_own, asked_peer) = if from_a {
+            (ASKED_A, ASKED_B)
+        } else {
+            (ASKED_B, ASKED_A)
+        };
         if m.tcp_flags & 0x04 != 0 {
+            // A RST that answers the peer: its last packet asked for something (payload or
+            // FIN) and nothing was sent back since. A RST after the peer's bare ACK is an
+            // idle close, not an answer.
             let (own, peer) = (f.last[side], f.last[1 - side]);
+            let answers = peer > own && f.bits & asked_peer != 0;
             self.flows.remove(&key);
             let delay = m.ts_ns.saturating_sub(peer);
-            return (peer > own && delay <= self.rst_max_ns).then(|| sample(Measure::Rst, delay));
+            return (answers && delay <= self.rst_max_ns).then(|| sample(Measure::Rst, delay));
         }
         f.last[side] = m.ts_ns;
+        if m.payload_len > 0 || m.tcp_flags & 0x01 != 0 {
+            f.bits |= asked_own;
+        } else {
+            f.bits &= !asked_own;
+        }
         let mut out = None;
         if f.opened && m.payload_len > 0 {
             if from_client {
@@ -307,6 +325,15 @@ mod tests {
             t.observe(&tcp(SEC + 9 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
             None,
             "the server had spoken last"
+        );
+        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
+        t.observe(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
+        t.observe(&tcp(SEC + 3 * MS, C, srv(), ProtocolType::TcpAck, 1, 1));
+        assert_eq!(
+            t.observe(&tcp(SEC + 5 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
+            None,
+            "an idle close after the client's bare ACK"
         );
         t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));

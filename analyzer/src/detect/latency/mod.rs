@@ -64,6 +64,12 @@ impl Measure {
         Measure::Rst,
     ];
 
+    /// Whether one extreme sample of it is worth an alert: a server's own delays, not the
+    /// path to one client (a lost SYN-ACK or a client's late ACK says little of a server).
+    pub fn spikes(self) -> bool {
+        !matches!(self, Measure::HandshakeClient | Measure::TcpRtt)
+    }
+
     /// Its name in evidence and storage rows.
     pub fn name(self) -> &'static str {
         match self {

@@ -225,7 +225,8 @@ impl LatencyShift {
                     streak: st.streak,
                     ratio: c.hist.value_at_quantile(0.5) as f64 / b.p50 as f64,
                 });
-            } else if max as f64 >= cfg.spike_min_ms * 1000.0
+            } else if key.1.spikes()
+                && max as f64 >= cfg.spike_min_ms * 1000.0
                 && max as f64 >= cfg.spike_factor * b.p99 as f64
             {
                 hot = Some(Hot {
