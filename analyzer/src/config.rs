@@ -8,6 +8,7 @@ pub use crate::detect::growth::SetupGrowthConfig;
 pub use crate::detect::handshake::HandshakeConfig;
 pub use crate::detect::heartbeat::HeartbeatConfig;
 pub use crate::detect::heavy::HeavyHitterConfig;
+pub use crate::detect::latency::LatencyConfig;
 pub use crate::thresholds::TenantOverride;
 
 /// Windows and all detectors.
@@ -26,6 +27,8 @@ pub struct AnalyzerConfig {
     pub heartbeat: HeartbeatConfig,
     /// Handshake latency and SYN retransmissions.
     pub handshake: HandshakeConfig,
+    /// Latency measures and `latency_shift`.
+    pub latency: LatencyConfig,
     /// `[[analyzer.override]]`: thresholds for some tenants; the first match wins.
     #[serde(rename = "override")]
     pub overrides: Vec<TenantOverride>,
@@ -40,6 +43,7 @@ impl Default for AnalyzerConfig {
             setup_growth: SetupGrowthConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             handshake: HandshakeConfig::default(),
+            latency: LatencyConfig::default(),
             overrides: Vec::new(),
         }
     }
@@ -69,6 +73,7 @@ impl AnalyzerConfig {
             .check(&p.key("setup_growth"), self.window_s)?;
         self.heartbeat.check(&p.key("heartbeat"))?;
         self.handshake.check(&p.key("handshake"))?;
+        self.latency.check(&p.key("latency"), self.window_s)?;
         for (i, o) in self.overrides.iter().enumerate() {
             o.check(&p.key("override").index(i))?;
         }

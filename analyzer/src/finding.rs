@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::detect::growth::GrowthEvidence;
 use crate::detect::heartbeat::HeartbeatEvidence;
 use crate::detect::heavy::{HeavyHitterEvidence, HeavyHitterResolvedEvidence};
+use crate::detect::latency::{
+    LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencyTenantEvidence,
+};
 use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
 
 /// Detector that produced a finding.
@@ -20,6 +23,8 @@ pub enum FindingKind {
     MissedHeartbeat,
     /// A burst of retransmitted SYNs towards one server.
     SynRetransmits,
+    /// A server's latency (handshake, response, echo, TCP RTT or RST) far above its baseline.
+    LatencyShift,
 }
 
 impl FindingKind {
@@ -30,6 +35,7 @@ impl FindingKind {
             FindingKind::QuadraticSetupGrowth => "quadratic_setup_growth",
             FindingKind::MissedHeartbeat => "missed_heartbeat",
             FindingKind::SynRetransmits => "syn_retransmits",
+            FindingKind::LatencyShift => "latency_shift",
         }
     }
 }
@@ -102,6 +108,12 @@ pub enum Evidence {
     SynBurst(SynBurstEvidence),
     /// A resolved SYN-retransmission burst.
     SynBurstResolved(SynBurstResolvedEvidence),
+    /// A firing latency shift.
+    LatencyShift(LatencyShiftEvidence),
+    /// A resolved latency shift.
+    LatencyShiftResolved(LatencyShiftResolvedEvidence),
+    /// A tenant-level latency shift, firing or resolved.
+    LatencyTenant(LatencyTenantEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

@@ -36,8 +36,8 @@ mod totals;
 mod window;
 
 pub use config::{
-    AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
-    TenantOverride,
+    AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, LatencyConfig,
+    SetupGrowthConfig, TenantOverride,
 };
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
@@ -45,6 +45,10 @@ pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
 pub use detect::heavy::{
     HeavyDimension, HeavyHitterEvidence, HeavyHitterResolvedEvidence, HeavyUnit, ServicePackets,
     SourcePackets,
+};
+pub use detect::latency::{
+    LatencyCell, LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencySubject,
+    LatencyTenantEvidence, LatencyWindow, Measure, WorstFlow, WorstSample,
 };
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};

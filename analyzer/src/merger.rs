@@ -130,6 +130,12 @@ impl Merger {
         self.servers_untracked
     }
 
+    /// Latency samples of (server, measure) pairs beyond the baselines `latency_shift` keeps
+    /// (4 × `latency.max_subjects`), not judged.
+    pub fn latency_untracked(&self) -> u64 {
+        self.detectors.latency_shift.untracked
+    }
+
     /// The tenant map windows are labelled with.
     pub fn tenants(&self) -> &TenantMap {
         self.labels.tenants()

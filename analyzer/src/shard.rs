@@ -35,6 +35,13 @@ pub struct LostWork {
     pub heartbeat_untracked: u64,
     /// SYNs of handshakes the pending table had no room for (`handshake.max_pending`).
     pub handshake_untracked: u64,
+    /// TCP flows the latency table had no room for (`latency.max_flows`).
+    pub latency_flows_untracked: u64,
+    /// Echo requests the latency table had no room for (`latency.max_echo`).
+    pub latency_echo_untracked: u64,
+    /// Latency samples whose (server, measure) had no room in the window
+    /// (`latency.max_subjects`).
+    pub latency_samples_untracked: u64,
 }
 
 /// The sum of two shards' counts.
@@ -45,6 +52,9 @@ impl std::ops::Add for LostWork {
         LostWork {
             heartbeat_untracked: self.heartbeat_untracked + o.heartbeat_untracked,
             handshake_untracked: self.handshake_untracked + o.handshake_untracked,
+            latency_flows_untracked: self.latency_flows_untracked + o.latency_flows_untracked,
+            latency_echo_untracked: self.latency_echo_untracked + o.latency_echo_untracked,
+            latency_samples_untracked: self.latency_samples_untracked + o.latency_samples_untracked,
         }
     }
 }
@@ -111,19 +121,25 @@ impl Shard {
         LostWork {
             heartbeat_untracked: self.detectors.heartbeat.untracked,
             handshake_untracked: self.detectors.handshake.untracked,
+            latency_flows_untracked: self.detectors.latency.flows_untracked(),
+            latency_echo_untracked: self.detectors.latency.echo_untracked(),
+            latency_samples_untracked: self.detectors.latency.subjects_untracked
+                + self.detectors.handshake.samples_untracked,
         }
     }
 
     fn new_window(&self, index: u64) -> WindowStats {
         let start = index * self.width_ns;
-        WindowStats::new(
+        let mut w = WindowStats::new(
             start,
             start + self.width_ns,
             self.cfg.heavy_hitters.sketch_capacity,
             self.cfg.setup_growth.exact_nodes,
             self.cfg.handshake.max_servers,
             self.labels.type_count(),
-        )
+        );
+        w.latency = crate::detect::latency::LatencyWindow::new(self.cfg.latency.max_subjects);
+        w
     }
 
     /// Feeds one classified packet.
@@ -372,7 +388,8 @@ mod tests {
             s.lost_work(),
             LostWork {
                 heartbeat_untracked: 1,
-                handshake_untracked: 1
+                handshake_untracked: 1,
+                ..LostWork::default()
             }
         );
         assert_eq!(s.heartbeat_flows().0, 1);

@@ -5,6 +5,7 @@ use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 
+use crate::detect::latency::{LatencyConfig, LatencyWindow};
 use crate::sketch::{DistinctCounter, FrequentItems};
 
 /// A service: destination address, port and IP protocol.
@@ -234,6 +235,8 @@ pub struct WindowStats {
     pub servers: FxHashMap<(IpAddr, u16), ServerWindow>,
     /// Handshake events for servers beyond the bound.
     pub servers_untracked: u64,
+    /// Latency samples per (server, measure) (bounded by `latency.max_subjects`).
+    pub latency: LatencyWindow,
     exact_nodes: usize,
     max_servers: usize,
 }
@@ -263,6 +266,7 @@ impl WindowStats {
             flows: FrequentItems::new(sketch_capacity),
             servers: FxHashMap::default(),
             servers_untracked: 0,
+            latency: LatencyWindow::new(LatencyConfig::default().max_subjects),
             exact_nodes,
             max_servers,
         }
@@ -270,14 +274,16 @@ impl WindowStats {
 
     /// An empty window with the same settings over another span.
     pub fn empty_like(&self, start_ns: u64, end_ns: u64) -> WindowStats {
-        WindowStats::new(
+        let mut w = WindowStats::new(
             start_ns,
             end_ns,
             self.sources.capacity(),
             self.exact_nodes,
             self.max_servers,
             self.traffic.types,
-        )
+        );
+        w.latency = LatencyWindow::new(self.latency.capacity());
+        w
     }
 
     /// Width in seconds.
@@ -331,6 +337,7 @@ impl WindowStats {
             }
         }
         self.servers_untracked += o.servers_untracked;
+        self.latency.merge(&o.latency);
     }
 }
 
@@ -416,6 +423,7 @@ impl WindowStats {
             "top_sources": self.sources.top(10).iter().map(|e| serde_json::json!({"address": e.key.to_string(), "packets": e.count, "bytes": e.secondary})).collect::<Vec<_>>(),
             "top_services": self.services.top(10).iter().map(|e| serde_json::json!({"address": e.key.0.to_string(), "port": e.key.1, "proto": e.key.2, "packets": e.count})).collect::<Vec<_>>(),
             "sketch_error_bound": self.sources.error_bound(),
+            "latency": self.latency.summary(50),
             "servers": servers.iter().take(20).map(|(k, s)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "syns": s.syns, "retransmitted_syns": s.retransmits, "rsts": s.rsts, "syn_to_syn_ack": quantiles(s.syn_to_syn_ack.as_ref())})).collect::<Vec<_>>(),
         })
     }

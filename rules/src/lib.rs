@@ -57,6 +57,8 @@ pub enum AlertKind {
     SynRetransmits,
     /// Tenant-isolation advice raised with a tenant-level alert.
     IsolationAdvice,
+    /// See [`FindingKind::LatencyShift`].
+    LatencyShift,
 }
 
 impl AlertKind {
@@ -68,6 +70,7 @@ impl AlertKind {
             AlertKind::MissedHeartbeat => FindingKind::MissedHeartbeat.name(),
             AlertKind::SynRetransmits => FindingKind::SynRetransmits.name(),
             AlertKind::IsolationAdvice => ISOLATION_ADVICE,
+            AlertKind::LatencyShift => FindingKind::LatencyShift.name(),
         }
     }
 }
@@ -79,6 +82,7 @@ impl From<FindingKind> for AlertKind {
             FindingKind::QuadraticSetupGrowth => AlertKind::QuadraticSetupGrowth,
             FindingKind::MissedHeartbeat => AlertKind::MissedHeartbeat,
             FindingKind::SynRetransmits => AlertKind::SynRetransmits,
+            FindingKind::LatencyShift => AlertKind::LatencyShift,
         }
     }
 }
@@ -199,7 +203,8 @@ fn as_rfc3339<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
 pub struct AlertEvent {
     /// Contract version.
     pub version: u32,
-    /// `heavy_hitter`, `quadratic_setup_growth`, `missed_heartbeat`, `syn_retransmits`, `isolation_advice`.
+    /// `heavy_hitter`, `quadratic_setup_growth`, `missed_heartbeat`, `syn_retransmits`,
+    /// `isolation_advice`, `latency_shift`.
     pub kind: AlertKind,
     /// `firing` or `resolved`.
     pub state: AlertState,
@@ -363,6 +368,7 @@ impl AlertEngine {
             FindingKind::QuadraticSetupGrowth => &self.cfg.quadratic_setup_growth,
             FindingKind::MissedHeartbeat => &self.cfg.missed_heartbeat,
             FindingKind::SynRetransmits => &self.cfg.syn_retransmits,
+            FindingKind::LatencyShift => &self.cfg.latency_shift,
         }
     }
 

@@ -215,6 +215,7 @@ fn every_kind_serialises_as_documented() {
         "missed_heartbeat",
         "syn_retransmits",
         "isolation_advice",
+        "latency_shift",
     ] {
         for state in ["firing", "resolved"] {
             assert!(

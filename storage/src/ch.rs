@@ -153,6 +153,20 @@ impl ClickHouse {
         )
     }
 
+    /// Whether `table` of the database already has `column` (an `ADD COLUMN` done before its
+    /// migration was recorded).
+    fn has_column(&self, table: &str, column: &str) -> Result<bool, StorageError> {
+        let sql = format!(
+            "SELECT count() FROM system.columns WHERE database = '{}' AND table = '{table}' AND name = '{column}'",
+            self.layout.database
+        );
+        let n = self.run(
+            "reading system.columns",
+            self.client.query(&sql).fetch_one::<u64>(),
+        )?;
+        Ok(n > 0)
+    }
+
     /// Applies the migrations not applied yet (every statement is idempotent); returns the
     /// versions applied now.
     pub fn apply_schema(&self) -> Result<Vec<u32>, StorageError> {
@@ -166,6 +180,11 @@ impl ClickHouse {
                 continue;
             }
             for st in self.layout.statements(m) {
+                if let Some((table, column)) = crate::schema::added_column(&st) {
+                    if self.has_column(table, column)? {
+                        continue;
+                    }
+                }
                 self.execute(&st)?;
             }
             let table = self.layout.insert_table("schema_migrations");

@@ -2,8 +2,8 @@
 //! periodic-flow list, and the agent's own record.
 use std::net::IpAddr;
 
-use hdrhistogram::Histogram;
-use tapwatch_analyzer::{Evidence, GrowthSample, Labels, WindowStats};
+use hdrhistogram::{Counter, Histogram};
+use tapwatch_analyzer::{Evidence, GrowthSample, Labels, Measure, WindowStats};
 use tapwatch_rules::{AlertEvent, AlertEvidence, AlertState};
 
 use crate::rows::*;
@@ -13,7 +13,7 @@ fn secs(ns: u64) -> u32 {
 }
 
 /// Rows of one finished base window: traffic cells, tenants, heavy hitters (top `top` per
-/// dimension) and handshake latency per tenant and per server.
+/// dimension), handshake latency per tenant, and latency per server and measure.
 pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, out: &mut Rows) {
     let ts = secs(w.start_ns);
     let window_ms = ((w.end_ns - w.start_ns) / 1_000_000) as u32;
@@ -48,26 +48,22 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
             setups: t.setups,
             sources: t.nodes.count().0,
         });
-        for (stage, h) in [
-            ("syn_to_syn_ack", &t.syn_to_syn_ack),
-            ("syn_ack_to_ack", &t.syn_ack_to_ack),
+        for (measure, h) in [
+            (Measure::HandshakeServer, &t.syn_to_syn_ack),
+            (Measure::HandshakeClient, &t.syn_ack_to_ack),
         ] {
-            if let Some(row) = latency_row(ts, agent, window_ms, &tenant, None, stage, h.as_ref()) {
+            let at = (ts, agent, window_ms);
+            if let Some(row) = latency_row(at, &tenant, None, measure, h.as_ref()) {
                 out.latency.push(row);
             }
         }
     }
-    for ((addr, port), s) in &w.servers {
-        let tenant = labels.tenant_name_of(*addr).to_string();
-        if let Some(row) = latency_row(
-            ts,
-            agent,
-            window_ms,
-            &tenant,
-            Some((*addr, *port)),
-            "syn_to_syn_ack",
-            s.syn_to_syn_ack.as_ref(),
-        ) {
+    let mut cells: Vec<_> = w.latency.cells.iter().collect();
+    cells.sort_unstable_by_key(|(k, _)| *k);
+    for (((addr, port, _), measure), c) in cells {
+        let tenant = labels.tenant_name_of(*addr);
+        let at = (ts, agent, window_ms);
+        if let Some(row) = latency_row(at, tenant, Some((*addr, *port)), *measure, Some(&c.hist)) {
             out.latency.push(row);
         }
     }
@@ -129,16 +125,20 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
     );
 }
 
-fn latency_row(
-    ts: u32,
-    agent: &str,
-    window_ms: u32,
+/// A latency row at `(ts, agent, window_ms)`; the handshake measures keep their stage name.
+fn latency_row<C: Counter>(
+    (ts, agent, window_ms): (u32, &str, u32),
     tenant: &str,
     server: Option<(IpAddr, u16)>,
-    stage: &str,
-    h: Option<&Histogram<u64>>,
+    measure: Measure,
+    h: Option<&Histogram<C>>,
 ) -> Option<LatencyRow> {
     let h = h.filter(|h| !h.is_empty())?;
+    let stage = match measure {
+        Measure::HandshakeServer => "syn_to_syn_ack",
+        Measure::HandshakeClient => "syn_ack_to_ack",
+        _ => "",
+    };
     Some(LatencyRow {
         ts,
         agent: agent.to_string(),
@@ -148,6 +148,7 @@ fn latency_row(
         server: address(server.map(|s| s.0)),
         server_port: server.map_or(0, |s| s.1),
         stage: stage.to_string(),
+        measure: measure.name().to_string(),
         samples: h.len(),
         p50_us: h.value_at_quantile(0.5),
         p90_us: h.value_at_quantile(0.9),

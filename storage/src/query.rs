@@ -20,7 +20,8 @@ pub enum Question {
     HeartbeatGaps,
     /// Setup growth per tenant: node and setup ranges and the latest fit.
     SetupGrowth,
-    /// Handshake latency per tenant and stage.
+    /// Handshake latency per tenant and stage; with [`Filter::measure`], latency per server
+    /// of that measure.
     Latency,
 }
 
@@ -79,7 +80,10 @@ impl Question {
                 "exponent_high",
                 "r2",
             ],
-            Question::Latency => &["tenant", "stage", "samples", "p50_us", "p99_us", "max_us"],
+            Question::Latency => &[
+                "tenant", "server", "port", "measure", "stage", "samples", "p50_us", "p99_us",
+                "max_us",
+            ],
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct Filter {
     pub agent: Option<String>,
     /// At most this many rows.
     pub limit: usize,
+    /// `latency` only: per server, rows of this measure (`handshake_server`, …, `rst`).
+    pub measure: Option<String>,
 }
 
 fn lit(s: &str) -> String {
@@ -181,13 +187,29 @@ pub fn sql(q: Question, layout: &Layout, f: &Filter) -> String {
              FROM {} WHERE {w} GROUP BY agent, tenant) ORDER BY agent, tenant LIMIT {n}",
             t("setup_growth")
         ),
-        Question::Latency => format!(
-            "SELECT t AS tenant, st AS stage, c AS samples, intDiv(w50, c) AS p50_us, p AS p99_us, m AS max_us \
-             FROM (SELECT tenant AS t, stage AS st, sum(samples) AS c, sum(p50_us * samples) AS w50, \
-             max(p99_us) AS p, max(max_us) AS m \
-             FROM {} WHERE server_port = 0 AND {w} GROUP BY tenant, stage) ORDER BY tenant, stage LIMIT {n}",
-            t("latency")
-        ),
+        Question::Latency => match &f.measure {
+            None => format!(
+                "SELECT t AS tenant, '' AS server, 0 AS port, ms AS measure, st AS stage, c AS samples, \
+                 intDiv(w50, c) AS p50_us, p AS p99_us, m AS max_us \
+                 FROM (SELECT tenant AS t, stage AS st, max(measure) AS ms, sum(samples) AS c, \
+                 sum(p50_us * samples) AS w50, max(p99_us) AS p, max(max_us) AS m \
+                 FROM {} WHERE server_port = 0 AND measure != 'echo' AND {w} GROUP BY tenant, stage) \
+                 ORDER BY tenant, stage LIMIT {n}",
+                t("latency")
+            ),
+            Some(m) => format!(
+                "SELECT t AS tenant, a AS server, sp AS port, {} AS measure, st AS stage, c AS samples, \
+                 intDiv(w50, c) AS p50_us, p AS p99_us, mx AS max_us \
+                 FROM (SELECT replaceRegexpOne(IPv6NumToString(server), '^::ffff:', '') AS a, \
+                 server_port AS sp, max(tenant) AS t, max(stage) AS st, sum(samples) AS c, \
+                 sum(p50_us * samples) AS w50, max(p99_us) AS p, max(max_us) AS mx \
+                 FROM {} WHERE measure = {} AND (server_port > 0 OR measure = 'echo') AND {w} \
+                 GROUP BY server, server_port) ORDER BY server, port LIMIT {n}",
+                lit(m),
+                t("latency"),
+                lit(m)
+            ),
+        },
     }
 }
 
@@ -371,29 +393,53 @@ pub fn ask_files(
                 .collect()
         }
         Question::Latency => {
-            let mut by: BTreeMap<(String, String), [u64; 4]> = BTreeMap::new();
-            for r in read("latency")?
-                .iter()
-                .filter(|r| r.u64("server_port") == 0)
-            {
-                let a = by.entry((r.str("tenant"), r.str("stage"))).or_default();
+            // (tenant, stage, 0) or (server, "", port) → samples, Σ p50·n, p99, max.
+            #[derive(Default)]
+            struct Acc {
+                tenant: String,
+                stage: String,
+                measure: String,
+                n: [u64; 4],
+            }
+            let mut by: BTreeMap<(String, String, u64), Acc> = BTreeMap::new();
+            for r in read("latency")? {
+                let (port, measure) = (r.u64("server_port"), r.str("measure"));
+                let key = match &f.measure {
+                    None if port == 0 && measure != "echo" => (r.str("tenant"), r.str("stage"), 0),
+                    Some(m) if *m == measure && (port > 0 || measure == "echo") => {
+                        (address_text(&r.address("server")), String::new(), port)
+                    }
+                    _ => continue,
+                };
+                let a = by.entry(key).or_default();
+                a.tenant = a.tenant.clone().max(r.str("tenant"));
+                a.stage = a.stage.clone().max(r.str("stage"));
+                a.measure = a.measure.clone().max(measure);
                 let n = r.u64("samples");
-                a[0] += n;
-                a[1] += r.u64("p50_us") * n;
-                a[2] = a[2].max(r.u64("p99_us"));
-                a[3] = a[3].max(r.u64("max_us"));
+                a.n[0] += n;
+                a.n[1] += r.u64("p50_us") * n;
+                a.n[2] = a.n[2].max(r.u64("p99_us"));
+                a.n[3] = a.n[3].max(r.u64("max_us"));
             }
             by.into_iter()
-                .map(|((tenant, stage), a)| {
+                .map(|((key, _, port), a)| {
+                    let server = if f.measure.is_some() {
+                        key
+                    } else {
+                        String::new()
+                    };
                     obj(
                         q,
                         vec![
-                            json!(tenant),
-                            json!(stage),
-                            json!(a[0]),
-                            json!(a[1].checked_div(a[0]).unwrap_or(0)),
-                            json!(a[2]),
-                            json!(a[3]),
+                            json!(a.tenant),
+                            json!(server),
+                            json!(port),
+                            json!(a.measure),
+                            json!(a.stage),
+                            json!(a.n[0]),
+                            json!(a.n[1].checked_div(a.n[0]).unwrap_or(0)),
+                            json!(a.n[2]),
+                            json!(a.n[3]),
                         ],
                     )
                 })
@@ -500,11 +546,21 @@ mod tests {
             tenant: Some("a'b".into()),
             agent: None,
             limit: 5,
+            measure: None,
         };
         for (q, _) in Question::ALL {
             let s = sql(q, &l, &f);
             assert!(s.contains("FROM tw.") && !s.contains("_local"), "{s}");
             assert!(s.contains("tenant = 'a\\'b'"), "{s}");
         }
+        let per_server = Filter {
+            measure: Some("echo".into()),
+            ..f
+        };
+        let s = sql(Question::Latency, &l, &per_server);
+        assert!(
+            s.contains("measure = 'echo'") && s.contains("GROUP BY server, server_port"),
+            "{s}"
+        );
     }
 }

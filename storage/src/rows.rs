@@ -149,7 +149,8 @@ pub struct HeavyHitterRow {
 }
 stored_row!(HeavyHitterRow, "heavy_hitters");
 
-/// Handshake latency quantiles of one window, per tenant (server all-zero) or per server.
+/// Latency quantiles of one window: handshake latency per tenant (server all-zero), and per
+/// server and measure (`latency_shift`'s samples; echo rows have port 0).
 #[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LatencyRow {
     /// Window start.
@@ -166,9 +167,13 @@ pub struct LatencyRow {
     pub server: Address,
     /// Server port; 0 on per-tenant rows.
     pub server_port: u16,
-    /// `syn_to_syn_ack` or `syn_ack_to_ack`.
+    /// `syn_to_syn_ack` or `syn_ack_to_ack` for the handshake measures; '' for the others.
     pub stage: String,
-    /// Handshakes measured.
+    /// `handshake_server`, `handshake_client`, `response`, `echo`, `tcp_rtt` or `rst`
+    /// ('' on rows written before migration 3).
+    #[serde(default)]
+    pub measure: String,
+    /// Samples.
     pub samples: u64,
     /// Median, µs.
     pub p50_us: u64,

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_rollups.sql",
         sql: include_str!("../migrations/0002_rollups.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_latency_measure.sql",
+        sql: include_str!("../migrations/0003_latency_measure.sql"),
+    },
 ];
 
 /// Rollup tables (filled by materialized views, never written directly).
@@ -113,9 +118,16 @@ impl Layout {
                 .replace("{on_cluster}", &self.on_cluster())
                 .replace("{local}", self.local());
             out.push(rendered);
-            if self.cluster.is_some() {
+            if let Some(c) = &self.cluster {
                 if let Some(table) = created_table(stmt) {
                     out.push(self.distributed(table));
+                }
+                // The `Distributed` table over an altered table takes the same change.
+                if let Some((table, change)) = altered_table(stmt) {
+                    out.push(format!(
+                        "ALTER TABLE {}.{table} ON CLUSTER {c} {change}",
+                        self.database
+                    ));
                 }
             }
         }
@@ -152,6 +164,22 @@ fn created_table(stmt: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// `(table, change)` of an `ALTER TABLE {db}.TABLE{local} {on_cluster} CHANGE` statement.
+fn altered_table(stmt: &str) -> Option<(&str, &str)> {
+    let rest = stmt.strip_prefix("ALTER TABLE {db}.")?;
+    let (table, change) = rest.split_once("{local} {on_cluster} ")?;
+    Some((table, change))
+}
+
+/// `(table, column)` of a rendered `ALTER TABLE DB.TABLE [ON CLUSTER C] ADD COLUMN NAME …`
+/// (ClickHouse 18.16 has no `IF NOT EXISTS` there: the caller checks `system.columns`).
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let rest = stmt.strip_prefix("ALTER TABLE ")?;
+    let (target, change) = rest.split_once(" ADD COLUMN ")?;
+    let table = target.split_whitespace().next()?.split_once('.')?.1;
+    Some((table, change.split_whitespace().next()?))
+}
+
 /// Default retention in days per table: per-window tables a week, minutes 90 days, hours
 /// two years; alerts and agent records a year.
 pub fn default_retention_days(table: &str) -> u32 {
@@ -176,6 +204,32 @@ pub fn partition_last_day(id: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_added_column_reaches_the_distributed_table_too() {
+        let l = Layout {
+            database: "tw".into(),
+            cluster: Some("c1".into()),
+        };
+        let st = l.statements(&MIGRATIONS[2]);
+        assert_eq!(
+            st,
+            [
+                "ALTER TABLE tw.latency_local ON CLUSTER c1 ADD COLUMN measure LowCardinality(String) DEFAULT '' AFTER stage",
+                "ALTER TABLE tw.latency ON CLUSTER c1 ADD COLUMN measure LowCardinality(String) DEFAULT '' AFTER stage",
+            ]
+        );
+        assert_eq!(added_column(&st[0]), Some(("latency_local", "measure")));
+        assert_eq!(added_column(&st[1]), Some(("latency", "measure")));
+        let single = Layout {
+            database: "tw".into(),
+            cluster: None,
+        };
+        let st = single.statements(&MIGRATIONS[2]);
+        assert_eq!(st.len(), 1);
+        assert_eq!(added_column(&st[0]), Some(("latency", "measure")));
+        assert_eq!(added_column("CREATE TABLE tw.x (a UInt8)"), None);
+    }
 
     #[test]
     fn cluster_layout_adds_distributed_tables() {

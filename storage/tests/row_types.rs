@@ -154,6 +154,7 @@ fn every_row_type_round_trips_with_validation_off() {
             server: addr(9),
             server_port: 8443,
             stage: s("syn_to_syn_ack"),
+            measure: s("handshake_server"),
             samples: 5,
             p50_us: 6,
             p90_us: 7,

@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 use etherparse::PacketBuilder;
 use tapwatch_capture::{LinkType, PcapWriter};
 
+mod latency;
 pub mod soak;
 pub use soak::{Soak, SoakParams};
 
@@ -101,9 +102,33 @@ impl CaptureBuilder {
         ack: u32,
         payload: &[u8],
     ) {
+        self.tcp_ts(ts_ns, src, dst, flags, seq, ack, None, payload);
+    }
+
+    /// A TCP segment as [`CaptureBuilder::tcp`], with the timestamps option (TSval,
+    /// TSecr) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp_ts(
+        &mut self,
+        ts_ns: u64,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        timestamps: Option<(u32, u32)>,
+        payload: &[u8],
+    ) {
         let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
             .ipv4(src.0.octets(), dst.0.octets(), 64)
             .tcp(src.1, dst.1, seq, 64240);
+        if let Some((tsval, tsecr)) = timestamps {
+            let option = [etherparse::TcpOptionElement::Timestamp(tsval, tsecr)];
+            match b.options(&option) {
+                Ok(with) => b = with,
+                Err(_) => return,
+            }
+        }
         if flags & 0x01 != 0 {
             b = b.fin();
         }
@@ -166,6 +191,17 @@ impl CaptureBuilder {
         }
     }
 
+    /// An ICMP echo reply over Ethernet/IPv4.
+    pub fn pong(&mut self, ts_ns: u64, src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(src.octets(), dst.octets(), 64)
+            .icmpv4_echo_reply(id, seq);
+        let mut out = Vec::new();
+        if b.write(&mut out, &[0u8; 32]).is_ok() {
+            self.frames.push((ts_ns, out));
+        }
+    }
+
     /// Sorts by time and writes a nanosecond pcap.
     pub fn write(mut self, out: impl Write) -> std::io::Result<usize> {
         self.frames.sort_by_key(|f| f.0);
@@ -212,7 +248,7 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
 /// Names of the scenarios [`generate`] knows.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 13] = [
     "demo",
     "benign",
     "heavy_hitter",
@@ -220,7 +256,16 @@ pub const NAMES: [&str; 7] = [
     "bfd_silence",
     "keepalive_gap",
     "syn_retransmits",
+    "response_shift",
+    "echo_stall",
+    "slow_rst",
+    "tcp_rtt_step",
+    "tenant_shift",
+    "latency_benign",
 ];
+
+/// The scenarios that must raise nothing.
+pub const QUIET: [&str; 2] = ["benign", "latency_benign"];
 
 /// The tenants file every scenario is labelled with (also `data/demo.tenants.toml`).
 pub const TENANTS_TOML: &str = r#"# Tenants of tapwatch's generated scenarios and of the bundled demo (data/demo.pcap).
@@ -320,6 +365,21 @@ pub fn generate(name: &str, seed: u64) -> Option<Scenario> {
         "syn_retransmits" => {
             expected.extend(syn_retransmits(&mut c, &mut rng, t0, t0 + 60 * SEC, 1.0))
         }
+        "response_shift" => expected.extend(latency::response_shift(
+            &mut c,
+            &mut rng,
+            t0,
+            t0 + 180 * SEC,
+        )),
+        "echo_stall" => expected.extend(latency::echo_stall(&mut c, &mut rng, t0, t0 + 180 * SEC)),
+        "slow_rst" => expected.extend(latency::slow_rst(&mut c, &mut rng, t0, t0 + 160 * SEC)),
+        "tcp_rtt_step" => {
+            expected.extend(latency::tcp_rtt_step(&mut c, &mut rng, t0, t0 + 160 * SEC))
+        }
+        "tenant_shift" => {
+            expected.extend(latency::tenant_shift(&mut c, &mut rng, t0, t0 + 160 * SEC))
+        }
+        "latency_benign" => latency::latency_benign(&mut c, &mut rng, t0, t0 + 240 * SEC),
         "demo" => {
             // Every scenario at once, smaller, over one benign background, all ending together.
             let end = t0 + 150 * SEC;
@@ -770,7 +830,7 @@ mod tests {
         for name in NAMES {
             let s = generate(name, 1).unwrap();
             assert!(!s.capture.is_empty(), "{name}");
-            assert_eq!(s.expected.is_empty(), name == "benign", "{name}");
+            assert_eq!(s.expected.is_empty(), QUIET.contains(&name), "{name}");
         }
     }
 

@@ -36,6 +36,31 @@ pub fn human_line(e: &AlertEvent) -> String {
         (AlertKind::SynRetransmits, _) => {
             format!("{} retransmitted SYNs (threshold {})", e.value, e.threshold)
         }
+        (AlertKind::LatencyShift, AlertState::Firing) => match &e.evidence {
+            AlertEvidence::Finding(Evidence::LatencyShift(l)) => format!(
+                "{} {} {:.1} ms (threshold {:.1} ms; baseline p50 {:.1} ms, p99 {:.1} ms)",
+                l.measure.name(),
+                if l.trigger == "spike" { "max" } else { "p50" },
+                e.value,
+                e.threshold,
+                l.baseline_p50_us as f64 / 1000.0,
+                l.baseline_p99_us as f64 / 1000.0
+            ),
+            AlertEvidence::Finding(Evidence::LatencyTenant(t)) => format!(
+                "{} of {} servers shifted together ({})",
+                t.servers_shifted,
+                t.servers_judged,
+                t.shifted.join(", ")
+            ),
+            _ => format!("{:.1} ms (threshold {:.1} ms)", e.value, e.threshold),
+        },
+        (AlertKind::LatencyShift, AlertState::Resolved) => match &e.evidence {
+            AlertEvidence::Finding(Evidence::LatencyTenant(t)) => format!(
+                "{} of {} servers shifted now",
+                t.servers_shifted, t.servers_judged
+            ),
+            _ => format!("p50 {:.1} ms, back near baseline", e.value),
+        },
         (AlertKind::IsolationAdvice, AlertState::Firing) => e.advice().unwrap_or("").to_string(),
         (AlertKind::IsolationAdvice, AlertState::Resolved) => {
             format!(

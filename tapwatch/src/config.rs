@@ -240,6 +240,11 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
         hs.min_retransmit_ratio * 100.0,
         hs.burst_window_s
     );
+    let l = &a.latency;
+    println!(
+        "latency_shift: per server and measure (handshake_server, handshake_client, response, echo, tcp_rtt, rst) in {} s windows against a {} s baseline: median >= {}x and >= {} ms above it for {} windows with >= {} samples, or one sample >= {} ms and >= {}x the baseline p99; critical when the median is >= {} ms",
+        l.window_s, l.baseline_s, l.factor, l.min_delta_ms, l.windows, l.min_samples, l.spike_min_ms, l.spike_factor, l.critical_ms
+    );
     for i in 0..a.overrides.len() {
         println!("{}", describe_override(a, i, tenant_map.as_ref()));
     }
@@ -249,6 +254,7 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
         ("quadratic_setup_growth", &r.quadratic_setup_growth),
         ("missed_heartbeat", &r.missed_heartbeat),
         ("syn_retransmits", &r.syn_retransmits),
+        ("latency_shift", &r.latency_shift),
     ] {
         if k.disabled {
             println!("rules.{kind}: disabled");

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use tapwatch_analyzer::Measure;
 use tapwatch_storage::query::{self, Filter, Question};
 use tapwatch_storage::schema::Layout;
 use tapwatch_storage::{ClickHouse, FileStore};
@@ -105,6 +106,10 @@ pub struct QueryArgs {
     /// At most this many rows.
     #[arg(long, value_name = "N", default_value_t = 20)]
     limit: usize,
+    /// `latency` only: per server, the rows of this measure (handshake_server,
+    /// handshake_client, response, echo, tcp_rtt, rst) instead of per tenant and stage.
+    #[arg(long, value_name = "MEASURE")]
+    measure: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
     format: QueryFormat,
@@ -143,6 +148,18 @@ pub fn parse_time(flag: &str, s: &str, now: u64) -> anyhow::Result<u32> {
 /// Runs `tapwatch query`.
 pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
     let config = Config::load_or_default(a.config.as_deref())?;
+    if let Some(m) = &a.measure {
+        let names: Vec<&str> = Measure::ALL.iter().map(|m| m.name()).collect();
+        anyhow::ensure!(
+            a.question == Question::Latency,
+            "--measure applies to the latency question only"
+        );
+        anyhow::ensure!(
+            names.contains(&m.as_str()),
+            "--measure {m:?}: expected one of {}",
+            names.join(", ")
+        );
+    }
     let now = now_s();
     let filter = Filter {
         since: a
@@ -160,6 +177,7 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
         tenant: a.tenant.clone(),
         agent: a.agent.clone(),
         limit: a.limit,
+        measure: a.measure.clone(),
     };
     if a.print_sql {
         config.clickhouse.check()?;

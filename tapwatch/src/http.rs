@@ -32,6 +32,8 @@ pub struct WorkerCounters {
     pub heartbeat_untracked: AtomicU64,
     /// SYNs of handshakes the pending table had no room for.
     pub handshake_untracked: AtomicU64,
+    /// TCP flows, echo requests and samples the latency tables had no room for.
+    pub latency_untracked: [AtomicU64; 3],
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
     /// The worker's sFlow source, if it reads one (refreshed once a second).
@@ -53,6 +55,8 @@ pub struct Telemetry {
     pub window_lag_ms: AtomicU64,
     /// Handshake events of servers the windows had no room for.
     pub servers_untracked: AtomicU64,
+    /// Latency samples of (server, measure) pairs beyond the baselines kept.
+    pub latency_unjudged: AtomicU64,
     /// Alert events the rules did not send (silence, mute, disabled kind, cooldown).
     pub alerts_suppressed: AtomicU64,
     /// JSON views and alert/webhook counters, refreshed per window.
@@ -240,6 +244,30 @@ impl Telemetry {
             "SYNs of handshakes the pending table had no room for (handshake.max_pending).",
             per_worker(&|w| w.handshake_untracked.load(Ordering::Relaxed)),
         );
+        for (i, (name, help)) in [
+            (
+                "tapwatch_latency_flows_untracked_total",
+                "TCP flows the latency table had no room for (latency.max_flows).",
+            ),
+            (
+                "tapwatch_latency_echo_untracked_total",
+                "Echo requests the latency table had no room for (latency.max_echo).",
+            ),
+            (
+                "tapwatch_latency_samples_untracked_total",
+                "Latency samples whose server had no room in a window (latency.max_subjects).",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            family(
+                name,
+                "counter",
+                help,
+                per_worker(&|w| w.latency_untracked[i].load(Ordering::Relaxed)),
+            );
+        }
         family(
             "tapwatch_servers_untracked_total",
             "counter",
@@ -247,6 +275,15 @@ impl Telemetry {
             vec![(
                 String::new(),
                 self.servers_untracked.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        family(
+            "tapwatch_latency_unjudged_total",
+            "counter",
+            "Latency samples of (server, measure) pairs beyond the baselines kept (4 x latency.max_subjects).",
+            vec![(
+                String::new(),
+                self.latency_unjudged.load(Ordering::Relaxed) as f64,
             )],
         );
         family(

@@ -122,6 +122,13 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
         .store(lost.heartbeat_untracked, Ordering::Relaxed);
     c.handshake_untracked
         .store(lost.handshake_untracked, Ordering::Relaxed);
+    for (counter, n) in c.latency_untracked.iter().zip([
+        lost.latency_flows_untracked,
+        lost.latency_echo_untracked,
+        lost.latency_samples_untracked,
+    ]) {
+        counter.store(n, Ordering::Relaxed);
+    }
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {

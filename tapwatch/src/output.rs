@@ -139,6 +139,10 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
         "lost_work": {
             "heartbeat_untracked_packets": t.lost.heartbeat_untracked,
             "handshake_untracked_syns": t.lost.handshake_untracked,
+            "latency_untracked_flows": t.lost.latency_flows_untracked,
+            "latency_untracked_echo_requests": t.lost.latency_echo_untracked,
+            "latency_untracked_samples": t.lost.latency_samples_untracked,
+            "latency_unjudged_samples": merger.latency_untracked(),
             "servers_untracked_events": merger.servers_untracked(),
             "alerts_suppressed": s.coordinator.rules().suppressed,
         },

@@ -38,6 +38,8 @@ pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
     t.windows.store(merger.windows[0], Ordering::Relaxed);
     t.servers_untracked
         .store(merger.servers_untracked(), Ordering::Relaxed);
+    t.latency_unjudged
+        .store(merger.latency_untracked(), Ordering::Relaxed);
     t.alerts_suppressed
         .store(rules.suppressed, Ordering::Relaxed);
     let tenants = merger.tenants();

@@ -167,6 +167,36 @@ fn syn_retransmissions_towards_one_server() {
 }
 
 #[test]
+fn latency_shift_on_a_slower_response() {
+    check_scenario("response_shift");
+}
+
+#[test]
+fn latency_shift_on_rare_echo_stalls() {
+    check_scenario("echo_stall");
+}
+
+#[test]
+fn latency_shift_on_slow_rsts() {
+    check_scenario("slow_rst");
+}
+
+#[test]
+fn latency_shift_on_a_tcp_timestamp_rtt_step() {
+    check_scenario("tcp_rtt_step");
+}
+
+#[test]
+fn latency_shift_on_a_tenant_whose_servers_slow_down_together() {
+    check_scenario("tenant_shift");
+}
+
+#[test]
+fn latency_look_alikes_raise_nothing() {
+    check_scenario("latency_benign");
+}
+
+#[test]
 fn the_bundled_demo_raises_every_scenario_and_nothing_else() {
     check_scenario("demo");
 }

@@ -304,6 +304,19 @@ fn replay_rows_in_clickhouse_add_up_to_the_summary_and_match_the_file_store() {
         let tenant = ask(Some(&ch.url), &files, q, &["--tenant", "swarm"]);
         same_answers(q, &tenant, &ask(None, &files, q, &["--tenant", "swarm"]));
     }
+    for m in ["handshake_server", "handshake_client", "response"] {
+        let per_server = ["--measure", m];
+        let from_files = ask(None, &files, "latency", &per_server);
+        assert!(!from_files.is_empty(), "latency --measure {m}: no answer");
+        assert!(from_files
+            .iter()
+            .all(|r| r["measure"] == m && r["port"] != 0));
+        same_answers(
+            m,
+            &ask(Some(&ch.url), &files, "latency", &per_server),
+            &from_files,
+        );
+    }
     // The file store loads into ClickHouse once: a second load skips every batch.
     let load = || {
         let out = run(tapwatch()

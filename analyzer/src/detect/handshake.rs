@@ -6,6 +6,8 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tapwatch_classifier::{PacketMeta, ProtocolType, TenantId};
 
+use super::latency::cells::Sample;
+use super::latency::Measure;
 use super::PacketDetector;
 use crate::finding::Finding;
 use crate::labels::Labels;
@@ -126,6 +128,8 @@ pub struct HandshakeTracker {
     pending: FxHashMap<ConnKey, Pending>,
     /// SYNs not tracked because the table was full.
     pub untracked: u64,
+    /// Handshake latency samples whose server had no room in the window's latency cells.
+    pub samples_untracked: u64,
 }
 
 impl HandshakeTracker {
@@ -135,6 +139,7 @@ impl HandshakeTracker {
             cfg,
             pending: FxHashMap::default(),
             untracked: 0,
+            samples_untracked: 0,
         }
     }
 
@@ -253,9 +258,28 @@ impl HandshakeTracker {
 }
 
 impl HandshakeEvent {
-    /// Counts the event in the window: per server, and latency per tenant.
+    /// Counts the event in the window: per server, and latency per tenant and per server
+    /// (`handshake_server`, `handshake_client`); false when the window had no room for the
+    /// server's latency cell.
     #[inline]
-    fn record(self, server: (IpAddr, u16), m: &PacketMeta, w: &mut WindowStats) {
+    fn record(self, server: (IpAddr, u16), m: &PacketMeta, w: &mut WindowStats) -> bool {
+        let client = if m.src == Some(server.0) && m.src_port == server.1 {
+            (m.dst, m.dst_port)
+        } else {
+            (m.src, m.src_port)
+        };
+        let sample = |measure, us: u64| Sample {
+            subject: (server.0, server.1, 6),
+            measure,
+            us,
+            flow: (
+                client.0.unwrap_or(server.0),
+                client.1,
+                server.0,
+                server.1,
+                6,
+            ),
+        };
         match self {
             HandshakeEvent::Syn => {
                 if let Some(s) = w.server(server) {
@@ -284,6 +308,7 @@ impl HandshakeEvent {
                     .syn_to_syn_ack
                     .get_or_insert_with(latency_histogram)
                     .record(us.max(1));
+                return w.latency.record(sample(Measure::HandshakeServer, us));
             }
             HandshakeEvent::Ack { us } => {
                 let _ = w
@@ -291,8 +316,10 @@ impl HandshakeEvent {
                     .syn_ack_to_ack
                     .get_or_insert_with(latency_histogram)
                     .record(us.max(1));
+                return w.latency.record(sample(Measure::HandshakeClient, us));
             }
         }
+        true
     }
 }
 
@@ -307,7 +334,9 @@ impl PacketDetector for HandshakeTracker {
     ) {
         if let Some((server, event)) = self.observe(m) {
             if let Some(w) = window {
-                event.record(server, m, w);
+                if !event.record(server, m, w) {
+                    self.samples_untracked += 1;
+                }
             }
         }
     }

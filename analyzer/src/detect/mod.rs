@@ -5,7 +5,8 @@
 //!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`].
 //! - [`WindowDetector`]: every closed base window, merged across shards, on the merger
 //!   (a detector that judges wider spans keeps its own [`Rollup`](crate::window::Rollup)):
-//!   [`heavy`], [`growth`], [`syn_burst`].
+//!   [`heavy`], [`growth`], [`syn_burst`], [`latency`] (its `shift` half; the per-packet
+//!   half samples on the shard).
 //!
 //! Adding a detector is one new module plus its line in [`PacketDetectors`] or
 //! [`WindowDetectors`] (field and entry of `each`, in judging order).
@@ -20,6 +21,7 @@ pub mod growth;
 pub(crate) mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod heavy;
+pub mod latency;
 pub(crate) mod syn_burst;
 
 /// A detector fed every packet of its shard.
@@ -55,6 +57,8 @@ pub(crate) struct PacketDetectors {
     pub heartbeat: heartbeat::HeartbeatTracker,
     /// Handshake latency and SYN retransmissions (recorded into the window).
     pub handshake: handshake::HandshakeTracker,
+    /// Response, RST, TCP-timestamp and echo latency samples (recorded into the window).
+    pub latency: latency::LatencyTracker,
 }
 
 impl PacketDetectors {
@@ -63,13 +67,14 @@ impl PacketDetectors {
         PacketDetectors {
             heartbeat: heartbeat::HeartbeatTracker::new(cfg.heartbeat.clone()),
             handshake: handshake::HandshakeTracker::new(cfg.handshake.clone()),
+            latency: latency::LatencyTracker::new(&cfg.latency),
         }
     }
 
     /// Each detector, in the order packets reach them.
     #[inline]
-    pub fn each(&mut self) -> [&mut dyn PacketDetector; 2] {
-        [&mut self.heartbeat, &mut self.handshake]
+    pub fn each(&mut self) -> [&mut dyn PacketDetector; 3] {
+        [&mut self.heartbeat, &mut self.handshake, &mut self.latency]
     }
 }
 
@@ -81,6 +86,8 @@ pub(crate) struct WindowDetectors {
     pub growth: growth::SetupGrowth,
     /// SYN-retransmission bursts, on their own rollup windows.
     pub syn_burst: syn_burst::SynBurst,
+    /// Latency shifts, on their own judgement windows.
+    pub latency_shift: latency::shift::LatencyShift,
 }
 
 impl WindowDetectors {
@@ -92,11 +99,17 @@ impl WindowDetectors {
             heavy: heavy::HeavyJudge::new(cfg.heavy_hitters.clone(), labels),
             growth,
             syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
+            latency_shift: latency::shift::LatencyShift::new(cfg.latency.clone()),
         }
     }
 
     /// Each detector, in judging order (the order of their findings on one window).
-    pub fn each(&mut self) -> [&mut dyn WindowDetector; 3] {
-        [&mut self.heavy, &mut self.growth, &mut self.syn_burst]
+    pub fn each(&mut self) -> [&mut dyn WindowDetector; 4] {
+        [
+            &mut self.heavy,
+            &mut self.growth,
+            &mut self.syn_burst,
+            &mut self.latency_shift,
+        ]
     }
 }
