@@ -50,7 +50,9 @@ fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_jso
     let pm = run(std::process::Command::new("pmacctd").arg("-f").arg(&conf));
     assert!(
         pm.status.success(),
-        "{}",
+        "pmacctd: {}\n{}{}",
+        pm.status,
+        String::from_utf8_lossy(&pm.stdout),
         String::from_utf8_lossy(&pm.stderr)
     );
     std::thread::sleep(Duration::from_millis(500));
