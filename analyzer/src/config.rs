@@ -8,6 +8,8 @@ pub use crate::detect::growth::SetupGrowthConfig;
 pub use crate::detect::handshake::HandshakeConfig;
 pub use crate::detect::heartbeat::HeartbeatConfig;
 pub use crate::detect::heavy::HeavyHitterConfig;
+// flow health (issue 14)
+pub use crate::detect::traffic_drop::{DropGroup, TrafficDropConfig};
 
 /// Windows and all detectors.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -25,6 +27,9 @@ pub struct AnalyzerConfig {
     pub heartbeat: HeartbeatConfig,
     /// Handshake latency and SYN retransmissions.
     pub handshake: HandshakeConfig,
+    // flow health (issue 14)
+    /// Traffic dropping to near zero.
+    pub traffic_drop: TrafficDropConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -36,6 +41,7 @@ impl Default for AnalyzerConfig {
             setup_growth: SetupGrowthConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             handshake: HandshakeConfig::default(),
+            traffic_drop: TrafficDropConfig::default(),
         }
     }
 }
@@ -63,7 +69,10 @@ impl AnalyzerConfig {
         self.setup_growth
             .check(&p.key("setup_growth"), self.window_s)?;
         self.heartbeat.check(&p.key("heartbeat"))?;
-        self.handshake.check(&p.key("handshake"))
+        self.handshake.check(&p.key("handshake"))?;
+        // flow health (issue 14)
+        self.traffic_drop
+            .check(&p.key("traffic_drop"), self.window_s)
     }
 }
 
@@ -165,6 +174,32 @@ impl HandshakeConfig {
             self.min_retransmits,
         )?;
         int_in(p, "max_servers", self.max_servers, 1, 1 << 20)
+    }
+}
+
+// flow health (issue 14)
+impl TrafficDropConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        f64_in(p, "window_s", self.window_s, window_s, 3600.0)?;
+        f64_in(
+            p,
+            "baseline_s",
+            self.baseline_s,
+            3.0 * self.window_s,
+            86_400.0,
+        )?;
+        f64_in(p, "min_baseline_pps", self.min_baseline_pps, 0.001, 1e12)?;
+        f64_in(p, "drop_ratio", self.drop_ratio, 0.0, 0.5)?;
+        int_in(p, "min_windows", self.min_windows, 1, 10_000)?;
+        f64_in(p, "steady_floor", self.steady_floor, 0.0, 1.0)?;
+        f64_in(p, "resume_ratio", self.resume_ratio, self.drop_ratio, 1.0)?;
+        f64_in(p, "min_pickup", self.min_pickup, 0.0, 10.0)?;
+        int_in(p, "max_tracked", self.max_tracked, 1, 1 << 20)?;
+        for (i, g) in self.group.iter().enumerate() {
+            let at = p.key("group").index(i);
+            int_in(&at, "members", g.members.len(), 2, 4096)?;
+        }
+        Ok(())
     }
 }
 

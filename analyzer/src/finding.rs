@@ -7,6 +7,8 @@ use crate::detect::growth::GrowthEvidence;
 use crate::detect::heartbeat::HeartbeatEvidence;
 use crate::detect::heavy::{HeavyHitterEvidence, HeavyHitterResolvedEvidence};
 use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
+// flow health (issue 14)
+use crate::detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
 
 /// Detector that produced a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -20,6 +22,9 @@ pub enum FindingKind {
     MissedHeartbeat,
     /// A burst of retransmitted SYNs towards one server.
     SynRetransmits,
+    // flow health (issue 14)
+    /// A destination or tenant whose steady traffic fell to near zero.
+    TrafficDrop,
 }
 
 impl FindingKind {
@@ -30,6 +35,7 @@ impl FindingKind {
             FindingKind::QuadraticSetupGrowth => "quadratic_setup_growth",
             FindingKind::MissedHeartbeat => "missed_heartbeat",
             FindingKind::SynRetransmits => "syn_retransmits",
+            FindingKind::TrafficDrop => "traffic_drop",
         }
     }
 }
@@ -102,6 +108,11 @@ pub enum Evidence {
     SynBurst(SynBurstEvidence),
     /// A resolved SYN-retransmission burst.
     SynBurstResolved(SynBurstResolvedEvidence),
+    // flow health (issue 14)
+    /// A firing traffic drop.
+    TrafficDrop(TrafficDropEvidence),
+    /// A resolved traffic drop.
+    TrafficDropResolved(TrafficDropResolvedEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

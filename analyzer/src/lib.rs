@@ -37,6 +37,8 @@ mod window;
 pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
+// flow health (issue 14)
+pub use config::{DropGroup, TrafficDropConfig};
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
 pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
@@ -45,6 +47,7 @@ pub use detect::heavy::{
     SourcePackets,
 };
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
+pub use detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
 pub use labels::Labels;

@@ -130,6 +130,11 @@ impl Merger {
         self.servers_untracked
     }
 
+    /// Destinations the traffic-drop table evicted for busier ones (`traffic_drop.max_tracked`).
+    pub fn drop_keys_evicted(&self) -> u64 {
+        self.detectors.traffic_drop.evicted
+    }
+
     /// The tenant map windows are labelled with.
     pub fn tenants(&self) -> &TenantMap {
         self.labels.tenants()

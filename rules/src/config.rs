@@ -23,6 +23,9 @@ pub struct RulesConfig {
     /// `[rules.syn_retransmits]`.
     #[serde(default)]
     pub syn_retransmits: KindRules,
+    /// `[rules.traffic_drop]`.
+    #[serde(default)]
+    pub traffic_drop: KindRules,
     /// `[[rules.override]]`: per tenant and/or subject.
     #[serde(default, rename = "override")]
     pub overrides: Vec<Override>,
@@ -114,6 +117,7 @@ impl RulesConfig {
             ("quadratic_setup_growth", &self.quadratic_setup_growth),
             ("missed_heartbeat", &self.missed_heartbeat),
             ("syn_retransmits", &self.syn_retransmits),
+            ("traffic_drop", &self.traffic_drop),
         ] {
             let p = p.key(kind);
             f64_in(&p, "min_duration_s", k.min_duration_s, 0.0, MAX_DURATION_S)?;

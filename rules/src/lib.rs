@@ -55,6 +55,8 @@ pub enum AlertKind {
     MissedHeartbeat,
     /// See [`FindingKind::SynRetransmits`].
     SynRetransmits,
+    /// See [`FindingKind::TrafficDrop`].
+    TrafficDrop,
     /// Tenant-isolation advice raised with a tenant-level alert.
     IsolationAdvice,
 }
@@ -67,6 +69,7 @@ impl AlertKind {
             AlertKind::QuadraticSetupGrowth => FindingKind::QuadraticSetupGrowth.name(),
             AlertKind::MissedHeartbeat => FindingKind::MissedHeartbeat.name(),
             AlertKind::SynRetransmits => FindingKind::SynRetransmits.name(),
+            AlertKind::TrafficDrop => FindingKind::TrafficDrop.name(),
             AlertKind::IsolationAdvice => ISOLATION_ADVICE,
         }
     }
@@ -79,6 +82,7 @@ impl From<FindingKind> for AlertKind {
             FindingKind::QuadraticSetupGrowth => AlertKind::QuadraticSetupGrowth,
             FindingKind::MissedHeartbeat => AlertKind::MissedHeartbeat,
             FindingKind::SynRetransmits => AlertKind::SynRetransmits,
+            FindingKind::TrafficDrop => AlertKind::TrafficDrop,
         }
     }
 }
@@ -363,6 +367,7 @@ impl AlertEngine {
             FindingKind::QuadraticSetupGrowth => &self.cfg.quadratic_setup_growth,
             FindingKind::MissedHeartbeat => &self.cfg.missed_heartbeat,
             FindingKind::SynRetransmits => &self.cfg.syn_retransmits,
+            FindingKind::TrafficDrop => &self.cfg.traffic_drop,
         }
     }
 

@@ -36,6 +36,9 @@ pub fn human_line(e: &AlertEvent) -> String {
         (AlertKind::SynRetransmits, _) => {
             format!("{} retransmitted SYNs (threshold {})", e.value, e.threshold)
         }
+        (AlertKind::TrafficDrop, _) => {
+            format!("{:.1} packets/s (threshold {:.1})", e.value, e.threshold)
+        }
         (AlertKind::IsolationAdvice, AlertState::Firing) => e.advice().unwrap_or("").to_string(),
         (AlertKind::IsolationAdvice, AlertState::Resolved) => {
             format!(

@@ -53,6 +53,8 @@ pub struct Telemetry {
     pub servers_untracked: AtomicU64,
     /// Alert events the rules did not send (silence, mute, disabled kind, cooldown).
     pub alerts_suppressed: AtomicU64,
+    /// Keys the traffic-drop table evicted for busier ones.
+    pub drop_keys_evicted: AtomicU64,
     /// JSON views and alert/webhook counters, refreshed per window.
     pub views: Mutex<Views>,
     /// The storage sink's counters, once it runs.
@@ -245,6 +247,15 @@ impl Telemetry {
             vec![(
                 String::new(),
                 self.servers_untracked.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        family(
+            "tapwatch_traffic_drop_keys_evicted_total",
+            "counter",
+            "Tracked destinations the traffic-drop table evicted for busier ones (traffic_drop.max_tracked).",
+            vec![(
+                String::new(),
+                self.drop_keys_evicted.load(Ordering::Relaxed) as f64,
             )],
         );
         family(

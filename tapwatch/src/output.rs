@@ -114,6 +114,7 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
             "heartbeat_untracked_packets": t.lost.heartbeat_untracked,
             "handshake_untracked_syns": t.lost.handshake_untracked,
             "servers_untracked_events": merger.servers_untracked(),
+            "traffic_drop_keys_evicted": merger.drop_keys_evicted(),
             "alerts_suppressed": s.coordinator.rules().suppressed,
         },
     })

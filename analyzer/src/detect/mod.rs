@@ -5,7 +5,7 @@
 //!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`].
 //! - [`WindowDetector`]: every closed base window, merged across shards, on the merger
 //!   (a detector that judges wider spans keeps its own [`Rollup`](crate::window::Rollup)):
-//!   [`heavy`], [`growth`], [`syn_burst`].
+//!   [`heavy`], [`growth`], [`syn_burst`], [`traffic_drop`].
 //!
 //! Adding a detector is one new module plus its line in [`PacketDetectors`] or
 //! [`WindowDetectors`] (field and entry of `each`, in judging order).
@@ -21,6 +21,7 @@ pub(crate) mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod heavy;
 pub(crate) mod syn_burst;
+pub(crate) mod traffic_drop;
 
 /// A detector fed every packet of its shard.
 pub(crate) trait PacketDetector {
@@ -81,6 +82,8 @@ pub(crate) struct WindowDetectors {
     pub growth: growth::SetupGrowth,
     /// SYN-retransmission bursts, on their own rollup windows.
     pub syn_burst: syn_burst::SynBurst,
+    /// Traffic drops, on their own rollup windows.
+    pub traffic_drop: traffic_drop::TrafficDrop,
 }
 
 impl WindowDetectors {
@@ -90,11 +93,17 @@ impl WindowDetectors {
             heavy: heavy::HeavyJudge::new(cfg.heavy_hitters.clone(), labels),
             growth: growth::SetupGrowth::new(cfg.setup_growth.clone()),
             syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
+            traffic_drop: traffic_drop::TrafficDrop::new(cfg.traffic_drop.clone()),
         }
     }
 
     /// Each detector, in judging order (the order of their findings on one window).
-    pub fn each(&mut self) -> [&mut dyn WindowDetector; 3] {
-        [&mut self.heavy, &mut self.growth, &mut self.syn_burst]
+    pub fn each(&mut self) -> [&mut dyn WindowDetector; 4] {
+        [
+            &mut self.heavy,
+            &mut self.growth,
+            &mut self.syn_burst,
+            &mut self.traffic_drop,
+        ]
     }
 }
