@@ -9,6 +9,7 @@ pub use crate::detect::handshake::HandshakeConfig;
 pub use crate::detect::heartbeat::HeartbeatConfig;
 pub use crate::detect::heavy::HeavyHitterConfig;
 // flow health (issue 14)
+pub use crate::detect::retransmits::RetransmitConfig;
 pub use crate::detect::traffic_drop::{DropGroup, TrafficDropConfig};
 
 /// Windows and all detectors.
@@ -30,6 +31,8 @@ pub struct AnalyzerConfig {
     // flow health (issue 14)
     /// Traffic dropping to near zero.
     pub traffic_drop: TrafficDropConfig,
+    /// Retransmitted TCP data.
+    pub retransmits: RetransmitConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -42,6 +45,7 @@ impl Default for AnalyzerConfig {
             heartbeat: HeartbeatConfig::default(),
             handshake: HandshakeConfig::default(),
             traffic_drop: TrafficDropConfig::default(),
+            retransmits: RetransmitConfig::default(),
         }
     }
 }
@@ -72,7 +76,8 @@ impl AnalyzerConfig {
         self.handshake.check(&p.key("handshake"))?;
         // flow health (issue 14)
         self.traffic_drop
-            .check(&p.key("traffic_drop"), self.window_s)
+            .check(&p.key("traffic_drop"), self.window_s)?;
+        self.retransmits.check(&p.key("retransmits"), self.window_s)
     }
 }
 
@@ -200,6 +205,34 @@ impl TrafficDropConfig {
             int_in(&at, "members", g.members.len(), 2, 4096)?;
         }
         Ok(())
+    }
+}
+
+impl RetransmitConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        int_in(p, "max_flows", self.max_flows, 2, 1 << 26)?;
+        f64_in(p, "idle_s", self.idle_s, 0.0, 86_400.0)?;
+        f64_in(p, "reorder_ms", self.reorder_ms, 0.0, 10_000.0)?;
+        f64_in(p, "window_s", self.window_s, window_s, 3600.0)?;
+        int_in(p, "min_retransmits", self.min_retransmits, 1, 1_000_000_000)?;
+        f64_in(p, "min_share", self.min_share, 0.0, 1.0)?;
+        f64_in(p, "baseline_factor", self.baseline_factor, 1.0, 1e6)?;
+        f64_positive(p, "ewma_alpha", self.ewma_alpha, 1.0)?;
+        int_in(
+            p,
+            "min_baseline_windows",
+            self.min_baseline_windows,
+            1,
+            100_000,
+        )?;
+        f64_in(
+            p,
+            "critical_share",
+            self.critical_share,
+            self.min_share,
+            1.0,
+        )?;
+        int_in(p, "max_servers", self.max_servers, 1, 1 << 24)
     }
 }
 

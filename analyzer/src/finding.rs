@@ -8,6 +8,7 @@ use crate::detect::heartbeat::HeartbeatEvidence;
 use crate::detect::heavy::{HeavyHitterEvidence, HeavyHitterResolvedEvidence};
 use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
 // flow health (issue 14)
+use crate::detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence};
 use crate::detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
 
 /// Detector that produced a finding.
@@ -25,6 +26,8 @@ pub enum FindingKind {
     // flow health (issue 14)
     /// A destination or tenant whose steady traffic fell to near zero.
     TrafficDrop,
+    /// A server whose TCP data is retransmitted far more than its baseline.
+    Retransmits,
 }
 
 impl FindingKind {
@@ -36,6 +39,7 @@ impl FindingKind {
             FindingKind::MissedHeartbeat => "missed_heartbeat",
             FindingKind::SynRetransmits => "syn_retransmits",
             FindingKind::TrafficDrop => "traffic_drop",
+            FindingKind::Retransmits => "retransmits",
         }
     }
 }
@@ -113,6 +117,10 @@ pub enum Evidence {
     TrafficDrop(TrafficDropEvidence),
     /// A resolved traffic drop.
     TrafficDropResolved(TrafficDropResolvedEvidence),
+    /// Firing retransmissions.
+    Retransmits(RetransmitEvidence),
+    /// Resolved retransmissions.
+    RetransmitsResolved(RetransmitResolvedEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

@@ -25,6 +25,7 @@
 mod config;
 mod detect;
 mod finding;
+mod health;
 mod labels;
 mod merger;
 mod shard;
@@ -38,7 +39,7 @@ pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
 // flow health (issue 14)
-pub use config::{DropGroup, TrafficDropConfig};
+pub use config::{DropGroup, RetransmitConfig, TrafficDropConfig};
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
 pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
@@ -46,10 +47,12 @@ pub use detect::heavy::{
     HeavyDimension, HeavyHitterEvidence, HeavyHitterResolvedEvidence, HeavyUnit, ServicePackets,
     SourcePackets,
 };
+pub use detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence, RetransmittingFlow};
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
 pub use detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
+pub use health::ServerHealth;
 pub use labels::Labels;
 pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
 pub use shard::{LostWork, Shard, ShardCounters};

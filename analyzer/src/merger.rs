@@ -10,6 +10,7 @@ use crate::config::AnalyzerConfig;
 use crate::detect::growth::{Fit, GrowthSample};
 use crate::detect::WindowDetectors;
 use crate::finding::Finding;
+use crate::health::ServerHealth;
 use crate::labels::Labels;
 use crate::window::{latency_histogram, Rollup, WindowStats};
 
@@ -51,6 +52,8 @@ pub struct Merger {
     keep: bool,
     closed: Vec<WindowStats>,
     servers_untracked: u64,
+    /// Whole-run flow health over every server (for summaries and cross-checks).
+    pub flow_health: ServerHealth,
 }
 
 impl Merger {
@@ -70,6 +73,7 @@ impl Merger {
             keep: false,
             closed: Vec::new(),
             servers_untracked: 0,
+            flow_health: ServerHealth::default(),
             labels,
             cfg: cfg.clone(),
         }
@@ -226,6 +230,11 @@ impl Merger {
     fn finished(&mut self, w: WindowStats, out: &mut Vec<Finding>) {
         self.windows[0] += 1;
         self.servers_untracked += w.servers_untracked;
+        for h in w.health.values() {
+            let mut h = h.clone();
+            h.worst = Default::default();
+            self.flow_health.merge(&h);
+        }
         for (i, t) in w.tenants.iter().enumerate() {
             if self.latency.len() <= i {
                 self.latency.resize_with(i + 1, TenantLatency::default);

@@ -35,6 +35,9 @@ pub struct LostWork {
     pub heartbeat_untracked: u64,
     /// SYNs of handshakes the pending table had no room for (`handshake.max_pending`).
     pub handshake_untracked: u64,
+    // flow health (issue 14)
+    /// Live TCP flows the retransmission table replaced with new ones (`retransmits.max_flows`).
+    pub retransmit_flows_evicted: u64,
 }
 
 /// The sum of two shards' counts.
@@ -45,6 +48,7 @@ impl std::ops::Add for LostWork {
         LostWork {
             heartbeat_untracked: self.heartbeat_untracked + o.heartbeat_untracked,
             handshake_untracked: self.handshake_untracked + o.handshake_untracked,
+            retransmit_flows_evicted: self.retransmit_flows_evicted + o.retransmit_flows_evicted,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Shard {
         LostWork {
             heartbeat_untracked: self.detectors.heartbeat.untracked,
             handshake_untracked: self.detectors.handshake.untracked,
+            retransmit_flows_evicted: self.detectors.retransmits.flows.evicted,
         }
     }
 
@@ -348,7 +353,8 @@ mod tests {
             s.lost_work(),
             LostWork {
                 heartbeat_untracked: 1,
-                handshake_untracked: 1
+                handshake_untracked: 1,
+                retransmit_flows_evicted: 0,
             }
         );
         assert_eq!(s.heartbeat_flows().0, 1);

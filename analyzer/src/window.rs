@@ -5,6 +5,7 @@ use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 
+use crate::health::ServerHealth;
 use crate::sketch::{DistinctCounter, FrequentItems};
 
 /// A service: destination address, port and IP protocol.
@@ -232,6 +233,11 @@ pub struct WindowStats {
     pub servers: FxHashMap<(IpAddr, u16), ServerWindow>,
     /// Handshake events for servers beyond the bound.
     pub servers_untracked: u64,
+    // flow health (issue 14)
+    /// TCP servers' flow health: retransmissions, upgrade outcomes (bounded like `servers`).
+    pub health: FxHashMap<(IpAddr, u16), ServerHealth>,
+    /// Flow-health events for servers beyond the bound.
+    pub health_untracked: u64,
     exact_nodes: usize,
     max_servers: usize,
 }
@@ -261,6 +267,8 @@ impl WindowStats {
             flows: FrequentItems::new(sketch_capacity),
             servers: FxHashMap::default(),
             servers_untracked: 0,
+            health: FxHashMap::default(),
+            health_untracked: 0,
             exact_nodes,
             max_servers,
         }
@@ -304,6 +312,16 @@ impl WindowStats {
         Some(self.servers.entry(s).or_insert_with(ServerWindow::new))
     }
 
+    /// The server's flow health, if it is tracked (or there is room to track it).
+    #[inline]
+    pub fn health_of(&mut self, s: (IpAddr, u16)) -> Option<&mut ServerHealth> {
+        if !self.health.contains_key(&s) && self.health.len() >= self.max_servers * 4 {
+            self.health_untracked += 1;
+            return None;
+        }
+        Some(self.health.entry(s).or_default())
+    }
+
     /// Adds another window's aggregates (another shard's, or a narrower window in a rollup).
     pub fn merge(&mut self, o: &WindowStats) {
         self.start_ns = self.start_ns.min(o.start_ns);
@@ -329,6 +347,12 @@ impl WindowStats {
             }
         }
         self.servers_untracked += o.servers_untracked;
+        for (k, v) in &o.health {
+            if let Some(h) = self.health_of(*k) {
+                h.merge(v);
+            }
+        }
+        self.health_untracked += o.health_untracked;
     }
 }
 

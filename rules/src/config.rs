@@ -26,6 +26,9 @@ pub struct RulesConfig {
     /// `[rules.traffic_drop]`.
     #[serde(default)]
     pub traffic_drop: KindRules,
+    /// `[rules.retransmits]`.
+    #[serde(default)]
+    pub retransmits: KindRules,
     /// `[[rules.override]]`: per tenant and/or subject.
     #[serde(default, rename = "override")]
     pub overrides: Vec<Override>,
@@ -117,6 +120,7 @@ impl RulesConfig {
             ("quadratic_setup_growth", &self.quadratic_setup_growth),
             ("missed_heartbeat", &self.missed_heartbeat),
             ("syn_retransmits", &self.syn_retransmits),
+            ("retransmits", &self.retransmits),
             ("traffic_drop", &self.traffic_drop),
         ] {
             let p = p.key(kind);

@@ -57,6 +57,8 @@ pub enum AlertKind {
     SynRetransmits,
     /// See [`FindingKind::TrafficDrop`].
     TrafficDrop,
+    /// See [`FindingKind::Retransmits`].
+    Retransmits,
     /// Tenant-isolation advice raised with a tenant-level alert.
     IsolationAdvice,
 }
@@ -70,6 +72,7 @@ impl AlertKind {
             AlertKind::MissedHeartbeat => FindingKind::MissedHeartbeat.name(),
             AlertKind::SynRetransmits => FindingKind::SynRetransmits.name(),
             AlertKind::TrafficDrop => FindingKind::TrafficDrop.name(),
+            AlertKind::Retransmits => FindingKind::Retransmits.name(),
             AlertKind::IsolationAdvice => ISOLATION_ADVICE,
         }
     }
@@ -82,6 +85,7 @@ impl From<FindingKind> for AlertKind {
             FindingKind::QuadraticSetupGrowth => AlertKind::QuadraticSetupGrowth,
             FindingKind::MissedHeartbeat => AlertKind::MissedHeartbeat,
             FindingKind::SynRetransmits => AlertKind::SynRetransmits,
+            FindingKind::Retransmits => AlertKind::Retransmits,
             FindingKind::TrafficDrop => AlertKind::TrafficDrop,
         }
     }
@@ -367,6 +371,7 @@ impl AlertEngine {
             FindingKind::QuadraticSetupGrowth => &self.cfg.quadratic_setup_growth,
             FindingKind::MissedHeartbeat => &self.cfg.missed_heartbeat,
             FindingKind::SynRetransmits => &self.cfg.syn_retransmits,
+            FindingKind::Retransmits => &self.cfg.retransmits,
             FindingKind::TrafficDrop => &self.cfg.traffic_drop,
         }
     }

@@ -39,6 +39,11 @@ pub fn human_line(e: &AlertEvent) -> String {
         (AlertKind::TrafficDrop, _) => {
             format!("{:.1} packets/s (threshold {:.1})", e.value, e.threshold)
         }
+        (AlertKind::Retransmits, _) => format!(
+            "{:.1}% of data segments retransmitted (threshold {:.1}%)",
+            e.value * 100.0,
+            e.threshold * 100.0
+        ),
         (AlertKind::IsolationAdvice, AlertState::Firing) => e.advice().unwrap_or("").to_string(),
         (AlertKind::IsolationAdvice, AlertState::Resolved) => {
             format!(

@@ -32,6 +32,8 @@ pub struct WorkerCounters {
     pub heartbeat_untracked: AtomicU64,
     /// SYNs of handshakes the pending table had no room for.
     pub handshake_untracked: AtomicU64,
+    /// Live TCP flows the retransmission table replaced.
+    pub retransmit_flows_evicted: AtomicU64,
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
 }
@@ -239,6 +241,12 @@ impl Telemetry {
             "counter",
             "SYNs of handshakes the pending table had no room for (handshake.max_pending).",
             per_worker(&|w| w.handshake_untracked.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_retransmit_flows_evicted_total",
+            "counter",
+            "Live TCP flows the retransmission table replaced with new ones (retransmits.max_flows).",
+            per_worker(&|w| w.retransmit_flows_evicted.load(Ordering::Relaxed)),
         );
         family(
             "tapwatch_servers_untracked_total",

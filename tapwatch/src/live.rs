@@ -119,6 +119,8 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
         .store(lost.heartbeat_untracked, Ordering::Relaxed);
     c.handshake_untracked
         .store(lost.handshake_untracked, Ordering::Relaxed);
+    c.retransmit_flows_evicted
+        .store(lost.retransmit_flows_evicted, Ordering::Relaxed);
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {

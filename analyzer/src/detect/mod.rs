@@ -2,10 +2,11 @@
 //!
 //! A detector says what it needs by the trait it implements:
 //! - [`PacketDetector`]: every packet on its worker's shard, plus the shard's event-time
-//!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`].
+//!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`],
+//!   [`retransmits`] (its flow table).
 //! - [`WindowDetector`]: every closed base window, merged across shards, on the merger
 //!   (a detector that judges wider spans keeps its own [`Rollup`](crate::window::Rollup)):
-//!   [`heavy`], [`growth`], [`syn_burst`], [`traffic_drop`].
+//!   [`heavy`], [`growth`], [`syn_burst`], [`traffic_drop`], [`retransmits`].
 //!
 //! Adding a detector is one new module plus its line in [`PacketDetectors`] or
 //! [`WindowDetectors`] (field and entry of `each`, in judging order).
@@ -20,6 +21,7 @@ pub mod growth;
 pub(crate) mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod heavy;
+pub(crate) mod retransmits;
 pub(crate) mod syn_burst;
 pub(crate) mod traffic_drop;
 
@@ -56,6 +58,8 @@ pub(crate) struct PacketDetectors {
     pub heartbeat: heartbeat::HeartbeatTracker,
     /// Handshake latency and SYN retransmissions (recorded into the window).
     pub handshake: handshake::HandshakeTracker,
+    /// Retransmitted TCP data (recorded into the window).
+    pub retransmits: retransmits::RetransmitTracker,
 }
 
 impl PacketDetectors {
@@ -64,13 +68,18 @@ impl PacketDetectors {
         PacketDetectors {
             heartbeat: heartbeat::HeartbeatTracker::new(cfg.heartbeat.clone()),
             handshake: handshake::HandshakeTracker::new(cfg.handshake.clone()),
+            retransmits: retransmits::RetransmitTracker::new(&cfg.retransmits),
         }
     }
 
     /// Each detector, in the order packets reach them.
     #[inline]
-    pub fn each(&mut self) -> [&mut dyn PacketDetector; 2] {
-        [&mut self.heartbeat, &mut self.handshake]
+    pub fn each(&mut self) -> [&mut dyn PacketDetector; 3] {
+        [
+            &mut self.heartbeat,
+            &mut self.handshake,
+            &mut self.retransmits,
+        ]
     }
 }
 
@@ -84,6 +93,8 @@ pub(crate) struct WindowDetectors {
     pub syn_burst: syn_burst::SynBurst,
     /// Traffic drops, on their own rollup windows.
     pub traffic_drop: traffic_drop::TrafficDrop,
+    /// Retransmitted TCP data, on their own rollup windows.
+    pub retransmits: retransmits::Retransmits,
 }
 
 impl WindowDetectors {
@@ -94,16 +105,18 @@ impl WindowDetectors {
             growth: growth::SetupGrowth::new(cfg.setup_growth.clone()),
             syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
             traffic_drop: traffic_drop::TrafficDrop::new(cfg.traffic_drop.clone()),
+            retransmits: retransmits::Retransmits::new(cfg.retransmits.clone()),
         }
     }
 
     /// Each detector, in judging order (the order of their findings on one window).
-    pub fn each(&mut self) -> [&mut dyn WindowDetector; 4] {
+    pub fn each(&mut self) -> [&mut dyn WindowDetector; 5] {
         [
             &mut self.heavy,
             &mut self.growth,
             &mut self.syn_burst,
             &mut self.traffic_drop,
+            &mut self.retransmits,
         ]
     }
 }

@@ -1,0 +1,64 @@
+//! Flow health through the binary: traffic drops, retransmitted TCP data and failed HTTP
+//! upgrades on the labelled scenarios and the shared captures.
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+/// tshark's retransmitted data segments: `tcp.analysis.retransmission` (which includes its
+/// fast and spurious retransmissions) on segments with payload — tapwatch counts data sent
+/// again, not SYNs or FINs sent again (SYNs are `syn_retransmits`' business).
+fn tshark_retransmissions(file: &Path) -> u64 {
+    let out = run(Command::new("tshark").arg("-r").arg(file).args([
+        "-o",
+        "ip.defragment:FALSE",
+        "-Y",
+        "tcp.analysis.retransmission && tcp.len > 0",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64
+}
+
+#[test]
+fn retransmission_counts_agree_with_tshark_on_the_shared_captures() {
+    let Some(dir) = shared_pcaps() else { return };
+    if !have("tshark") {
+        assert!(!in_ci(), "tshark is needed");
+        return;
+    }
+    let mut with_retransmissions = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .extension()
+            .is_some_and(|e| e == "pcap" || e == "pcapng")
+        {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let want = tshark_retransmissions(&path);
+        let summary = replay_json(&[path.to_str().unwrap()]);
+        let got = summary["detectors"]["flow_health"]["retransmitted_segments"]
+            .as_u64()
+            .unwrap();
+        with_retransmissions += u64::from(want > 0);
+        if name.contains("fuzz") {
+            // Fuzzed sequence numbers: tshark calls one segment a spurious retransmission of
+            // data acknowledged before the capture's first segment of that side; tapwatch
+            // has nothing to compare it with.
+            assert!(
+                got.abs_diff(want) <= 1,
+                "{name}: tapwatch {got}, tshark {want}"
+            );
+        } else {
+            assert_eq!(got, want, "{name}: tapwatch vs tshark");
+        }
+    }
+    assert!(with_retransmissions >= 4, "the shared captures changed");
+}
