@@ -11,6 +11,7 @@ pub use crate::detect::heavy::HeavyHitterConfig;
 // flow health (issue 14)
 pub use crate::detect::retransmits::RetransmitConfig;
 pub use crate::detect::traffic_drop::{DropGroup, TrafficDropConfig};
+pub use crate::detect::upgrade::UpgradeConfig;
 
 /// Windows and all detectors.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -33,6 +34,8 @@ pub struct AnalyzerConfig {
     pub traffic_drop: TrafficDropConfig,
     /// Retransmitted TCP data.
     pub retransmits: RetransmitConfig,
+    /// Failed HTTP upgrades.
+    pub upgrade_failure: UpgradeConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -46,6 +49,7 @@ impl Default for AnalyzerConfig {
             handshake: HandshakeConfig::default(),
             traffic_drop: TrafficDropConfig::default(),
             retransmits: RetransmitConfig::default(),
+            upgrade_failure: UpgradeConfig::default(),
         }
     }
 }
@@ -77,7 +81,10 @@ impl AnalyzerConfig {
         // flow health (issue 14)
         self.traffic_drop
             .check(&p.key("traffic_drop"), self.window_s)?;
-        self.retransmits.check(&p.key("retransmits"), self.window_s)
+        self.retransmits
+            .check(&p.key("retransmits"), self.window_s)?;
+        self.upgrade_failure
+            .check(&p.key("upgrade_failure"), self.window_s)
     }
 }
 
@@ -233,6 +240,24 @@ impl RetransmitConfig {
             1.0,
         )?;
         int_in(p, "max_servers", self.max_servers, 1, 1 << 24)
+    }
+}
+
+impl UpgradeConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        int_in(p, "max_pending", self.max_pending, 1, 1 << 24)?;
+        f64_positive(p, "timeout_s", self.timeout_s, 3600.0)?;
+        f64_in(p, "forget_s", self.forget_s, self.timeout_s, 86_400.0)?;
+        f64_in(p, "window_s", self.window_s, window_s, 3600.0)?;
+        int_in(p, "min_attempts", self.min_attempts, 1, 1_000_000_000)?;
+        f64_in(p, "min_failure_share", self.min_failure_share, 0.0, 1.0)?;
+        f64_in(
+            p,
+            "critical_share",
+            self.critical_share,
+            self.min_failure_share,
+            1.0,
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
 // flow health (issue 14)
 use crate::detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence};
 use crate::detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
+use crate::detect::upgrade::{UpgradeFailureEvidence, UpgradeFailureResolvedEvidence};
 
 /// Detector that produced a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -28,6 +29,8 @@ pub enum FindingKind {
     TrafficDrop,
     /// A server whose TCP data is retransmitted far more than its baseline.
     Retransmits,
+    /// A server refusing or not answering HTTP upgrade requests.
+    UpgradeFailure,
 }
 
 impl FindingKind {
@@ -40,6 +43,7 @@ impl FindingKind {
             FindingKind::SynRetransmits => "syn_retransmits",
             FindingKind::TrafficDrop => "traffic_drop",
             FindingKind::Retransmits => "retransmits",
+            FindingKind::UpgradeFailure => "upgrade_failure",
         }
     }
 }
@@ -121,6 +125,10 @@ pub enum Evidence {
     Retransmits(RetransmitEvidence),
     /// Resolved retransmissions.
     RetransmitsResolved(RetransmitResolvedEvidence),
+    /// Failing HTTP upgrades.
+    UpgradeFailure(UpgradeFailureEvidence),
+    /// Resolved HTTP upgrade failures.
+    UpgradeFailureResolved(UpgradeFailureResolvedEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

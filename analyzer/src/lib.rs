@@ -39,7 +39,7 @@ pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, SetupGrowthConfig,
 };
 // flow health (issue 14)
-pub use config::{DropGroup, RetransmitConfig, TrafficDropConfig};
+pub use config::{DropGroup, RetransmitConfig, TrafficDropConfig, UpgradeConfig};
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
 pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
@@ -50,6 +50,7 @@ pub use detect::heavy::{
 pub use detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence, RetransmittingFlow};
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
 pub use detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
+pub use detect::upgrade::{UpgradeFailureEvidence, UpgradeFailureResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
 pub use health::ServerHealth;

@@ -38,6 +38,8 @@ pub struct LostWork {
     // flow health (issue 14)
     /// Live TCP flows the retransmission table replaced with new ones (`retransmits.max_flows`).
     pub retransmit_flows_evicted: u64,
+    /// HTTP upgrade requests the pending table had no room for (`upgrade_failure.max_pending`).
+    pub upgrades_untracked: u64,
 }
 
 /// The sum of two shards' counts.
@@ -49,6 +51,7 @@ impl std::ops::Add for LostWork {
             heartbeat_untracked: self.heartbeat_untracked + o.heartbeat_untracked,
             handshake_untracked: self.handshake_untracked + o.handshake_untracked,
             retransmit_flows_evicted: self.retransmit_flows_evicted + o.retransmit_flows_evicted,
+            upgrades_untracked: self.upgrades_untracked + o.upgrades_untracked,
         }
     }
 }
@@ -116,6 +119,7 @@ impl Shard {
             heartbeat_untracked: self.detectors.heartbeat.untracked,
             handshake_untracked: self.detectors.handshake.untracked,
             retransmit_flows_evicted: self.detectors.retransmits.flows.evicted,
+            upgrades_untracked: self.detectors.upgrade.untracked,
         }
     }
 
@@ -355,6 +359,7 @@ mod tests {
                 heartbeat_untracked: 1,
                 handshake_untracked: 1,
                 retransmit_flows_evicted: 0,
+                upgrades_untracked: 0,
             }
         );
         assert_eq!(s.heartbeat_flows().0, 1);

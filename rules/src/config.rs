@@ -29,6 +29,9 @@ pub struct RulesConfig {
     /// `[rules.retransmits]`.
     #[serde(default)]
     pub retransmits: KindRules,
+    /// `[rules.upgrade_failure]`.
+    #[serde(default)]
+    pub upgrade_failure: KindRules,
     /// `[[rules.override]]`: per tenant and/or subject.
     #[serde(default, rename = "override")]
     pub overrides: Vec<Override>,
@@ -120,6 +123,7 @@ impl RulesConfig {
             ("quadratic_setup_growth", &self.quadratic_setup_growth),
             ("missed_heartbeat", &self.missed_heartbeat),
             ("syn_retransmits", &self.syn_retransmits),
+            ("upgrade_failure", &self.upgrade_failure),
             ("retransmits", &self.retransmits),
             ("traffic_drop", &self.traffic_drop),
         ] {

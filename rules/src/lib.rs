@@ -59,6 +59,8 @@ pub enum AlertKind {
     TrafficDrop,
     /// See [`FindingKind::Retransmits`].
     Retransmits,
+    /// See [`FindingKind::UpgradeFailure`].
+    UpgradeFailure,
     /// Tenant-isolation advice raised with a tenant-level alert.
     IsolationAdvice,
 }
@@ -73,6 +75,7 @@ impl AlertKind {
             AlertKind::SynRetransmits => FindingKind::SynRetransmits.name(),
             AlertKind::TrafficDrop => FindingKind::TrafficDrop.name(),
             AlertKind::Retransmits => FindingKind::Retransmits.name(),
+            AlertKind::UpgradeFailure => FindingKind::UpgradeFailure.name(),
             AlertKind::IsolationAdvice => ISOLATION_ADVICE,
         }
     }
@@ -85,6 +88,7 @@ impl From<FindingKind> for AlertKind {
             FindingKind::QuadraticSetupGrowth => AlertKind::QuadraticSetupGrowth,
             FindingKind::MissedHeartbeat => AlertKind::MissedHeartbeat,
             FindingKind::SynRetransmits => AlertKind::SynRetransmits,
+            FindingKind::UpgradeFailure => AlertKind::UpgradeFailure,
             FindingKind::Retransmits => AlertKind::Retransmits,
             FindingKind::TrafficDrop => AlertKind::TrafficDrop,
         }
@@ -371,6 +375,7 @@ impl AlertEngine {
             FindingKind::QuadraticSetupGrowth => &self.cfg.quadratic_setup_growth,
             FindingKind::MissedHeartbeat => &self.cfg.missed_heartbeat,
             FindingKind::SynRetransmits => &self.cfg.syn_retransmits,
+            FindingKind::UpgradeFailure => &self.cfg.upgrade_failure,
             FindingKind::Retransmits => &self.cfg.retransmits,
             FindingKind::TrafficDrop => &self.cfg.traffic_drop,
         }

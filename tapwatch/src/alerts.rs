@@ -44,6 +44,11 @@ pub fn human_line(e: &AlertEvent) -> String {
             e.value * 100.0,
             e.threshold * 100.0
         ),
+        (AlertKind::UpgradeFailure, _) => format!(
+            "{:.0}% of HTTP upgrades failed (threshold {:.0}%)",
+            e.value * 100.0,
+            e.threshold * 100.0
+        ),
         (AlertKind::IsolationAdvice, AlertState::Firing) => e.advice().unwrap_or("").to_string(),
         (AlertKind::IsolationAdvice, AlertState::Resolved) => {
             format!(

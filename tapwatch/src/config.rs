@@ -180,6 +180,7 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
         ("quadratic_setup_growth", &r.quadratic_setup_growth),
         ("missed_heartbeat", &r.missed_heartbeat),
         ("syn_retransmits", &r.syn_retransmits),
+        ("upgrade_failure", &r.upgrade_failure),
         ("retransmits", &r.retransmits),
         ("traffic_drop", &r.traffic_drop),
     ] {

@@ -34,6 +34,8 @@ pub struct WorkerCounters {
     pub handshake_untracked: AtomicU64,
     /// Live TCP flows the retransmission table replaced.
     pub retransmit_flows_evicted: AtomicU64,
+    /// HTTP upgrade requests the pending table had no room for.
+    pub upgrades_untracked: AtomicU64,
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
 }
@@ -247,6 +249,12 @@ impl Telemetry {
             "counter",
             "Live TCP flows the retransmission table replaced with new ones (retransmits.max_flows).",
             per_worker(&|w| w.retransmit_flows_evicted.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_upgrades_untracked_total",
+            "counter",
+            "HTTP upgrade requests the pending table had no room for (upgrade_failure.max_pending).",
+            per_worker(&|w| w.upgrades_untracked.load(Ordering::Relaxed)),
         );
         family(
             "tapwatch_servers_untracked_total",

@@ -121,6 +121,8 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
         .store(lost.handshake_untracked, Ordering::Relaxed);
     c.retransmit_flows_evicted
         .store(lost.retransmit_flows_evicted, Ordering::Relaxed);
+    c.upgrades_untracked
+        .store(lost.upgrades_untracked, Ordering::Relaxed);
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {

@@ -128,6 +128,7 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
             "servers_untracked_events": merger.servers_untracked(),
             "traffic_drop_keys_evicted": merger.drop_keys_evicted(),
             "retransmit_flows_evicted": t.lost.retransmit_flows_evicted,
+            "upgrades_untracked": t.lost.upgrades_untracked,
             "alerts_suppressed": s.coordinator.rules().suppressed,
         },
     })

@@ -62,3 +62,20 @@ fn retransmission_counts_agree_with_tshark_on_the_shared_captures() {
     }
     assert!(with_retransmissions >= 4, "the shared captures changed");
 }
+
+#[test]
+fn the_shared_websocket_capture_is_a_successful_upgrade() {
+    let Some(dir) = shared_pcaps() else { return };
+    let summary = replay_json(&[dir.join("zeek__http-websocket.pcap").to_str().unwrap()]);
+    let h = &summary["detectors"]["flow_health"];
+    assert_eq!(
+        (
+            h["upgrades_ok"].as_u64(),
+            h["upgrades_refused"].as_u64(),
+            h["upgrades_unanswered"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{h}"
+    );
+    assert_eq!(summary["alerts"]["events"], 0, "{}", summary["alerts"]);
+}

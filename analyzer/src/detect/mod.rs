@@ -3,10 +3,10 @@
 //! A detector says what it needs by the trait it implements:
 //! - [`PacketDetector`]: every packet on its worker's shard, plus the shard's event-time
 //!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`],
-//!   [`retransmits`] (its flow table).
+//!   [`retransmits`] (its flow table), [`upgrade`] (pending upgrade requests).
 //! - [`WindowDetector`]: every closed base window, merged across shards, on the merger
 //!   (a detector that judges wider spans keeps its own [`Rollup`](crate::window::Rollup)):
-//!   [`heavy`], [`growth`], [`syn_burst`], [`traffic_drop`], [`retransmits`].
+//!   [`heavy`], [`growth`], [`syn_burst`], [`traffic_drop`], [`retransmits`], [`upgrade`].
 //!
 //! Adding a detector is one new module plus its line in [`PacketDetectors`] or
 //! [`WindowDetectors`] (field and entry of `each`, in judging order).
@@ -24,6 +24,7 @@ pub(crate) mod heavy;
 pub(crate) mod retransmits;
 pub(crate) mod syn_burst;
 pub(crate) mod traffic_drop;
+pub(crate) mod upgrade;
 
 /// A detector fed every packet of its shard.
 pub(crate) trait PacketDetector {
@@ -60,6 +61,8 @@ pub(crate) struct PacketDetectors {
     pub handshake: handshake::HandshakeTracker,
     /// Retransmitted TCP data (recorded into the window).
     pub retransmits: retransmits::RetransmitTracker,
+    /// HTTP upgrade outcomes (recorded into the window).
+    pub upgrade: upgrade::UpgradeTracker,
 }
 
 impl PacketDetectors {
@@ -69,16 +72,18 @@ impl PacketDetectors {
             heartbeat: heartbeat::HeartbeatTracker::new(cfg.heartbeat.clone()),
             handshake: handshake::HandshakeTracker::new(cfg.handshake.clone()),
             retransmits: retransmits::RetransmitTracker::new(&cfg.retransmits),
+            upgrade: upgrade::UpgradeTracker::new(cfg.upgrade_failure.clone()),
         }
     }
 
     /// Each detector, in the order packets reach them.
     #[inline]
-    pub fn each(&mut self) -> [&mut dyn PacketDetector; 3] {
+    pub fn each(&mut self) -> [&mut dyn PacketDetector; 4] {
         [
             &mut self.heartbeat,
             &mut self.handshake,
             &mut self.retransmits,
+            &mut self.upgrade,
         ]
     }
 }
@@ -95,6 +100,8 @@ pub(crate) struct WindowDetectors {
     pub traffic_drop: traffic_drop::TrafficDrop,
     /// Retransmitted TCP data, on their own rollup windows.
     pub retransmits: retransmits::Retransmits,
+    /// Failed HTTP upgrades, on their own rollup windows.
+    pub upgrade: upgrade::UpgradeFailures,
 }
 
 impl WindowDetectors {
@@ -106,17 +113,19 @@ impl WindowDetectors {
             syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
             traffic_drop: traffic_drop::TrafficDrop::new(cfg.traffic_drop.clone()),
             retransmits: retransmits::Retransmits::new(cfg.retransmits.clone()),
+            upgrade: upgrade::UpgradeFailures::new(cfg.upgrade_failure.clone()),
         }
     }
 
     /// Each detector, in judging order (the order of their findings on one window).
-    pub fn each(&mut self) -> [&mut dyn WindowDetector; 5] {
+    pub fn each(&mut self) -> [&mut dyn WindowDetector; 6] {
         [
             &mut self.heavy,
             &mut self.growth,
             &mut self.syn_burst,
             &mut self.traffic_drop,
             &mut self.retransmits,
+            &mut self.upgrade,
         ]
     }
 }
