@@ -102,3 +102,46 @@ fn every_detector_stays_silent_on_benign_traffic() {
         assert!(active.is_empty(), "benign/{seed}: {active:#?}");
     }
 }
+
+// flow health (issue 14)
+
+#[test]
+fn traffic_drop_fires_on_a_withdrawn_ecmp_member_not_on_the_members_that_rose() {
+    check("traffic_drop");
+    let (found, _) = findings("traffic_drop", 5);
+    let service = found
+        .iter()
+        .find(|f| f.active && f.subject == "198.51.100.11:9000/udp")
+        .expect("fires");
+    assert_eq!(
+        service.severity,
+        tapwatch_analyzer::Severity::Critical,
+        "its peers took the traffic over: {service:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| !f.active && f.subject == "198.51.100.11:9000/udp"),
+        "resolves when the traffic returns"
+    );
+}
+
+#[test]
+fn retransmits_fire_when_a_servers_retransmissions_jump() {
+    check("retransmits");
+}
+
+#[test]
+fn upgrade_failure_fires_on_refusals_and_silence() {
+    check("upgrade_failure");
+}
+
+#[test]
+fn flow_health_stays_silent_on_its_look_alikes() {
+    for seed in [3, 11] {
+        let (found, expected) = findings("benign_flow_health", seed);
+        assert!(expected.is_empty());
+        let active: Vec<_> = found.iter().filter(|f| f.active).collect();
+        assert!(active.is_empty(), "benign_flow_health/{seed}: {active:#?}");
+    }
+}
