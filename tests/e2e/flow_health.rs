@@ -79,3 +79,50 @@ fn the_shared_websocket_capture_is_a_successful_upgrade() {
     );
     assert_eq!(summary["alerts"]["events"], 0, "{}", summary["alerts"]);
 }
+
+#[test]
+fn a_configured_ecmp_group_makes_the_members_address_critical() {
+    let tmp = TempDir::new("ecmp-group");
+    let pcap = tmp.path("drop.pcap");
+    let o = run(tapwatch()
+        .args(["scenario", "traffic_drop", "--seed", "5", "--out"])
+        .arg(&pcap));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = tmp.path("tapwatch.toml");
+    std::fs::write(
+        &config,
+        "[[analyzer.traffic_drop.group]]\nname = \"vip-edge\"\n\
+         members = [\"198.51.100.11\", \"198.51.100.12\", \"198.51.100.13\", \"198.51.100.14\"]\n",
+    )
+    .unwrap();
+    let alerts = tmp.path("alerts.jsonl");
+    let o = run(tapwatch()
+        .arg("replay")
+        .arg(&pcap)
+        .arg("--tenants")
+        .arg(tmp.path("drop.tenants.toml"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--alerts-out")
+        .arg(&alerts)
+        .args(["--format", "json", "--no-store"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let firing: Vec<_> = events.iter().filter(|e| e["state"] == "firing").collect();
+    assert_eq!(firing.len(), 2, "{events:#?}");
+    for f in &firing {
+        assert_eq!(f["kind"], "traffic_drop");
+        assert_eq!(f["severity"], "critical", "{f:#}");
+        assert_eq!(f["evidence"]["group"], "vip-edge", "{f:#}");
+        assert_eq!(f["evidence"]["peers"], 3, "{f:#}");
+    }
+    assert_eq!(
+        events.iter().filter(|e| e["state"] == "resolved").count(),
+        2,
+        "the member's traffic returns"
+    );
+}
