@@ -13,7 +13,7 @@ fn secs(ns: u64) -> u32 {
 }
 
 /// Rows of one finished base window: traffic cells, tenants, heavy hitters (top `top` per
-/// dimension) and handshake latency per tenant and per server.
+/// dimension), handshake latency per tenant and per server, and servers' flow health.
 pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, out: &mut Rows) {
     let ts = secs(w.start_ns);
     let window_ms = ((w.end_ns - w.start_ns) / 1_000_000) as u32;
@@ -70,6 +70,25 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
         ) {
             out.latency.push(row);
         }
+    }
+    for ((addr, port), h) in &w.health {
+        out.server_health.push(ServerHealthRow {
+            ts,
+            agent: agent.to_string(),
+            batch: 0,
+            window_ms,
+            tenant: labels.tenant_name_of(*addr).to_string(),
+            server: address(Some(*addr)),
+            server_port: *port,
+            segments: h.segments,
+            retransmits_to_server: h.retransmits_to_server,
+            retransmits_from_server: h.retransmits_from_server,
+            zero_windows: h.zero_windows,
+            dup_acks: h.dup_acks,
+            upgrades_ok: h.upgrades_ok,
+            upgrades_refused: h.upgrades_refused,
+            upgrades_unanswered: h.upgrades_unanswered,
+        });
     }
     let mut hh = |dimension: &str, entries: Vec<(IpAddr, u16, u8, u64, u64)>, bound: u64| {
         for (rank, (a, port, proto, count, secondary)) in entries.into_iter().enumerate() {

@@ -145,7 +145,9 @@ enum Command {
     /// Questions: top-talkers (sources by packets in the heavy-hitter sketches, merged across
     /// agents), alerts, heartbeat-gaps (silences that ended and how long they were),
     /// setup-growth (per tenant: nodes, setups and the latest exponent), latency (handshake
-    /// p50/p99/max per tenant and stage). ClickHouse when `[clickhouse] url` or
+    /// p50/p99/max per tenant and stage), retransmits (TCP data sent again per server: segments,
+    /// retransmissions, share, zero windows, duplicate ACKs), upgrades (HTTP upgrade attempts
+    /// per server: ok, refused, unanswered), drops (traffic_drop alert events). ClickHouse when `[clickhouse] url` or
     /// TAPWATCH_CLICKHOUSE_URL is set, else the file store under the data directory.
     #[command(
         after_help = "Examples:\n  tapwatch query top-talkers --since 1h\n  tapwatch query alerts --since 2026-11-17T14:00:00Z --until 2026-11-17T14:20:00Z --agent relay7\n  tapwatch query setup-growth --tenant acme --format json\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch query latency --format csv"

@@ -126,3 +126,67 @@ fn a_configured_ecmp_group_makes_the_members_address_critical() {
         "the member's traffic returns"
     );
 }
+
+#[test]
+fn the_file_store_answers_retransmits_upgrades_and_drops() {
+    let tmp = TempDir::new("flow-health-store");
+    let data = tmp.path("data");
+    for name in ["retransmits", "upgrade_failure", "traffic_drop"] {
+        let pcap = tmp.path(&format!("{name}.pcap"));
+        let o = run(tapwatch()
+            .args(["scenario", name, "--seed", "3", "--out"])
+            .arg(&pcap));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = run(tapwatch()
+            .arg("replay")
+            .arg(&pcap)
+            .arg("--tenants")
+            .arg(tmp.path(&format!("{name}.tenants.toml")))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--format", "json"]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ask = |q: &str| -> Vec<serde_json::Value> {
+        let o = run(tapwatch()
+            .args(["query", q, "--format", "json", "--data-dir"])
+            .arg(&data));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let re = ask("retransmits");
+    assert_eq!(re[0]["server"], "192.0.2.90", "{re:#?}");
+    let (segments, retransmits) = (
+        re[0]["segments"].as_u64().unwrap(),
+        re[0]["retransmits"].as_u64().unwrap(),
+    );
+    assert!(retransmits > 50 && segments > 10_000, "{re:#?}");
+    let share = re[0]["share"].as_f64().unwrap();
+    assert!((share - retransmits as f64 / segments as f64).abs() < 1e-12);
+    let up = ask("upgrades");
+    assert_eq!(up.len(), 1, "{up:#?}");
+    assert_eq!(up[0]["server"], "192.0.2.95");
+    let (attempts, ok, refused, unanswered) = (
+        up[0]["attempts"].as_u64().unwrap(),
+        up[0]["ok"].as_u64().unwrap(),
+        up[0]["refused"].as_u64().unwrap(),
+        up[0]["unanswered"].as_u64().unwrap(),
+    );
+    assert_eq!(attempts, ok + refused + unanswered);
+    assert!(refused > 10 && unanswered > 5 && ok > refused, "{up:#?}");
+    let drops = ask("drops");
+    let subjects: Vec<_> = drops
+        .iter()
+        .map(|d| (d["subject"].as_str().unwrap(), d["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            ("198.51.100.11", "firing"),
+            ("198.51.100.11:9000/udp", "firing"),
+            ("198.51.100.11", "resolved"),
+            ("198.51.100.11:9000/udp", "resolved"),
+        ],
+        "{drops:#?}"
+    );
+}
