@@ -206,6 +206,7 @@ impl TrafficDropConfig {
         f64_in(p, "steady_floor", self.steady_floor, 0.0, 1.0)?;
         f64_in(p, "resume_ratio", self.resume_ratio, self.drop_ratio, 1.0)?;
         f64_in(p, "min_pickup", self.min_pickup, 0.0, 10.0)?;
+        f64_in(p, "max_flow_share", self.max_flow_share, 0.0, 1.0)?;
         int_in(p, "max_tracked", self.max_tracked, 1, 1 << 20)?;
         for (i, g) in self.group.iter().enumerate() {
             let at = p.key("group").index(i);

@@ -44,7 +44,7 @@ fn udp_stream(
 
 /// An ECMP set of `members` load-balancer members (`198.51.100.11…`, port 9000/udp): the
 /// first one's routes are withdrawn for `drop_s` and the others share its traffic.
-pub(crate) fn ecmp_drop(
+pub fn ecmp_drop(
     c: &mut CaptureBuilder,
     rng: &mut Rng,
     t0: u64,
@@ -191,7 +191,7 @@ fn downloads(
 }
 
 /// A server's downloads at ~0.1 % loss, then `loss` for 40 s from `jump_at_s`.
-pub(crate) fn retransmit_jump(
+pub fn retransmit_jump(
     c: &mut CaptureBuilder,
     rng: &mut Rng,
     t0: u64,
@@ -314,7 +314,7 @@ fn upgrades(
 
 /// Upgrades through a proxy: for 60 s from `fail_at_s`, `refused` of them get a 403 and
 /// `silent` of them no answer at all.
-pub(crate) fn upgrade_failure(
+pub fn upgrade_failure(
     c: &mut CaptureBuilder,
     rng: &mut Rng,
     t0: u64,
@@ -351,7 +351,7 @@ pub(crate) fn upgrade_failure(
 /// one, one idle then busy, one that pauses for 12 s, a steady one cut off by the end of
 /// the capture (which ends mid-window), a server with steady low-level retransmissions and
 /// one whose websocket upgrades all succeed.
-pub(crate) fn benign(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end: u64) {
+pub fn benign(c: &mut CaptureBuilder, rng: &mut Rng, t0: u64, end: u64) {
     let d = (end - t0) as f64;
     let dst = |n: u8| (ip(198, 51, 100, n), 9000);
     udp_stream(c, rng, dst(21), t0, end, &|t| {

@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 use etherparse::PacketBuilder;
 use tapwatch_capture::{LinkType, PcapWriter};
 
-mod flow_health;
+pub mod flow_health;
 pub mod soak;
 use flow_health::EcmpDrop;
 pub use soak::{Soak, SoakParams};

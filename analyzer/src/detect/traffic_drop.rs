@@ -12,7 +12,9 @@
 //!
 //! A key is *steady* when its last `baseline_s` of windows are all there and none but the
 //! newest (the window a drop began in) fell below `steady_floor` × their mean: a new, bursty
-//! or intermittent key never is. A steady key
+//! or intermittent key never is; nor is one conversation (a key whose largest flow carried
+//! more than `max_flow_share` of its packets in most baseline windows: a transfer that
+//! finishes is not a destination that lost its traffic). A steady key
 //! with a mean of at least `min_baseline_pps` whose upper-bound count falls below
 //! `drop_ratio` × its baseline for `min_windows` windows fires; it resolves once a window
 //! holds `resume_ratio` of the baseline again. Peers (a configured `[[group]]` the address
@@ -59,6 +61,9 @@ pub struct TrafficDropConfig {
     pub resume_ratio: f64,
     /// Share of the lost rate the peers must have gained for `critical`.
     pub min_pickup: f64,
+    /// A key whose largest flow carried more than this share of its packets in most baseline
+    /// windows is one conversation, never steady (1: no such rule).
+    pub max_flow_share: f64,
     /// Keys (addresses, services, tenants) tracked at most.
     pub max_tracked: usize,
     /// `[[analyzer.traffic_drop.group]]`: sets of member addresses that share traffic (an
@@ -87,6 +92,7 @@ impl Default for TrafficDropConfig {
             steady_floor: 0.25,
             resume_ratio: 0.5,
             min_pickup: 0.5,
+            max_flow_share: 0.5,
             max_tracked: 1024,
             group: Vec::new(),
         }
@@ -152,8 +158,9 @@ struct Quiet {
 
 #[derive(Clone, Debug, Default)]
 struct Track {
-    /// Counts (lower bounds) of the last windows outside quiet runs, oldest first.
-    history: VecDeque<u64>,
+    /// Counts (lower bounds) of the last windows outside quiet runs, oldest first, and
+    /// whether one flow carried most of each.
+    history: VecDeque<(u64, bool)>,
     quiet: Option<Quiet>,
     /// The count that got it tracked (its rate until it has a history).
     admitted: u64,
@@ -164,11 +171,11 @@ impl Track {
         if self.history.is_empty() {
             return 0.0;
         }
-        self.history.iter().sum::<u64>() as f64 / self.history.len() as f64
+        self.history.iter().map(|h| h.0).sum::<u64>() as f64 / self.history.len() as f64
     }
 
-    fn push(&mut self, count: u64, keep: usize) {
-        self.history.push_back(count);
+    fn push(&mut self, count: u64, dominated: bool, keep: usize) {
+        self.history.push_back((count, dominated));
         while self.history.len() > keep {
             self.history.pop_front();
         }
@@ -255,17 +262,34 @@ impl TrafficDrop {
         (name, peers)
     }
 
-    /// Whether a key's history makes a steady baseline: full, busy enough, and no window
-    /// but the newest (the one a drop may have begun in) below the floor.
+    /// Whether a key's history makes a steady baseline: full, busy enough, no window but
+    /// the newest (the one a drop may have begun in) below the floor, and not one
+    /// conversation (a transfer that ends is not a destination that lost its traffic).
     fn steady(&self, t: &Track, width_s: f64) -> bool {
         let mean = t.mean();
+        let dominated = t.history.iter().filter(|h| h.1).count();
         t.history.len() >= self.keep
             && mean / width_s >= self.cfg.min_baseline_pps
+            && dominated * 2 < t.history.len()
             && t.history
                 .iter()
                 .rev()
                 .skip(1)
-                .all(|c| *c as f64 >= self.cfg.steady_floor * mean)
+                .all(|h| h.0 as f64 >= self.cfg.steady_floor * mean)
+    }
+
+    /// The largest flow's packets towards each address and service among the window's
+    /// heaviest flows.
+    fn largest_flows(&self, b: &WindowStats) -> FxHashMap<DropKey, u64> {
+        let mut m: FxHashMap<DropKey, u64> = FxHashMap::default();
+        for e in b.flows.top(self.cfg.max_tracked) {
+            let (_, _, dst, port, proto) = e.key;
+            for k in [DropKey::Address(dst), DropKey::Service(dst, port, proto)] {
+                let v = m.entry(k).or_default();
+                *v = (*v).max(e.count);
+            }
+        }
+        m
     }
 
     /// Judges one finished window.
@@ -288,6 +312,13 @@ impl TrafficDrop {
             .keys()
             .map(|k| (*k, Self::count(b, k)))
             .collect();
+        let largest = self.largest_flows(b);
+        let share = self.cfg.max_flow_share;
+        let one_flow = |k: &DropKey, count: u64| {
+            largest
+                .get(k)
+                .is_some_and(|f| *f as f64 > share * count as f64)
+        };
         let mut keys: Vec<DropKey> = self.tracked.keys().copied().collect();
         keys.sort_unstable(); // findings in a fixed order
         for k in keys {
@@ -315,7 +346,13 @@ impl TrafficDrop {
                     self.tracked.get_mut(&k).expect("tracked").quiet = Some(q);
                     self.fire_if_due(&k, &counts, b, tenants, out);
                 }
-                None => self.tracked.get_mut(&k).expect("tracked").push(lo, keep),
+                None => {
+                    let dominated = one_flow(&k, lo);
+                    self.tracked
+                        .get_mut(&k)
+                        .expect("tracked")
+                        .push(lo, dominated, keep)
+                }
                 Some(q) if (hi as f64) < self.cfg.drop_ratio * q.base => {
                     if let Some(q) = &mut self.tracked.get_mut(&k).expect("tracked").quiet {
                         q.windows += 1;
@@ -345,10 +382,14 @@ impl TrafficDrop {
                     } else {
                         // A short quiet run: no drop, but the key is not steady for a while.
                         for _ in 0..q.windows {
-                            t.push(0, keep);
+                            t.push(0, false, keep);
                         }
                     }
-                    self.tracked.get_mut(&k).expect("tracked").push(lo, keep);
+                    let dominated = one_flow(&k, lo);
+                    self.tracked
+                        .get_mut(&k)
+                        .expect("tracked")
+                        .push(lo, dominated, keep);
                 }
             }
         }
@@ -537,6 +578,9 @@ mod tests {
             if *c > 0 {
                 w.destinations.add(addr(n as u8 + 1), *c, 0);
                 w.services.add((addr(n as u8 + 1), 443, 17), *c, 0);
+                // Many clients: the largest flow carries a tenth.
+                w.flows
+                    .add((addr(50), 1000, addr(n as u8 + 1), 443, 17), c / 10, 0);
             }
         }
         if other > 0 {
@@ -688,6 +732,35 @@ mod tests {
         });
         let f = out.iter().find(|f| f.active).expect("fires");
         assert_eq!((f.started_ns, f.detected_ns), (160 * SEC, 190 * SEC));
+    }
+
+    #[test]
+    fn one_conversation_ending_is_not_a_drop() {
+        for (share, fires) in [(0.5, false), (1.0, true)] {
+            one_conversation(share, fires);
+        }
+    }
+
+    fn one_conversation(max_flow_share: f64, fires: bool) {
+        let mut d = TrafficDrop::new(TrafficDropConfig {
+            max_flow_share,
+            ..cfg()
+        });
+        let one_flow = |i: u64, c: u64| {
+            let mut w = base(i, [c, 300, 300, 300], 1000);
+            w.flows = crate::sketch::FrequentItems::new(64);
+            w.flows.add((addr(50), 1000, addr(1), 443, 17), c, 0);
+            w
+        };
+        let mut out = Vec::new();
+        for i in 0..15 {
+            d.window(&one_flow(i, 300), &TenantMap::default(), &mut out);
+        }
+        for i in 15..20 {
+            d.window(&one_flow(i, 0), &TenantMap::default(), &mut out);
+        }
+        let fired = out.iter().any(|f| f.subject == "10.0.0.1:443/udp");
+        assert_eq!(fired, fires, "a transfer that finished: {out:?}");
     }
 
     #[test]
