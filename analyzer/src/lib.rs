@@ -49,7 +49,7 @@ pub use detect::heavy::{
 };
 pub use detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence, RetransmittingFlow};
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
-pub use detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
+pub use detect::traffic_drop::{DropRate, TrafficDropEvidence, TrafficDropResolvedEvidence};
 pub use detect::upgrade::{UpgradeFailureEvidence, UpgradeFailureResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;

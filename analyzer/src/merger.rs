@@ -8,6 +8,7 @@ use tapwatch_classifier::{Classifier, TenantMap};
 
 use crate::config::AnalyzerConfig;
 use crate::detect::growth::{Fit, GrowthSample};
+use crate::detect::traffic_drop::DropRate;
 use crate::detect::WindowDetectors;
 use crate::finding::Finding;
 use crate::health::ServerHealth;
@@ -112,12 +113,21 @@ impl Merger {
     pub fn keep_closed(&mut self, on: bool) {
         self.keep = on;
         self.detectors.growth.keep = on;
+        self.detectors.traffic_drop.keep_rates = on;
     }
 
     /// Whether kept windows or growth points are waiting.
     #[inline]
     pub fn has_closed(&self) -> bool {
-        !self.closed.is_empty() || !self.detectors.growth.samples.is_empty()
+        !self.closed.is_empty()
+            || !self.detectors.growth.samples.is_empty()
+            || !self.detectors.traffic_drop.samples.is_empty()
+    }
+
+    /// The tracked destinations' counts per traffic-drop window since the last call (kept
+    /// with [`Merger::keep_closed`]).
+    pub fn take_drop_rates(&mut self) -> Vec<DropRate> {
+        std::mem::take(&mut self.detectors.traffic_drop.samples)
     }
 
     /// The base windows and growth points finished since the last call, in order.

@@ -1,7 +1,8 @@
 -- tapwatch schema, migration 3: flow health (issue 14). Per base window and TCP server
 -- (the listening side): data segments, retransmitted data segments by direction, zero-window
 -- advertisements, duplicate ACKs and HTTP upgrade outcomes; with 1-minute and 1-hour rollups
--- filled by materialized views (read them with sumMerge). Traffic drops are in `alerts`.
+-- filled by materialized views (read them with sumMerge); and the traffic-drop detector's
+-- tracked destinations per judged window (`drop_rates`). Traffic-drop alerts are in `alerts`.
 
 CREATE TABLE IF NOT EXISTS {db}.server_health{local} {on_cluster} (
     ts DateTime('UTC'),
@@ -68,3 +69,23 @@ SELECT toStartOfHour(ts) AS ts, agent, tenant, server, server_port,
        sumState(upgrades_refused + upgrades_unanswered) AS upgrades_failed
 FROM {db}.server_health{local}
 GROUP BY ts, agent, tenant, server, server_port;
+
+-- Every destination address, service and tenant the traffic-drop detector tracks, per judged
+-- window (10 s by default): its count with the sketch's bounds, its baseline and whether it
+-- is steady, and how many quiet windows it is into a drop.
+CREATE TABLE IF NOT EXISTS {db}.drop_rates{local} {on_cluster} (
+    ts DateTime('UTC'),
+    agent LowCardinality(String),
+    batch UInt64,
+    window_ms UInt32,
+    dimension LowCardinality(String),
+    tenant LowCardinality(String),
+    address FixedString(16),
+    port UInt16,
+    proto UInt8,
+    packets UInt64,
+    packets_upper UInt64,
+    baseline_pps Float64,
+    steady UInt8,
+    quiet_windows UInt32
+) ENGINE = MergeTree PARTITION BY toYYYYMMDD(ts) ORDER BY (agent, ts, dimension, tenant, address, port);

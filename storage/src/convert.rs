@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
-use tapwatch_analyzer::{Evidence, GrowthSample, Labels, WindowStats};
+use tapwatch_analyzer::{DropRate, Evidence, GrowthSample, Labels, WindowStats};
 use tapwatch_rules::{AlertEvent, AlertEvidence, AlertState};
 
 use crate::rows::*;
@@ -191,6 +191,26 @@ pub fn growth_row(g: &GrowthSample, agent: &str) -> GrowthRow {
         exponent_high: g.fit.map_or(0.0, |f| finite(f.slope_high)),
         r2: g.fit.map_or(0.0, |f| finite(f.r2)),
         fit_points: g.fit.map_or(0, |f| f.n as u32),
+    }
+}
+
+/// The `drop_rates` row of a tracked key's count in a traffic-drop window.
+pub fn drop_rate_row(d: &DropRate, agent: &str) -> DropRateRow {
+    DropRateRow {
+        ts: secs(d.start_ns),
+        agent: agent.to_string(),
+        batch: 0,
+        window_ms: (d.width_s * 1000.0).round() as u32,
+        dimension: d.dimension.to_string(),
+        tenant: d.tenant.clone(),
+        address: address(d.address),
+        port: d.port,
+        proto: d.proto,
+        packets: d.packets,
+        packets_upper: d.packets_upper,
+        baseline_pps: d.baseline_pps,
+        steady: u8::from(d.steady),
+        quiet_windows: d.quiet_windows,
     }
 }
 

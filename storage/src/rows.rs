@@ -218,6 +218,41 @@ pub struct ServerHealthRow {
 }
 stored_row!(ServerHealthRow, "server_health");
 
+/// One destination (address or service) or tenant the traffic-drop detector tracks, in one
+/// of its judged windows.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DropRateRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// `address`, `service` or `tenant`.
+    pub dimension: String,
+    /// Tenant (of the address, or the tenant itself).
+    pub tenant: String,
+    /// Address; all zeros for a tenant.
+    pub address: Address,
+    /// Port (services).
+    pub port: u16,
+    /// IP protocol (services).
+    pub proto: u8,
+    /// Packets counted (lower bound).
+    pub packets: u64,
+    /// Upper bound of the packets.
+    pub packets_upper: u64,
+    /// Baseline, packets/s (0 until there is a full one).
+    pub baseline_pps: f64,
+    /// 1 when the baseline is steady.
+    pub steady: u8,
+    /// Quiet windows in a row (0 outside a drop).
+    pub quiet_windows: u32,
+}
+stored_row!(DropRateRow, "drop_rates");
+
 /// One setup-growth point of a tenant and the fit over its history.
 #[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct GrowthRow {
@@ -387,6 +422,8 @@ pub struct Rows {
     pub agents: Vec<AgentRow>,
     /// `server_health`.
     pub server_health: Vec<ServerHealthRow>,
+    /// `drop_rates`.
+    pub drop_rates: Vec<DropRateRow>,
 }
 
 /// Calls `$m!(field, Type)` for every table of [`Rows`].
@@ -404,11 +441,12 @@ macro_rules! for_each_table {
         $m!(alerts, $crate::rows::AlertRow);
         $m!(agents, $crate::rows::AgentRow);
         $m!(server_health, $crate::rows::ServerHealthRow);
+        $m!(drop_rates, $crate::rows::DropRateRow);
     };
 }
 
 /// Names of the tables rows are written to, in [`Rows`] order.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "traffic",
     "tenants",
     "heavy_hitters",
@@ -419,6 +457,7 @@ pub const TABLES: [&str; 10] = [
     "alerts",
     "agents",
     "server_health",
+    "drop_rates",
 ];
 
 impl Rows {

@@ -174,6 +174,25 @@ fn the_file_store_answers_retransmits_upgrades_and_drops() {
     );
     assert_eq!(attempts, ok + refused + unanswered);
     assert!(refused > 10 && unanswered > 5 && ok > refused, "{up:#?}");
+    // The tracked destinations' counts per judged window: the withdrawn member's service row
+    // counts its quiet windows.
+    let mut quiet = 0;
+    for f in std::fs::read_dir(data.join("drop_rates")).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        let mut lines = text.lines();
+        let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+        for l in lines {
+            let c: Vec<&str> = l.split('\t').collect();
+            if c[col("dimension")] == "service" && c[col("port")] == "9000" {
+                quiet = quiet.max(c[col("quiet_windows")].parse::<u32>().unwrap());
+            }
+        }
+    }
+    assert!(
+        quiet >= 3,
+        "quiet windows of the member in drop_rates: {quiet}"
+    );
     let drops = ask("drops");
     let subjects: Vec<_> = drops
         .iter()

@@ -143,6 +143,35 @@ pub struct TrafficDropResolvedEvidence {
     pub window_s: f64,
 }
 
+/// One tracked key's count in one judged window, kept for storage (the `drop_rates` table).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropRate {
+    /// `address`, `service` or `tenant`.
+    pub dimension: &'static str,
+    /// The tenant (of the address, or the tenant itself).
+    pub tenant: String,
+    /// The address (none for a tenant).
+    pub address: Option<IpAddr>,
+    /// Port and IP protocol (0 unless a service).
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Window start (event time, ns).
+    pub start_ns: u64,
+    /// Window width, seconds.
+    pub width_s: f64,
+    /// Packets counted (a lower bound).
+    pub packets: u64,
+    /// Upper bound of the packets (the sketch's error bound added).
+    pub packets_upper: u64,
+    /// Its baseline, packets/s (0 until it has a full one).
+    pub baseline_pps: f64,
+    /// Whether its baseline is steady.
+    pub steady: bool,
+    /// Quiet windows in a row so far (0 outside a drop).
+    pub quiet_windows: u32,
+}
+
 /// A quiet run in progress.
 #[derive(Clone, Copy, Debug)]
 struct Quiet {
@@ -195,6 +224,10 @@ pub(crate) struct TrafficDrop {
     group_of: FxHashMap<IpAddr, usize>,
     /// Tracked keys evicted for a busier one.
     pub evicted: u64,
+    /// Keep every tracked key's count per judged window in `samples` (for storage).
+    pub keep_rates: bool,
+    /// Counts kept since the merger last took them.
+    pub samples: Vec<DropRate>,
 }
 
 impl TrafficDrop {
@@ -213,6 +246,8 @@ impl TrafficDrop {
             link: VecDeque::new(),
             group_of,
             evicted: 0,
+            keep_rates: false,
+            samples: Vec::new(),
             cfg,
         }
     }
@@ -393,7 +428,65 @@ impl TrafficDrop {
                 }
             }
         }
+        if self.keep_rates {
+            self.keep_samples(b, tenants, &counts);
+        }
         self.admit(b, width);
+    }
+
+    /// Every tracked key's count in the window, for storage.
+    fn keep_samples(
+        &mut self,
+        b: &WindowStats,
+        tenants: &TenantMap,
+        counts: &FxHashMap<DropKey, (u64, u64)>,
+    ) {
+        let width = b.width_s();
+        let mut keys: Vec<DropKey> = counts.keys().copied().collect();
+        keys.sort_unstable();
+        for k in keys {
+            let Some(t) = self.tracked.get(&k) else {
+                continue;
+            };
+            let (lo, hi) = counts[&k];
+            let steady = self.steady(t, width);
+            let (dimension, tenant, address, port, proto) = match k {
+                DropKey::Tenant(i) => ("tenant", tenants.name(TenantId(i)).to_string(), None, 0, 0),
+                DropKey::Address(a) => (
+                    "address",
+                    tenants.name(tenants.lookup(a)).to_string(),
+                    Some(a),
+                    0,
+                    0,
+                ),
+                DropKey::Service(a, p, x) => (
+                    "service",
+                    tenants.name(tenants.lookup(a)).to_string(),
+                    Some(a),
+                    p,
+                    x,
+                ),
+            };
+            let baseline = match t.quiet {
+                Some(q) => q.base,
+                None if t.history.len() >= self.keep => t.mean(),
+                None => 0.0,
+            };
+            self.samples.push(DropRate {
+                dimension,
+                tenant,
+                address,
+                port,
+                proto,
+                start_ns: b.start_ns,
+                width_s: width,
+                packets: lo,
+                packets_upper: hi,
+                baseline_pps: baseline / width,
+                steady,
+                quiet_windows: t.quiet.map_or(0, |q| q.windows),
+            });
+        }
     }
 
     /// Emits the active finding of a key in a quiet run once the run is long enough.
