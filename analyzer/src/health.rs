@@ -42,8 +42,7 @@ impl ServerHealth {
         self.upgrades_ok + self.upgrades_refused + self.upgrades_unanswered
     }
 
-    /// Counts `n` more retransmissions of `flow` among the worst flows (the flow's total in
-    /// this window is `total`).
+    /// Puts `flow`, with `total` retransmissions so far in this window, among the worst flows.
     #[inline]
     pub fn note_flow(&mut self, flow: FlowTuple, total: u64) {
         insert_worst(&mut self.worst, flow, total);

@@ -405,7 +405,8 @@ fn quantiles(h: Option<&Histogram<u64>>) -> serde_json::Value {
 
 impl WindowStats {
     /// One JSON object describing the window: totals, per tenant (with handshake latency
-    /// quantiles), the busiest sources and services, and the servers that saw SYNs.
+    /// quantiles), the busiest sources and services, the servers that saw SYNs, and the TCP
+    /// servers' flow health (most retransmissions first).
     pub fn summary(&self, tenants: &TenantMap) -> serde_json::Value {
         let per_tenant: serde_json::Map<String, serde_json::Value> = self
             .tenants
@@ -428,6 +429,12 @@ impl WindowStats {
             .collect();
         let mut servers: Vec<_> = self.servers.iter().collect();
         servers.sort_by(|a, b| b.1.syns.cmp(&a.1.syns).then(a.0.cmp(b.0)));
+        let mut health: Vec<_> = self.health.iter().collect();
+        health.sort_by(|a, b| {
+            (b.1.retransmits(), b.1.segments)
+                .cmp(&(a.1.retransmits(), a.1.segments))
+                .then(a.0.cmp(b.0))
+        });
         serde_json::json!({
             "start_ns": self.start_ns,
             "end_ns": self.end_ns,
@@ -438,6 +445,7 @@ impl WindowStats {
             "top_sources": self.sources.top(10).iter().map(|e| serde_json::json!({"address": e.key.to_string(), "packets": e.count, "bytes": e.secondary})).collect::<Vec<_>>(),
             "top_services": self.services.top(10).iter().map(|e| serde_json::json!({"address": e.key.0.to_string(), "port": e.key.1, "proto": e.key.2, "packets": e.count})).collect::<Vec<_>>(),
             "sketch_error_bound": self.sources.error_bound(),
+            "flow_health": health.iter().take(20).map(|(k, h)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "segments": h.segments, "retransmits_to_server": h.retransmits_to_server, "retransmits_from_server": h.retransmits_from_server, "zero_windows": h.zero_windows, "dup_acks": h.dup_acks, "upgrades_ok": h.upgrades_ok, "upgrades_refused": h.upgrades_refused, "upgrades_unanswered": h.upgrades_unanswered})).collect::<Vec<_>>(),
             "servers": servers.iter().take(20).map(|(k, s)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "syns": s.syns, "retransmitted_syns": s.retransmits, "rsts": s.rsts, "syn_to_syn_ack": quantiles(s.syn_to_syn_ack.as_ref())})).collect::<Vec<_>>(),
         })
     }
