@@ -1,6 +1,10 @@
 //! Per-server flow-health counts of a window (retransmitted data segments, HTTP upgrade
 //! outcomes), counted on the shards and merged like the rest of [`WindowStats`](crate::window::WindowStats).
-use crate::window::FlowTuple;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+
+use crate::window::{FlowTuple, WindowStats};
 
 /// Flows kept per server as the worst retransmitters.
 pub const WORST_FLOWS: usize = 3;
@@ -122,5 +126,63 @@ mod tests {
         a.merge(&b);
         assert_eq!(keys(&a), vec![(addr(4), 6), (addr(3), 5), (addr(5), 3)]);
         assert_eq!(a.segments, 10);
+    }
+}
+
+/// Servers' flow health over a judged window: a rollup of the base windows' `health` alone
+/// (the detectors that judge it need none of a window's sketches).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HealthWindow {
+    /// Start (event time, ns).
+    pub start_ns: u64,
+    /// End (exclusive).
+    pub end_ns: u64,
+    /// Per server.
+    pub servers: FxHashMap<(IpAddr, u16), ServerHealth>,
+}
+
+impl HealthWindow {
+    /// Width in seconds.
+    pub fn width_s(&self) -> f64 {
+        (self.end_ns - self.start_ns) as f64 / 1e9
+    }
+}
+
+/// Accumulates the base windows' flow health into windows `width_s` wide.
+pub(crate) struct HealthRollup {
+    width_ns: u64,
+    current: Option<HealthWindow>,
+}
+
+impl HealthRollup {
+    /// A rollup `width_s` seconds wide.
+    pub fn new(width_s: f64) -> HealthRollup {
+        HealthRollup {
+            width_ns: ((width_s * 1e9) as u64).max(1),
+            current: None,
+        }
+    }
+
+    /// Adds a base window; returns the finished one when this window starts a new one.
+    pub fn push(&mut self, w: &WindowStats) -> Option<HealthWindow> {
+        let start = w.start_ns / self.width_ns * self.width_ns;
+        let done = match &self.current {
+            Some(c) if c.start_ns != start => self.current.take(),
+            _ => None,
+        };
+        let cur = self.current.get_or_insert_with(|| HealthWindow {
+            start_ns: start,
+            end_ns: start + self.width_ns,
+            servers: FxHashMap::default(),
+        });
+        for (k, h) in &w.health {
+            cur.servers.entry(*k).or_default().merge(h);
+        }
+        done
+    }
+
+    /// The window in progress, if any (end of input).
+    pub fn finish(&mut self) -> Option<HealthWindow> {
+        self.current.take()
     }
 }

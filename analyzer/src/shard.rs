@@ -36,7 +36,8 @@ pub struct LostWork {
     /// SYNs of handshakes the pending table had no room for (`handshake.max_pending`).
     pub handshake_untracked: u64,
     // flow health (issue 14)
-    /// Live TCP flows the retransmission table replaced with new ones (`retransmits.max_flows`).
+    /// TCP flows the retransmission table had no room for (`retransmits.max_flows`): a live
+    /// flow replaced, or a new flow's SYN turned away.
     pub retransmit_flows_evicted: u64,
     /// HTTP upgrade requests the pending table had no room for (`upgrade_failure.max_pending`).
     pub upgrades_untracked: u64,

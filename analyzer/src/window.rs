@@ -315,11 +315,18 @@ impl WindowStats {
     /// The server's flow health, if it is tracked (or there is room to track it).
     #[inline]
     pub fn health_of(&mut self, s: (IpAddr, u16)) -> Option<&mut ServerHealth> {
-        if !self.health.contains_key(&s) && self.health.len() >= self.max_servers * 4 {
+        use std::collections::hash_map::Entry;
+        let full = self.health.len() >= self.max_servers * 4;
+        // One probe: the entry, not a lookup and then an insert.
+        let h = match self.health.entry(s) {
+            Entry::Occupied(o) => Some(o.into_mut()),
+            Entry::Vacant(v) if !full => Some(v.insert(ServerHealth::default())),
+            Entry::Vacant(_) => None,
+        };
+        if h.is_none() {
             self.health_untracked += 1;
-            return None;
         }
-        Some(self.health.entry(s).or_default())
+        h
     }
 
     /// Adds another window's aggregates (another shard's, or a narrower window in a rollup).

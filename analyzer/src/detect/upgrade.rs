@@ -22,8 +22,9 @@ use tapwatch_classifier::{Detail, HttpLine, PacketMeta, TenantMap};
 
 use super::{PacketDetector, WindowDetector};
 use crate::finding::{endpoint, Evidence, Finding, FindingKind, Severity};
+use crate::health::{HealthRollup, HealthWindow};
 use crate::labels::Labels;
-use crate::window::{Rollup, WindowStats};
+use crate::window::WindowStats;
 
 /// Failed HTTP upgrades: the `[analyzer.upgrade_failure]` section.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -213,7 +214,7 @@ impl PacketDetector for UpgradeTracker {
 /// The window half, on the merger.
 pub(crate) struct UpgradeFailures {
     cfg: UpgradeConfig,
-    window: Rollup,
+    window: HealthRollup,
     /// Firing servers and when they started.
     firing: FxHashMap<(IpAddr, u16), u64>,
 }
@@ -222,17 +223,17 @@ impl UpgradeFailures {
     /// A detector with these settings.
     pub fn new(cfg: UpgradeConfig) -> UpgradeFailures {
         UpgradeFailures {
-            window: Rollup::new(cfg.window_s),
+            window: HealthRollup::new(cfg.window_s),
             firing: FxHashMap::default(),
             cfg,
         }
     }
 
-    fn judge(&mut self, b: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+    fn judge(&mut self, b: &HealthWindow, tenants: &TenantMap, out: &mut Vec<Finding>) {
         let cfg = &self.cfg;
         let width = b.width_s();
         let mut servers: Vec<_> = b
-            .health
+            .servers
             .iter()
             .filter(|(_, h)| h.upgrade_attempts() > 0)
             .collect();
@@ -285,7 +286,7 @@ impl UpgradeFailures {
         cleared.sort_unstable();
         for (server, since) in cleared {
             self.firing.remove(&server);
-            let (attempts, share) = b.health.get(&server).map_or((0, 0.0), |h| {
+            let (attempts, share) = b.servers.get(&server).map_or((0, 0.0), |h| {
                 let a = h.upgrade_attempts();
                 let f = h.upgrades_refused + h.upgrades_unanswered;
                 (a, if a > 0 { f as f64 / a as f64 } else { 0.0 })

@@ -86,7 +86,8 @@ pub struct FlowTable {
     mask: usize,
     idle_ns: u64,
     reorder_ns: u64,
-    /// Live flows (active within the idle time) replaced by a new one.
+    /// Flows the table had no room for: a live flow (active within the idle time) replaced
+    /// by a new one, or a new flow's bare SYN turned away rather than replace one.
     pub evicted: u64,
 }
 
@@ -128,7 +129,8 @@ impl FlowTable {
         let from_a = s <= d;
         let (a, b) = if from_a { (s, d) } else { (d, s) };
         let bucket = (crate::sketch::mix64(&(a, b)) as usize & self.mask) * 2;
-        let slot = match (self.slots[bucket], self.slots[bucket + 1]) {
+        // By reference: an entry is too big to copy per packet.
+        let slot = match (&self.slots[bucket], &self.slots[bucket + 1]) {
             (Some(e), _) if e.a == a && e.b == b => bucket,
             (_, Some(e)) if e.a == a && e.b == b => bucket + 1,
             (None, _) => self.fresh(bucket, a, b, m, from_a),
@@ -141,6 +143,10 @@ impl FlowTable {
                 };
                 if m.ts_ns.saturating_sub(last) < self.idle_ns {
                     self.evicted += 1;
+                    if m.tcp_flags & (SYN | ACK) == SYN {
+                        // A bare SYN (a flood's, a scan's) does not push out a live flow.
+                        return None;
+                    }
                 }
                 self.fresh(old, a, b, m, from_a)
             }

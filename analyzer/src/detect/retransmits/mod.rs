@@ -18,8 +18,9 @@ use tapwatch_classifier::{PacketMeta, TenantMap};
 
 use super::{PacketDetector, WindowDetector};
 use crate::finding::{endpoint, Evidence, Finding, FindingKind, Severity};
+use crate::health::{HealthRollup, HealthWindow};
 use crate::labels::Labels;
-use crate::window::{Rollup, WindowStats};
+use crate::window::WindowStats;
 
 pub mod flows;
 
@@ -168,7 +169,7 @@ impl Baseline {
 /// The window half, on the merger.
 pub(crate) struct Retransmits {
     cfg: RetransmitConfig,
-    window: Rollup,
+    window: HealthRollup,
     servers: FxHashMap<(IpAddr, u16), Baseline>,
 }
 
@@ -176,16 +177,16 @@ impl Retransmits {
     /// A detector with these settings.
     pub fn new(cfg: RetransmitConfig) -> Retransmits {
         Retransmits {
-            window: Rollup::new(cfg.window_s),
+            window: HealthRollup::new(cfg.window_s),
             servers: FxHashMap::default(),
             cfg,
         }
     }
 
-    fn judge(&mut self, b: &WindowStats, tenants: &TenantMap, out: &mut Vec<Finding>) {
+    fn judge(&mut self, b: &HealthWindow, tenants: &TenantMap, out: &mut Vec<Finding>) {
         let cfg = &self.cfg;
         let width = b.width_s();
-        let mut servers: Vec<_> = b.health.iter().filter(|(_, h)| h.segments > 0).collect();
+        let mut servers: Vec<_> = b.servers.iter().filter(|(_, h)| h.segments > 0).collect();
         servers.sort_unstable_by_key(|(k, _)| **k);
         for (server, h) in servers {
             let re = h.retransmits();
@@ -280,7 +281,7 @@ impl Retransmits {
             .servers
             .iter()
             .filter(|(k, s)| {
-                s.firing_since.is_some() && b.health.get(k).is_none_or(|h| h.segments == 0)
+                s.firing_since.is_some() && b.servers.get(k).is_none_or(|h| h.segments == 0)
             })
             .map(|(k, _)| *k)
             .collect();

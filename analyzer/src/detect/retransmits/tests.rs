@@ -138,6 +138,13 @@ fn a_full_bucket_replaces_its_older_flow_and_counts_a_live_one() {
         f.observe(&seg(u64::from(n), (addr(1), 40000 + n), server(), 1, 10), 0);
     }
     assert_eq!((f.len(), f.evicted), (2, 1));
+    let syn = tcp(T + SEC, (addr(9), 1), server(), ProtocolType::TcpSyn, 1, 0);
+    assert_eq!(
+        f.observe(&syn, 0),
+        None,
+        "a bare SYN does not push out a live flow"
+    );
+    assert_eq!((f.len(), f.evicted), (2, 2));
 }
 
 #[test]
