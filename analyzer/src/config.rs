@@ -10,6 +10,10 @@ pub use crate::detect::heartbeat::HeartbeatConfig;
 pub use crate::detect::heavy::HeavyHitterConfig;
 pub use crate::detect::latency::LatencyConfig;
 pub use crate::thresholds::TenantOverride;
+// flow health (issue 14)
+pub use crate::detect::retransmits::RetransmitConfig;
+pub use crate::detect::traffic_drop::{DropGroup, TrafficDropConfig};
+pub use crate::detect::upgrade::UpgradeConfig;
 
 /// Windows and all detectors.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -32,6 +36,13 @@ pub struct AnalyzerConfig {
     /// `[[analyzer.override]]`: thresholds for some tenants; the first match wins.
     #[serde(rename = "override")]
     pub overrides: Vec<TenantOverride>,
+    // flow health (issue 14)
+    /// Traffic dropping to near zero.
+    pub traffic_drop: TrafficDropConfig,
+    /// Retransmitted TCP data.
+    pub retransmits: RetransmitConfig,
+    /// Failed HTTP upgrades.
+    pub upgrade_failure: UpgradeConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -45,6 +56,9 @@ impl Default for AnalyzerConfig {
             handshake: HandshakeConfig::default(),
             latency: LatencyConfig::default(),
             overrides: Vec::new(),
+            traffic_drop: TrafficDropConfig::default(),
+            retransmits: RetransmitConfig::default(),
+            upgrade_failure: UpgradeConfig::default(),
         }
     }
 }
@@ -74,6 +88,13 @@ impl AnalyzerConfig {
         self.heartbeat.check(&p.key("heartbeat"))?;
         self.handshake.check(&p.key("handshake"))?;
         self.latency.check(&p.key("latency"), self.window_s)?;
+        // flow health (issue 14)
+        self.traffic_drop
+            .check(&p.key("traffic_drop"), self.window_s)?;
+        self.retransmits
+            .check(&p.key("retransmits"), self.window_s)?;
+        self.upgrade_failure
+            .check(&p.key("upgrade_failure"), self.window_s)?;
         for (i, o) in self.overrides.iter().enumerate() {
             o.check(&p.key("override").index(i))?;
         }
@@ -179,6 +200,79 @@ impl HandshakeConfig {
             self.min_retransmits,
         )?;
         int_in(p, "max_servers", self.max_servers, 1, 1 << 20)
+    }
+}
+
+// flow health (issue 14)
+impl TrafficDropConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        f64_in(p, "window_s", self.window_s, window_s, 3600.0)?;
+        f64_in(
+            p,
+            "baseline_s",
+            self.baseline_s,
+            3.0 * self.window_s,
+            86_400.0,
+        )?;
+        f64_in(p, "min_baseline_pps", self.min_baseline_pps, 0.001, 1e12)?;
+        f64_in(p, "drop_ratio", self.drop_ratio, 0.0, 0.5)?;
+        int_in(p, "min_windows", self.min_windows, 1, 10_000)?;
+        f64_in(p, "steady_floor", self.steady_floor, 0.0, 1.0)?;
+        f64_in(p, "resume_ratio", self.resume_ratio, self.drop_ratio, 1.0)?;
+        f64_in(p, "min_pickup", self.min_pickup, 0.0, 10.0)?;
+        f64_in(p, "max_flow_share", self.max_flow_share, 0.0, 1.0)?;
+        int_in(p, "max_tracked", self.max_tracked, 1, 1 << 20)?;
+        for (i, g) in self.group.iter().enumerate() {
+            let at = p.key("group").index(i);
+            int_in(&at, "members", g.members.len(), 2, 4096)?;
+        }
+        Ok(())
+    }
+}
+
+impl RetransmitConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        int_in(p, "max_flows", self.max_flows, 2, 1 << 26)?;
+        f64_in(p, "idle_s", self.idle_s, 0.0, 86_400.0)?;
+        f64_in(p, "reorder_ms", self.reorder_ms, 0.0, 10_000.0)?;
+        f64_in(p, "window_s", self.window_s, window_s, 3600.0)?;
+        int_in(p, "min_retransmits", self.min_retransmits, 1, 1_000_000_000)?;
+        f64_in(p, "min_share", self.min_share, 0.0, 1.0)?;
+        f64_in(p, "baseline_factor", self.baseline_factor, 1.0, 1e6)?;
+        f64_positive(p, "ewma_alpha", self.ewma_alpha, 1.0)?;
+        int_in(
+            p,
+            "min_baseline_windows",
+            self.min_baseline_windows,
+            1,
+            100_000,
+        )?;
+        f64_in(
+            p,
+            "critical_share",
+            self.critical_share,
+            self.min_share,
+            1.0,
+        )?;
+        int_in(p, "max_servers", self.max_servers, 1, 1 << 24)
+    }
+}
+
+impl UpgradeConfig {
+    fn check(&self, p: &SettingPath, window_s: f64) -> Result<(), SettingError> {
+        int_in(p, "max_pending", self.max_pending, 1, 1 << 24)?;
+        f64_positive(p, "timeout_s", self.timeout_s, 3600.0)?;
+        f64_in(p, "forget_s", self.forget_s, self.timeout_s, 86_400.0)?;
+        f64_in(p, "window_s", self.window_s, window_s, 3600.0)?;
+        int_in(p, "min_attempts", self.min_attempts, 1, 1_000_000_000)?;
+        f64_in(p, "min_failure_share", self.min_failure_share, 0.0, 1.0)?;
+        f64_in(
+            p,
+            "critical_share",
+            self.critical_share,
+            self.min_failure_share,
+            1.0,
+        )
     }
 }
 

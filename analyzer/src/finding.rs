@@ -10,6 +10,10 @@ use crate::detect::latency::{
     LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencyTenantEvidence,
 };
 use crate::detect::syn_burst::{SynBurstEvidence, SynBurstResolvedEvidence};
+// flow health (issue 14)
+use crate::detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence};
+use crate::detect::traffic_drop::{TrafficDropEvidence, TrafficDropResolvedEvidence};
+use crate::detect::upgrade::{UpgradeFailureEvidence, UpgradeFailureResolvedEvidence};
 
 /// Detector that produced a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -25,6 +29,13 @@ pub enum FindingKind {
     SynRetransmits,
     /// A server's latency (handshake, response, echo, TCP RTT or RST) far above its baseline.
     LatencyShift,
+    // flow health (issue 14)
+    /// A destination or tenant whose steady traffic fell to near zero.
+    TrafficDrop,
+    /// A server whose TCP data is retransmitted far more than its baseline.
+    Retransmits,
+    /// A server refusing or not answering HTTP upgrade requests.
+    UpgradeFailure,
 }
 
 impl FindingKind {
@@ -36,6 +47,9 @@ impl FindingKind {
             FindingKind::MissedHeartbeat => "missed_heartbeat",
             FindingKind::SynRetransmits => "syn_retransmits",
             FindingKind::LatencyShift => "latency_shift",
+            FindingKind::TrafficDrop => "traffic_drop",
+            FindingKind::Retransmits => "retransmits",
+            FindingKind::UpgradeFailure => "upgrade_failure",
         }
     }
 }
@@ -114,6 +128,19 @@ pub enum Evidence {
     LatencyShiftResolved(LatencyShiftResolvedEvidence),
     /// A tenant-level latency shift, firing or resolved.
     LatencyTenant(LatencyTenantEvidence),
+    // flow health (issue 14)
+    /// A firing traffic drop.
+    TrafficDrop(TrafficDropEvidence),
+    /// A resolved traffic drop.
+    TrafficDropResolved(TrafficDropResolvedEvidence),
+    /// Firing retransmissions.
+    Retransmits(RetransmitEvidence),
+    /// Resolved retransmissions.
+    RetransmitsResolved(RetransmitResolvedEvidence),
+    /// Failing HTTP upgrades.
+    UpgradeFailure(UpgradeFailureEvidence),
+    /// Resolved HTTP upgrade failures.
+    UpgradeFailureResolved(UpgradeFailureResolvedEvidence),
 }
 
 /// `addr:port` with IPv6 in brackets.

@@ -25,6 +25,7 @@
 mod config;
 mod detect;
 mod finding;
+mod health;
 mod labels;
 mod merger;
 mod shard;
@@ -39,6 +40,8 @@ pub use config::{
     AnalyzerConfig, HandshakeConfig, HeartbeatConfig, HeavyHitterConfig, LatencyConfig,
     SetupGrowthConfig, TenantOverride,
 };
+// flow health (issue 14)
+pub use config::{DropGroup, RetransmitConfig, TrafficDropConfig, UpgradeConfig};
 pub use detect::growth;
 pub use detect::growth::GrowthEvidence;
 pub use detect::heartbeat::{BfdEvidence, HeartbeatEvidence, Resolution};
@@ -50,9 +53,13 @@ pub use detect::latency::{
     LatencyCell, LatencyShiftEvidence, LatencyShiftResolvedEvidence, LatencySubject,
     LatencyTenantEvidence, LatencyWindow, Measure, WorstFlow, WorstSample,
 };
+pub use detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence, RetransmittingFlow};
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
+pub use detect::traffic_drop::{DropRate, TrafficDropEvidence, TrafficDropResolvedEvidence};
+pub use detect::upgrade::{UpgradeFailureEvidence, UpgradeFailureResolvedEvidence};
 pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
+pub use health::ServerHealth;
 pub use labels::Labels;
 pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
 pub use shard::{LostWork, Shard, ShardCounters};

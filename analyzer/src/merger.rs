@@ -8,8 +8,10 @@ use tapwatch_classifier::{Classifier, TenantMap};
 
 use crate::config::AnalyzerConfig;
 use crate::detect::growth::{Fit, GrowthSample};
+use crate::detect::traffic_drop::DropRate;
 use crate::detect::WindowDetectors;
 use crate::finding::Finding;
+use crate::health::ServerHealth;
 use crate::labels::Labels;
 use crate::window::{latency_histogram, Rollup, WindowStats};
 
@@ -51,6 +53,8 @@ pub struct Merger {
     keep: bool,
     closed: Vec<WindowStats>,
     servers_untracked: u64,
+    /// Whole-run flow health over every server (for summaries and cross-checks).
+    pub flow_health: ServerHealth,
 }
 
 impl Merger {
@@ -70,6 +74,7 @@ impl Merger {
             keep: false,
             closed: Vec::new(),
             servers_untracked: 0,
+            flow_health: ServerHealth::default(),
             labels,
             cfg: cfg.clone(),
         }
@@ -108,12 +113,21 @@ impl Merger {
     pub fn keep_closed(&mut self, on: bool) {
         self.keep = on;
         self.detectors.growth.keep = on;
+        self.detectors.traffic_drop.keep_rates = on;
     }
 
     /// Whether kept windows or growth points are waiting.
     #[inline]
     pub fn has_closed(&self) -> bool {
-        !self.closed.is_empty() || !self.detectors.growth.samples.is_empty()
+        !self.closed.is_empty()
+            || !self.detectors.growth.samples.is_empty()
+            || !self.detectors.traffic_drop.samples.is_empty()
+    }
+
+    /// The tracked destinations' counts per traffic-drop window since the last call (kept
+    /// with [`Merger::keep_closed`]).
+    pub fn take_drop_rates(&mut self) -> Vec<DropRate> {
+        std::mem::take(&mut self.detectors.traffic_drop.samples)
     }
 
     /// The base windows and growth points finished since the last call, in order.
@@ -134,6 +148,11 @@ impl Merger {
     /// (4 × `latency.max_subjects`), not judged.
     pub fn latency_untracked(&self) -> u64 {
         self.detectors.latency_shift.untracked
+    }
+
+    /// Destinations the traffic-drop table evicted for busier ones (`traffic_drop.max_tracked`).
+    pub fn drop_keys_evicted(&self) -> u64 {
+        self.detectors.traffic_drop.evicted
     }
 
     /// The tenant map windows are labelled with.
@@ -228,6 +247,11 @@ impl Merger {
     fn finished(&mut self, w: WindowStats, out: &mut Vec<Finding>) {
         self.windows[0] += 1;
         self.servers_untracked += w.servers_untracked;
+        for h in w.health.values() {
+            let mut h = h.clone();
+            h.worst = Default::default();
+            self.flow_health.merge(&h);
+        }
         for (i, t) in w.tenants.iter().enumerate() {
             if self.latency.len() <= i {
                 self.latency.resize_with(i + 1, TenantLatency::default);

@@ -42,6 +42,12 @@ pub struct LostWork {
     /// Latency samples whose (server, measure) had no room in the window
     /// (`latency.max_subjects`).
     pub latency_samples_untracked: u64,
+    // flow health (issue 14)
+    /// TCP flows the retransmission table had no room for (`retransmits.max_flows`): a live
+    /// flow replaced, or a new flow's SYN turned away.
+    pub retransmit_flows_evicted: u64,
+    /// HTTP upgrade requests the pending table had no room for (`upgrade_failure.max_pending`).
+    pub upgrades_untracked: u64,
 }
 
 /// The sum of two shards' counts.
@@ -55,6 +61,8 @@ impl std::ops::Add for LostWork {
             latency_flows_untracked: self.latency_flows_untracked + o.latency_flows_untracked,
             latency_echo_untracked: self.latency_echo_untracked + o.latency_echo_untracked,
             latency_samples_untracked: self.latency_samples_untracked + o.latency_samples_untracked,
+            retransmit_flows_evicted: self.retransmit_flows_evicted + o.retransmit_flows_evicted,
+            upgrades_untracked: self.upgrades_untracked + o.upgrades_untracked,
         }
     }
 }
@@ -125,6 +133,8 @@ impl Shard {
             latency_echo_untracked: self.detectors.latency.echo_untracked(),
             latency_samples_untracked: self.detectors.latency.subjects_untracked
                 + self.detectors.handshake.samples_untracked,
+            retransmit_flows_evicted: self.detectors.retransmits.flows.evicted,
+            upgrades_untracked: self.detectors.upgrade.untracked,
         }
     }
 

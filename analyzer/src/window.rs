@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 
 use crate::detect::latency::{LatencyConfig, LatencyWindow};
+use crate::health::ServerHealth;
 use crate::sketch::{DistinctCounter, FrequentItems};
 
 /// A service: destination address, port and IP protocol.
@@ -237,6 +238,11 @@ pub struct WindowStats {
     pub servers_untracked: u64,
     /// Latency samples per (server, measure) (bounded by `latency.max_subjects`).
     pub latency: LatencyWindow,
+    // flow health (issue 14)
+    /// TCP servers' flow health: retransmissions, upgrade outcomes (bounded like `servers`).
+    pub health: FxHashMap<(IpAddr, u16), ServerHealth>,
+    /// Flow-health events for servers beyond the bound.
+    pub health_untracked: u64,
     exact_nodes: usize,
     max_servers: usize,
 }
@@ -267,6 +273,8 @@ impl WindowStats {
             servers: FxHashMap::default(),
             servers_untracked: 0,
             latency: LatencyWindow::new(LatencyConfig::default().max_subjects),
+            health: FxHashMap::default(),
+            health_untracked: 0,
             exact_nodes,
             max_servers,
         }
@@ -312,6 +320,23 @@ impl WindowStats {
         Some(self.servers.entry(s).or_insert_with(ServerWindow::new))
     }
 
+    /// The server's flow health, if it is tracked (or there is room to track it).
+    #[inline]
+    pub fn health_of(&mut self, s: (IpAddr, u16)) -> Option<&mut ServerHealth> {
+        use std::collections::hash_map::Entry;
+        let full = self.health.len() >= self.max_servers * 4;
+        // One probe: the entry, not a lookup and then an insert.
+        let h = match self.health.entry(s) {
+            Entry::Occupied(o) => Some(o.into_mut()),
+            Entry::Vacant(v) if !full => Some(v.insert(ServerHealth::default())),
+            Entry::Vacant(_) => None,
+        };
+        if h.is_none() {
+            self.health_untracked += 1;
+        }
+        h
+    }
+
     /// Adds another window's aggregates (another shard's, or a narrower window in a rollup).
     pub fn merge(&mut self, o: &WindowStats) {
         self.start_ns = self.start_ns.min(o.start_ns);
@@ -338,6 +363,12 @@ impl WindowStats {
         }
         self.servers_untracked += o.servers_untracked;
         self.latency.merge(&o.latency);
+        for (k, v) in &o.health {
+            if let Some(h) = self.health_of(*k) {
+                h.merge(v);
+            }
+        }
+        self.health_untracked += o.health_untracked;
     }
 }
 
@@ -390,7 +421,8 @@ fn quantiles(h: Option<&Histogram<u64>>) -> serde_json::Value {
 
 impl WindowStats {
     /// One JSON object describing the window: totals, per tenant (with handshake latency
-    /// quantiles), the busiest sources and services, and the servers that saw SYNs.
+    /// quantiles), the busiest sources and services, the servers that saw SYNs, and the TCP
+    /// servers' flow health (most retransmissions first).
     pub fn summary(&self, tenants: &TenantMap) -> serde_json::Value {
         let per_tenant: serde_json::Map<String, serde_json::Value> = self
             .tenants
@@ -413,6 +445,12 @@ impl WindowStats {
             .collect();
         let mut servers: Vec<_> = self.servers.iter().collect();
         servers.sort_by(|a, b| b.1.syns.cmp(&a.1.syns).then(a.0.cmp(b.0)));
+        let mut health: Vec<_> = self.health.iter().collect();
+        health.sort_by(|a, b| {
+            (b.1.retransmits(), b.1.segments)
+                .cmp(&(a.1.retransmits(), a.1.segments))
+                .then(a.0.cmp(b.0))
+        });
         serde_json::json!({
             "start_ns": self.start_ns,
             "end_ns": self.end_ns,
@@ -424,6 +462,7 @@ impl WindowStats {
             "top_services": self.services.top(10).iter().map(|e| serde_json::json!({"address": e.key.0.to_string(), "port": e.key.1, "proto": e.key.2, "packets": e.count})).collect::<Vec<_>>(),
             "sketch_error_bound": self.sources.error_bound(),
             "latency": self.latency.summary(50),
+            "flow_health": health.iter().take(20).map(|(k, h)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "segments": h.segments, "retransmits_to_server": h.retransmits_to_server, "retransmits_from_server": h.retransmits_from_server, "zero_windows": h.zero_windows, "dup_acks": h.dup_acks, "upgrades_ok": h.upgrades_ok, "upgrades_refused": h.upgrades_refused, "upgrades_unanswered": h.upgrades_unanswered})).collect::<Vec<_>>(),
             "servers": servers.iter().take(20).map(|(k, s)| serde_json::json!({"address": k.0.to_string(), "port": k.1, "syns": s.syns, "retransmitted_syns": s.retransmits, "rsts": s.rsts, "syn_to_syn_ack": quantiles(s.syn_to_syn_ack.as_ref())})).collect::<Vec<_>>(),
         })
     }

@@ -26,6 +26,15 @@ pub struct RulesConfig {
     /// `[rules.latency_shift]`.
     #[serde(default)]
     pub latency_shift: KindRules,
+    /// `[rules.traffic_drop]`.
+    #[serde(default)]
+    pub traffic_drop: KindRules,
+    /// `[rules.retransmits]`.
+    #[serde(default)]
+    pub retransmits: KindRules,
+    /// `[rules.upgrade_failure]`.
+    #[serde(default)]
+    pub upgrade_failure: KindRules,
     /// `[[rules.override]]`: per tenant and/or subject.
     #[serde(default, rename = "override")]
     pub overrides: Vec<Override>,
@@ -118,6 +127,9 @@ impl RulesConfig {
             ("missed_heartbeat", &self.missed_heartbeat),
             ("syn_retransmits", &self.syn_retransmits),
             ("latency_shift", &self.latency_shift),
+            ("upgrade_failure", &self.upgrade_failure),
+            ("retransmits", &self.retransmits),
+            ("traffic_drop", &self.traffic_drop),
         ] {
             let p = p.key(kind);
             f64_in(&p, "min_duration_s", k.min_duration_s, 0.0, MAX_DURATION_S)?;

@@ -55,6 +55,12 @@ pub enum AlertKind {
     MissedHeartbeat,
     /// See [`FindingKind::SynRetransmits`].
     SynRetransmits,
+    /// See [`FindingKind::TrafficDrop`].
+    TrafficDrop,
+    /// See [`FindingKind::Retransmits`].
+    Retransmits,
+    /// See [`FindingKind::UpgradeFailure`].
+    UpgradeFailure,
     /// Tenant-isolation advice raised with a tenant-level alert.
     IsolationAdvice,
     /// See [`FindingKind::LatencyShift`].
@@ -69,6 +75,9 @@ impl AlertKind {
             AlertKind::QuadraticSetupGrowth => FindingKind::QuadraticSetupGrowth.name(),
             AlertKind::MissedHeartbeat => FindingKind::MissedHeartbeat.name(),
             AlertKind::SynRetransmits => FindingKind::SynRetransmits.name(),
+            AlertKind::TrafficDrop => FindingKind::TrafficDrop.name(),
+            AlertKind::Retransmits => FindingKind::Retransmits.name(),
+            AlertKind::UpgradeFailure => FindingKind::UpgradeFailure.name(),
             AlertKind::IsolationAdvice => ISOLATION_ADVICE,
             AlertKind::LatencyShift => FindingKind::LatencyShift.name(),
         }
@@ -83,6 +92,9 @@ impl From<FindingKind> for AlertKind {
             FindingKind::MissedHeartbeat => AlertKind::MissedHeartbeat,
             FindingKind::SynRetransmits => AlertKind::SynRetransmits,
             FindingKind::LatencyShift => AlertKind::LatencyShift,
+            FindingKind::UpgradeFailure => AlertKind::UpgradeFailure,
+            FindingKind::Retransmits => AlertKind::Retransmits,
+            FindingKind::TrafficDrop => AlertKind::TrafficDrop,
         }
     }
 }
@@ -369,6 +381,9 @@ impl AlertEngine {
             FindingKind::MissedHeartbeat => &self.cfg.missed_heartbeat,
             FindingKind::SynRetransmits => &self.cfg.syn_retransmits,
             FindingKind::LatencyShift => &self.cfg.latency_shift,
+            FindingKind::UpgradeFailure => &self.cfg.upgrade_failure,
+            FindingKind::Retransmits => &self.cfg.retransmits,
+            FindingKind::TrafficDrop => &self.cfg.traffic_drop,
         }
     }
 

@@ -214,6 +214,9 @@ fn every_kind_serialises_as_documented() {
         "quadratic_setup_growth",
         "missed_heartbeat",
         "syn_retransmits",
+        "traffic_drop",
+        "retransmits",
+        "upgrade_failure",
         "isolation_advice",
         "latency_shift",
     ] {

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use hdrhistogram::{Counter, Histogram};
-use tapwatch_analyzer::{Evidence, GrowthSample, Labels, Measure, WindowStats};
+use tapwatch_analyzer::{DropRate, Evidence, GrowthSample, Labels, Measure, WindowStats};
 use tapwatch_rules::{AlertEvent, AlertEvidence, AlertState};
 
 use crate::rows::*;
@@ -13,7 +13,8 @@ fn secs(ns: u64) -> u32 {
 }
 
 /// Rows of one finished base window: traffic cells, tenants, heavy hitters (top `top` per
-/// dimension), handshake latency per tenant, and latency per server and measure.
+/// dimension), handshake latency per tenant, latency per server and measure, and servers'
+/// flow health.
 pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, out: &mut Rows) {
     let ts = secs(w.start_ns);
     let window_ms = ((w.end_ns - w.start_ns) / 1_000_000) as u32;
@@ -66,6 +67,25 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
         if let Some(row) = latency_row(at, tenant, Some((*addr, *port)), *measure, Some(&c.hist)) {
             out.latency.push(row);
         }
+    }
+    for ((addr, port), h) in &w.health {
+        out.server_health.push(ServerHealthRow {
+            ts,
+            agent: agent.to_string(),
+            batch: 0,
+            window_ms,
+            tenant: labels.tenant_name_of(*addr).to_string(),
+            server: address(Some(*addr)),
+            server_port: *port,
+            segments: h.segments,
+            retransmits_to_server: h.retransmits_to_server,
+            retransmits_from_server: h.retransmits_from_server,
+            zero_windows: h.zero_windows,
+            dup_acks: h.dup_acks,
+            upgrades_ok: h.upgrades_ok,
+            upgrades_refused: h.upgrades_refused,
+            upgrades_unanswered: h.upgrades_unanswered,
+        });
     }
     let mut hh = |dimension: &str, entries: Vec<(IpAddr, u16, u8, u64, u64)>, bound: u64| {
         for (rank, (a, port, proto, count, secondary)) in entries.into_iter().enumerate() {
@@ -173,6 +193,26 @@ pub fn growth_row(g: &GrowthSample, agent: &str) -> GrowthRow {
         exponent_high: g.fit.map_or(0.0, |f| finite(f.slope_high)),
         r2: g.fit.map_or(0.0, |f| finite(f.r2)),
         fit_points: g.fit.map_or(0, |f| f.n as u32),
+    }
+}
+
+/// The `drop_rates` row of a tracked key's count in a traffic-drop window.
+pub fn drop_rate_row(d: &DropRate, agent: &str) -> DropRateRow {
+    DropRateRow {
+        ts: secs(d.start_ns),
+        agent: agent.to_string(),
+        batch: 0,
+        window_ms: (d.width_s * 1000.0).round() as u32,
+        dimension: d.dimension.to_string(),
+        tenant: d.tenant.clone(),
+        address: address(d.address),
+        port: d.port,
+        proto: d.proto,
+        packets: d.packets,
+        packets_upper: d.packets_upper,
+        baseline_pps: d.baseline_pps,
+        steady: u8::from(d.steady),
+        quiet_windows: d.quiet_windows,
     }
 }
 

@@ -23,16 +23,26 @@ pub enum Question {
     /// Handshake latency per tenant and stage; with [`Filter::measure`], latency per server
     /// of that measure.
     Latency,
+    // flow health (issue 14)
+    /// Retransmitted TCP data per server, most first.
+    Retransmits,
+    /// HTTP upgrade attempts and outcomes per server, most failures first.
+    Upgrades,
+    /// Traffic-drop alert events.
+    Drops,
 }
 
 impl Question {
     /// Every question, with its command-line name.
-    pub const ALL: [(Question, &'static str); 5] = [
+    pub const ALL: [(Question, &'static str); 8] = [
         (Question::TopTalkers, "top-talkers"),
         (Question::Alerts, "alerts"),
         (Question::HeartbeatGaps, "heartbeat-gaps"),
         (Question::SetupGrowth, "setup-growth"),
         (Question::Latency, "latency"),
+        (Question::Retransmits, "retransmits"),
+        (Question::Upgrades, "upgrades"),
+        (Question::Drops, "drops"),
     ];
 
     /// Output columns, in order.
@@ -83,6 +93,36 @@ impl Question {
             Question::Latency => &[
                 "tenant", "server", "port", "measure", "stage", "samples", "p50_us", "p99_us",
                 "max_us",
+            ],
+            Question::Retransmits => &[
+                "server",
+                "port",
+                "tenant",
+                "segments",
+                "retransmits",
+                "share",
+                "zero_windows",
+                "dup_acks",
+            ],
+            Question::Upgrades => &[
+                "server",
+                "port",
+                "tenant",
+                "attempts",
+                "ok",
+                "refused",
+                "unanswered",
+            ],
+            Question::Drops => &[
+                "time",
+                "agent",
+                "state",
+                "severity",
+                "tenant",
+                "subject",
+                "value",
+                "threshold",
+                "id",
             ],
         }
     }
@@ -210,6 +250,29 @@ pub fn sql(q: Question, layout: &Layout, f: &Filter) -> String {
                 lit(m)
             ),
         },
+        Question::Retransmits => format!(
+            "SELECT replaceRegexpOne(IPv6NumToString(a), '^::ffff:', '') AS server, p AS port, tn AS tenant, \
+             s AS segments, r AS retransmits, if(s > 0, r / s, 0) AS share, z AS zero_windows, d AS dup_acks \
+             FROM (SELECT server AS a, server_port AS p, max(tenant) AS tn, sum(segments) AS s, \
+             sum(retransmits_to_server + retransmits_from_server) AS r, sum(zero_windows) AS z, sum(dup_acks) AS d \
+             FROM {} WHERE {w} GROUP BY server, server_port) WHERE s > 0 \
+             ORDER BY retransmits DESC, a, port LIMIT {n}",
+            t("server_health")
+        ),
+        Question::Upgrades => format!(
+            "SELECT replaceRegexpOne(IPv6NumToString(a), '^::ffff:', '') AS server, p AS port, tn AS tenant, \
+             o + rf + u AS attempts, o AS ok, rf AS refused, u AS unanswered \
+             FROM (SELECT server AS a, server_port AS p, max(tenant) AS tn, sum(upgrades_ok) AS o, \
+             sum(upgrades_refused) AS rf, sum(upgrades_unanswered) AS u \
+             FROM {} WHERE {w} GROUP BY server, server_port) WHERE o + rf + u > 0 \
+             ORDER BY rf + u DESC, a, port LIMIT {n}",
+            t("server_health")
+        ),
+        Question::Drops => format!(
+            "SELECT toString(ts) AS time, agent, state, severity, tenant, subject, value, threshold, id \
+             FROM {} WHERE kind = 'traffic_drop' AND {w} ORDER BY ts, agent, id, state LIMIT {n}",
+            t("alerts")
+        ),
     }
 }
 
@@ -321,6 +384,67 @@ pub fn ask_files(
                             json!(a.bound),
                         ],
                     )
+                })
+                .collect()
+        }
+        Question::Drops => {
+            let mut rows: Vec<FileRow> = read("alerts")?
+                .into_iter()
+                .filter(|r| r.str("kind") == "traffic_drop")
+                .collect();
+            rows.sort_by_key(|r| (r.u64("ts"), r.str("agent"), r.str("id"), r.str("state")));
+            rows.iter().map(|r| project(q, r)).collect()
+        }
+        Question::Retransmits | Question::Upgrades => {
+            // Per server: segments, retransmits, zero windows, dup ACKs, ok, refused, unanswered.
+            let mut by: BTreeMap<([u8; 16], u64), (String, [u64; 7])> = BTreeMap::new();
+            for r in read("server_health")? {
+                let a = by
+                    .entry((r.address("server"), r.u64("server_port")))
+                    .or_default();
+                a.0 = a.0.clone().max(r.str("tenant"));
+                let n = &mut a.1;
+                n[0] += r.u64("segments");
+                n[1] += r.u64("retransmits_to_server") + r.u64("retransmits_from_server");
+                n[2] += r.u64("zero_windows");
+                n[3] += r.u64("dup_acks");
+                n[4] += r.u64("upgrades_ok");
+                n[5] += r.u64("upgrades_refused");
+                n[6] += r.u64("upgrades_unanswered");
+            }
+            let mut v: Vec<_> = by
+                .into_iter()
+                .filter(|(_, (_, n))| match q {
+                    Question::Retransmits => n[0] > 0,
+                    _ => n[4] + n[5] + n[6] > 0,
+                })
+                .collect();
+            v.sort_by_key(|((a, p), (_, n))| {
+                let rank = match q {
+                    Question::Retransmits => n[1],
+                    _ => n[5] + n[6],
+                };
+                (std::cmp::Reverse(rank), *a, *p)
+            });
+            v.into_iter()
+                .map(|((a, p), (tenant, n))| {
+                    let head = [json!(address_text(&a)), json!(p), json!(tenant)];
+                    let rest = match q {
+                        Question::Retransmits => vec![
+                            json!(n[0]),
+                            json!(n[1]),
+                            json!(n[1] as f64 / n[0] as f64),
+                            json!(n[2]),
+                            json!(n[3]),
+                        ],
+                        _ => vec![
+                            json!(n[4] + n[5] + n[6]),
+                            json!(n[4]),
+                            json!(n[5]),
+                            json!(n[6]),
+                        ],
+                    };
+                    obj(q, head.into_iter().chain(rest).collect())
                 })
                 .collect()
         }

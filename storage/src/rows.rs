@@ -186,6 +186,78 @@ pub struct LatencyRow {
 }
 stored_row!(LatencyRow, "latency");
 
+/// One TCP server's flow health in one window: data segments, retransmissions, zero windows,
+/// duplicate ACKs, HTTP upgrade outcomes.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ServerHealthRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// Tenant of the server's address.
+    pub tenant: String,
+    /// Server address (the listening side).
+    pub server: Address,
+    /// Server port.
+    pub server_port: u16,
+    /// TCP segments with payload, both directions.
+    pub segments: u64,
+    /// Data segments the clients sent again.
+    pub retransmits_to_server: u64,
+    /// Data segments the server sent again.
+    pub retransmits_from_server: u64,
+    /// Zero-window advertisements.
+    pub zero_windows: u64,
+    /// Duplicate ACKs.
+    pub dup_acks: u64,
+    /// Upgrades answered 101.
+    pub upgrades_ok: u64,
+    /// Upgrades answered with another status.
+    pub upgrades_refused: u64,
+    /// Upgrades not answered.
+    pub upgrades_unanswered: u64,
+}
+stored_row!(ServerHealthRow, "server_health");
+
+/// One destination (address or service) or tenant the traffic-drop detector tracks, in one
+/// of its judged windows.
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DropRateRow {
+    /// Window start.
+    pub ts: u32,
+    /// Agent id.
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// Window width, ms.
+    pub window_ms: u32,
+    /// `address`, `service` or `tenant`.
+    pub dimension: String,
+    /// Tenant (of the address, or the tenant itself).
+    pub tenant: String,
+    /// Address; all zeros for a tenant.
+    pub address: Address,
+    /// Port (services).
+    pub port: u16,
+    /// IP protocol (services).
+    pub proto: u8,
+    /// Packets counted (lower bound).
+    pub packets: u64,
+    /// Upper bound of the packets.
+    pub packets_upper: u64,
+    /// Baseline, packets/s (0 until there is a full one).
+    pub baseline_pps: f64,
+    /// 1 when the baseline is steady.
+    pub steady: u8,
+    /// Quiet windows in a row (0 outside a drop).
+    pub quiet_windows: u32,
+}
+stored_row!(DropRateRow, "drop_rates");
+
 /// One setup-growth point of a tenant and the fit over its history.
 #[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct GrowthRow {
@@ -353,6 +425,10 @@ pub struct Rows {
     pub alerts: Vec<AlertRow>,
     /// `agents`.
     pub agents: Vec<AgentRow>,
+    /// `server_health`.
+    pub server_health: Vec<ServerHealthRow>,
+    /// `drop_rates`.
+    pub drop_rates: Vec<DropRateRow>,
 }
 
 /// Calls `$m!(field, Type)` for every table of [`Rows`].
@@ -369,11 +445,13 @@ macro_rules! for_each_table {
         $m!(heartbeat_gaps, $crate::rows::HeartbeatGapRow);
         $m!(alerts, $crate::rows::AlertRow);
         $m!(agents, $crate::rows::AgentRow);
+        $m!(server_health, $crate::rows::ServerHealthRow);
+        $m!(drop_rates, $crate::rows::DropRateRow);
     };
 }
 
 /// Names of the tables rows are written to, in [`Rows`] order.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 11] = [
     "traffic",
     "tenants",
     "heavy_hitters",
@@ -383,6 +461,8 @@ pub const TABLES: [&str; 9] = [
     "heartbeat_gaps",
     "alerts",
     "agents",
+    "server_health",
+    "drop_rates",
 ];
 
 impl Rows {

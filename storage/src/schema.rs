@@ -29,10 +29,23 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_latency_measure.sql",
         sql: include_str!("../migrations/0003_latency_measure.sql"),
     },
+    // flow health (issue 14)
+    Migration {
+        version: 4,
+        name: "0004_flow_health.sql",
+        sql: include_str!("../migrations/0004_flow_health.sql"),
+    },
 ];
 
 /// Rollup tables (filled by materialized views, never written directly).
-pub const ROLLUP_TABLES: [&str; 4] = ["traffic_1m", "traffic_1h", "tenants_1m", "tenants_1h"];
+pub const ROLLUP_TABLES: [&str; 6] = [
+    "traffic_1m",
+    "traffic_1h",
+    "tenants_1m",
+    "tenants_1h",
+    "server_health_1m",
+    "server_health_1h",
+];
 
 /// Where the schema goes: database name and optional cluster.
 #[derive(Clone, Debug)]

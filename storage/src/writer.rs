@@ -72,7 +72,8 @@ impl Backend {
 }
 
 enum Msg {
-    Rows(Rows),
+    /// Boxed: a `Rows` is a vector per table.
+    Rows(Box<Rows>),
     Flush(SyncSender<()>),
 }
 
@@ -178,7 +179,7 @@ impl Store {
         self.stats.rows_accepted.fetch_add(n, Ordering::Relaxed);
         let Some(tx) = &self.tx else { return };
         self.stats.queue_depth.fetch_add(n, Ordering::Relaxed);
-        match tx.try_send(Msg::Rows(rows)) {
+        match tx.try_send(Msg::Rows(Box::new(rows))) {
             Ok(()) => {}
             Err(TrySendError::Full(Msg::Rows(mut rows)))
             | Err(TrySendError::Disconnected(Msg::Rows(mut rows))) => {

@@ -21,8 +21,10 @@ use std::net::Ipv4Addr;
 use etherparse::PacketBuilder;
 use tapwatch_capture::{LinkType, PcapWriter};
 
+pub mod flow_health;
 mod latency;
 pub mod soak;
+use flow_health::EcmpDrop;
 pub use soak::{Soak, SoakParams};
 
 /// A small, fast, seedable PRNG (SplitMix64): scenarios must not depend on a crate's
@@ -248,7 +250,7 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
 /// Names of the scenarios [`generate`] knows.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 17] = [
     "demo",
     "benign",
     "heavy_hitter",
@@ -262,10 +264,15 @@ pub const NAMES: [&str; 13] = [
     "tcp_rtt_step",
     "tenant_shift",
     "latency_benign",
+    // flow health (issue 14)
+    "traffic_drop",
+    "retransmits",
+    "upgrade_failure",
+    "benign_flow_health",
 ];
 
 /// The scenarios that must raise nothing.
-pub const QUIET: [&str; 2] = ["benign", "latency_benign"];
+pub const QUIET: [&str; 3] = ["benign", "latency_benign", "benign_flow_health"];
 
 /// The tenants file every scenario is labelled with (also `data/demo.tenants.toml`).
 pub const TENANTS_TOML: &str = r#"# Tenants of tapwatch's generated scenarios and of the bundled demo (data/demo.pcap).
@@ -380,6 +387,37 @@ pub fn generate(name: &str, seed: u64) -> Option<Scenario> {
             expected.extend(latency::tenant_shift(&mut c, &mut rng, t0, t0 + 160 * SEC))
         }
         "latency_benign" => latency::latency_benign(&mut c, &mut rng, t0, t0 + 240 * SEC),
+        // flow health (issue 14)
+        "traffic_drop" => expected.extend(flow_health::ecmp_drop(
+            &mut c,
+            &mut rng,
+            t0,
+            t0 + 475 * SEC,
+            EcmpDrop {
+                members: 4,
+                member_pps: 25.0,
+                drop_at_s: 362.5,
+                drop_s: 50.0,
+            },
+        )),
+        "retransmits" => expected.extend(flow_health::retransmit_jump(
+            &mut c,
+            &mut rng,
+            t0,
+            t0 + 150 * SEC,
+            73.0,
+            0.03,
+        )),
+        "upgrade_failure" => expected.extend(flow_health::upgrade_failure(
+            &mut c,
+            &mut rng,
+            t0,
+            t0 + 180 * SEC,
+            64.0,
+            0.3,
+            0.2,
+        )),
+        "benign_flow_health" => flow_health::benign(&mut c, &mut rng, t0, t0 + 487_300 * MS),
         "demo" => {
             // Every scenario at once, smaller, over one benign background, all ending together.
             let end = t0 + 150 * SEC;

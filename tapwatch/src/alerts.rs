@@ -61,6 +61,19 @@ pub fn human_line(e: &AlertEvent) -> String {
             ),
             _ => format!("p50 {:.1} ms, back near baseline", e.value),
         },
+        (AlertKind::TrafficDrop, _) => {
+            format!("{:.1} packets/s (threshold {:.1})", e.value, e.threshold)
+        }
+        (AlertKind::Retransmits, _) => format!(
+            "{:.1}% of data segments retransmitted (threshold {:.1}%)",
+            e.value * 100.0,
+            e.threshold * 100.0
+        ),
+        (AlertKind::UpgradeFailure, _) => format!(
+            "{:.0}% of HTTP upgrades failed (threshold {:.0}%)",
+            e.value * 100.0,
+            e.threshold * 100.0
+        ),
         (AlertKind::IsolationAdvice, AlertState::Firing) => e.advice().unwrap_or("").to_string(),
         (AlertKind::IsolationAdvice, AlertState::Resolved) => {
             format!(

@@ -248,6 +248,22 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
     for i in 0..a.overrides.len() {
         println!("{}", describe_override(a, i, tenant_map.as_ref()));
     }
+    // flow health (issue 14)
+    let td = &a.traffic_drop;
+    println!(
+        "traffic_drop: a destination, service or tenant steady over {} s (>= {} packets/s, no window below {:.0}% of the mean) below {:.0}% of it for {} windows of {} s; critical when peers gained >= {:.0}% of its rate; {} configured groups; {} keys tracked",
+        td.baseline_s, td.min_baseline_pps, td.steady_floor * 100.0, td.drop_ratio * 100.0, td.min_windows, td.window_s, td.min_pickup * 100.0, td.group.len(), td.max_tracked
+    );
+    let rt = &a.retransmits;
+    println!(
+        "retransmits: >= {} retransmitted data segments, >= {:.1}% of a server's segments and >= {}x its baseline share within {} s",
+        rt.min_retransmits, rt.min_share * 100.0, rt.baseline_factor, rt.window_s
+    );
+    let up = &a.upgrade_failure;
+    println!(
+        "upgrade_failure: >= {:.0}% of >= {} HTTP upgrade attempts to a server failed (not 101, or unanswered by close or a resend after {} s) within {} s",
+        up.min_failure_share * 100.0, up.min_attempts, up.timeout_s, up.window_s
+    );
     let r = &config.rules;
     for (kind, k) in [
         ("heavy_hitter", &r.heavy_hitter),
@@ -255,6 +271,9 @@ pub fn check(path: &Path, tenants: Option<&Path>) -> anyhow::Result<()> {
         ("missed_heartbeat", &r.missed_heartbeat),
         ("syn_retransmits", &r.syn_retransmits),
         ("latency_shift", &r.latency_shift),
+        ("upgrade_failure", &r.upgrade_failure),
+        ("retransmits", &r.retransmits),
+        ("traffic_drop", &r.traffic_drop),
     ] {
         if k.disabled {
             println!("rules.{kind}: disabled");

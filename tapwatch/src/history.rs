@@ -87,7 +87,8 @@ pub enum QueryFormat {
 /// Arguments of `tapwatch query`.
 #[derive(Args, Debug)]
 pub struct QueryArgs {
-    /// The question: top-talkers, alerts, heartbeat-gaps, setup-growth, latency.
+    /// The question: top-talkers, alerts, heartbeat-gaps, setup-growth, latency, retransmits,
+    /// upgrades, drops.
     #[arg(value_name = "QUESTION")]
     question: Question,
     /// From: RFC 3339 (`2026-11-23T14:00:00Z`) or an age (`90s`, `20m`, `6h`, `7d`, meaning

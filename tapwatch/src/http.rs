@@ -34,6 +34,10 @@ pub struct WorkerCounters {
     pub handshake_untracked: AtomicU64,
     /// TCP flows, echo requests and samples the latency tables had no room for.
     pub latency_untracked: [AtomicU64; 3],
+    /// Live TCP flows the retransmission table replaced.
+    pub retransmit_flows_evicted: AtomicU64,
+    /// HTTP upgrade requests the pending table had no room for.
+    pub upgrades_untracked: AtomicU64,
     /// Periodic flows and BFD sessions of this worker (refreshed once a second).
     pub heartbeats: Mutex<Vec<serde_json::Value>>,
     /// The worker's sFlow source, if it reads one (refreshed once a second).
@@ -59,6 +63,8 @@ pub struct Telemetry {
     pub latency_unjudged: AtomicU64,
     /// Alert events the rules did not send (silence, mute, disabled kind, cooldown).
     pub alerts_suppressed: AtomicU64,
+    /// Keys the traffic-drop table evicted for busier ones.
+    pub drop_keys_evicted: AtomicU64,
     /// JSON views and alert/webhook counters, refreshed per window.
     pub views: Mutex<Views>,
     /// The storage sink's counters, once it runs.
@@ -269,6 +275,18 @@ impl Telemetry {
             );
         }
         family(
+            "tapwatch_retransmit_flows_evicted_total",
+            "counter",
+            "Live TCP flows the retransmission table replaced with new ones (retransmits.max_flows).",
+            per_worker(&|w| w.retransmit_flows_evicted.load(Ordering::Relaxed)),
+        );
+        family(
+            "tapwatch_upgrades_untracked_total",
+            "counter",
+            "HTTP upgrade requests the pending table had no room for (upgrade_failure.max_pending).",
+            per_worker(&|w| w.upgrades_untracked.load(Ordering::Relaxed)),
+        );
+        family(
             "tapwatch_servers_untracked_total",
             "counter",
             "Handshake events of servers a window had no room for (handshake.max_servers).",
@@ -284,6 +302,15 @@ impl Telemetry {
             vec![(
                 String::new(),
                 self.latency_unjudged.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        family(
+            "tapwatch_traffic_drop_keys_evicted_total",
+            "counter",
+            "Tracked destinations the traffic-drop table evicted for busier ones (traffic_drop.max_tracked).",
+            vec![(
+                String::new(),
+                self.drop_keys_evicted.load(Ordering::Relaxed) as f64,
             )],
         );
         family(

@@ -129,6 +129,10 @@ fn publish(c: &WorkerCounters, totals: &Totals, shard: &Shard) {
     ]) {
         counter.store(n, Ordering::Relaxed);
     }
+    c.retransmit_flows_evicted
+        .store(lost.retransmit_flows_evicted, Ordering::Relaxed);
+    c.upgrades_untracked
+        .store(lost.upgrades_untracked, Ordering::Relaxed);
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {

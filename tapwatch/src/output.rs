@@ -135,6 +135,18 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
         "heartbeat_flows": t.heartbeat_flows,
         "periodic_flows": t.periodic_flows,
         "pending_handshakes": t.pending_handshakes,
+        // flow health (issue 14): whole-run TCP data and HTTP upgrade counts.
+        "flow_health": {
+            "data_segments": merger.flow_health.segments,
+            "retransmitted_segments": merger.flow_health.retransmits(),
+            "retransmits_from_servers": merger.flow_health.retransmits_from_server,
+            "retransmits_to_servers": merger.flow_health.retransmits_to_server,
+            "zero_window_segments": merger.flow_health.zero_windows,
+            "dup_acks": merger.flow_health.dup_acks,
+            "upgrades_ok": merger.flow_health.upgrades_ok,
+            "upgrades_refused": merger.flow_health.upgrades_refused,
+            "upgrades_unanswered": merger.flow_health.upgrades_unanswered,
+        },
         // What bounded tables turned away and what the rules held back: work lost, counted.
         "lost_work": {
             "heartbeat_untracked_packets": t.lost.heartbeat_untracked,
@@ -144,6 +156,9 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
             "latency_untracked_samples": t.lost.latency_samples_untracked,
             "latency_unjudged_samples": merger.latency_untracked(),
             "servers_untracked_events": merger.servers_untracked(),
+            "traffic_drop_keys_evicted": merger.drop_keys_evicted(),
+            "retransmit_flows_evicted": t.lost.retransmit_flows_evicted,
+            "upgrades_untracked": t.lost.upgrades_untracked,
             "alerts_suppressed": s.coordinator.rules().suppressed,
         },
     })

@@ -152,7 +152,7 @@ impl Sink for StoreSink {
 
     /// Stores the merger's finished windows and growth points.
     fn window(&mut self, done: &WindowDone<'_>) -> anyhow::Result<()> {
-        if !done.closed.is_empty() || !done.growth.is_empty() {
+        if !done.closed.is_empty() || !done.growth.is_empty() || !done.drops.is_empty() {
             let mut rows = Rows::default();
             for w in done.closed {
                 convert::window_rows(
@@ -165,6 +165,9 @@ impl Sink for StoreSink {
             }
             for g in done.growth {
                 rows.setup_growth.push(convert::growth_row(g, &self.agent));
+            }
+            for d in done.drops {
+                rows.drop_rates.push(convert::drop_rate_row(d, &self.agent));
             }
             self.submit(rows);
         }

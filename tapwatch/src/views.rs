@@ -42,6 +42,8 @@ pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
         .store(merger.latency_untracked(), Ordering::Relaxed);
     t.alerts_suppressed
         .store(rules.suppressed, Ordering::Relaxed);
+    t.drop_keys_evicted
+        .store(merger.drop_keys_evicted(), Ordering::Relaxed);
     let tenants = merger.tenants();
     let top = merger.last_window.as_ref().map(|w| {
         t.window_lag_ms.store(wall_ns().saturating_sub(w.end_ns) / 1_000_000, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 mod common;
 mod durability;
 mod engine;
+mod flow_health;
 mod latency;
 mod live_capture;
 mod live_detect;

@@ -201,6 +201,27 @@ fn the_bundled_demo_raises_every_scenario_and_nothing_else() {
     check_scenario("demo");
 }
 
+// flow health (issue 14)
+#[test]
+fn traffic_drop_of_a_withdrawn_ecmp_member() {
+    check_scenario("traffic_drop");
+}
+
+#[test]
+fn retransmits_jump_at_one_server() {
+    check_scenario("retransmits");
+}
+
+#[test]
+fn upgrade_failures_with_refusals_and_silence() {
+    check_scenario("upgrade_failure");
+}
+
+#[test]
+fn flow_health_look_alikes_raise_nothing() {
+    check_scenario("benign_flow_health");
+}
+
 #[test]
 fn missed_heartbeat_resolution_reports_the_gap() {
     let tmp = TempDir::new("gap");

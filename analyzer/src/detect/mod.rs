@@ -2,11 +2,12 @@
 //!
 //! A detector says what it needs by the trait it implements:
 //! - [`PacketDetector`]: every packet on its worker's shard, plus the shard's event-time
-//!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`].
+//!   ticks (deadlines) and window closes (table sweeps): [`heartbeat`], [`handshake`],
+//!   [`retransmits`] (its flow table), [`upgrade`] (pending upgrade requests).
 //! - [`WindowDetector`]: every closed base window, merged across shards, on the merger
 //!   (a detector that judges wider spans keeps its own [`Rollup`](crate::window::Rollup)):
 //!   [`heavy`], [`growth`], [`syn_burst`], [`latency`] (its `shift` half; the per-packet
-//!   half samples on the shard).
+//!   half samples on the shard), [`traffic_drop`], [`retransmits`], [`upgrade`].
 //!
 //! Adding a detector is one new module plus its line in [`PacketDetectors`] or
 //! [`WindowDetectors`] (field and entry of `each`, in judging order).
@@ -22,7 +23,10 @@ pub(crate) mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod heavy;
 pub mod latency;
+pub(crate) mod retransmits;
 pub(crate) mod syn_burst;
+pub(crate) mod traffic_drop;
+pub(crate) mod upgrade;
 
 /// A detector fed every packet of its shard.
 pub(crate) trait PacketDetector {
@@ -59,6 +63,10 @@ pub(crate) struct PacketDetectors {
     pub handshake: handshake::HandshakeTracker,
     /// Response, RST, TCP-timestamp and echo latency samples (recorded into the window).
     pub latency: latency::LatencyTracker,
+    /// Retransmitted TCP data (recorded into the window).
+    pub retransmits: retransmits::RetransmitTracker,
+    /// HTTP upgrade outcomes (recorded into the window).
+    pub upgrade: upgrade::UpgradeTracker,
 }
 
 impl PacketDetectors {
@@ -68,13 +76,21 @@ impl PacketDetectors {
             heartbeat: heartbeat::HeartbeatTracker::new(cfg.heartbeat.clone()),
             handshake: handshake::HandshakeTracker::new(cfg.handshake.clone()),
             latency: latency::LatencyTracker::new(&cfg.latency),
+            retransmits: retransmits::RetransmitTracker::new(&cfg.retransmits),
+            upgrade: upgrade::UpgradeTracker::new(cfg.upgrade_failure.clone()),
         }
     }
 
     /// Each detector, in the order packets reach them.
     #[inline]
-    pub fn each(&mut self) -> [&mut dyn PacketDetector; 3] {
-        [&mut self.heartbeat, &mut self.handshake, &mut self.latency]
+    pub fn each(&mut self) -> [&mut dyn PacketDetector; 5] {
+        [
+            &mut self.heartbeat,
+            &mut self.handshake,
+            &mut self.latency,
+            &mut self.retransmits,
+            &mut self.upgrade,
+        ]
     }
 }
 
@@ -88,6 +104,12 @@ pub(crate) struct WindowDetectors {
     pub syn_burst: syn_burst::SynBurst,
     /// Latency shifts, on their own judgement windows.
     pub latency_shift: latency::shift::LatencyShift,
+    /// Traffic drops, on their own rollup windows.
+    pub traffic_drop: traffic_drop::TrafficDrop,
+    /// Retransmitted TCP data, on their own rollup windows.
+    pub retransmits: retransmits::Retransmits,
+    /// Failed HTTP upgrades, on their own rollup windows.
+    pub upgrade: upgrade::UpgradeFailures,
 }
 
 impl WindowDetectors {
@@ -100,16 +122,22 @@ impl WindowDetectors {
             growth,
             syn_burst: syn_burst::SynBurst::new(cfg.handshake.clone()),
             latency_shift: latency::shift::LatencyShift::new(cfg.latency.clone()),
+            traffic_drop: traffic_drop::TrafficDrop::new(cfg.traffic_drop.clone()),
+            retransmits: retransmits::Retransmits::new(cfg.retransmits.clone()),
+            upgrade: upgrade::UpgradeFailures::new(cfg.upgrade_failure.clone()),
         }
     }
 
     /// Each detector, in judging order (the order of their findings on one window).
-    pub fn each(&mut self) -> [&mut dyn WindowDetector; 4] {
+    pub fn each(&mut self) -> [&mut dyn WindowDetector; 7] {
         [
             &mut self.heavy,
             &mut self.growth,
             &mut self.syn_burst,
             &mut self.latency_shift,
+            &mut self.traffic_drop,
+            &mut self.retransmits,
+            &mut self.upgrade,
         ]
     }
 }

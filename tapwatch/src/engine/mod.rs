@@ -153,12 +153,14 @@ impl Coordinator {
 
     fn sinks_window(&mut self) -> anyhow::Result<()> {
         let (closed, growth) = self.merger.take_closed();
+        let drops = self.merger.take_drop_rates();
         let log = self.merger.take_window_log();
         let done = WindowDone {
             merger: &self.merger,
             rules: &self.rules,
             closed: &closed,
             growth: &growth,
+            drops: &drops,
             log: &log,
         };
         for s in &mut self.sinks {

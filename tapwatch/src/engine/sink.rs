@@ -1,6 +1,6 @@
 //! Where the engine's typed outputs go: one small trait, many sinks (the alerts JSON-lines
 //! file, webhooks, history storage, the window log, the live status views).
-use tapwatch_analyzer::{GrowthSample, Merger, WindowStats};
+use tapwatch_analyzer::{DropRate, GrowthSample, Merger, WindowStats};
 use tapwatch_rules::{AlertEngine, AlertEvent};
 
 /// A base window merged from every worker, with what finished alongside it.
@@ -13,6 +13,8 @@ pub struct WindowDone<'a> {
     pub closed: &'a [WindowStats],
     /// Finished setup-growth points kept for storage.
     pub growth: &'a [GrowthSample],
+    /// Tracked destinations' counts per traffic-drop window, kept for storage.
+    pub drops: &'a [DropRate],
     /// JSON summaries of the windows and rollups that finished (empty unless recorded).
     pub log: &'a [serde_json::Value],
 }
