@@ -48,12 +48,18 @@ fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_jso
     )
     .unwrap();
     let pm = run(std::process::Command::new("pmacctd").arg("-f").arg(&conf));
-    assert!(
-        pm.status.success(),
-        "pmacctd: {}\n{}{}",
-        pm.status,
+    let said = format!(
+        "{}{}",
         String::from_utf8_lossy(&pm.stdout),
         String::from_utf8_lossy(&pm.stderr)
+    );
+    // pmacctd 1.7 exits 1 when its plugin finishes the file before the core notices
+    // ("no more plugins active"): a shutdown race, not a failure. What arrived is checked
+    // below against the capture either way.
+    assert!(
+        pm.status.success() || said.contains("no more plugins active"),
+        "pmacctd: {}\n{said}",
+        pm.status
     );
     std::thread::sleep(Duration::from_millis(500));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
