@@ -1,10 +1,13 @@
-//! The status views behind `/api/top`, `/api/alerts`, `/api/tenants` and `/status`,
+//! The status views behind `/api/top`, `/api/alerts`, `/api/tenants`, `/api/latency` and
+//! `/status`,
 //! refreshed once per merged window (never per packet).
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tapwatch_analyzer::Merger;
+use std::collections::{BTreeMap, VecDeque};
+
+use tapwatch_analyzer::{Merger, WindowStats};
 use tapwatch_classifier::TenantId;
 use tapwatch_rules::AlertEngine;
 
@@ -13,6 +16,53 @@ use crate::http::Telemetry;
 
 /// Periodic flows shown on the status page at most.
 const SHOWN_PERIODIC: usize = 200;
+/// Latency series (server and measure) kept for the status page at most.
+const LATENCY_SERIES: usize = 32;
+/// Windows each latency series keeps.
+const LATENCY_POINTS: usize = 600;
+
+/// Per server and measure, the median, p99 and samples of the last windows that had any:
+/// what `/api/latency` and the status page's latency table show.
+#[derive(Debug, Default)]
+pub struct LatencySeries {
+    /// (subject, measure) → points `[unix seconds, p50 µs, p99 µs, samples]`, oldest first.
+    series: BTreeMap<(String, &'static str), VecDeque<[u64; 4]>>,
+}
+
+impl LatencySeries {
+    /// Adds a merged window's latency cells; a new series is admitted while there is room.
+    pub fn add(&mut self, w: &WindowStats) {
+        let at_s = w.end_ns / 1_000_000_000;
+        for (subject, measure, h) in w.latency.named_cells() {
+            let key = (subject, measure.name());
+            if !self.series.contains_key(&key) && self.series.len() >= LATENCY_SERIES {
+                continue;
+            }
+            let points = self.series.entry(key).or_default();
+            points.push_back([
+                at_s,
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.len(),
+            ]);
+            if points.len() > LATENCY_POINTS {
+                points.pop_front();
+            }
+        }
+    }
+
+    /// The JSON of `/api/latency`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.series
+                .iter()
+                .map(|((subject, measure), points)| {
+                    serde_json::json!({"subject": subject, "measure": measure, "points": points})
+                })
+                .collect(),
+        )
+    }
+}
 
 /// Wall-clock time, ns since the Unix epoch.
 pub fn wall_ns() -> u64 {
@@ -79,6 +129,7 @@ pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
 /// The status views as a sink.
 pub struct Views {
     telemetry: Arc<Telemetry>,
+    latency: LatencySeries,
     /// Whether the engine's periodic-flow snapshots feed `/api/heartbeats` (replay); live
     /// workers publish their own, fresher, lists.
     periodic: bool,
@@ -90,6 +141,7 @@ impl Views {
     pub fn new(telemetry: Arc<Telemetry>, periodic: bool) -> Views {
         Views {
             telemetry,
+            latency: LatencySeries::default(),
             periodic,
         }
     }
@@ -98,6 +150,12 @@ impl Views {
 impl Sink for Views {
     fn window(&mut self, done: &WindowDone<'_>) -> anyhow::Result<()> {
         refresh(&self.telemetry, done.merger, done.rules);
+        if let Some(w) = &done.merger.last_window {
+            self.latency.add(w);
+            if let Ok(mut v) = self.telemetry.views.lock() {
+                v.latency = self.latency.json();
+            }
+        }
         Ok(())
     }
 

@@ -536,3 +536,99 @@ fn the_demo_status_page_plots_setup_growth_in_a_browser() {
     );
     assert!(shot.exists());
 }
+
+/// The body of `GET path` from a tapwatch HTTP endpoint.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_status_page_shows_per_server_latency_over_time() {
+    let tmp = TempDir::new("latency-status");
+    let pcap = tmp.path("rs.pcap");
+    assert!(run(tapwatch()
+        .args(["scenario", "response_shift", "--out"])
+        .arg(&pcap))
+    .status
+    .success());
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path("rs.truth.json")).unwrap()).unwrap();
+    let slow = truth["expected"][0]["subject"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = tapwatch()
+        .arg("replay")
+        .arg(&pcap)
+        .arg("--tenants")
+        .arg(tmp.path("rs.tenants.toml"))
+        .args(["--no-store", "--format", "json", "--serve", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving the replay's status page") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "replay ended before serving"
+        );
+    }
+    let series: serde_json::Value = serde_json::from_str(&http_get(&addr, "/api/latency")).unwrap();
+    let p50s = |subject: &str| -> Vec<u64> {
+        series
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subject"] == subject && s["measure"] == "response")
+            .unwrap_or_else(|| panic!("no response series for {subject}: {series}"))["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_u64().unwrap())
+            .collect()
+    };
+    // The slowed server's median response climbs by the shift; its neighbours' stay put.
+    let shifted = p50s(&slow);
+    let (first, last) = (
+        shifted[..10].iter().max().unwrap(),
+        shifted[shifted.len() - 10..].iter().min().unwrap(),
+    );
+    assert!(*last > first + 50_000, "{slow}: from {first} to {last} µs");
+    let mut others = 0;
+    for s in series.as_array().unwrap() {
+        let subject = s["subject"].as_str().unwrap();
+        if s["measure"] == "response" && subject != slow {
+            let p = p50s(subject);
+            assert!(p[p.len() - 1] < 50_000, "{subject} moved: {p:?}");
+            others += 1;
+        }
+    }
+    assert!(others >= 2, "{series}");
+    if have("chromium") {
+        let dom = run(Command::new("chromium")
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", tmp.path("profile").display()))
+            .arg("--dump-dom")
+            .arg(format!("http://{addr}/status")));
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        assert!(dom.contains(&slow) && dom.contains("<polyline"), "{dom}");
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

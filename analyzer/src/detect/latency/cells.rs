@@ -132,6 +132,13 @@ impl LatencyWindow {
             .collect()
     }
 
+    /// Every cell as (subject named as alerts name it, measure, its histogram).
+    pub fn named_cells(&self) -> impl Iterator<Item = (String, Measure, &Histogram<u32>)> + '_ {
+        self.cells
+            .iter()
+            .map(|((s, m), c)| (super::shift::subject_name(s), *m, &c.hist))
+    }
+
     /// Adds another window's cells (every one: each shard's are bounded).
     pub fn merge(&mut self, o: &LatencyWindow) {
         for (k, c) in &o.cells {
