@@ -76,8 +76,7 @@ fn main() {
         }
         std::hint::black_box(n);
     });
-    // Classifier alone: frames already in memory, classified repeatedly (dropped before
-    // the whole-process runs, whose peak resident sets start from this process's).
+    // Classifier alone: frames already in memory, classified repeatedly.
     let ns_per_packet = {
         let mut r = FileReader::open(&file).unwrap();
         let mut frames: Vec<(Vec<u8>, u32)> = Vec::new();
@@ -131,10 +130,6 @@ fn main() {
         .unwrap_or(5);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let contenders = contenders(&file, &dir, cores);
-    // Hand freed heap back to the system: a child's peak resident set starts from this
-    // process's at the moment it is spawned.
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe { libc::malloc_trim(0) };
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
     let mut rss = vec![0u64; contenders.len()];
     for _ in 0..rounds {
@@ -247,24 +242,34 @@ fn contenders(file: &std::path::Path, dir: &std::path::Path, cores: usize) -> Ve
 }
 
 /// Runs `argv` to completion, output discarded: wall time and peak resident set (KiB).
-#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
+///
+/// The peak comes from GNU time's report on its own child: a process this benchmark spawns
+/// directly inherits this process's high-water mark at exec (Linux keeps it in
+/// `ru_maxrss`), while time's child starts from time's small one. 0 without /usr/bin/time.
 fn measure(argv: &[String]) -> (Duration, u64) {
+    let report = std::env::temp_dir().join(format!("tapwatch-bench-rss-{}", std::process::id()));
+    let timed = std::path::Path::new("/usr/bin/time").exists();
+    let mut cmd = if timed {
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "%M", "-o"]).arg(&report).args(argv);
+        c
+    } else {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
     let t = Instant::now();
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
+    let status = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .status()
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let mut status = 0;
-    // SAFETY: an rusage is plain data; wait4 fills it for the child just spawned.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let elapsed = t.elapsed();
-    assert_eq!(pid, child.id() as i32, "{argv:?}: wait4");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{argv:?} failed: {status}"
-    );
-    (elapsed, usage.ru_maxrss as u64)
+    assert!(status.success(), "{argv:?} failed: {status}");
+    let kib = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|s| s.trim().lines().last()?.trim().parse().ok())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&report);
+    (elapsed, kib)
 }
