@@ -471,36 +471,7 @@ fn the_demo_status_page_plots_setup_growth_in_a_browser() {
     if !have("chromium") {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = tapwatch()
-        .args([
-            "replay",
-            &demo(),
-            "--tenants",
-            &demo_tenants(),
-            "--format",
-            "json",
-            "--serve",
-            &addr,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving the replay's status page") {
-        line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "replay ended before serving"
-        );
-    }
+    let (mut child, addr) = serve_replay(&[&demo(), "--tenants", &demo_tenants()]);
     let tmp = TempDir::new("demo-status");
     let chromium = |extra: &[&str], profile: &str| {
         let mut c = Command::new("chromium");
@@ -537,6 +508,35 @@ fn the_demo_status_page_plots_setup_growth_in_a_browser() {
     assert!(shot.exists());
 }
 
+/// `tapwatch replay ARGS --format json --serve` on a free port, once it serves the status
+/// page (the replay is over by then): the process and its address.
+fn serve_replay(args: &[&str]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = tapwatch()
+        .arg("replay")
+        .args(args)
+        .args(["--format", "json", "--serve", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving the replay's status page") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "replay ended before serving"
+        );
+    }
+    (child, addr)
+}
+
 /// The body of `GET path` from a tapwatch HTTP endpoint.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
@@ -564,31 +564,13 @@ fn the_status_page_shows_per_server_latency_over_time() {
         .as_str()
         .unwrap()
         .to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = tapwatch()
-        .arg("replay")
-        .arg(&pcap)
-        .arg("--tenants")
-        .arg(tmp.path("rs.tenants.toml"))
-        .args(["--no-store", "--format", "json", "--serve", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving the replay's status page") {
-        line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "replay ended before serving"
-        );
-    }
+    let tenants = tmp.path("rs.tenants.toml");
+    let (mut child, addr) = serve_replay(&[
+        pcap.to_str().unwrap(),
+        "--tenants",
+        tenants.to_str().unwrap(),
+        "--no-store",
+    ]);
     let series: serde_json::Value = serde_json::from_str(&http_get(&addr, "/api/latency")).unwrap();
     let p50s = |subject: &str| -> Vec<u64> {
         series
