@@ -354,7 +354,14 @@ fn clickhouse_down_mid_replay_loses_and_doubles_nothing() {
     let mut ch = ClickHouseServer::start("outage");
     let tmp = TempDir::new("store-outage");
     let cfg = tmp.path("tapwatch.toml");
-    std::fs::write(&cfg, "[storage]\nbatch_age_s = 0.1\n").unwrap();
+    // Batches every 0.1 s pile up hundreds of small spooled batches during the outage, each
+    // replayed by its own insert: on a loaded CI machine that can outlast the default 30 s
+    // drain, and this test is about losing and doubling nothing, not about how fast.
+    std::fs::write(
+        &cfg,
+        "[storage]\nbatch_age_s = 0.1\ndrain_timeout_s = 300\n",
+    )
+    .unwrap();
     let cfg_arg = cfg.display().to_string();
     // A paced replay lasting a few seconds; the server goes away in the middle of it.
     let url = ch.url.clone();
