@@ -215,6 +215,31 @@ fn pnet_capture_on_veth_sees_every_frame() {
     capture_sees_every_frame("pnet", 1);
 }
 
+/// `tapwatch run --interface twb --duration 3 ARGS --format json` in `ns` while `frames` are
+/// sent on the other end: its summary.
+fn summary_of_three_seconds(ns: &Netns, args: &[&str], frames: &[Vec<u8>]) -> serde_json::Value {
+    let mut child = ns
+        .tapwatch()
+        .args([
+            "run",
+            "--interface",
+            "twb",
+            "--duration",
+            "3",
+            "--format",
+            "json",
+        ])
+        .args(args)
+        .spawn()
+        .unwrap();
+    let (_stderr, _) = wait_capturing(&mut child);
+    std::thread::sleep(Duration::from_millis(100));
+    ns.within(|| send_frames("twa", frames));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn bpf_filter_drops_in_the_kernel() {
     let Some(ns) = Netns::create("f") else { return };
@@ -227,27 +252,8 @@ fn bpf_filter_drops_in_the_kernel() {
     let o = run(Command::new("tcpdump").args(["-ddd", "udp"]));
     assert!(o.status.success());
     std::fs::write(&prog, &o.stdout).unwrap();
-    let mut child = ns
-        .tapwatch()
-        .args([
-            "run",
-            "--interface",
-            "twb",
-            "--duration",
-            "3",
-            "--format",
-            "json",
-            "--bpf-file",
-        ])
-        .arg(&prog)
-        .spawn()
-        .unwrap();
-    let (_stderr, _) = wait_capturing(&mut child);
-    std::thread::sleep(Duration::from_millis(100));
-    ns.within(|| send_frames("twa", &frames));
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let prog = prog.display().to_string();
+    let s = summary_of_three_seconds(&ns, &["--bpf-file", &prog], &frames);
     assert_eq!(
         s["packets"].as_u64().unwrap(),
         udp as u64,
@@ -271,26 +277,11 @@ fn kernel_sampling_keeps_one_in_n_and_counts_each_as_n() {
             v
         })
         .collect();
-    let mut child = ns
-        .tapwatch()
-        .args([
-            "run",
-            "--interface",
-            "twb",
-            "--sample",
-            "10",
-            "--duration",
-            "3",
-        ])
-        .args(["--format", "json", "--no-store", "--listen", "none"])
-        .spawn()
-        .unwrap();
-    let (_stderr, _) = wait_capturing(&mut child);
-    std::thread::sleep(Duration::from_millis(100));
-    ns.within(|| send_frames("twa", &frames));
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = summary_of_three_seconds(
+        &ns,
+        &["--sample", "10", "--no-store", "--listen", "none"],
+        &frames,
+    );
     let (samples, packets) = (
         s["samples"].as_u64().unwrap(),
         s["packets"].as_u64().unwrap(),
