@@ -81,7 +81,7 @@ pub struct Views {
     /// `/api/tenants`.
     pub tenants: serde_json::Value,
     /// `/api/latency`: per server and measure, recent windows' p50, p99 and samples.
-    pub latency: serde_json::Value,
+    pub latency: crate::views::LatencySeries,
     /// Alert events by `kind/state`.
     pub alert_counts: serde_json::Value,
     /// Webhook sinks: url and [delivered, retries, rejected, overflow, spooled].
@@ -99,7 +99,7 @@ impl Telemetry {
                 top: serde_json::json!({"sources": [], "services": []}),
                 alerts: serde_json::json!([]),
                 tenants: serde_json::json!({}),
-                latency: serde_json::json!([]),
+                latency: Default::default(),
                 alert_counts: serde_json::json!({}),
                 webhooks: Vec::new(),
             }),
@@ -579,7 +579,7 @@ pub fn serve(
                 "/api/top" => json(telemetry.views.lock().map(|v| v.top.clone()).unwrap_or_default()),
                 "/api/alerts" => json(telemetry.views.lock().map(|v| v.alerts.clone()).unwrap_or_default()),
                 "/api/tenants" => json(telemetry.views.lock().map(|v| v.tenants.clone()).unwrap_or_default()),
-                "/api/latency" => json(telemetry.views.lock().map(|v| v.latency.clone()).unwrap_or_default()),
+                "/api/latency" => json(telemetry.views.lock().map(|v| v.latency.json()).unwrap_or_default()),
                 "/api/heartbeats" => json(serde_json::Value::Array(telemetry.workers.iter().flat_map(|w| w.heartbeats.lock().map(|h| h.clone()).unwrap_or_default()).collect())),
                 "/" | "/status" => (200, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
                 _ => (404, "text/plain", "not found: try /status, /metrics, /healthz, /readyz, /api/top, /api/alerts, /api/tenants, /api/heartbeats\n".to_string()),

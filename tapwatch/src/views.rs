@@ -129,7 +129,6 @@ pub fn refresh(t: &Telemetry, merger: &Merger, rules: &AlertEngine) {
 /// The status views as a sink.
 pub struct Views {
     telemetry: Arc<Telemetry>,
-    latency: LatencySeries,
     /// Whether the engine's periodic-flow snapshots feed `/api/heartbeats` (replay); live
     /// workers publish their own, fresher, lists.
     periodic: bool,
@@ -141,7 +140,6 @@ impl Views {
     pub fn new(telemetry: Arc<Telemetry>, periodic: bool) -> Views {
         Views {
             telemetry,
-            latency: LatencySeries::default(),
             periodic,
         }
     }
@@ -150,11 +148,9 @@ impl Views {
 impl Sink for Views {
     fn window(&mut self, done: &WindowDone<'_>) -> anyhow::Result<()> {
         refresh(&self.telemetry, done.merger, done.rules);
-        if let Some(w) = &done.merger.last_window {
-            self.latency.add(w);
-            if let Ok(mut v) = self.telemetry.views.lock() {
-                v.latency = self.latency.json();
-            }
+        // The series are kept as numbers; `/api/latency` renders them when asked.
+        if let (Some(w), Ok(mut v)) = (&done.merger.last_window, self.telemetry.views.lock()) {
+            v.latency.add(w);
         }
         Ok(())
     }
