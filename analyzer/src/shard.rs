@@ -74,6 +74,8 @@ pub struct Shard {
     grace_ns: u64,
     open: VecDeque<WindowStats>,
     watermark: u64,
+    /// Event time at which [`Shard::advance`] next has window work to do.
+    next_edge_ns: u64,
     detectors: PacketDetectors,
     labels: Labels,
     /// The shard's own counters.
@@ -88,6 +90,7 @@ impl Shard {
             grace_ns: cfg.grace_ns(),
             open: VecDeque::new(),
             watermark: 0,
+            next_edge_ns: 0,
             detectors: PacketDetectors::new(cfg),
             labels: Labels::new(cfg, classifier),
             counters: ShardCounters::default(),
@@ -152,6 +155,15 @@ impl Shard {
         w
     }
 
+    /// A packet a few places ahead of the one being observed: loads the table entries its
+    /// flow will touch, so that the cache misses of many flows overlap.
+    #[inline]
+    pub fn prefetch(&self, m: &PacketMeta) {
+        if m.weight <= 1 {
+            self.detectors.prefetch(m);
+        }
+    }
+
     /// Feeds one classified packet.
     #[inline]
     pub fn observe(
@@ -171,9 +183,8 @@ impl Shard {
         // Per-packet detectors follow flows packet by packet (deadlines, handshakes,
         // sequences): a sampled record (weight > 1) is not the flow's next packet.
         if m.weight <= 1 {
-            for d in self.detectors.each() {
-                d.packet(m, window.as_deref_mut(), &self.labels, findings);
-            }
+            self.detectors
+                .packet(m, window.as_deref_mut(), &self.labels, findings);
         }
         let Some(w) = window else { return };
         let weight = u64::from(m.weight);
@@ -229,8 +240,11 @@ impl Shard {
         if now > self.watermark {
             self.watermark = now;
         }
-        for d in self.detectors.each() {
-            d.tick(self.watermark, findings);
+        self.detectors.tick(self.watermark, findings);
+        if self.watermark < self.next_edge_ns {
+            // No window opens or closes before the next edge: nothing else to do (the
+            // common case, once per packet).
+            return;
         }
         let width = self.width_ns.max(1);
         let want_last = self.watermark / width;
@@ -257,16 +271,22 @@ impl Shard {
             .is_some_and(|w| w.end_ns + self.grace_ns <= self.watermark)
         {
             let w = self.open.pop_front().expect("checked");
-            for d in self.detectors.each() {
-                d.sweep(self.watermark);
-            }
+            self.detectors.sweep(self.watermark);
             closed.push(w);
         }
+        // The next event time at which a window opens or the oldest open one closes.
+        let opens = (self.watermark / width + 1).saturating_mul(width);
+        let closes = self
+            .open
+            .front()
+            .map_or(u64::MAX, |w| w.end_ns.saturating_add(self.grace_ns));
+        self.next_edge_ns = opens.min(closes);
     }
 
     /// Closes every open window (end of a replay).
     pub fn finish(&mut self, closed: &mut Vec<WindowStats>) {
         closed.extend(self.open.drain(..));
+        self.next_edge_ns = 0;
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) trait PacketDetector {
         out: &mut Vec<Finding>,
     );
 
+    /// A packet a few places ahead in the batch: load the table entries it will touch.
+    fn prefetch(&self, _m: &PacketMeta) {}
+
     /// Event time reached `now` (a packet's time, or the wall clock in live mode).
     fn tick(&mut self, _now: u64, _out: &mut Vec<Finding>) {}
 
@@ -81,16 +84,50 @@ impl PacketDetectors {
         }
     }
 
-    /// Each detector, in the order packets reach them.
+    /// Feeds one packet to each detector, in this order (static calls: the hot path).
     #[inline]
-    pub fn each(&mut self) -> [&mut dyn PacketDetector; 5] {
-        [
-            &mut self.heartbeat,
-            &mut self.handshake,
-            &mut self.latency,
-            &mut self.retransmits,
-            &mut self.upgrade,
-        ]
+    pub fn packet(
+        &mut self,
+        m: &PacketMeta,
+        mut window: Option<&mut WindowStats>,
+        labels: &Labels,
+        out: &mut Vec<Finding>,
+    ) {
+        self.heartbeat.packet(m, window.as_deref_mut(), labels, out);
+        self.handshake.packet(m, window.as_deref_mut(), labels, out);
+        self.latency.packet(m, window.as_deref_mut(), labels, out);
+        self.retransmits
+            .packet(m, window.as_deref_mut(), labels, out);
+        self.upgrade.packet(m, window, labels, out);
+    }
+
+    /// Loads the table entries a packet a few places ahead will touch.
+    #[inline]
+    pub fn prefetch(&self, m: &PacketMeta) {
+        self.heartbeat.prefetch(m);
+        self.handshake.prefetch(m);
+        self.latency.prefetch(m);
+        self.retransmits.prefetch(m);
+        self.upgrade.prefetch(m);
+    }
+
+    /// Event time reached `now`.
+    #[inline]
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
+        self.heartbeat.tick(now, out);
+        self.handshake.tick(now, out);
+        self.latency.tick(now, out);
+        self.retransmits.tick(now, out);
+        self.upgrade.tick(now, out);
+    }
+
+    /// A window closed at `now`.
+    pub fn sweep(&mut self, now: u64) {
+        self.heartbeat.sweep(now);
+        self.handshake.sweep(now);
+        self.latency.sweep(now);
+        self.retransmits.sweep(now);
+        self.upgrade.sweep(now);
     }
 }
 

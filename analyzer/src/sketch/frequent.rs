@@ -155,13 +155,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// Subtracts the median count from every key and drops those at or below zero.
     #[cold]
     fn purge(&mut self) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.extend(self.occupied().map(|s| s.count));
-        let mid = scratch.len() / 2;
-        let (_, median, _) = scratch.select_nth_unstable(mid);
-        let cut = (*median).max(1);
-        self.scratch = scratch;
+        let cut = self.median_count().max(1);
         self.offset += cut;
         if self.spare.len() != self.slots.len() {
             self.spare = vec![None; self.slots.len()];
@@ -192,6 +186,37 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
                 self.len += 1;
             }
         }
+    }
+
+    /// The median count of the tracked keys (the one at position `len / 2` in ascending
+    /// order). Most counts in a full table are small (a flood's keys, seen once or twice),
+    /// so they are counted in a histogram; only the large ones are selected among.
+    fn median_count(&mut self) -> u64 {
+        const SMALL: usize = 64;
+        let mut hist = [0usize; SMALL];
+        let mut large = std::mem::take(&mut self.scratch);
+        large.clear();
+        let mut n = 0;
+        for s in self.occupied() {
+            n += 1;
+            match usize::try_from(s.count) {
+                Ok(c) if c < SMALL => hist[c] += 1,
+                _ => large.push(s.count),
+            }
+        }
+        let mid = n / 2;
+        let mut below = 0;
+        let mut median = None;
+        for (c, k) in hist.iter().enumerate() {
+            below += k;
+            if below > mid {
+                median = Some(c as u64);
+                break;
+            }
+        }
+        let median = median.unwrap_or_else(|| *large.select_nth_unstable(mid - below).1);
+        self.scratch = large;
+        median
     }
 
     /// Entries in use.
@@ -327,6 +352,24 @@ mod tests {
         truth.sort_by_key(|t| std::cmp::Reverse(t.1));
         let top: Vec<u32> = f.top(5).iter().map(|e| e.key).collect();
         assert_eq!(top, truth.iter().take(5).map(|t| t.0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_median_count_is_the_middle_of_the_sorted_counts() {
+        let mut rng = Rng::new(9);
+        for round in 0..200 {
+            let mut f = FrequentItems::new(4096);
+            let keys = 1 + rng.below(300) as u32;
+            let spread = [2, 70, 10_000][round % 3];
+            let mut counts = Vec::new();
+            for k in 0..keys {
+                let c = 1 + rng.below(spread);
+                f.add(k, c, 0);
+                counts.push(c);
+            }
+            counts.sort_unstable();
+            assert_eq!(f.median_count(), counts[counts.len() / 2], "round {round}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tapwatch_analyzer::{AnalyzerConfig, Shard, Totals};
 use tapwatch_capture::{FrameSource, Pacer};
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
-use super::{Coordinator, Worker};
+use super::{Coordinator, Worker, WorkerOutput};
 
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 1 << 14;
@@ -117,6 +117,36 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
     ((u128::from(h) * workers as u128) >> 64) as usize
 }
 
+/// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
+/// to the memory to complete while the packets in between are worked).
+const AHEAD: usize = 6;
+/// Packets the one-worker loop gathers before working them.
+const INLINE_BATCH: usize = 64;
+
+/// Works a batch of items on `w`, handing each output to `emit` as soon as it is made.
+#[inline]
+fn feed(
+    w: &mut Worker,
+    batch: &[Item],
+    mut emit: impl FnMut(WorkerOutput) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for (i, item) in batch.iter().enumerate() {
+        if let Some(Item::Packet(ahead, _)) = batch.get(i + AHEAD) {
+            w.prefetch(ahead);
+        }
+        match item {
+            Item::Packet(m, now) => w.packet(m, *now),
+            Item::Advance(now) => w.advance(*now),
+        }
+        if w.has_output() {
+            for out in w.drain() {
+                emit(out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a worker is handed.
 enum Item {
     Packet(PacketMeta, u64),
@@ -185,17 +215,11 @@ pub fn deal_files<S: FrameSource + Send>(
                 move || {
                     let mut w = Worker::new(cfg, classifier, periodic);
                     for mut batch in rx {
-                        for item in batch.drain(..) {
-                            match item {
-                                Item::Packet(m, now) => w.packet(&m, now),
-                                Item::Advance(now) => w.advance(now),
-                            }
-                            if w.has_output() {
-                                for out in w.drain() {
-                                    let _ = out_tx.send((id, out));
-                                }
-                            }
-                        }
+                        let _ = feed(&mut w, &batch, |out| {
+                            let _ = out_tx.send((id, out));
+                            Ok(())
+                        });
+                        batch.clear();
                         let _ = recycle_tx.send(batch);
                     }
                     w.finish();
@@ -285,18 +309,21 @@ fn inline<S: FrameSource>(
     coordinator: &mut Coordinator,
 ) -> anyhow::Result<Dealt> {
     let mut w = Worker::new(o.analyzer, o.classifier, o.periodic_every_s);
+    // Packets are worked in small batches, so that the worker can load the tables of the
+    // packets ahead (outputs reach the merger stage in the same order as packet by packet).
+    let mut batch = Vec::with_capacity(INLINE_BATCH + 1);
     read(source, &mut o, |meta, now, tell_all| {
         if tell_all {
-            w.advance(now);
+            batch.push(Item::Advance(now));
         }
-        w.packet(meta, now);
-        if w.has_output() {
-            for out in w.drain() {
-                coordinator.handle(0, out)?;
-            }
+        batch.push(Item::Packet(*meta, now));
+        if batch.len() >= INLINE_BATCH {
+            feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
+            batch.clear();
         }
         Ok(())
     })?;
+    feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
     w.finish();
     for out in w.drain() {
         coordinator.handle(0, out)?;

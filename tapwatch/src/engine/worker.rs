@@ -78,6 +78,13 @@ impl Worker {
         }
     }
 
+    /// A packet a few places ahead of the next one: loads the table entries its flow will
+    /// touch (see [`Shard::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, m: &PacketMeta) {
+        self.shard.prefetch(m);
+    }
+
     /// Advances event time without a packet: deadlines fire, windows past the grace period
     /// close (the dealer's broadcast in replay, the wall clock on a quiet link).
     pub fn advance(&mut self, now: u64) {

@@ -212,11 +212,29 @@ impl Doorkeeper {
 
     fn new(rotate_ns: u64) -> Doorkeeper {
         Doorkeeper {
-            bits: [vec![0; Self::BITS / 64], vec![0; Self::BITS / 64]],
+            bits: [
+                crate::sketch::huge_table(Self::BITS / 64, 0),
+                crate::sketch::huge_table(Self::BITS / 64, 0),
+            ],
             current: 0,
             epoch: 0,
             rotate_ns: rotate_ns.max(1),
         }
+    }
+
+    /// The word and bit of a key.
+    #[inline]
+    fn slot(key: &FlowKey) -> (usize, u64) {
+        let h = crate::sketch::mix64(key) as usize % Self::BITS;
+        (h / 64, 1u64 << (h % 64))
+    }
+
+    /// Loads the key's words into the cache ahead of [`Doorkeeper::seen_before`].
+    #[inline]
+    fn prefetch(&self, key: &FlowKey) {
+        let (word, _) = Self::slot(key);
+        crate::sketch::prefetch(&self.bits[0][word]);
+        crate::sketch::prefetch(&self.bits[1][word]);
     }
 
     #[inline]
@@ -230,12 +248,44 @@ impl Doorkeeper {
             }
             self.epoch = epoch;
         }
-        let h = crate::sketch::mix64(key) as usize % Self::BITS;
-        let (word, bit) = (h / 64, 1u64 << (h % 64));
+        let (word, bit) = Self::slot(key);
         let seen = (self.bits[0][word] | self.bits[1][word]) & bit != 0;
         self.bits[self.current][word] |= bit;
         seen
     }
+}
+
+/// The flow a packet belongs to (BFD sessions by their discriminator), with its BFD fields;
+/// `None` for packets no flow is followed by (no addresses, malformed, later fragments).
+#[inline]
+fn key_of(m: &PacketMeta) -> Option<(FlowKey, Option<tapwatch_classifier::BfdControl>)> {
+    let (Some(src), Some(dst)) = (m.src, m.dst) else {
+        return None;
+    };
+    if m.malformed.is_some() || m.fragment == Fragment::Later {
+        return None;
+    }
+    let bfd = match m.detail {
+        Detail::Bfd(b)
+            if matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop) =>
+        {
+            Some(b)
+        }
+        _ => None,
+    };
+    let src_port = match (m.ip_proto, bfd) {
+        (_, Some(b)) => b.my_disc,
+        (6, _) => u32::from(m.src_port),
+        _ => 0,
+    };
+    let key = FlowKey {
+        src,
+        dst,
+        src_port,
+        dst_port: m.dst_port,
+        proto: m.ip_proto,
+    };
+    Some((key, bfd))
 }
 
 impl HeartbeatTracker {
@@ -295,32 +345,10 @@ impl HeartbeatTracker {
         k: Option<f64>,
         out: &mut Vec<Finding>,
     ) {
-        let (Some(src), Some(dst)) = (m.src, m.dst) else {
+        let Some((key, bfd)) = key_of(m) else {
             return;
         };
-        if m.malformed.is_some() || m.fragment == Fragment::Later {
-            return;
-        }
-        let bfd = match m.detail {
-            Detail::Bfd(b)
-                if matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop) =>
-            {
-                Some(b)
-            }
-            _ => None,
-        };
-        let src_port = match (m.ip_proto, bfd) {
-            (_, Some(b)) => b.my_disc,
-            (6, _) => u32::from(m.src_port),
-            _ => 0,
-        };
-        let key = FlowKey {
-            src,
-            dst,
-            src_port,
-            dst_port: m.dst_port,
-            proto: m.ip_proto,
-        };
+        let (src, dst) = (key.src, key.dst);
         let ended = match (bfd, m.kind) {
             (Some(b), _) => matches!(b.state, BfdState::Down | BfdState::AdminDown),
             (None, ProtocolType::TcpFin | ProtocolType::TcpRst) => true,
@@ -483,6 +511,16 @@ impl PacketDetector for HeartbeatTracker {
         };
         let k = labels.thresholds(m.tenant).heartbeat_k;
         self.observe(m, tenant, Some(k), out);
+    }
+
+    #[inline]
+    fn prefetch(&self, m: &PacketMeta) {
+        // Only the packets that may reach the doorkeeper (small ones, BFD) load its words.
+        if let Some((key, bfd)) = key_of(m) {
+            if m.wire_len <= self.cfg.max_packet_bytes || bfd.is_some() {
+                self.doorkeeper.prefetch(&key);
+            }
+        }
     }
 
     fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {

@@ -79,6 +79,17 @@ fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
+/// A flow's endpoints in order (`a` ≤ `b`), and whether the packet was sent by `a`.
+#[inline]
+fn ends(src: IpAddr, dst: IpAddr, m: &PacketMeta) -> ((IpAddr, u16), (IpAddr, u16), bool) {
+    let (s, d) = ((src, m.src_port), (dst, m.dst_port));
+    if s <= d {
+        (s, d, true)
+    } else {
+        (d, s, false)
+    }
+}
+
 /// The flow table of one worker.
 pub struct FlowTable {
     /// Two slots per bucket; the older entry of a full bucket makes room.
@@ -96,7 +107,7 @@ impl FlowTable {
     pub fn new(cfg: &RetransmitConfig) -> FlowTable {
         let buckets = (cfg.max_flows / 2).max(1).next_power_of_two();
         FlowTable {
-            slots: vec![None; buckets * 2],
+            slots: crate::sketch::huge_table(buckets * 2, None),
             mask: buckets - 1,
             idle_ns: (cfg.idle_s * 1e9) as u64,
             reorder_ns: (cfg.reorder_ms * 1e6) as u64,
@@ -108,6 +119,23 @@ impl FlowTable {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.iter().flatten().count()
+    }
+
+    /// The first of the two slots of a flow's bucket.
+    #[inline]
+    fn bucket(&self, a: (IpAddr, u16), b: (IpAddr, u16)) -> usize {
+        (crate::sketch::mix64(&(a, b)) as usize & self.mask) * 2
+    }
+
+    /// Loads the bucket a TCP packet's flow lives in ahead of [`FlowTable::observe`].
+    #[inline]
+    pub fn prefetch(&self, m: &PacketMeta) {
+        if let (Some(src), Some(dst)) = (m.src, m.dst) {
+            let (a, b, _) = ends(src, dst, m);
+            let bucket = self.bucket(a, b);
+            crate::sketch::prefetch(&self.slots[bucket]);
+            crate::sketch::prefetch(&self.slots[bucket + 1]);
+        }
     }
 
     /// Feeds one TCP packet counted in the window starting at `window_start`; returns the
@@ -125,10 +153,8 @@ impl FlowTable {
         if m.ip_proto != 6 || m.malformed.is_some() {
             return None;
         }
-        let (s, d) = ((src, m.src_port), (dst, m.dst_port));
-        let from_a = s <= d;
-        let (a, b) = if from_a { (s, d) } else { (d, s) };
-        let bucket = (crate::sketch::mix64(&(a, b)) as usize & self.mask) * 2;
+        let (a, b, from_a) = ends(src, dst, m);
+        let bucket = self.bucket(a, b);
         // By reference: an entry is too big to copy per packet.
         let slot = match (&self.slots[bucket], &self.slots[bucket + 1]) {
             (Some(e), _) if e.a == a && e.b == b => bucket,

@@ -129,6 +129,13 @@ impl RetransmitTracker {
 
 impl PacketDetector for RetransmitTracker {
     #[inline]
+    fn prefetch(&self, m: &PacketMeta) {
+        if m.ip_proto == 6 {
+            self.flows.prefetch(m);
+        }
+    }
+
+    #[inline]
     fn packet(
         &mut self,
         m: &PacketMeta,
