@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
 mod config;
+mod console;
 mod engine;
 mod history;
 mod http;

@@ -50,6 +50,11 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     let (config, classifier) = crate::config::load(common)?;
     let classifier = Arc::new(classifier);
     let telemetry = Arc::new(crate::http::Telemetry::new("replay", 1));
+    if serve.is_some() && !common.store.no_store {
+        let _ = telemetry
+            .history
+            .set(crate::console::History::open(&config)?);
+    }
     let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let store = crate::store::StoreSink::open(&config, &common.store, "replay", inputs)?;
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
