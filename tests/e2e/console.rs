@@ -408,3 +408,298 @@ fn history_tops_tenants_and_tenant_series_answer_from_the_file_store() {
         .iter()
         .all(|s| s.points.iter().all(|p| p.1 > 0 && p.2 <= p.3)));
 }
+
+#[test]
+fn console_pages_and_assets_carry_their_types_and_caching() {
+    let s = serve_demo("console-assets");
+    let (c, h, page) = get(&s.addr, "/console/");
+    assert_eq!(c, 200);
+    assert_eq!(header(&h, "content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(header(&h, "cache-control"), Some("no-cache"));
+    assert!(
+        page.contains("href=\"/status\""),
+        "the console links the status page"
+    );
+    // Every asset the page names is served under its versioned URL, cached for a year.
+    let mut urls = Vec::new();
+    for part in page.split("\"/console/assets/").skip(1) {
+        urls.push(format!(
+            "/console/assets/{}",
+            part.split('"').next().unwrap()
+        ));
+    }
+    assert_eq!(urls.len(), 4, "{urls:?}");
+    for url in &urls {
+        assert!(url.contains("?v="), "{url}");
+        let (c, h, body) = get(&s.addr, url);
+        assert_eq!(c, 200, "{url}");
+        let want = if url.contains(".css") {
+            "text/css; charset=utf-8"
+        } else {
+            "text/javascript; charset=utf-8"
+        };
+        assert_eq!(header(&h, "content-type"), Some(want), "{url}");
+        assert_eq!(
+            header(&h, "cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert!(!body.is_empty());
+        // Revalidation by ETag answers 304 without the body.
+        let tag = header(&h, "etag").unwrap().to_string();
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(sock, "GET {url} HTTP/1.0\r\nIf-None-Match: {tag}\r\n\r\n").unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 304") || out.starts_with("HTTP/1.0 304"),
+            "{out}"
+        );
+    }
+    let uplot = std::fs::read(root().join("tapwatch/assets/uplot/uPlot.iife.min.js")).unwrap();
+    let (_, _, served) = get(
+        &s.addr,
+        urls.iter().find(|u| u.contains("uPlot.iife")).unwrap(),
+    );
+    assert_eq!(
+        served.as_bytes(),
+        &uplot[..],
+        "the vendored uPlot, unchanged"
+    );
+    let (_, _, status) = get(&s.addr, "/status");
+    assert!(
+        status.contains("href=\"/console/\""),
+        "the status page links the console"
+    );
+    assert_eq!(get(&s.addr, "/console/nowhere").0, 404);
+    assert_eq!(get(&s.addr, "/console/assets/nothing.js").0, 404);
+}
+
+/// The page at `path` after its scripts ran (Chromium's `--dump-dom`), with a screenshot
+/// kept as `target/tapwatch-console-{shot}.png`.
+fn browse(addr: &str, path: &str, shot: &str, tmp: &TempDir) -> String {
+    let chromium = |extra: &str, profile: &str| {
+        run(std::process::Command::new("chromium")
+            .arg("--window-size=1250,1500")
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", tmp.path(profile).display()))
+            .arg(extra)
+            .arg(format!("http://{addr}{path}")))
+    };
+    let dom = String::from_utf8_lossy(&chromium("--dump-dom", &format!("{shot}-dom")).stdout)
+        .into_owned();
+    let png = root().join(format!("target/tapwatch-console-{shot}.png"));
+    chromium(
+        &format!("--screenshot={}", png.display()),
+        &format!("{shot}-png"),
+    );
+    assert!(
+        std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000),
+        "{}",
+        png.display()
+    );
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "{path}: the page's script did not finish:\n{dom}"
+    );
+    assert!(
+        dom.contains("id=\"errors\" data-count=\"0\""),
+        "{path}: script errors:\n{}",
+        dom.split("id=\"errors\"").nth(1).unwrap_or(&dom)
+    );
+    dom
+}
+
+/// `data-NAME="VALUE"` attributes of `dom` in order: (the attribute's element's
+/// `data-key`-like first attribute value, VALUE) for rows written as
+/// `<tr data-FIRST="K" data-NAME="V"`.
+fn row_pairs(dom: &str, first: &str, name: &str) -> Vec<(String, String)> {
+    dom.split(&format!("<tr data-{first}=\""))
+        .skip(1)
+        .map(|r| {
+            let k = r.split('"').next().unwrap().to_string();
+            let v = r
+                .split(&format!("data-{name}=\""))
+                .nth(1)
+                .and_then(|x| x.split('"').next())
+                .unwrap_or_default()
+                .to_string();
+            (k, v)
+        })
+        .collect()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[test]
+fn console_pages_show_the_replayed_history_in_chromium() {
+    if !have("chromium") {
+        return;
+    }
+    let s = serve_demo("console-browser");
+    let tmp = TempDir::new("console-chromium");
+    // Overview: per-type totals, the tops and the alert markers are the API's.
+    let dom = browse(&s.addr, "/console/", "overview", &tmp);
+    let (_, _, body) = get(&s.addr, "/api/history/traffic?by=protocol_type");
+    let t: Traffic = serde_json::from_str(&body).unwrap();
+    let mut want: Vec<(String, String)> = t
+        .series
+        .iter()
+        .map(|s| {
+            (
+                s.key.clone(),
+                s.points.iter().map(|p| p.1).sum::<u64>().to_string(),
+            )
+        })
+        .collect();
+    let mut shown = row_pairs(&dom, "key", "packets");
+    want.sort();
+    shown.sort();
+    assert_eq!(shown, want, "per-type packets on the overview");
+    let (_, _, body) = get(&s.addr, "/api/history/top?of=talkers");
+    let talkers: Vec<TopEntry> = serde_json::from_str(&body).unwrap();
+    let shown = row_pairs(&dom, "address", "packets");
+    assert!(
+        shown.len() >= 2 * talkers.len() - 1,
+        "talkers and services: {shown:?}"
+    );
+    for (i, t) in talkers.iter().enumerate() {
+        assert_eq!(shown[i], (t.address.clone(), t.packets.to_string()));
+    }
+    let (_, _, body) = get(&s.addr, "/api/history/alerts");
+    let alerts: Vec<AlertSummary> = serde_json::from_str(&body).unwrap();
+    assert!(
+        dom.contains(&format!("data-markers=\"{}\"", alerts.len())),
+        "one marker per alert"
+    );
+    assert!(dom.contains("<canvas"), "uPlot drew the chart");
+    // Alerts: every alert of the range, in the API's order.
+    let dom = browse(&s.addr, "/console/alerts", "alerts", &tmp);
+    let ids: Vec<String> = row_pairs(&dom, "id", "id")
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(ids, alerts.iter().map(|a| a.id.clone()).collect::<Vec<_>>());
+    // The growth alert: its fit drawn on log-log axes with the evidence's exponent.
+    let growth = alerts
+        .iter()
+        .find(|a| a.kind == "quadratic_setup_growth")
+        .unwrap();
+    let dom = browse(
+        &s.addr,
+        &format!("/console/alerts/{}", growth.id),
+        "alert-growth",
+        &tmp,
+    );
+    #[derive(Deserialize)]
+    struct Detail {
+        events: Vec<Event>,
+    }
+    #[derive(Deserialize)]
+    struct Event {
+        state: String,
+        evidence: Evidence,
+    }
+    #[derive(Deserialize)]
+    struct Evidence {
+        exponent: Option<f64>,
+        gap_s: Option<f64>,
+        advice: Option<String>,
+    }
+    let (_, _, body) = get(&s.addr, &format!("/api/history/alerts/{}", growth.id));
+    let d: Detail = serde_json::from_str(&body).unwrap();
+    let x = d.events[0].evidence.exponent.unwrap();
+    assert!(
+        dom.contains(&format!("data-exponent=\"{x:.2}\"")),
+        "exponent {x:.2} not shown"
+    );
+    assert_eq!(dom.matches("<tr data-state=").count(), d.events.len());
+    assert!(dom.contains("no evidence capture for this alert"));
+    // A heartbeat alert: its gap, as the resolved event's evidence says.
+    let hb = alerts
+        .iter()
+        .find(|a| a.kind == "missed_heartbeat" && a.state == "resolved")
+        .unwrap();
+    let dom = browse(
+        &s.addr,
+        &format!("/console/alerts/{}", hb.id),
+        "alert-heartbeat",
+        &tmp,
+    );
+    let (_, _, body) = get(&s.addr, &format!("/api/history/alerts/{}", hb.id));
+    let d: Detail = serde_json::from_str(&body).unwrap();
+    let resolved = d.events.iter().find(|e| e.state == "resolved").unwrap();
+    let gap = resolved.evidence.gap_s.unwrap();
+    let shown: f64 = dom
+        .split("class=\"gap-s\">")
+        .nth(1)
+        .and_then(|x| x.split('<').next())
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(
+        (shown - gap).abs() < 0.01 * gap,
+        "gap shown {shown}, stored {gap}"
+    );
+    // Tenants: each tenant's packets.
+    let dom = browse(&s.addr, "/console/tenants", "tenants", &tmp);
+    #[derive(Deserialize)]
+    struct Tenant {
+        tenant: String,
+        packets: u64,
+    }
+    let (_, _, body) = get(&s.addr, "/api/history/tenants");
+    let tenants: Vec<Tenant> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        row_pairs(&dom, "tenant", "packets"),
+        tenants
+            .iter()
+            .map(|t| (t.tenant.clone(), t.packets.to_string()))
+            .collect::<Vec<_>>()
+    );
+    // The growing tenant: its isolation advice, its traffic and its fitted exponent.
+    let dom = browse(&s.addr, "/console/tenants/swarm", "tenant-swarm", &tmp);
+    let advice = alerts
+        .iter()
+        .find(|a| a.kind == "isolation_advice" && a.tenant == "swarm")
+        .unwrap();
+    let (_, _, body) = get(&s.addr, &format!("/api/history/alerts/{}", advice.id));
+    let d: Detail = serde_json::from_str(&body).unwrap();
+    let text = d.events[0].evidence.advice.clone().unwrap();
+    assert!(
+        dom.contains(&html_escape(&text)),
+        "advice {text:?} not shown"
+    );
+    let (_, _, body) = get(
+        &s.addr,
+        "/api/history/traffic?by=protocol_type&tenant=swarm",
+    );
+    let t: Traffic = serde_json::from_str(&body).unwrap();
+    let want: Vec<(String, String)> = t
+        .series
+        .iter()
+        .map(|s| {
+            (
+                s.key.clone(),
+                s.points.iter().map(|p| p.1).sum::<u64>().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(row_pairs(&dom, "key", "packets"), want);
+    let shown: f64 = dom
+        .split("class=\"fit\" data-exponent=\"")
+        .nth(1)
+        .and_then(|x| x.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1.9..2.2).contains(&shown),
+        "swarm's exponent on its page: {shown}"
+    );
+}
