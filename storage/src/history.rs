@@ -777,6 +777,7 @@ pub struct GrowthPoint {
 pub fn growth(b: &Backend, range: Range, tenant: &str) -> Result<Vec<GrowthPoint>, StorageError> {
     let mut v: Vec<GrowthRow> = rows(b, range, &format!(" AND tenant = {}", lit(tenant)))?;
     v.retain(|r| r.tenant == tenant);
+    v.sort_by_key(|r| (r.ts, r.point_s));
     Ok(v.into_iter()
         .map(|r| GrowthPoint {
             ts: r.ts,
@@ -816,6 +817,7 @@ pub struct Gap {
 pub fn gaps(b: &Backend, range: Range, tenant: &str) -> Result<Vec<Gap>, StorageError> {
     let mut v: Vec<HeartbeatGapRow> = rows(b, range, &format!(" AND tenant = {}", lit(tenant)))?;
     v.retain(|r| r.tenant == tenant);
+    v.sort_by(|a, b| (a.ts, &a.flow, &a.state).cmp(&(b.ts, &b.flow, &b.state)));
     Ok(v.into_iter()
         .map(|r| Gap {
             ts: r.ts,

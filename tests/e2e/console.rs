@@ -22,17 +22,25 @@ impl Drop for Served {
 }
 
 fn serve_demo(tag: &str) -> Served {
+    serve_demo_with(tag, &[])
+}
+
+fn serve_demo_with(tag: &str, extra: &[&str]) -> Served {
     let tmp = TempDir::new(tag);
     let data = tmp.path("data");
     let demo = root().join("data/demo.pcap");
     let tenants = root().join("data/demo.tenants.toml");
-    let (child, addr) = serve_replay(&[
+    let mut args = vec![
         demo.to_str().unwrap(),
         "--tenants",
         tenants.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
-    ]);
+        "--agent-id",
+        "console",
+    ];
+    args.extend(extra);
+    let (child, addr) = serve_replay(&args);
     Served {
         child,
         addr,
@@ -702,4 +710,72 @@ fn console_pages_show_the_replayed_history_in_chromium() {
         (1.9..2.2).contains(&shown),
         "swarm's exponent on its page: {shown}"
     );
+}
+
+#[test]
+fn history_api_answers_the_same_from_clickhouse_as_from_the_file_store() {
+    if !have("clickhouse-server") {
+        return;
+    }
+    let ch = crate::storage::ClickHouseServer::start("console");
+    let tmp = TempDir::new("console-ch");
+    let cfg = tmp.path("ch.toml");
+    std::fs::write(&cfg, format!("[clickhouse]\nurl = \"{}\"\n", ch.url)).unwrap();
+    let from_ch = serve_demo_with("console-ch-served", &["--config", cfg.to_str().unwrap()]);
+    let from_files = serve_demo("console-files-served");
+    let packets = replayed_packets(&from_ch.addr);
+    assert!(
+        ch.number("SELECT count() FROM tapwatch.traffic") > 0,
+        "the replay stored into ClickHouse"
+    );
+    // Its traffic, summed in SQL from the base table and from the 1-minute rollup.
+    check_traffic(&from_ch.addr, packets);
+    let (_, _, body) = get(&from_ch.addr, "/api/history/extent");
+    let e: Extent = serde_json::from_str(&body).unwrap();
+    let last = e.last.unwrap();
+    #[derive(Deserialize)]
+    struct Table {
+        table: String,
+    }
+    for (days, table) in [(7, "traffic_1m"), (60, "traffic_1h")] {
+        let path = format!(
+            "/api/history/traffic?since={}&until={}",
+            last - days * 86_400,
+            last + 1
+        );
+        let (_, _, body) = get(&from_ch.addr, &path);
+        assert_eq!(serde_json::from_str::<Table>(&body).unwrap().table, table);
+        let t: Traffic = serde_json::from_str(&body).unwrap();
+        assert_eq!(sums(&t).0, packets, "{days} days from {table}");
+    }
+    // Every other answer equal to the file store's.
+    let (_, _, body) = get(&from_files.addr, "/api/history/alerts");
+    let alerts: Vec<AlertSummary> = serde_json::from_str(&body).unwrap();
+    let mut paths: Vec<String> = [
+        "extent",
+        "traffic?by=protocol_type",
+        "traffic?by=size_class",
+        "traffic?by=tenant&tenant=swarm",
+        "alerts",
+        "alerts?severity=critical&state=resolved",
+        "top?of=talkers",
+        "top?of=services&limit=20",
+        "tenants",
+        "growth?tenant=swarm",
+        "gaps?tenant=gossip",
+        "latency?tenant=acme",
+    ]
+    .map(String::from)
+    .to_vec();
+    paths.extend(alerts.iter().map(|a| format!("alerts/{}", a.id)));
+    for p in paths {
+        let (c1, _, a) = get(&from_ch.addr, &format!("/api/history/{p}"));
+        let (c2, _, b) = get(&from_files.addr, &format!("/api/history/{p}"));
+        assert_eq!((c1, c2), (200, 200), "{p}: {a} / {b}");
+        let strip = |s: &str| {
+            // `now` moves between the two requests.
+            s.split(",\"now\":").next().unwrap().to_string()
+        };
+        assert_eq!(strip(&a), strip(&b), "{p}: ClickHouse vs files");
+    }
 }
