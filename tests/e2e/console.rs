@@ -26,12 +26,21 @@ fn serve_demo(tag: &str) -> Served {
 }
 
 fn serve_demo_with(tag: &str, extra: &[&str]) -> Served {
-    let tmp = TempDir::new(tag);
-    let data = tmp.path("data");
     let demo = root().join("data/demo.pcap");
     let tenants = root().join("data/demo.tenants.toml");
+    serve(TempDir::new(tag), &demo, &tenants, extra)
+}
+
+/// A served replay of `pcap` into a fresh file store under `tmp`.
+fn serve(
+    tmp: TempDir,
+    pcap: &std::path::Path,
+    tenants: &std::path::Path,
+    extra: &[&str],
+) -> Served {
+    let data = tmp.path("data");
     let mut args = vec![
-        demo.to_str().unwrap(),
+        pcap.to_str().unwrap(),
         "--tenants",
         tenants.to_str().unwrap(),
         "--data-dir",
@@ -778,4 +787,62 @@ fn history_api_answers_the_same_from_clickhouse_as_from_the_file_store() {
         };
         assert_eq!(strip(&a), strip(&b), "{p}: ClickHouse vs files");
     }
+}
+
+#[test]
+fn a_latency_alert_page_shows_the_baseline_against_the_window_in_chromium() {
+    if !have("chromium") {
+        return;
+    }
+    let tmp = TempDir::new("console-latency");
+    let pcap = tmp.path("rs.pcap");
+    assert!(run(tapwatch()
+        .args(["scenario", "response_shift", "--out"])
+        .arg(&pcap))
+    .status
+    .success());
+    let tenants = tmp.path("rs.tenants.toml");
+    let s = serve(tmp, &pcap, &tenants, &[]);
+    let (_, _, body) = get(&s.addr, "/api/history/alerts?kind=latency_shift");
+    let alerts: Vec<AlertSummary> = serde_json::from_str(&body).unwrap();
+    let a = alerts
+        .first()
+        .expect("the slowed server's latency_shift alert");
+    #[derive(Deserialize)]
+    struct Detail {
+        events: Vec<Event>,
+    }
+    #[derive(Deserialize)]
+    struct Event {
+        evidence: Evidence,
+    }
+    #[derive(Deserialize)]
+    struct Evidence {
+        baseline_p50_us: u64,
+        p50_us: u64,
+    }
+    let (_, _, body) = get(&s.addr, &format!("/api/history/alerts/{}", a.id));
+    let ev = &serde_json::from_str::<Detail>(&body).unwrap().events[0].evidence;
+    assert!(ev.p50_us > 3 * ev.baseline_p50_us, "{body}");
+    let dom = browse(
+        &s.addr,
+        &format!("/console/alerts/{}", a.id),
+        "alert-latency",
+        &TempDir::new("console-latency-chromium"),
+    );
+    assert!(dom.contains("Latency before and after (response)"), "{dom}");
+    for us in [ev.baseline_p50_us, ev.p50_us] {
+        let ms = format!("{:.1} ms", us as f64 / 1000.0);
+        assert!(dom.contains(&ms), "{ms} not on the page");
+    }
+}
+
+#[test]
+fn without_a_store_the_history_api_says_so() {
+    let s = serve_demo_with("console-nostore", &["--no-store"]);
+    let (c, _, body) = get(&s.addr, "/api/history/traffic");
+    assert_eq!(c, 503, "{body}");
+    assert!(body.contains("--no-store"), "{body}");
+    // The page itself is still served (it shows the error in place of the data).
+    assert_eq!(get(&s.addr, "/console/").0, 200);
 }

@@ -150,6 +150,17 @@ struct Latency {
     series: Vec<history::LatencySeries>,
 }
 
+fn not_found(route: &str) -> Fail {
+    let names: Vec<String> = ROUTES
+        .iter()
+        .map(|(r, _)| format!("/api/history/{r}"))
+        .collect();
+    Fail::NotFound(format!(
+        "no route /api/history/{route}: try {}",
+        names.join(", ")
+    ))
+}
+
 fn route_answer(route: &str, query: &str, b: &Backend) -> Result<Reply, Fail> {
     if let Some(id) = route.strip_prefix("alerts/") {
         params_of("alerts/ID", query)?;
@@ -177,14 +188,7 @@ fn route_answer(route: &str, query: &str, b: &Backend) -> Result<Reply, Fail> {
         return Ok(ok(&AlertDetail { alert, events }));
     }
     if !ROUTES.iter().any(|(r, _)| *r == route) {
-        let names: Vec<String> = ROUTES
-            .iter()
-            .map(|(r, _)| format!("/api/history/{r}"))
-            .collect();
-        return Err(Fail::NotFound(format!(
-            "no route /api/history/{route}: try {}",
-            names.join(", ")
-        )));
+        return Err(not_found(route));
     }
     let p = params_of(route, query)?;
     let tenant_required = || {
@@ -243,6 +247,6 @@ fn route_answer(route: &str, query: &str, b: &Backend) -> Result<Reply, Fail> {
             let (step_s, series) = history::latency(b, range(&p, b)?, &t)?;
             ok(&Latency { step_s, series })
         }
-        _ => unreachable!("routes are checked above"),
+        _ => return Err(not_found(route)),
     })
 }
