@@ -571,11 +571,7 @@ pub fn serve(
     Ok(std::thread::Builder::new().name("tapwatch-http".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
-            let inm = req.headers().iter().find(|h| h.field.equiv("If-None-Match")).map(|h| h.value.to_string());
-            if let Some(r) = crate::console::respond(req.url(), inm.as_deref(), telemetry.history.get()) {
-                let _ = req.respond(r.into_response());
-                continue;
-            }
+            let Some(req) = crate::console::serve(req, &telemetry) else { continue };
             let path = req.url().split('?').next().unwrap_or("").to_string();
             let json = |v: serde_json::Value| (200, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default());
             let (status, ctype, body) = match path.as_str() {

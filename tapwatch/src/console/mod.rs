@@ -1,15 +1,24 @@
 //! The console over history: pages (Overview, Alerts, an alert, Tenants, a tenant) embedded
 //! in the binary, and the JSON API under `/api/history/…` they read, answered from the
 //! storage crate's history questions (ClickHouse when configured, else the file store).
-//! Served by `tapwatch run --listen` and `tapwatch replay --serve` alike, on the status
-//! endpoint's thread: [`respond`] is its one entry point.
+//! Served by `tapwatch run --listen` and `tapwatch replay --serve` alike, from the status
+//! endpoint's thread: [`serve`] is its one entry point.
 mod api;
 mod assets;
 mod params;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tapwatch_storage::Backend;
+
+use crate::http::Telemetry;
+
+/// History questions answered at once at most; more are told to retry (503). Each runs on
+/// a thread of its own, so a long range never holds up `/metrics` or the status page.
+const MAX_IN_FLIGHT: usize = 4;
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the console reads history: the backend the run stores into, opened again for reads.
 pub struct History {
@@ -67,9 +76,49 @@ impl Reply {
     }
 }
 
+/// Answers `req` when it is the console's (history questions on a thread of their own,
+/// pages and assets at once) and returns `None`; hands any other request back.
+pub fn serve(req: tiny_http::Request, telemetry: &Arc<Telemetry>) -> Option<tiny_http::Request> {
+    let url = req.url().to_string();
+    let inm = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("If-None-Match"))
+        .map(|h| h.value.to_string());
+    if !url.starts_with("/api/history/") {
+        return match respond(&url, inm.as_deref(), telemetry.history.get()) {
+            Some(r) => {
+                let _ = req.respond(r.into_response());
+                None
+            }
+            None => Some(req),
+        };
+    }
+    if IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        let busy = api::error(503, "busy: too many history questions at once; retry");
+        let _ = req.respond(busy.into_response());
+        return None;
+    }
+    let t = Arc::clone(telemetry);
+    let spawned = std::thread::Builder::new()
+        .name("tapwatch-history".into())
+        .spawn(move || {
+            if let Some(r) = respond(&url, None, t.history.get()) {
+                let _ = req.respond(r.into_response());
+            }
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        // The request went with the closure (its connection is closed).
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+    None
+}
+
 /// The console's answer to `GET url` (path and query), or `None` when the path is not the
 /// console's. `if_none_match` is the request's `If-None-Match` header.
-pub fn respond(url: &str, if_none_match: Option<&str>, history: Option<&History>) -> Option<Reply> {
+fn respond(url: &str, if_none_match: Option<&str>, history: Option<&History>) -> Option<Reply> {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     if let Some(rest) = path.strip_prefix("/api/history/") {
         return Some(match history {
