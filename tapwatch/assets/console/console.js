@@ -158,7 +158,11 @@ async function trafficPanel(el, {tenant, alerts, fixedBy}) {
     el.dataset.by = by;
     draw();
   };
-  if (!fixedBy) q(".by").addEventListener("change", () => load().catch(fail));
+  if (!fixedBy) q(".by").addEventListener("change", () => {
+    params.set("by", q(".by").value);
+    history.replaceState(null, "", "?" + params.toString());
+    load().catch(fail);
+  });
   q(".metric").addEventListener("change", draw);
   q(".mode").addEventListener("change", draw);
   await load();
@@ -238,7 +242,8 @@ function growthChart(el, points, b, title) {
   new uPlot({
     width: Math.min(560, width()), height: 360,
     scales: {x: {time: false, distr: 3, log: 10}, y: {distr: 3, log: 10}},
-    axes: [{label: "active nodes", values: logLabels}, {label: "setups per point", size: 70, values: logLabels}],
+    axes: [{label: "active nodes", values: logLabels, filter: (u, splits) => splits, space: 10},
+      {label: "setups per point", size: 70, values: logLabels, filter: (u, splits) => splits, space: 10}],
     series: [{label: "nodes"},
       {label: "points", stroke: "#36c", width: 0, paths: () => null, points: {show: true, size: 7, fill: "#36c"}},
       {label: `fit, exponent ${b.toFixed(2)}`, stroke: "#c33", width: 2, points: {show: false}}],
@@ -250,6 +255,8 @@ function evidenceTable(ev) {
   return `<table class="evidence">` + rows.map(([k, v]) =>
     `<tr><th>${esc(k.replace(/_/g, " "))}</th><td data-field="${esc(k)}">${
       Array.isArray(v) && v.every(x => typeof x === "number") ? v.map(fmt).join(" – ") :
+      Array.isArray(v) && v.every(x => x && x.flow != null && x.us != null) ?
+        v.map(x => `${esc(x.flow)}: ${(x.us / 1000).toFixed(1)} ms`).join("<br>") :
       (v !== null && typeof v === "object") ? `<code>${esc(JSON.stringify(v))}</code>` :
       (/_ns$/.test(k) && v > 1e17) ? `${iso(Math.floor(v / 1e6) / 1000)}` : fmt(v)}</td></tr>`).join("") + "</table>";
 }
