@@ -420,7 +420,7 @@ pub struct AlertFilter {
     pub tenant: Option<String>,
     /// Only this severity (the alert's highest).
     pub severity: Option<String>,
-    /// Only alerts whose last event in the range has this state.
+    /// Only alerts in this state at the end of the range.
     pub state: Option<String>,
 }
 
@@ -437,7 +437,7 @@ pub struct AlertSummary {
     pub subject: String,
     /// Highest severity of its events.
     pub severity: String,
-    /// State of its last event in the range.
+    /// State at the end of the range (its last event's): `firing` while still open.
     pub state: String,
     /// When the condition started, Unix ms.
     pub started_ms: u64,
@@ -445,7 +445,7 @@ pub struct AlertSummary {
     pub first_ms: u64,
     /// Last event's detection, Unix ms.
     pub last_ms: u64,
-    /// Events in the range.
+    /// Events up to the range's end.
     pub events: u32,
     /// Last event's value.
     pub value: f64,
@@ -462,7 +462,8 @@ fn severity_rank(s: &str) -> u8 {
     }
 }
 
-/// Every alert with an event in `range`, first detected first, filtered.
+/// Every alert with an event in `range` or open at its start, first detected first,
+/// filtered.
 pub fn alerts(
     b: &Backend,
     range: Range,
@@ -474,14 +475,24 @@ pub fn alerts(
             extra.push_str(&format!(" AND {col} = {}", lit(v)));
         }
     }
-    let mut events: Vec<AlertRow> = rows(b, range, &extra)?;
+    // Every event up to the range's end: an alert that fired before the range and is still
+    // open in it belongs to the range as much as one with an event inside.
+    let upto = Range {
+        since: 0,
+        until: range.until,
+    };
+    let mut events: Vec<AlertRow> = rows(b, upto, &extra)?;
     events.retain(|e| {
         f.kind.as_ref().is_none_or(|k| e.kind == *k)
             && f.tenant.as_ref().is_none_or(|t| e.tenant == *t)
     });
     events.sort_by_key(|e| (e.detected_ms, e.state != "firing"));
     let mut by_id: BTreeMap<String, AlertSummary> = BTreeMap::new();
+    let mut in_range: std::collections::BTreeSet<String> = Default::default();
     for e in events {
+        if e.ts >= range.since {
+            in_range.insert(e.id.clone());
+        }
         let a = by_id.entry(e.id.clone()).or_insert_with(|| AlertSummary {
             id: e.id.clone(),
             kind: e.kind.clone(),
@@ -508,7 +519,8 @@ pub fn alerts(
     let mut out: Vec<AlertSummary> = by_id
         .into_values()
         .filter(|a| {
-            f.severity.as_ref().is_none_or(|s| a.severity == *s)
+            (in_range.contains(&a.id) || a.state == "firing")
+                && f.severity.as_ref().is_none_or(|s| a.severity == *s)
                 && f.state.as_ref().is_none_or(|s| a.state == *s)
         })
         .collect();
@@ -714,7 +726,7 @@ pub struct TenantTotal {
     pub packets: u64,
     /// Bytes.
     pub bytes: u64,
-    /// Alerts with an event in the range.
+    /// Alerts with an event in the range or open at its start.
     pub alerts: u32,
 }
 

@@ -321,6 +321,48 @@ fn history_alerts_filter_and_an_alert_shows_its_events_and_evidence() {
             "{q}"
         );
     }
+    // A range after most alerts resolved: only those still open (fired before it).
+    #[derive(Deserialize)]
+    struct Times {
+        first_ms: u64,
+        last_ms: u64,
+    }
+    let times: Vec<Times> = serde_json::from_str(&get(&s.addr, "/api/history/alerts").2).unwrap();
+    let last_resolve = times
+        .iter()
+        .zip(&all)
+        .filter(|(_, a)| a.state == "resolved")
+        .map(|(t, _)| t.last_ms / 1000)
+        .max()
+        .unwrap();
+    let (_, _, body) = get(&s.addr, "/api/history/extent");
+    let e: Extent = serde_json::from_str(&body).unwrap();
+    let (_, _, body) = get(
+        &s.addr,
+        &format!(
+            "/api/history/alerts?since={}&until={}",
+            last_resolve + 1,
+            e.last.unwrap() + 1
+        ),
+    );
+    let late: Vec<AlertSummary> = serde_json::from_str(&body).unwrap();
+    let open: Vec<&str> = all
+        .iter()
+        .filter(|a| a.state == "firing")
+        .map(|a| a.id.as_str())
+        .collect();
+    assert!(!open.is_empty());
+    assert_eq!(late.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), open);
+    // A range before anything fired holds no alert.
+    let first_fired = times.iter().map(|t| t.first_ms / 1000).min().unwrap();
+    let (_, _, body) = get(
+        &s.addr,
+        &format!(
+            "/api/history/alerts?since={}&until={first_fired}",
+            e.first.unwrap()
+        ),
+    );
+    assert_eq!(body, "[]");
     // A resolved heartbeat alert: its firing and resolved events, evidence with the gap.
     let hb = all
         .iter()
@@ -845,4 +887,45 @@ fn without_a_store_the_history_api_says_so() {
     assert!(body.contains("--no-store"), "{body}");
     // The page itself is still served (it shows the error in place of the data).
     assert_eq!(get(&s.addr, "/console/").0, 200);
+}
+
+#[test]
+fn an_alert_with_an_evidence_capture_links_it() {
+    if !have("chromium") {
+        return;
+    }
+    // An alert event of another agent, whose evidence names its capture (as the evidence
+    // captures write them), in the store before the replay adds its own.
+    let tmp = TempDir::new("console-pcap");
+    let alerts = tmp.path("data").join("alerts");
+    std::fs::create_dir_all(&alerts).unwrap();
+    let id = "00c0ffee00c0ffee";
+    let evidence = r#"{"evidence_pcap":"evidence/00c0ffee00c0ffee.pcap","share":0.5}"#;
+    std::fs::write(
+        alerts.join("20260101T00.other.tsv"),
+        format!(
+            "ts\tagent\tbatch\tid\tkind\tstate\tseverity\ttenant\tsubject\tstarted_ms\tdetected_ms\tvalue\tthreshold\tevidence\tversion\n\
+             1767225630\tother\t1\t{id}\theavy_hitter\tfiring\twarning\tacme\t10.1.0.15\t1767225620000\t1767225630000\t0.5\t0.2\t{evidence}\t1\n"
+        ),
+    )
+    .unwrap();
+    let s = serve(
+        tmp,
+        &root().join("data/demo.pcap"),
+        &root().join("data/demo.tenants.toml"),
+        &[],
+    );
+    let (c, _, body) = get(&s.addr, &format!("/api/history/alerts/{id}"));
+    assert_eq!(c, 200, "{body}");
+    assert!(body.contains("evidence/00c0ffee00c0ffee.pcap"), "{body}");
+    let dom = browse(
+        &s.addr,
+        &format!("/console/alerts/{id}"),
+        "alert-pcap",
+        &TempDir::new("console-pcap-chromium"),
+    );
+    assert!(
+        dom.contains(&format!("href=\"/api/alerts/{id}/pcap\"")),
+        "no link to the capture"
+    );
 }

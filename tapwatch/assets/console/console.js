@@ -213,7 +213,7 @@ async function alertsPage(main) {
     <label>tenant <select id="f-tenant"><option value="">any</option></select></label>
     <label>severity <select id="f-severity"><option value="">any</option><option>critical</option><option>warning</option><option>info</option></select></label>
     <label>state <select id="f-state"><option value="">any</option><option>firing</option><option>resolved</option></select></label>
-  </div><div id="list"></div><p class="note">State: that of the alert's last event in the range.</p>`;
+  </div><div id="list"></div><p class="note">Every alert with an event in the range or still open at its start; state: at the end of the range.</p>`;
   const all = await api(`alerts?${rq()}`);
   const fill = (id, values) => { for (const v of [...new Set(values)].sort()) $(id).insertAdjacentHTML("beforeend", `<option>${esc(v)}</option>`); };
   fill("f-kind", all.map(a => a.kind));
