@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{civil, FileRow};
-use crate::rows::{address_text, AlertRow, GrowthRow, HeartbeatGapRow, LatencyRow};
+use crate::rows::{
+    address_text, AlertRow, GrowthRow, HeartbeatGapRow, LatencyRow, PeriodicFlowRow,
+};
 use crate::{Backend, ClickHouse, StorageError};
 
 /// Rows read per table and question at most (a range wider than this is cut, oldest kept).
@@ -324,6 +326,29 @@ impl TsOf for HeartbeatGapRow {
 impl TsOf for LatencyRow {
     fn ts_of(&self) -> u32 {
         self.ts
+    }
+}
+
+impl TsOf for PeriodicFlowRow {
+    fn ts_of(&self) -> u32 {
+        self.ts
+    }
+}
+
+impl FromFile for PeriodicFlowRow {
+    const TABLE: &'static str = "periodic_flows";
+    fn from_file(r: &FileRow) -> PeriodicFlowRow {
+        PeriodicFlowRow {
+            ts: r.u64("ts") as u32,
+            agent: r.str("agent"),
+            batch: r.u64("batch"),
+            tenant: r.str("tenant"),
+            flow: r.str("flow"),
+            bfd: r.u64("bfd") as u8,
+            period_ms: r.f64("period_ms"),
+            last_gap_ms: r.f64("last_gap_ms"),
+            late: r.u64("late") as u8,
+        }
     }
 }
 
@@ -841,6 +866,53 @@ pub fn gaps(b: &Backend, range: Range, tenant: &str) -> Result<Vec<Gap>, Storage
             alert_id: r.alert_id,
         })
         .collect())
+}
+
+/// A periodic flow (heartbeat or BFD session) of a tenant, from the range's snapshots.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    /// The flow.
+    pub flow: String,
+    /// A BFD session.
+    pub bfd: bool,
+    /// Its period in the last snapshot, ms.
+    pub period_ms: f64,
+    /// The longest silence beyond its period any snapshot saw, ms (0: none).
+    pub max_gap_ms: f64,
+    /// Snapshots that held it.
+    pub snapshots: u32,
+    /// Snapshots that found it late.
+    pub late: u32,
+    /// First and last snapshot holding it, Unix s.
+    pub first_ts: u32,
+    /// Last.
+    pub last_ts: u32,
+}
+
+/// A tenant's periodic flows in `range`, by flow.
+pub fn heartbeats(b: &Backend, range: Range, tenant: &str) -> Result<Vec<Heartbeat>, StorageError> {
+    let mut v: Vec<PeriodicFlowRow> = rows(b, range, &format!(" AND tenant = {}", lit(tenant)))?;
+    v.retain(|r| r.tenant == tenant);
+    v.sort_by_key(|r| r.ts);
+    let mut by: BTreeMap<String, Heartbeat> = BTreeMap::new();
+    for r in v {
+        let h = by.entry(r.flow.clone()).or_insert_with(|| Heartbeat {
+            flow: r.flow.clone(),
+            bfd: r.bfd != 0,
+            period_ms: 0.0,
+            max_gap_ms: 0.0,
+            snapshots: 0,
+            late: 0,
+            first_ts: r.ts,
+            last_ts: r.ts,
+        });
+        h.period_ms = r.period_ms;
+        h.max_gap_ms = h.max_gap_ms.max(r.last_gap_ms);
+        h.snapshots += 1;
+        h.late += u32::from(r.late != 0);
+        h.last_ts = r.ts;
+    }
+    Ok(by.into_values().collect())
 }
 
 /// One stage's handshake latency over time.

@@ -450,6 +450,22 @@ fn history_tops_tenants_and_tenant_series_answer_from_the_file_store() {
     let resolved = gaps.iter().find(|g| g.state == "resolved").unwrap();
     assert!(resolved.gap_ms > 3.0 * resolved.period_ms, "{body}");
     #[derive(Deserialize)]
+    struct Heartbeat {
+        flow: String,
+        period_ms: f64,
+        snapshots: u32,
+    }
+    let (_, _, body) = get(&s.addr, "/api/history/heartbeats?tenant=gossip");
+    let beats: Vec<Heartbeat> = serde_json::from_str(&body).unwrap();
+    let gossip = beats
+        .iter()
+        .find(|h| h.flow == "10.50.0.3:7946->192.0.2.30:7946/udp")
+        .unwrap_or_else(|| panic!("the gossip heartbeat: {body}"));
+    assert!(
+        (4900.0..5100.0).contains(&gossip.period_ms) && gossip.snapshots > 0,
+        "{body}"
+    );
+    #[derive(Deserialize)]
     struct Latency {
         series: Vec<LatencySeries>,
     }
@@ -721,6 +737,24 @@ fn console_pages_show_the_replayed_history_in_chromium() {
             .map(|t| (t.tenant.clone(), t.packets.to_string()))
             .collect::<Vec<_>>()
     );
+    // The gossip tenant: its heartbeat flow with the period the API gives.
+    let dom = browse(&s.addr, "/console/tenants/gossip", "tenant-gossip", &tmp);
+    #[derive(Deserialize)]
+    struct Heartbeat {
+        flow: String,
+        period_ms: f64,
+    }
+    let (_, _, body) = get(&s.addr, "/api/history/heartbeats?tenant=gossip");
+    let beats: Vec<Heartbeat> = serde_json::from_str(&body).unwrap();
+    assert!(!beats.is_empty());
+    let shown = row_pairs(&dom, "flow", "period-ms");
+    assert_eq!(
+        shown,
+        beats
+            .iter()
+            .map(|h| (html_escape(&h.flow), h.period_ms.to_string()))
+            .collect::<Vec<_>>()
+    );
     // The growing tenant: its isolation advice, its traffic and its fitted exponent.
     let dom = browse(&s.addr, "/console/tenants/swarm", "tenant-swarm", &tmp);
     let advice = alerts
@@ -814,6 +848,7 @@ fn history_api_answers_the_same_from_clickhouse_as_from_the_file_store() {
         "tenants",
         "growth?tenant=swarm",
         "gaps?tenant=gossip",
+        "heartbeats?tenant=infrastructure",
         "latency?tenant=acme",
     ]
     .map(String::from)

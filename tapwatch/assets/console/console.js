@@ -331,7 +331,8 @@ async function tenantPage(main, name) {
     <h2>Traffic by protocol type</h2><div id="traffic"></div>
     <h2>Connection setups against active nodes</h2><div id="growth"></div>
     <h2>Handshake latency</h2><div id="latency"></div>
-    <h2>Heartbeats and their gaps</h2><div id="gaps"></div>
+    <h2>Heartbeats</h2><div id="heartbeats"></div>
+    <h2>Heartbeat gaps</h2><div id="gaps"></div>
     <h2>Alerts</h2><div id="alerts"></div>`;
   const t = encodeURIComponent(name);
   const alerts = await api(`alerts?${rq("tenant=" + t)}`);
@@ -364,6 +365,12 @@ async function tenantPage(main, name) {
     }
     timeChart($("latency"), {x: xs, keys, values, stacked: false, unit: `ms (per ${l.step_s} s)`, alerts});
   }
+  const beats = await api(`heartbeats?${rq("tenant=" + t)}`);
+  $("heartbeats").innerHTML = beats.length ? `<table><tr><th>flow</th><th class="n">period (s)</th><th class="n">longest silence beyond its period (s)</th><th class="n">late snapshots</th><th>seen</th></tr>` +
+    beats.map(h => `<tr data-flow="${esc(h.flow)}" data-period-ms="${h.period_ms}"><td>${esc(h.flow)}${h.bfd ? " (BFD)" : ""}</td>
+      <td class="n">${(h.period_ms / 1000).toFixed(2)}</td><td class="n">${h.max_gap_ms > 0 ? (h.max_gap_ms / 1000).toFixed(2) : "none"}</td>
+      <td class="n ${h.late ? "critical" : ""}">${h.late} of ${h.snapshots}</td><td>${iso(h.first_ts)} – ${iso(h.last_ts)}</td></tr>`).join("") + "</table>"
+    : `<p class="note">no periodic flows learned in this range</p>`;
   const gaps = await api(`gaps?${rq("tenant=" + t)}`);
   $("gaps").innerHTML = gaps.length ? `<table><tr><th>detected</th><th>flow</th><th>state</th><th class="n">period (s)</th><th class="n">gap (s)</th><th>alert</th></tr>` +
     gaps.map(x => `<tr data-gap-ms="${x.gap_ms}"><td>${iso(x.ts)}</td><td>${esc(x.flow)}${x.bfd ? " (BFD)" : ""}</td><td class="${esc(x.state)}">${esc(x.state)}</td>

@@ -10,7 +10,7 @@ use super::params::{BadParam, Params};
 use super::Reply;
 
 /// Routes and the parameters each takes (for the 404's list and the 400's).
-const ROUTES: [(&str, &[&str]); 9] = [
+const ROUTES: [(&str, &[&str]); 10] = [
     ("extent", &[]),
     ("traffic", &["since", "until", "by", "tenant"]),
     (
@@ -22,6 +22,7 @@ const ROUTES: [(&str, &[&str]); 9] = [
     ("tenants", &["since", "until"]),
     ("growth", &["since", "until", "tenant"]),
     ("gaps", &["since", "until", "tenant"]),
+    ("heartbeats", &["since", "until", "tenant"]),
     ("latency", &["since", "until", "tenant"]),
 ];
 
@@ -241,6 +242,10 @@ fn route_answer(route: &str, query: &str, b: &Backend) -> Result<Reply, Fail> {
         "gaps" => {
             let t = tenant_required()?;
             ok(&history::gaps(b, range(&p, b)?, &t)?)
+        }
+        "heartbeats" => {
+            let t = tenant_required()?;
+            ok(&history::heartbeats(b, range(&p, b)?, &t)?)
         }
         "latency" => {
             let t = tenant_required()?;
