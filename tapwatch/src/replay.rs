@@ -183,7 +183,7 @@ fn serve_views(
             .context("installing signal handlers")?;
     }
     let server = crate::http::serve(addr, Arc::clone(telemetry), stop)?;
-    tracing::info!("serving the replay's status page on http://{addr}/status until SIGINT/SIGTERM");
+    tracing::info!("serving the replay's status page on http://{addr}/status and its console on http://{addr}/console/ until SIGINT/SIGTERM");
     let _ = server.join();
     Ok(())
 }
