@@ -124,10 +124,13 @@ function trafficTotals(t) {
     .sort((a, b) => b.packets - a.packets || (a.key < b.key ? -1 : 1));
 }
 
-function totalsTable(rows) {
+// The totals beneath a traffic chart; split by tenant, each key leads to its tenant page.
+function totalsTable(rows, byTenant) {
+  const name = r => esc(r.key === "" ? "(none)" : r.key);
   return `<table class="totals"><tr><th>key</th><th class="n">packets</th><th class="n">bytes</th></tr>` +
     rows.map(r => `<tr data-key="${esc(r.key)}" data-packets="${r.packets}" data-bytes="${r.bytes}">` +
-      `<td><span class="swatch" style="background:${r.colour}"></span>${esc(r.key === "" ? "(none)" : r.key)}</td>` +
+      `<td><span class="swatch" style="background:${r.colour}"></span>${byTenant && r.key !== "" ?
+        `<a href="${withRange("/console/tenants/" + encodeURIComponent(r.key))}">${name(r)}</a>` : name(r)}</td>` +
       `<td class="n">${num(r.packets)}</td><td class="n">${num(r.bytes)}</td></tr>`).join("") + "</table>";
 }
 
@@ -150,7 +153,7 @@ async function trafficPanel(el, {tenant, alerts, fixedBy}) {
       unit: `${metric} per ${t.step_s} s`, alerts});
     q(".step").textContent = `${t.series.length} series, one point per ${t.step_s} s (from the ${t.table} table); ` +
       `dashed lines: alerts (red critical, orange warning).`;
-    q(".totals-box").innerHTML = totalsTable(trafficTotals(t));
+    q(".totals-box").innerHTML = totalsTable(trafficTotals(t), el.dataset.by === "tenant");
   };
   const load = async () => {
     const by = fixedBy || q(".by").value;
