@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::{civil, FileRow};
+use crate::files::FileRow;
 use crate::rows::{
     address_text, AlertRow, GrowthRow, HeartbeatGapRow, LatencyRow, PeriodicFlowRow,
 };
@@ -253,6 +253,9 @@ pub fn extent(b: &Backend) -> Result<Option<(u32, u32)>, StorageError> {
 fn hour_start(name: &str) -> Option<u32> {
     let num = |a: usize, b: usize| name.get(a..b)?.parse::<i64>().ok();
     let (y, m, d, h) = (num(0, 4)?, num(4, 6)?, num(6, 8)?, num(9, 11)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(0..=23).contains(&h) {
+        return None;
+    }
     // Days from civil (the inverse of `files::civil`).
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
@@ -261,7 +264,6 @@ fn hour_start(name: &str) -> Option<u32> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    debug_assert_eq!(civil(days), (y, m as u32, d as u32));
     u32::try_from(days * 86_400 + h * 3600).ok()
 }
 
@@ -994,6 +996,7 @@ mod tests {
             assert_eq!(hour_start(&crate::files::hour_name(ts)), Some(ts));
         }
         assert_eq!(hour_start("garbage"), None);
+        assert_eq!(hour_start("20261399T99"), None);
     }
 
     #[test]
