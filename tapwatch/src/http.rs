@@ -69,6 +69,8 @@ pub struct Telemetry {
     pub views: Mutex<Views>,
     /// The storage sink's counters, once it runs.
     pub storage: std::sync::OnceLock<std::sync::Arc<tapwatch_storage::StoreStats>>,
+    /// The history the console reads (none with `--no-store`).
+    pub history: std::sync::OnceLock<crate::console::History>,
 }
 
 /// The JSON views.
@@ -569,6 +571,7 @@ pub fn serve(
     Ok(std::thread::Builder::new().name("tapwatch-http".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
+            let Some(req) = crate::console::serve(req, &telemetry) else { continue };
             let path = req.url().split('?').next().unwrap_or("").to_string();
             let json = |v: serde_json::Value| (200, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default());
             let (status, ctype, body) = match path.as_str() {
@@ -582,7 +585,7 @@ pub fn serve(
                 "/api/latency" => json(telemetry.views.lock().map(|v| v.latency.json()).unwrap_or_default()),
                 "/api/heartbeats" => json(serde_json::Value::Array(telemetry.workers.iter().flat_map(|w| w.heartbeats.lock().map(|h| h.clone()).unwrap_or_default()).collect())),
                 "/" | "/status" => (200, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
-                _ => (404, "text/plain", "not found: try /status, /metrics, /healthz, /readyz, /api/top, /api/alerts, /api/tenants, /api/heartbeats\n".to_string()),
+                _ => (404, "text/plain", "not found: try /console/, /status, /metrics, /healthz, /readyz, /api/top, /api/alerts, /api/tenants, /api/heartbeats\n".to_string()),
             };
             let header = tiny_http::Header::from_bytes("Content-Type", ctype).expect("static header");
             let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(header));

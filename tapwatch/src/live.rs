@@ -177,6 +177,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         live.fanout_group = Some((std::process::id() & 0xffff) as u16);
     }
     let telemetry = Arc::new(Telemetry::new(&label, workers));
+    if !args.common.store.no_store {
+        let _ = telemetry
+            .history
+            .set(crate::console::History::open(&config)?);
+    }
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match &args.listen {
         Some(addr) => Some(crate::http::serve(

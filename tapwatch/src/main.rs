@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
 mod config;
+mod console;
 mod engine;
 mod history;
 mod http;
@@ -267,7 +268,8 @@ struct ReplayArgs {
     /// goes to standard error). See docs/alerts.md for the fields.
     #[arg(long, value_name = "PATH")]
     alerts_out: Option<PathBuf>,
-    /// After the replay, serve its status page and JSON API on this address (e.g.
+    /// After the replay, serve its status page, JSON API and the console over its stored
+    /// history (/console/) on this address (e.g.
     /// 127.0.0.1:9178) until SIGINT/SIGTERM.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
@@ -313,7 +315,8 @@ struct RunArgs {
     /// Write alert events as JSON lines to this file (`-`: standard output).
     #[arg(long, value_name = "PATH")]
     alerts_out: Option<PathBuf>,
-    /// Serve /metrics, /healthz, /readyz and /api/{top,alerts,tenants} here (`none` to turn off).
+    /// Serve /metrics, /healthz, /readyz, /status, /api/{top,alerts,tenants} and the console
+    /// over history (/console/, /api/history/…) here (`none` to turn off).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9178")]
     listen: String,
     /// Once the capture sockets are open, switch to this unprivileged user.

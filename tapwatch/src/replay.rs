@@ -50,6 +50,11 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     let (config, classifier) = crate::config::load(common)?;
     let classifier = Arc::new(classifier);
     let telemetry = Arc::new(crate::http::Telemetry::new("replay", 1));
+    if serve.is_some() && !common.store.no_store {
+        let _ = telemetry
+            .history
+            .set(crate::console::History::open(&config)?);
+    }
     let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let store = crate::store::StoreSink::open(&config, &common.store, "replay", inputs)?;
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
@@ -178,7 +183,7 @@ fn serve_views(
             .context("installing signal handlers")?;
     }
     let server = crate::http::serve(addr, Arc::clone(telemetry), stop)?;
-    tracing::info!("serving the replay's status page on http://{addr}/status until SIGINT/SIGTERM");
+    tracing::info!("serving the replay's status page on http://{addr}/status and its console on http://{addr}/console/ until SIGINT/SIGTERM");
     let _ = server.join();
     Ok(())
 }

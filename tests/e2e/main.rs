@@ -2,6 +2,7 @@
 //! (tcpdump, tshark) and real interfaces (veth pairs in namespaces the tests create).
 
 mod common;
+mod console;
 mod durability;
 mod engine;
 mod flow_health;

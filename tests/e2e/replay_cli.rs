@@ -510,7 +510,7 @@ fn the_demo_status_page_plots_setup_growth_in_a_browser() {
 
 /// `tapwatch replay ARGS --format json --serve` on a free port, once it serves the status
 /// page (the replay is over by then): the process and its address.
-fn serve_replay(args: &[&str]) -> (std::process::Child, String) {
+pub(crate) fn serve_replay(args: &[&str]) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
