@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod alerts;
 mod config;
 mod engine;
+mod evidence;
 mod history;
 mod http;
 mod live;
