@@ -79,7 +79,10 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     let mut recorder = hub.as_ref().map(|h| {
         telemetry.evidence.get_or_init(|| Arc::clone(&h.stats));
         coordinator.set_evidence(crate::evidence::Collector::new(Arc::clone(h)));
-        h.recorder()
+        // With worker threads the reader runs ahead of the merger: paced, so that its ring
+        // still holds what comes before the alerts the merger has yet to raise.
+        let lag = 2 * config.analyzer.window_ns() + config.analyzer.grace_ns();
+        h.paced_recorder((workers > 1).then_some(lag))
     });
     let mut readers = Vec::with_capacity(files.len());
     for f in files {

@@ -157,7 +157,7 @@ impl Coordinator {
         let events = self.rules.tick(end);
         self.emit(events)?;
         if let Some(c) = &mut self.evidence {
-            c.write_done();
+            c.window(end);
         }
         self.sinks_window()
     }

@@ -38,6 +38,10 @@ use subject::Subject;
 /// Packets between two looks for new requests on a ring owner.
 const CHECK_EVERY: u32 = 1024;
 
+/// Longest a paced reader waits for the merger at one check, ms: a merger that stopped
+/// (an error) slows the reader, never stops it.
+const MAX_WAIT_MS: u32 = 200;
+
 /// Alert ids remembered as captured in this run (a re-announced alert is not captured
 /// again); the set is cleared when full.
 const REMEMBERED: usize = 65_536;
@@ -119,6 +123,8 @@ pub struct Hub {
     classifier: Arc<Classifier>,
     dir: PathBuf,
     generation: AtomicU64,
+    /// End of the last window the merger merged (event time, ns).
+    merged_until: AtomicU64,
     inner: Mutex<Inner>,
     /// Counters.
     pub stats: Arc<EvidenceStats>,
@@ -137,6 +143,7 @@ impl Hub {
                 classifier,
                 dir: tapwatch_storage::evidence::under(data_dir),
                 generation: AtomicU64::new(0),
+                merged_until: AtomicU64::new(0),
                 inner: Mutex::new(Inner::default()),
                 stats: Arc::new(EvidenceStats::default()),
             })
@@ -149,6 +156,15 @@ impl Hub {
 
     /// A ring owner: create every one before the first packet.
     pub fn recorder(self: &Arc<Hub>) -> Recorder {
+        self.paced_recorder(None)
+    }
+
+    /// A ring owner that, when its ring is full, waits for the merger to come within
+    /// `lag_ns` of its packets (replay with worker threads: the reader may run far ahead of
+    /// the merger, and the ring must still hold the packets before an alert it has not
+    /// raised yet). A file's captures then do not depend on thread timing as long as the
+    /// ring holds `lag_ns` + `before_s` of traffic.
+    pub fn paced_recorder(self: &Arc<Hub>, lag_ns: Option<u64>) -> Recorder {
         let ring = Ring::new(self.cfg.ring_packets);
         self.stats
             .ring_bytes
@@ -163,6 +179,7 @@ impl Hub {
             active: Vec::new(),
             countdown: CHECK_EVERY,
             cut_seen: 0,
+            lag_ns,
         }
     }
 
@@ -299,6 +316,7 @@ pub struct Recorder {
     active: Vec<Active>,
     countdown: u32,
     cut_seen: u64,
+    lag_ns: Option<u64>,
 }
 
 impl Recorder {
@@ -339,6 +357,19 @@ impl Recorder {
             }
         }
         self.expire(now);
+        if let Some(lag) = self.lag_ns {
+            self.wait_for_merger(now, lag);
+        }
+    }
+
+    /// Waits (bounded) while the ring is full and the merger is more than `lag` behind.
+    fn wait_for_merger(&self, now: u64, lag: u64) {
+        let behind = || now > self.hub.merged_until.load(Ordering::Acquire).saturating_add(lag);
+        let mut waited = 0;
+        while self.ring.len() == self.ring.capacity() && behind() && waited < MAX_WAIT_MS {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            waited += 1;
+        }
     }
 
     fn start(&mut self, req: Arc<Request>) {
@@ -454,6 +485,13 @@ impl Collector {
                 until_ns: e.detected_ns.saturating_add(cfg.after_ns()),
             });
         }
+        self.write_done();
+    }
+
+    /// A window merged up to `end_ns`: paced rings may move on; finished captures are
+    /// written.
+    pub fn window(&mut self, end_ns: u64) {
+        self.hub.merged_until.store(end_ns, Ordering::Release);
         self.write_done();
     }
 
