@@ -4,6 +4,7 @@
 mod common;
 mod durability;
 mod engine;
+mod evidence;
 mod flow_health;
 mod latency;
 mod live_capture;

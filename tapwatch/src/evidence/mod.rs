@@ -364,7 +364,13 @@ impl Recorder {
 
     /// Waits (bounded) while the ring is full and the merger is more than `lag` behind.
     fn wait_for_merger(&self, now: u64, lag: u64) {
-        let behind = || now > self.hub.merged_until.load(Ordering::Acquire).saturating_add(lag);
+        let behind = || {
+            now > self
+                .hub
+                .merged_until
+                .load(Ordering::Acquire)
+                .saturating_add(lag)
+        };
         let mut waited = 0;
         while self.ring.len() == self.ring.capacity() && behind() && waited < MAX_WAIT_MS {
             std::thread::sleep(std::time::Duration::from_millis(1));
