@@ -826,6 +826,28 @@ mod tests {
     }
 
     #[test]
+    fn the_capture_is_named_inside_evidence_only_when_written() {
+        let mut e = AlertEngine::default()
+            .process(&finding(true, Severity::Critical, 1_000_000_000))
+            .remove(0);
+        let plain = serde_json::to_value(&e).unwrap();
+        assert!(plain["evidence"].get("evidence_pcap").is_none());
+        assert!(!e.evidence_json().contains("evidence_pcap"));
+        e.evidence_pcap = Some(format!("evidence/{}.pcap", e.id));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v["evidence"]["evidence_pcap"],
+            format!("evidence/{}.pcap", e.id)
+        );
+        assert_eq!(
+            v["evidence"]["peak_share"], 0.4,
+            "beside the detector's numbers"
+        );
+        assert_eq!(v["started_at"], "1970-01-01T00:00:01.000000000Z");
+        assert!(e.evidence_json().contains("\"evidence_pcap\""));
+    }
+
+    #[test]
     fn rfc3339_matches_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(

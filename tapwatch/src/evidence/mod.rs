@@ -563,3 +563,120 @@ impl Collector {
         &self.hub.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tapwatch_analyzer::{Evidence, HeartbeatEvidence, Severity};
+    use tapwatch_capture::LinkType;
+    use tapwatch_classifier::ClassifierConfig;
+
+    use super::*;
+
+    /// An Ethernet/IPv4/UDP frame from `src` to 192.0.2.1:53 with 100 payload bytes.
+    fn frame(src: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend([0x08, 0x00, 0x45, 0, 0, 128, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend(src);
+        f.extend([192, 0, 2, 1, 0x30, 0x39, 0, 53, 0, 108, 0, 0]);
+        f.extend([0xee; 100]);
+        f
+    }
+
+    fn alert(id: &str, subject: &str, detected_ns: u64) -> AlertEvent {
+        AlertEvent {
+            version: 1,
+            kind: AlertKind::HeavyHitter,
+            state: AlertState::Firing,
+            id: id.into(),
+            severity: Severity::Critical,
+            tenant: None,
+            subject: subject.into(),
+            started_ns: detected_ns,
+            detected_ns,
+            value: 1.0,
+            threshold: 0.5,
+            evidence: tapwatch_rules::AlertEvidence::Finding(Evidence::Heartbeat(
+                HeartbeatEvidence::default(),
+            )),
+            evidence_pcap: None,
+        }
+    }
+
+    #[test]
+    fn many_requests_each_get_their_subject_before_and_after_detection() {
+        let dir = std::env::temp_dir().join(format!("tw-evidence-hub-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = EvidenceConfig {
+            ring_packets: 1024,
+            before_s: 1.0,
+            after_s: 1.0,
+            max_packets: 40,
+            max_active: 4,
+            ..EvidenceConfig::default()
+        };
+        let classifier = Arc::new(Classifier::new(
+            tapwatch_classifier::TenantMap::default(),
+            &ClassifierConfig::default(),
+        ));
+        let hub = Hub::new(&cfg, Arc::clone(&classifier), &dir).unwrap();
+        let mut rec = hub.recorder();
+        let mut collector = Collector::new(Arc::clone(&hub));
+        let frames: Vec<Vec<u8>> = (1..=10).map(|i| frame([10, 0, 0, i])).collect();
+        let feed = |rec: &mut Recorder, from: u64, to: u64| {
+            for t in from..to {
+                let f = &frames[(t % 10) as usize];
+                let fr = Frame {
+                    ts_ns: t * 10_000_000,
+                    wire_len: f.len() as u32,
+                    link: LinkType::Ethernet,
+                    interface: 0,
+                    data: f,
+                };
+                rec.record(&fr, &classifier.classify(&fr));
+            }
+        };
+        // 2 s of traffic, ten sources each every 100 ms; eight alerts at 1 s.
+        feed(&mut rec, 1, 100);
+        let mut events: Vec<AlertEvent> = (1..=8)
+            .map(|i| alert(&format!("{i:016x}"), &format!("10.0.0.{i}"), 1_000_000_000))
+            .collect();
+        events.push(alert("00000000000000ff", "no-such-tenant", 1_000_000_000));
+        collector.alerts(&mut events);
+        assert!(events[..8].iter().all(|e| e.evidence_pcap.is_some()));
+        assert_eq!(
+            events[8].evidence_pcap, None,
+            "nothing to match: nothing named"
+        );
+        // The ring owner's next look (every CHECK_EVERY packets) finds them.
+        rec.tick(990_000_000);
+        feed(&mut rec, 100, 300);
+        rec.finish();
+        collector.finish();
+        let stats = collector.stats().json();
+        assert_eq!(stats["captures_written"], 8);
+        assert_eq!(stats["captures_failed"], 0);
+        // Four followed after detection; four beyond max_active only had the ring's.
+        assert_eq!(stats["captures_truncated"], 4);
+        for i in 1..=8u8 {
+            let bytes = std::fs::read(dir.join(format!("evidence/{i:016x}.pcap"))).unwrap();
+            let mut at = 24;
+            let mut n = 0;
+            while at < bytes.len() {
+                let caplen =
+                    u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+                let origlen = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap());
+                assert_eq!(
+                    (caplen, origlen),
+                    (42, 142),
+                    "headers only, wire length kept"
+                );
+                assert_eq!(bytes[at + 16 + 29], i, "the subject's packets only");
+                at += 16 + caplen;
+                n += 1;
+            }
+            // 10 before (1 s at 100 ms), and up to 10 after for those followed.
+            assert!(n >= 10 && n <= 21, "{i}: {n}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
