@@ -675,7 +675,7 @@ mod tests {
                 n += 1;
             }
             // 10 before (1 s at 100 ms), and up to 10 after for those followed.
-            assert!(n >= 10 && n <= 21, "{i}: {n}");
+            assert!((10..=21).contains(&n), "{i}: {n}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
