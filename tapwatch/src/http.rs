@@ -1,5 +1,6 @@
 //! tapwatch's own HTTP endpoint for `run`: Prometheus `/metrics`, `/healthz`, `/readyz`, and a
-//! small JSON API (`/api/top`, `/api/alerts`, `/api/tenants`). Workers publish counters into
+//! small JSON API (`/api/top`, `/api/alerts`, `/api/tenants`), and each alert's evidence
+//! capture at `/api/alerts/<id>/pcap`. Workers publish counters into
 //! atomics (every 256 packets or poll timeout); the merger thread refreshes the JSON views
 //! once per window. Nothing here is touched per packet.
 use std::fmt::Write as _;
