@@ -367,9 +367,10 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
     if let Some(ev) = &s.report.evidence {
         writeln!(
             out,
-            "evidence: {} captures ({} packets) under the data directory's evidence/; {} truncated, {} short of history, {} removed for disk, {} failed",
+            "evidence: {} captures ({} packets) in {}; {} truncated, {} short of history, {} removed for disk, {} failed",
             ev["captures_written"],
             ev["packets_written"],
+            ev["dir"].as_str().unwrap_or_default(),
             ev["captures_truncated"],
             ev["captures_short_history"],
             ev["files_removed_for_disk"],

@@ -342,6 +342,16 @@ fn the_capture_is_served_for_download_and_bad_ids_are_refused() {
         let (head, _) = get(&addr, path);
         assert!(head.split(' ').nth(1) == Some(status), "{path}: {head}");
     }
+    let (_, metrics) = get(&addr, "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("tapwatch_evidence_written_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tapwatch_evidence_failed_total 0\n"),
+        "{metrics}"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
 }

@@ -239,7 +239,7 @@ impl Coordinator {
         let mut report = RunReport::default();
         if let Some(c) = &mut self.evidence {
             c.finish();
-            report.evidence = Some(c.stats().json());
+            report.evidence = Some(c.report());
         }
         for s in &mut self.sinks {
             s.finish(&mut report)?;

@@ -562,6 +562,13 @@ impl Collector {
     pub fn stats(&self) -> &Arc<EvidenceStats> {
         &self.hub.stats
     }
+
+    /// The summary's `evidence`: the counters and the directory.
+    pub fn report(&self) -> serde_json::Value {
+        let mut v = self.hub.stats.json();
+        v["dir"] = self.hub.dir.display().to_string().into();
+        v
+    }
 }
 
 #[cfg(test)]
