@@ -558,11 +558,6 @@ impl Collector {
             .fetch_add(left.len() as u64, Ordering::Relaxed);
     }
 
-    /// The counters.
-    pub fn stats(&self) -> &Arc<EvidenceStats> {
-        &self.hub.stats
-    }
-
     /// The summary's `evidence`: the counters and the directory.
     pub fn report(&self) -> serde_json::Value {
         let mut v = self.hub.stats.json();
@@ -659,7 +654,7 @@ mod tests {
         feed(&mut rec, 100, 300);
         rec.finish();
         collector.finish();
-        let stats = collector.stats().json();
+        let stats = collector.report();
         assert_eq!(stats["captures_written"], 8);
         assert_eq!(stats["captures_failed"], 0);
         // Four followed after detection; four beyond max_active only had the ring's.
