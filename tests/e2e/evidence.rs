@@ -58,6 +58,38 @@ fn headers(data: &[u8]) -> (usize, IpAddr, IpAddr, u16, u16) {
     (link + exts + net.header_len() + transport, src, dst, sp, dp)
 }
 
+/// Headers of a record of link type `link` by etherparse, adding the transport header of
+/// a first fragment (etherparse stops at the IP header of any fragment): `None` for link
+/// types other than Ethernet and Linux cooked.
+fn header_len_any(link: u32, data: &[u8]) -> Option<usize> {
+    let h = match link {
+        1 => LaxPacketHeaders::from_ethernet(data).ok()?,
+        113 => LaxPacketHeaders::from_linux_sll(data).ok()?,
+        _ => return None,
+    };
+    let link_len = match link {
+        113 => 16,
+        _ => h.link.as_ref().map_or(0, |l| l.header_len()),
+    };
+    let exts: usize = h.link_exts.iter().map(|e| e.header_len()).sum();
+    let Some(net) = h.net.as_ref() else {
+        return Some(link_len + exts);
+    };
+    let ip_end = link_len + exts + net.header_len();
+    let transport = match (&h.transport, net) {
+        (Some(t), _) => t.header_len(),
+        (None, NetHeaders::Ipv4(ip, _)) if ip.more_fragments && ip.fragment_offset.value() == 0 => {
+            match ip.protocol.0 {
+                6 => usize::from(data.get(ip_end + 12)? >> 4) * 4,
+                17 | 1 => 8,
+                _ => 0,
+            }
+        }
+        _ => 0,
+    };
+    Some(ip_end + transport)
+}
+
 /// Whether `a` is in one of `tenant`'s prefixes of the tenants file.
 fn in_tenant(tenants: &Path, tenant: &str, a: IpAddr) -> bool {
     let t: toml::Value = toml::from_str(&std::fs::read_to_string(tenants).unwrap()).unwrap();
@@ -354,4 +386,67 @@ fn the_capture_is_served_for_download_and_bad_ids_are_refused() {
     );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
+}
+
+#[test]
+fn captures_of_the_shared_captures_hold_headers_only() {
+    let Some(dir) = shared_pcaps() else { return };
+    let tmp = TempDir::new("evidence-shared");
+    let mut records = 0;
+    for name in [
+        "pcapplusplus__ip-frag.pcap",
+        "pcapplusplus__sll.pcap",
+        "pcapplusplus__many-protocols.pcap",
+        "stopddos__pkt.TCP.synflood.spoofed.pcap",
+        "stopddos__amp.dns.RRSIG.fragmented.pcap",
+        "zeek__quic_win11_firefox_google.pcap",
+    ] {
+        let pcap = dir.join(name);
+        if !pcap.exists() {
+            continue;
+        }
+        let data = tmp.path(name);
+        let o = run(tapwatch()
+            .arg("replay")
+            .arg(&pcap)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--format", "json", "--progress", "never"]));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let Ok(files) = std::fs::read_dir(data.join("evidence")) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            let (link, recs) = read_pcap(&bytes);
+            for r in &recs {
+                if let Some(len) = header_len_any(link, &r.data) {
+                    assert_eq!(
+                        r.caplen,
+                        len,
+                        "{name}: {}: headers only",
+                        f.path().display()
+                    );
+                }
+                assert!(r.origlen >= r.caplen);
+                records += 1;
+            }
+            if have("tcpdump") {
+                let o = run(std::process::Command::new("tcpdump")
+                    .arg("-nn")
+                    .arg("-r")
+                    .arg(f.path()));
+                assert!(
+                    o.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+    }
+    eprintln!("{records} records checked");
 }
