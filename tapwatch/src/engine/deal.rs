@@ -44,6 +44,8 @@ pub struct DealOptions<'a> {
     pub print_packets: bool,
     /// Set to stop reading early (SIGINT/SIGTERM); windows seen so far are finished.
     pub stop: &'a AtomicBool,
+    /// Keeps recent headers for evidence captures (the reader's ring), when on.
+    pub evidence: Option<&'a mut crate::evidence::Recorder>,
 }
 
 /// What the workers counted, once the replay is over.
@@ -176,6 +178,9 @@ fn read<S: FrameSource>(
     while let Some(frame) = source.next_frame()? {
         o.pacer.wait(frame.ts_ns);
         let meta = o.classifier.classify(&frame);
+        if let Some(r) = o.evidence.as_deref_mut() {
+            r.record(&frame, &meta);
+        }
         let tell_all = clock.advance(meta.ts_ns);
         deal(&meta, clock.watermark, tell_all)?;
         packets += 1;
