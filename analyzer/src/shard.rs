@@ -202,10 +202,6 @@ impl Shard {
         if m.weight <= 1 {
             self.detectors.prefetch(m);
         }
-        // Most packets fall in the newest open window.
-        if let (Some(w), Some(_)) = (self.open.back(), m.src) {
-            w.prefetch(&hashes, m.dst.is_some(), m.fragment != Fragment::Later);
-        }
         hashes
     }
 

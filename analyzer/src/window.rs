@@ -299,23 +299,6 @@ impl WindowStats {
         (self.end_ns - self.start_ns) as f64 / 1e9
     }
 
-    /// Loads the sketch slots a packet with these hashes will be counted in (its source
-    /// sketches; with a destination, the destination and service ones; the flow sketch
-    /// unless it is a later fragment).
-    #[inline]
-    pub(crate) fn prefetch(&self, h: &crate::shard::PacketHashes, dst: bool, first: bool) {
-        self.sources.prefetch(h.source);
-        self.source_bytes.prefetch(h.source);
-        self.source_kinds.prefetch(h.source_kind);
-        if dst {
-            self.destinations.prefetch(h.destination);
-            if first {
-                self.services.prefetch(h.service);
-                self.flows.prefetch(h.flow);
-            }
-        }
-    }
-
     /// The tenant's numbers, created on first use.
     #[inline]
     pub fn tenant(&mut self, t: TenantId) -> &mut TenantWindow {

@@ -165,16 +165,6 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         }
     }
 
-    /// Loads the slot a key with hash `h` (its [`mix64`]) most likely lands in, ahead of
-    /// [`FrequentItems::add_hashed`].
-    #[inline]
-    pub fn prefetch(&self, h: u64) {
-        let i = h as usize & self.mask;
-        super::prefetch(&self.tags[i]);
-        super::prefetch(&self.counts[i]);
-        super::prefetch(&self.slots[i]);
-    }
-
     /// Subtracts the median count from every key and drops those at or below zero.
     #[cold]
     fn purge(&mut self) {
