@@ -1,7 +1,8 @@
-//! Live capture throughput on a veth pair: the TPACKET_V3 ring path against the portable
-//! pnet path, side by side. A sender in a network namespace this benchmark creates blasts
-//! small UDP frames from one end; `tapwatch run` (all detectors on) captures on the other.
-//! Prints packets/s captured, kernel drops and CPU seconds per million packets.
+//! Live capture throughput on a veth pair: the TPACKET_V3 ring path with 1 and 2 workers
+//! against the portable pnet path, side by side. A sender in a network namespace this
+//! benchmark creates blasts small UDP frames of 64 flows (the kernel fans flows out to the
+//! workers) from one end; `tapwatch run` (all detectors on) captures on the other. Prints
+//! packets/s captured, kernel drops and CPU seconds per million packets.
 //!
 //! Run as root: `cargo bench -p tapwatch --bench live` (env TAPWATCH_BENCH_LIVE_PACKETS).
 use std::os::fd::AsRawFd;
@@ -17,11 +18,12 @@ fn sh(cmd: &str) {
     assert!(ok, "{cmd}");
 }
 
-/// Sends `n` copies of `frame` out of `ifname` from inside namespace `ns`; returns seconds taken.
-fn blast(ns: &str, ifname: &str, frame: &[u8], n: u64) -> f64 {
+/// Sends `n` frames out of `ifname` from inside namespace `ns`, taking `frames` in turn;
+/// returns seconds taken.
+fn blast(ns: &str, ifname: &str, frames: &[Vec<u8>], n: u64) -> f64 {
     let ns = ns.to_string();
     let ifname = ifname.to_string();
-    let frame = frame.to_vec();
+    let frames = frames.to_vec();
     std::thread::spawn(move || {
         let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
         // SAFETY: setns/socket/sendto on valid descriptors and buffers; results checked.
@@ -35,7 +37,8 @@ fn blast(ns: &str, ifname: &str, frame: &[u8], n: u64) -> f64 {
             addr.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
             addr.sll_halen = 6;
             let start = Instant::now();
-            for _ in 0..n {
+            for i in 0..n {
+                let frame = &frames[i as usize % frames.len()];
                 libc::sendto(
                     fd,
                     frame.as_ptr().cast(),
@@ -72,21 +75,27 @@ fn main() {
     sh(&format!(
         "ip netns exec {ns} ip link set twa up && ip netns exec {ns} ip link set twb up"
     ));
-    let mut frame = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
-        .ipv4([10, 99, 0, 1], [10, 99, 0, 2], 64)
-        .udp(40000, 9999)
-        .write(&mut frame, &[0u8; 18])
-        .unwrap();
+    let frames: Vec<Vec<u8>> = (0..64u16)
+        .map(|flow| {
+            let mut frame = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
+                .ipv4([10, 99, 0, 1], [10, 99, 0, 2], 64)
+                .udp(40000 + flow, 9999)
+                .write(&mut frame, &[0u8; 18])
+                .unwrap();
+            frame
+        })
+        .collect();
+    let frame = &frames[0];
     println!(
         "{n} frames of {} bytes from a veth peer, as fast as one sender thread goes\n",
         frame.len()
     );
     println!(
-        "{:<8} {:>12} {:>12} {:>12} {:>14} {:>16}",
+        "{:<12} {:>12} {:>12} {:>12} {:>14} {:>16}",
         "backend", "sent/s", "captured", "kernel drops", "captured/s", "CPU s / M pkts"
     );
-    for backend in ["ring", "pnet"] {
+    for (backend, workers) in [("ring", "1"), ("ring", "2"), ("pnet", "1")] {
         let bin = env!("CARGO_BIN_EXE_tapwatch");
         let child = Command::new("ip")
             .args([
@@ -99,6 +108,8 @@ fn main() {
                 "twb",
                 "--backend",
                 backend,
+                "--workers",
+                workers,
                 "--format",
                 "json",
                 "--listen",
@@ -114,7 +125,7 @@ fn main() {
             .spawn()
             .expect("spawn tapwatch run");
         std::thread::sleep(Duration::from_millis(700));
-        let secs = blast(&ns, "twa", &frame, n);
+        let secs = blast(&ns, "twa", &frames, n);
         std::thread::sleep(Duration::from_millis(500));
         // `ip netns exec` execs tapwatch: the child is tapwatch itself. Its CPU time so far,
         // from /proc (utime + stime, in clock ticks), then SIGTERM.
@@ -134,7 +145,8 @@ fn main() {
         let captured = summary["packets"].as_u64().unwrap_or(0);
         let drops = summary["capture"]["kernel_drops"].as_u64().unwrap_or(0);
         println!(
-            "{backend:<8} {:>12.0} {captured:>12} {drops:>12} {:>14.0} {:>16.2}",
+            "{:<12} {:>12.0} {captured:>12} {drops:>12} {:>14.0} {:>16.2}",
+            format!("{backend} ×{workers}"),
             n as f64 / secs,
             captured as f64 / secs,
             cpu / (captured.max(1) as f64 / 1e6)
