@@ -48,12 +48,8 @@ pub struct FrequentItems<K> {
     /// (a new key, most keys under a flood of random sources) reads no slot at all. Tags are
     /// the only record of occupancy: a slot whose tag is 0 may hold a stale entry.
     tags: Vec<u8>,
-    /// The tags of `spare` during a purge.
-    spare_tags: Vec<u8>,
     /// Counted weight of each slot (valid where the tag is set).
     counts: Vec<u64>,
-    /// The counts of `spare` during a purge.
-    spare_counts: Vec<u64>,
     slots: Vec<Option<Slot<K>>>,
     mask: usize,
     len: usize,
@@ -61,8 +57,9 @@ pub struct FrequentItems<K> {
     offset: u64,
     total: u64,
     scratch: Vec<u64>,
-    /// The table purges rebuild into, swapped with `slots` (no allocation per purge).
-    spare: Vec<Option<Slot<K>>>,
+    /// The keys a purge keeps (tag, reduced count, slot), while the table is cleared;
+    /// reused from purge to purge.
+    survivors: Vec<(u8, u64, Slot<K>)>,
 }
 
 /// The tag of a hash: 7 high bits (independent of the low bits that pick the slot), never 0.
@@ -79,9 +76,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         let table = (max_len * 4 / 3 + 1).next_power_of_two();
         FrequentItems {
             tags: vec![0; table],
-            spare_tags: Vec::new(),
             counts: vec![0; table],
-            spare_counts: Vec::new(),
             slots: vec![None; table],
             mask: table - 1,
             len: 0,
@@ -89,7 +84,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
             offset: 0,
             total: 0,
             scratch: Vec::with_capacity(max_len),
-            spare: Vec::new(),
+            survivors: Vec::new(),
         }
     }
 
@@ -120,10 +115,10 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// Bytes of memory the sketch holds.
     pub fn memory_bytes(&self) -> usize {
-        (self.slots.capacity() + self.spare.capacity()) * std::mem::size_of::<Option<Slot<K>>>()
+        self.slots.capacity() * std::mem::size_of::<Option<Slot<K>>>()
             + self.tags.capacity()
-            + self.spare_tags.capacity()
-            + (self.counts.capacity() + self.spare_counts.capacity()) * 8
+            + self.counts.capacity() * 8
+            + self.survivors.capacity() * std::mem::size_of::<(u8, u64, Slot<K>)>()
             + self.scratch.capacity() * 8
     }
 
@@ -170,33 +165,30 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     fn purge(&mut self) {
         let cut = self.median_count().max(1);
         self.offset += cut;
-        if self.spare.len() != self.slots.len() {
-            self.spare = vec![None; self.slots.len()];
-            self.spare_tags = vec![0; self.slots.len()];
-            self.spare_counts = vec![0; self.slots.len()];
-        }
-        // The old table becomes the spare; the new one is empty once its tags are cleared
-        // (its slots and counts keep stale entries nobody reads).
-        std::mem::swap(&mut self.slots, &mut self.spare);
-        std::mem::swap(&mut self.tags, &mut self.spare_tags);
-        std::mem::swap(&mut self.counts, &mut self.spare_counts);
-        self.tags.fill(0);
-        self.len = 0;
-        for i in 0..self.spare.len() {
-            if self.spare_tags[i] == 0 || self.spare_counts[i] <= cut {
-                continue;
+        // The keys above the cut are set aside, the table cleared, and they go back in at
+        // their own hash (a table cleared in place: nothing is allocated per purge, and a
+        // flood of one-off keys leaves few survivors to move).
+        let mut keep = std::mem::take(&mut self.survivors);
+        keep.clear();
+        for (i, (&tag, &count)) in self.tags.iter().zip(&self.counts).enumerate() {
+            if tag != 0 && count > cut {
+                if let Some(s) = self.slots[i] {
+                    keep.push((tag, count - cut, s));
+                }
             }
-            let Some(s) = self.spare[i] else { continue };
-            let h = mix64(&s.key);
-            let mut j = h as usize & self.mask;
+        }
+        self.tags.fill(0);
+        self.len = keep.len();
+        for &(tag, count, s) in &keep {
+            let mut j = mix64(&s.key) as usize & self.mask;
             while self.tags[j] != 0 {
                 j = (j + 1) & self.mask;
             }
-            self.tags[j] = self.spare_tags[i];
-            self.counts[j] = self.spare_counts[i] - cut;
+            self.tags[j] = tag;
+            self.counts[j] = count;
             self.slots[j] = Some(s);
-            self.len += 1;
         }
+        self.survivors = keep;
     }
 
     /// The median count of the tracked keys (the one at position `len / 2` in ascending
