@@ -5,7 +5,7 @@
 //! TabSeparatedWithNames" < FILE`), and `tapwatch query` reads them.
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::rows::StoredRow;
@@ -88,6 +88,31 @@ fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u
     Ok((f, whole))
 }
 
+/// The hour's file for rows of these columns: `HOUR.AGENT.tsv`, or, when that file was
+/// begun with other columns (by a version before a migration added one), `HOUR.AGENT.N.tsv`
+/// for the first N from 2 whose file is new or has these columns. Readers go by each file's
+/// own header, so both are read.
+fn file_for(dir: &Path, hour: &str, agent: &str, columns: &[&str]) -> PathBuf {
+    let header = tsv::header(columns);
+    (1..)
+        .map(|n| match n {
+            1 => dir.join(format!("{hour}.{agent}.tsv")),
+            n => dir.join(format!("{hour}.{agent}.{n}.tsv")),
+        })
+        .find(|path| {
+            let Ok(f) = fs::File::open(path) else {
+                return true;
+            };
+            let mut first = Vec::new();
+            let read = std::io::BufReader::new(f)
+                .take(header.len() as u64 * 4 + 4096)
+                .read_until(b'\n', &mut first);
+            // New, empty or a torn header (cut and rewritten by the append): ours.
+            read.is_err() || !first.ends_with(b"\n") || first == header
+        })
+        .expect("an unbounded range finds a file")
+}
+
 /// Writes rows to hourly files under a data directory.
 pub struct FileStore {
     dir: PathBuf,
@@ -155,7 +180,7 @@ impl FileStore {
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let mut done: Vec<(fs::File, u64)> = Vec::new();
         for (hour, rows) in by_hour {
-            let path = dir.join(format!("{hour}.{}.tsv", safe(agent)));
+            let path = file_for(&dir, &hour, &safe(agent), columns);
             let result = append_one(&path, columns, &rows);
             match result {
                 Ok(undo) => done.push(undo),
@@ -273,6 +298,15 @@ impl FileRow {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// An integer column, or `older`'s value in a file begun before a migration added `col`.
+    pub fn u64_or(&self, col: &str, older: &str) -> u64 {
+        if self.names.iter().any(|n| n == col) {
+            self.u64(col)
+        } else {
+            self.u64(older)
+        }
     }
 
     /// A float column.
@@ -409,6 +443,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_hour_begun_with_fewer_columns_continues_in_a_second_file() {
+        let dir = std::env::temp_dir().join(format!("tw-files-cols-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = FileStore::new(&dir);
+        let ts = 1_795_392_000;
+        // An earlier version's file of the hour: no `samples` column.
+        fs::create_dir_all(dir.join("tenants")).unwrap();
+        let old = "ts\tagent\tbatch\twindow_ms\ttenant\tpackets\tbytes\tsetups\tsources\n\
+                   1795392000\ta\t1\t1000\tt\t9\t10\t0\t1\n";
+        fs::write(dir.join(format!("tenants/{}.a.tsv", hour_name(ts))), old).unwrap();
+        let row = crate::rows::TenantRow {
+            ts,
+            agent: "a".into(),
+            batch: 2,
+            window_ms: 1000,
+            tenant: "t".into(),
+            packets: 30,
+            samples: 3,
+            bytes: 40,
+            setups: 0,
+            sources: 1,
+        };
+        store.write("a", std::slice::from_ref(&row)).unwrap();
+        store.write("a", &[row]).unwrap();
+        assert_eq!(store.files("tenants").len(), 2);
+        let rows = store.read("tenants", ts, ts + 1).unwrap();
+        let mut got: Vec<(u64, u64)> = rows
+            .iter()
+            .map(|r| (r.u64("packets"), r.u64_or("samples", "packets")))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [(9, 9), (30, 3), (30, 3)]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn rows_read_back_and_retention_drops_old_hours() {
         let dir = std::env::temp_dir().join(format!("tw-files-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -421,6 +491,7 @@ mod tests {
             window_ms: 1000,
             tenant: tenant.into(),
             packets: 3,
+            samples: 3,
             bytes: 4,
             setups: 5,
             sources: 6,

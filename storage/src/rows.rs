@@ -82,8 +82,12 @@ pub struct TrafficRow {
     pub protocol_type: String,
     /// Size class (`65-128`, …).
     pub size_class: String,
-    /// Packets.
+    /// Packets (scaled estimates when sampled: each record counts as its sampling rate).
     pub packets: u64,
+    /// Packet records behind `packets` (equals it unsampled; migration 5, older rows read
+    /// `packets`). The window's records apportioned by packets: exact unless the window mixed
+    /// sampling rates.
+    pub samples: u64,
     /// Bytes on the wire.
     pub bytes: u64,
     /// Connection setups (packets of a setup type: TCP SYN by default).
@@ -104,8 +108,10 @@ pub struct TenantRow {
     pub window_ms: u32,
     /// Tenant.
     pub tenant: String,
-    /// Packets.
+    /// Packets (scaled estimates when sampled).
     pub packets: u64,
+    /// Packet records behind `packets`, as in [`TrafficRow::samples`] (migration 5).
+    pub samples: u64,
     /// Bytes.
     pub bytes: u64,
     /// Connection setups.
@@ -146,6 +152,9 @@ pub struct HeavyHitterRow {
     pub error_bound: u64,
     /// All packets of the window.
     pub window_packets: u64,
+    /// Packet records behind `window_packets` (equals it unsampled; migration 5, older rows
+    /// read `window_packets`).
+    pub window_samples: u64,
 }
 stored_row!(HeavyHitterRow, "heavy_hitters");
 

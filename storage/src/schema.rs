@@ -35,6 +35,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_flow_health.sql",
         sql: include_str!("../migrations/0004_flow_health.sql"),
     },
+    // sampled input (issue 17)
+    Migration {
+        version: 5,
+        name: "0005_samples.sql",
+        sql: include_str!("../migrations/0005_samples.sql"),
+    },
 ];
 
 /// Rollup tables (filled by materialized views, never written directly).

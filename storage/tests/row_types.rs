@@ -106,6 +106,7 @@ fn every_row_type_round_trips_with_validation_off() {
             protocol_type: s("tcp_syn"),
             size_class: s("0-64"),
             packets: 1 << 40,
+            samples: 1 << 37,
             bytes: 3,
             setups: 4,
         }],
@@ -119,6 +120,7 @@ fn every_row_type_round_trips_with_validation_off() {
             window_ms: 500,
             tenant: s("é tenant"),
             packets: 1,
+            samples: 1,
             bytes: 2,
             setups: 3,
             sources: 4,
@@ -141,6 +143,7 @@ fn every_row_type_round_trips_with_validation_off() {
             bytes: 20,
             error_bound: 3,
             window_packets: 40,
+            window_samples: 40,
         }],
     );
     round_trip(
@@ -254,6 +257,7 @@ fn every_row_type_round_trips_with_validation_off() {
         window_ms: 1000,
         tenant: s("a\\b\tc"),
         packets: 5,
+        samples: 5,
         bytes: 6,
         setups: 7,
         sources: 8,
@@ -276,6 +280,17 @@ fn every_row_type_round_trips_with_validation_off() {
     assert!(ch.batch_exists(&meta("tenants", "tsv", 99, ts)).unwrap());
     assert!(!ch.batch_exists(&meta("tenants", "tsv", 98, ts)).unwrap());
 
+    // A row written before migration 5 (no `samples`) reads its packets as its samples.
+    ch.execute(&format!(
+        "INSERT INTO tapwatch.tenants (ts, agent, batch, window_ms, tenant, packets, bytes, setups, sources) \
+         VALUES ({ts}, 'pre5', 1, 1000, 't', 42, 1, 0, 1)"
+    ))
+    .unwrap();
+    let pre5 = ch
+        .query_json("SELECT samples FROM tapwatch.tenants WHERE agent = 'pre5'")
+        .unwrap();
+    assert_eq!(pre5[0]["samples"].as_u64(), Some(42));
+
     // A batch killed between the table and one of its views: in `traffic` and `traffic_1h`,
     // not in `traffic_1m`. Completing it fills the gap once, and only where it is.
     let half = TrafficRow {
@@ -288,12 +303,14 @@ fn every_row_type_round_trips_with_validation_off() {
         protocol_type: s("udp"),
         size_class: s("0-64"),
         packets: 7,
+        samples: 7,
         bytes: 420,
         setups: 0,
     };
     let full = TrafficRow {
         batch: 499,
         packets: 5,
+        samples: 5,
         ..half.clone()
     };
     ch.insert(&[full]).unwrap();
