@@ -5,6 +5,7 @@
 //!   with the `clickhouse` crate, an on-disk [`spool`] replayed in order with batch-id checks.
 //! - [`files`]: the embedded default, hourly `TabSeparatedWithNames` files ClickHouse loads.
 //! - [`query`]: the built-in questions of `tapwatch query`, over ClickHouse or the files.
+//! - [`interfaces`]: the sFlow agents' interface counters as differences and rates.
 //! - [`history`]: the console's typed questions (traffic series, alerts, tops, tenants).
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod convert;
 pub mod files;
 pub mod history;
+pub mod interfaces;
 pub mod query;
 pub mod restore;
 pub mod rows;

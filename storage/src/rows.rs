@@ -267,6 +267,47 @@ pub struct DropRateRow {
 }
 stored_row!(DropRateRow, "drop_rates");
 
+/// One sFlow counter sample's generic interface counters (as the exporting agent reports
+/// them: totals since its counters began, not per-window differences).
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct InterfaceRow {
+    /// The base window the sample was stored with.
+    pub ts: u32,
+    /// Agent id (the tapwatch agent that received it).
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// The sFlow agent (switch, router) that sent it.
+    pub sflow_agent: Address,
+    /// ifIndex.
+    pub if_index: u32,
+    /// ifType.
+    pub if_type: u32,
+    /// ifSpeed, bits/s.
+    pub speed_bits: u64,
+    /// 0 unknown, 1 full duplex, 2 half duplex, 3 in, 4 out.
+    pub direction: u8,
+    /// Bit 0 admin up, bit 1 operationally up.
+    pub status: u8,
+    /// ifInOctets.
+    pub in_octets: u64,
+    /// ifOutOctets.
+    pub out_octets: u64,
+    /// ifInUcastPkts + ifInMulticastPkts + ifInBroadcastPkts.
+    pub in_packets: u64,
+    /// ifOutUcastPkts + ifOutMulticastPkts + ifOutBroadcastPkts.
+    pub out_packets: u64,
+    /// ifInErrors.
+    pub in_errors: u64,
+    /// ifOutErrors.
+    pub out_errors: u64,
+    /// ifInDiscards.
+    pub in_discards: u64,
+    /// ifOutDiscards.
+    pub out_discards: u64,
+}
+stored_row!(InterfaceRow, "interfaces");
+
 /// One setup-growth point of a tenant and the fit over its history.
 #[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct GrowthRow {
@@ -438,6 +479,8 @@ pub struct Rows {
     pub server_health: Vec<ServerHealthRow>,
     /// `drop_rates`.
     pub drop_rates: Vec<DropRateRow>,
+    /// `interfaces`.
+    pub interfaces: Vec<InterfaceRow>,
 }
 
 /// Calls `$m!(field, Type)` for every table of [`Rows`].
@@ -456,11 +499,12 @@ macro_rules! for_each_table {
         $m!(agents, $crate::rows::AgentRow);
         $m!(server_health, $crate::rows::ServerHealthRow);
         $m!(drop_rates, $crate::rows::DropRateRow);
+        $m!(interfaces, $crate::rows::InterfaceRow);
     };
 }
 
 /// Names of the tables rows are written to, in [`Rows`] order.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "traffic",
     "tenants",
     "heavy_hitters",
@@ -472,6 +516,7 @@ pub const TABLES: [&str; 11] = [
     "agents",
     "server_health",
     "drop_rates",
+    "interfaces",
 ];
 
 impl Rows {

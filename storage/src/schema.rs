@@ -38,8 +38,8 @@ pub const MIGRATIONS: &[Migration] = &[
     // sampled input (issue 17)
     Migration {
         version: 5,
-        name: "0005_samples.sql",
-        sql: include_str!("../migrations/0005_samples.sql"),
+        name: "0005_sflow.sql",
+        sql: include_str!("../migrations/0005_sflow.sql"),
     },
 ];
 
@@ -200,12 +200,12 @@ pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
 }
 
 /// Default retention in days per table: per-window tables a week, minutes 90 days, hours
-/// two years; alerts and agent records a year.
+/// two years; interface counters 90 days; alerts and agent records a year.
 pub fn default_retention_days(table: &str) -> u32 {
     match table {
         "alerts" | "agents" | "heartbeat_gaps" | "setup_growth" => 365,
         t if t.ends_with("_1h") => 730,
-        t if t.ends_with("_1m") => 90,
+        t if t.ends_with("_1m") || t == "interfaces" => 90,
         _ => 7,
     }
 }

@@ -248,6 +248,28 @@ fn every_row_type_round_trips_with_validation_off() {
             interfaces: s("eth1,eth2"),
         }],
     );
+    round_trip(
+        &ch,
+        vec![InterfaceRow {
+            ts,
+            agent: s("a"),
+            batch: 15,
+            sflow_agent: addr(77),
+            if_index: 70_001,
+            if_type: 6,
+            speed_bits: 100_000_000_000,
+            direction: 1,
+            status: 3,
+            in_octets: u64::MAX - 3,
+            out_octets: 1 << 50,
+            in_packets: 3 * u64::from(u32::MAX),
+            out_packets: 2,
+            in_errors: 3,
+            out_errors: 4,
+            in_discards: 5,
+            out_discards: 6,
+        }],
+    );
     // The same rows through the TabSeparated path (spool replay, file-store load).
     let mut tsv = Vec::new();
     let row = TenantRow {
