@@ -88,7 +88,7 @@ pub enum QueryFormat {
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     /// The question: top-talkers, alerts, heartbeat-gaps, setup-growth, latency, retransmits,
-    /// upgrades, drops.
+    /// upgrades, drops, interfaces.
     #[arg(value_name = "QUESTION")]
     question: Question,
     /// From: RFC 3339 (`2026-11-23T14:00:00Z`) or an age (`90s`, `20m`, `6h`, `7d`, meaning
