@@ -11,17 +11,13 @@ use crate::common::*;
 /// Samples pmacct may keep unsent at exit (its last, partial datagram).
 const UNFLUSHED: u64 = 16;
 
-/// Runs `tapwatch run --sflow` while pmacctd exports `pcap` at 1 in `rate`; the summary.
+/// Runs `tapwatch run --sflow` while pmacctd exports `pcap` at 1 in `rate`, storing rows in
+/// the file store under `tmp`'s `data-RATE`; the summary.
 fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_json::Value {
     let mut child = tapwatch()
-        .args([
-            "run",
-            "--sflow",
-            "127.0.0.1:0",
-            "--no-store",
-            "--listen",
-            "none",
-        ])
+        .args(["run", "--sflow", "127.0.0.1:0", "--listen", "none"])
+        .arg("--data-dir")
+        .arg(tmp.path(&format!("data-{rate}")))
         .args(["--format", "json", "--duration", "60"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -68,6 +64,23 @@ fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_jso
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Per stored row of `table` in a file store: (packets, samples).
+fn packets_and_samples(data: &std::path::Path, table: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(data.join(table)).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        let mut lines = text.lines();
+        let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        let col = |name: &str| head.iter().position(|c| *c == name).unwrap();
+        let (p, s) = (col("packets"), col("samples"));
+        for l in lines {
+            let v: Vec<&str> = l.split('\t').collect();
+            out.push((v[p].parse().unwrap(), v[s].parse().unwrap()));
+        }
+    }
+    out
+}
+
 #[test]
 fn pmacct_sflow_counts_equal_the_capture_and_sampled_estimates_hold() {
     if !have("pmacctd") {
@@ -103,7 +116,23 @@ fn pmacct_sflow_counts_equal_the_capture_and_sampled_estimates_hold() {
         assert!(seen <= n && seen + UNFLUSHED >= n, "{kind}: {seen} of {n}");
     }
 
+    // Stored rows: unsampled, every row's samples are its packets.
+    let rows = packets_and_samples(&tmp.path("data-1"), "traffic");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|(p, s)| p == s),
+        "{rows:?}"
+    );
+
     let sampled = through_pmacct(&tmp, &pcap, 10);
+    // At 1 in 10 each stored row's packets are 10 × its samples, and the rows' samples
+    // are the records tapwatch counted (but for any too late for their window).
+    for table in ["traffic", "tenants"] {
+        let rows = packets_and_samples(&tmp.path("data-10"), table);
+        assert!(rows.iter().all(|(p, s)| *p == 10 * s), "{table}: {rows:?}");
+        let stored: u64 = rows.iter().map(|r| r.1).sum();
+        let late = sampled["detectors"]["late_packets"].as_u64().unwrap();
+        assert_eq!(Some(stored + late), sampled["samples"].as_u64(), "{table}");
+    }
     let estimate = sampled["packets"].as_f64().unwrap();
     let samples = sampled["samples"].as_f64().unwrap();
     // Binomial sampling: relative standard error sqrt((1 - p) / (n p)), here about 1.5 %;
