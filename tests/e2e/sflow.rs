@@ -197,13 +197,12 @@ struct IfCounters {
     status: u32,
 }
 
-/// A datagram from agent 192.0.2.77 with one flow sample (a UDP packet, 1 in 100) and
-/// one counters sample per interface.
-fn counters_datagram(seq: u32, interfaces: &[IfCounters]) -> Vec<u8> {
+/// A flow sample (format 1) of a UDP packet from `src` to 10.0.0.2:53, taken 1 in `rate`.
+fn flow_sample(seq: u32, rate: u32, src: [u8; 4]) -> Vec<u8> {
     let mut frame = Vec::new();
     etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(5000, 53)
+        .ipv4(src, [10, 0, 0, 2], 64)
+        .udp(40000, 53)
         .write(&mut frame, &[0; 20])
         .unwrap();
     // Raw packet header record: Ethernet, frame length (with FCS), 4 bytes stripped.
@@ -214,16 +213,22 @@ fn counters_datagram(seq: u32, interfaces: &[IfCounters]) -> Vec<u8> {
         .u32(frame.len() as u32)
         .0;
     header.extend_from_slice(&frame);
-    let flow = Xdr::default()
+    Xdr::default()
         .u32(seq)
         .u32(3)
-        .u32(100)
-        .u32(seq * 100)
+        .u32(rate)
+        .u32(seq * rate)
         .u32(0)
         .u32(3)
         .u32(4)
         .u32(1)
-        .item(1, &header);
+        .item(1, &header)
+        .0
+}
+
+/// A datagram from agent 192.0.2.77 with a flow sample (1 in 100) of each of `sources`
+/// and one counters sample per interface.
+fn datagram(seq: u32, sources: &[[u8; 4]], interfaces: &[IfCounters]) -> Vec<u8> {
     let mut d = Xdr::default()
         .u32(5)
         .u32(1)
@@ -231,8 +236,10 @@ fn counters_datagram(seq: u32, interfaces: &[IfCounters]) -> Vec<u8> {
         .u32(0)
         .u32(seq)
         .u32(seq * 1000)
-        .u32(1 + interfaces.len() as u32)
-        .item(1, &flow.0);
+        .u32((sources.len() + interfaces.len()) as u32);
+    for (i, src) in sources.iter().enumerate() {
+        d = d.item(1, &flow_sample(seq * 1000 + i as u32, 100, *src));
+    }
     for c in interfaces {
         let body = Xdr::default()
             .u32(c.if_index)
@@ -295,7 +302,7 @@ fn interface_counters_reach_history_and_query_interfaces() {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let send = |seq: u32, ifs: &[IfCounters]| {
         socket
-            .send_to(&counters_datagram(seq, ifs), ("127.0.0.1", port))
+            .send_to(&datagram(seq, &[[10, 0, 0, 1]], ifs), ("127.0.0.1", port))
             .unwrap();
     };
     // Interface 7 moves 30 s of traffic between the two samples (the agent's clock, not
