@@ -388,3 +388,80 @@ fn interface_counters_reach_history_and_query_interfaces() {
         "{text}"
     );
 }
+
+#[test]
+fn a_heavy_hitter_on_sampled_sflow_states_its_estimates_error() {
+    let mut child = tapwatch()
+        .args([
+            "run",
+            "--sflow",
+            "127.0.0.1:0",
+            "--listen",
+            "none",
+            "--no-store",
+        ])
+        .args(["--format", "json", "--duration", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let port: u16 = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "ended early");
+        if let Some(addr) = line.trim().strip_prefix("tapwatch: receiving sFlow on ") {
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Every 100 ms, one record (1 in 100) from each of 20 steady sources: ~20 000
+    // packets/s estimated. After 6 s (warm-up is 5 s) a new source adds 20 records per
+    // datagram: half the window, some 20 000 packets/s.
+    let steady: Vec<[u8; 4]> = (1..=20).map(|i| [10, 1, 0, i]).collect();
+    for seq in 1..=90u32 {
+        let mut sources = steady.clone();
+        if seq > 60 {
+            sources.extend(std::iter::repeat_n([10, 9, 9, 9], 20));
+        }
+        socket
+            .send_to(&datagram(seq, &sources, &[]), ("127.0.0.1", port))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["packets"].as_u64(),
+        Some(100 * summary["samples"].as_u64().unwrap())
+    );
+    let heavy: Vec<&serde_json::Value> = summary["alerts"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "heavy_hitter" && e["state"] == "firing")
+        .collect();
+    assert!(
+        heavy
+            .iter()
+            .any(|e| e["subject"].as_str().unwrap().contains("10.9.9.9")),
+        "{}",
+        summary["alerts"]
+    );
+    for e in heavy {
+        let ev = &e["evidence"];
+        let s = &ev["sampled"];
+        let count = ev["count"].as_f64().unwrap();
+        let n = s["samples"].as_f64().unwrap();
+        assert_eq!(s["rate"].as_f64(), Some(100.0), "{e}");
+        assert!(n >= 1.0 && (n - count / 100.0).abs() <= 0.5, "{e}");
+        assert!((s["relative_se"].as_f64().unwrap() - 1.0 / n.sqrt()).abs() < 1e-9);
+        let se = 100.0 * n.sqrt();
+        let (lo, hi) = (
+            s["count_low"].as_f64().unwrap(),
+            s["count_high"].as_f64().unwrap(),
+        );
+        assert!((hi - count - 1.96 * se).abs() < 1e-6 && lo < count, "{e}");
+    }
+}
