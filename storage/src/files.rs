@@ -356,11 +356,11 @@ pub struct Loaded {
 /// Loads one file-store file (`TabSeparatedWithNames`, read from `path`) into ClickHouse,
 /// one insert per batch, skipping batches ClickHouse already holds. Damaged lines (a torn
 /// row, or two rows run together by an earlier version after a full disk) are left out
-/// with a warning naming the line.
+/// with a warning naming the line. Rows go in under the file's own column names, so a file
+/// begun before a migration added a column loads with that column's default.
 pub fn load_into(
     ch: &crate::ClickHouse,
     table: &str,
-    columns: &[&str],
     path: &Path,
     text: &[u8],
 ) -> Result<Loaded, StorageError> {
@@ -427,12 +427,26 @@ pub fn load_into(
         b.tsv.extend_from_slice(line);
         b.tsv.push(b'\n');
     }
+    let columns: Vec<String> = names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    if let Some(bad) = columns
+        .iter()
+        .find(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(StorageError::Config(format!(
+            "{}: the header names a column {bad:?}",
+            path.display()
+        )));
+    }
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     for b in &batches {
         if ch.batch_exists(&b.meta)? {
             done.batches_skipped += 1;
             continue;
         }
-        ch.insert_tsv(table, columns, &b.tsv, false)?;
+        ch.insert_tsv(table, &columns, &b.tsv, false)?;
         done.rows += b.meta.rows;
     }
     Ok(done)

@@ -312,6 +312,22 @@ fn every_row_type_round_trips_with_validation_off() {
         .query_json("SELECT samples FROM tapwatch.tenants WHERE agent = 'pre5'")
         .unwrap();
     assert_eq!(pre5[0]["samples"].as_u64(), Some(42));
+    // So does a file-store file begun before it, loaded by `tapwatch load`.
+    let old_file = format!(
+        "ts\tagent\tbatch\twindow_ms\ttenant\tpackets\tbytes\tsetups\tsources\n{ts}\tpre5file\t3\t1000\tt\t17\t1\t0\t1\n"
+    );
+    let loaded = tapwatch_storage::files::load_into(
+        &ch,
+        "tenants",
+        std::path::Path::new("old.tsv"),
+        old_file.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(loaded.rows, 1);
+    let pre5 = ch
+        .query_json("SELECT samples FROM tapwatch.tenants WHERE agent = 'pre5file'")
+        .unwrap();
+    assert_eq!(pre5[0]["samples"].as_u64(), Some(17));
 
     // A batch killed between the table and one of its views: in `traffic` and `traffic_1h`,
     // not in `traffic_1m`. Completing it fills the gap once, and only where it is.
