@@ -67,6 +67,44 @@ impl std::ops::Add for LostWork {
     }
 }
 
+/// The [`mix64`](crate::sketch::mix64) hashes of a packet's window-sketch keys, computed
+/// once per packet (0 where the packet has no such key).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketHashes {
+    /// The source address (sources, source bytes, tenant nodes).
+    pub source: u64,
+    /// Source, protocol type and size class.
+    pub source_kind: u64,
+    /// The destination address.
+    pub destination: u64,
+    /// Destination, port and IP protocol.
+    pub service: u64,
+    /// The 5-tuple.
+    pub flow: u64,
+}
+
+impl PacketHashes {
+    /// The hashes of `m`'s keys.
+    #[inline]
+    pub fn of(m: &PacketMeta) -> PacketHashes {
+        use crate::sketch::mix64;
+        let Some(src) = m.src else {
+            return PacketHashes::default();
+        };
+        let mut h = PacketHashes {
+            source: mix64(&src),
+            source_kind: mix64(&(src, m.kind, m.size_class)),
+            ..PacketHashes::default()
+        };
+        if let Some(dst) = m.dst {
+            h.destination = mix64(&dst);
+            h.service = mix64(&(dst, m.dst_port, m.ip_proto));
+            h.flow = mix64(&(src, m.src_port, dst, m.dst_port, m.ip_proto));
+        }
+        h
+    }
+}
+
 /// Per-worker analyzer state.
 pub struct Shard {
     cfg: AnalyzerConfig,
@@ -155,13 +193,16 @@ impl Shard {
         w
     }
 
-    /// A packet a few places ahead of the one being observed: loads the table entries its
-    /// flow will touch, so that the cache misses of many flows overlap.
+    /// Prepares a packet a few places ahead of the one being observed: computes its sketch
+    /// hashes and loads the table entries and sketch slots it will touch, so that the
+    /// cache misses of many packets overlap. Hand the result to [`Shard::observe_hashed`].
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) {
+    pub fn prepare(&self, m: &PacketMeta) -> PacketHashes {
+        let hashes = PacketHashes::of(m);
         if m.weight <= 1 {
             self.detectors.prefetch(m);
         }
+        hashes
     }
 
     /// Feeds one classified packet.
@@ -169,6 +210,18 @@ impl Shard {
     pub fn observe(
         &mut self,
         m: &PacketMeta,
+        findings: &mut Vec<Finding>,
+        closed: &mut Vec<WindowStats>,
+    ) {
+        self.observe_hashed(m, &PacketHashes::of(m), findings, closed);
+    }
+
+    /// [`Shard::observe`] with the packet's hashes from [`Shard::prepare`].
+    #[inline]
+    pub fn observe_hashed(
+        &mut self,
+        m: &PacketMeta,
+        hashes: &PacketHashes,
         findings: &mut Vec<Finding>,
         closed: &mut Vec<WindowStats>,
     ) {
@@ -204,8 +257,7 @@ impl Shard {
         if m.malformed.is_some() {
             return;
         }
-        // One hash of the source for the three sketches keyed by it.
-        let h = crate::sketch::mix64(&src);
+        let h = hashes.source;
         let tw = w.tenant(m.tenant);
         tw.packets += weight;
         tw.bytes += bytes;
@@ -215,14 +267,21 @@ impl Shard {
         }
         w.sources.add_hashed(src, h, weight, bytes);
         w.source_bytes.add_hashed(src, h, bytes, weight);
-        w.source_kinds
-            .add((src, m.kind, m.size_class), weight, bytes);
+        w.source_kinds.add_hashed(
+            (src, m.kind, m.size_class),
+            hashes.source_kind,
+            weight,
+            bytes,
+        );
         if let Some(dst) = m.dst {
-            w.destinations.add(dst, weight, bytes);
+            w.destinations
+                .add_hashed(dst, hashes.destination, weight, bytes);
             if m.fragment != Fragment::Later {
-                w.services.add((dst, m.dst_port, m.ip_proto), weight, bytes);
-                w.flows.add(
+                w.services
+                    .add_hashed((dst, m.dst_port, m.ip_proto), hashes.service, weight, bytes);
+                w.flows.add_hashed(
                     (src, m.src_port, dst, m.dst_port, m.ip_proto),
+                    hashes.flow,
                     weight,
                     bytes,
                 );

@@ -211,7 +211,7 @@ fn as_rfc3339<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// One alert event: the alert contract.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AlertEvent {
     /// Contract version.
     pub version: u32,
@@ -230,10 +230,8 @@ pub struct AlertEvent {
     pub subject: String,
     /// When the condition started (event time, ns); `started_at` in RFC 3339 UTC with
     /// nanoseconds when serialised.
-    #[serde(rename = "started_at", serialize_with = "as_rfc3339")]
     pub started_ns: u64,
     /// When this event was detected (event time, ns); `detected_at` when serialised.
-    #[serde(rename = "detected_at", serialize_with = "as_rfc3339")]
     pub detected_ns: u64,
     /// The measured value.
     pub value: f64,
@@ -241,9 +239,73 @@ pub struct AlertEvent {
     pub threshold: f64,
     /// The numbers behind it.
     pub evidence: AlertEvidence,
+    /// The evidence capture's path relative to the data directory
+    /// (`evidence/<id>.pcap`), when one is written: `evidence.evidence_pcap` in the
+    /// contract.
+    pub evidence_pcap: Option<String>,
+}
+
+/// The contract's field order and names (`started_at`, `detected_at` in RFC 3339, the
+/// capture's name inside `evidence`).
+impl Serialize for AlertEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            version: u32,
+            kind: AlertKind,
+            state: AlertState,
+            id: &'a str,
+            severity: Severity,
+            tenant: &'a Option<String>,
+            subject: &'a str,
+            #[serde(serialize_with = "as_rfc3339")]
+            started_at: u64,
+            #[serde(serialize_with = "as_rfc3339")]
+            detected_at: u64,
+            value: f64,
+            threshold: f64,
+            evidence: EvidenceWithPcap<'a>,
+        }
+        Wire {
+            version: self.version,
+            kind: self.kind,
+            state: self.state,
+            id: &self.id,
+            severity: self.severity,
+            tenant: &self.tenant,
+            subject: &self.subject,
+            started_at: self.started_ns,
+            detected_at: self.detected_ns,
+            value: self.value,
+            threshold: self.threshold,
+            evidence: self.evidence_with_pcap(),
+        }
+        .serialize(s)
+    }
+}
+
+/// `evidence` with the capture's name, as the contract writes it.
+#[derive(Serialize)]
+struct EvidenceWithPcap<'a> {
+    #[serde(flatten)]
+    numbers: &'a AlertEvidence,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence_pcap: Option<&'a str>,
 }
 
 impl AlertEvent {
+    /// `evidence` as one JSON object, with `evidence_pcap` when a capture is written.
+    pub fn evidence_json(&self) -> String {
+        serde_json::to_string(&self.evidence_with_pcap()).unwrap_or_default()
+    }
+
+    fn evidence_with_pcap(&self) -> EvidenceWithPcap<'_> {
+        EvidenceWithPcap {
+            numbers: &self.evidence,
+            evidence_pcap: self.evidence_pcap.as_deref(),
+        }
+    }
+
     /// `started_at`: RFC 3339 UTC with nanoseconds.
     pub fn started_at(&self) -> String {
         rfc3339(self.started_ns)
@@ -665,6 +727,7 @@ fn event(
         value: f.value,
         threshold: f.threshold,
         evidence: AlertEvidence::Finding(f.evidence.clone()),
+        evidence_pcap: None,
     }
 }
 
@@ -760,6 +823,28 @@ mod tests {
                 },
             ),
         }
+    }
+
+    #[test]
+    fn the_capture_is_named_inside_evidence_only_when_written() {
+        let mut e = AlertEngine::default()
+            .process(&finding(true, Severity::Critical, 1_000_000_000))
+            .remove(0);
+        let plain = serde_json::to_value(&e).unwrap();
+        assert!(plain["evidence"].get("evidence_pcap").is_none());
+        assert!(!e.evidence_json().contains("evidence_pcap"));
+        e.evidence_pcap = Some(format!("evidence/{}.pcap", e.id));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v["evidence"]["evidence_pcap"],
+            format!("evidence/{}.pcap", e.id)
+        );
+        assert_eq!(
+            v["evidence"]["peak_share"], 0.4,
+            "beside the detector's numbers"
+        );
+        assert_eq!(v["started_at"], "1970-01-01T00:00:01.000000000Z");
+        assert!(e.evidence_json().contains("\"evidence_pcap\""));
     }
 
     #[test]

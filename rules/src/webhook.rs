@@ -481,7 +481,7 @@ pub fn render(format: WebhookFormat, e: &AlertEvent, routing_key: Option<&str>) 
                 "alerts": [{
                     "status": status,
                     "labels": labels,
-                    "annotations": { "summary": summary, "evidence": e.evidence.json() },
+                    "annotations": { "summary": summary, "evidence": e.evidence_json() },
                     "startsAt": e.started_at(),
                     "endsAt": if firing { "0001-01-01T00:00:00Z".to_string() } else { e.detected_at() },
                     "generatorURL": "",

@@ -242,7 +242,7 @@ pub fn alert_rows(e: &AlertEvent, agent: &str, out: &mut Rows) {
         } else {
             0.0
         },
-        evidence: e.evidence.json(),
+        evidence: e.evidence_json(),
         version: e.version,
     });
     if let AlertEvidence::Finding(Evidence::Heartbeat(h)) = &e.evidence {

@@ -4,6 +4,8 @@
 //! - [`writer::Store`]: the sink — a bounded queue, batches by count and age, typed inserts
 //!   with the `clickhouse` crate, an on-disk [`spool`] replayed in order with batch-id checks.
 //! - [`files`]: the embedded default, hourly `TabSeparatedWithNames` files ClickHouse loads.
+//! - [`evidence`]: the alerts' evidence captures under the data directory (written by the
+//!   binary, dropped with the alerts' retention here).
 //! - [`query`]: the built-in questions of `tapwatch query`, over ClickHouse or the files.
 //! - [`interfaces`]: the sFlow agents' interface counters as differences and rates.
 //! - [`history`]: the console's typed questions (traffic series, alerts, tops, tenants).
@@ -13,6 +15,7 @@ pub mod agent;
 pub mod ch;
 pub mod config;
 pub mod convert;
+pub mod evidence;
 pub mod files;
 pub mod history;
 pub mod interfaces;

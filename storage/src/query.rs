@@ -71,6 +71,7 @@ impl Question {
                 "value",
                 "threshold",
                 "id",
+                "evidence_pcap",
             ],
             Question::HeartbeatGaps => &[
                 "time",
@@ -227,7 +228,8 @@ pub fn sql(q: Question, layout: &Layout, f: &Filter) -> String {
             t("heavy_hitters")
         ),
         Question::Alerts => format!(
-            "SELECT toString(ts) AS time, agent, kind, state, severity, tenant, subject, value, threshold, id \
+            "SELECT toString(ts) AS time, agent, kind, state, severity, tenant, subject, value, threshold, id, \
+             visitParamExtractString(evidence, 'evidence_pcap') AS evidence_pcap \
              FROM {} WHERE {w} ORDER BY ts, agent, id, state LIMIT {n}",
             t("alerts")
         ),
@@ -350,11 +352,24 @@ fn project(q: Question, r: &FileRow) -> Map<String, Value> {
                 "time" => json!(datetime_text(r.u64("ts"))),
                 "value" | "threshold" | "period_ms" | "gap_ms" => json!(r.f64(c)),
                 "bfd" => json!(r.u64(c)),
+                "evidence_pcap" => json!(evidence_pcap(&r.str("evidence"))),
                 _ => json!(r.str(c)),
             };
             (c.to_string(), v)
         })
         .collect()
+}
+
+/// The evidence capture an alert's `evidence` names (`evidence/<id>.pcap`), or "".
+fn evidence_pcap(evidence: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        evidence_pcap: Option<String>,
+    }
+    serde_json::from_str::<Named>(evidence)
+        .ok()
+        .and_then(|n| n.evidence_pcap)
+        .unwrap_or_default()
 }
 
 fn obj(q: Question, vals: Vec<Value>) -> Map<String, Value> {

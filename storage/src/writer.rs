@@ -641,9 +641,15 @@ impl Writer {
             }
             Backend::Files(f) => f.drop_expired(&retention, now),
         };
+        // Evidence captures go with the alerts they belong to.
+        let evidence = crate::evidence::drop_expired(
+            &crate::evidence::under(&self.cfg.data_dir),
+            retention("alerts"),
+            std::time::SystemTime::now(),
+        );
         self.stats
             .retention_drops
-            .fetch_add(dropped as u64, Ordering::Relaxed);
+            .fetch_add((dropped + evidence) as u64, Ordering::Relaxed);
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Config {
     /// `[[sflow]]`: sockets `tapwatch run` receives sFlow on (besides `--sflow`).
     #[serde(default)]
     pub sflow: Vec<SflowListen>,
+    /// `[evidence]`: header-only captures of firing alerts.
+    #[serde(default)]
+    pub evidence: crate::evidence::EvidenceConfig,
 }
 
 /// `[[sflow]]`: one sFlow socket.
@@ -73,6 +76,7 @@ impl Config {
             w.check(&hooks.index(i))?;
         }
         self.storage.check()?;
+        self.evidence.check()?;
         self.clickhouse.check_settings()
     }
 }

@@ -1,5 +1,6 @@
 //! tapwatch's own HTTP endpoint for `run`: Prometheus `/metrics`, `/healthz`, `/readyz`, and a
-//! small JSON API (`/api/top`, `/api/alerts`, `/api/tenants`). Workers publish counters into
+//! small JSON API (`/api/top`, `/api/alerts`, `/api/tenants`), and each alert's evidence
+//! capture at `/api/alerts/<id>/pcap`. Workers publish counters into
 //! atomics (every 256 packets or poll timeout); the merger thread refreshes the JSON views
 //! once per window. Nothing here is touched per packet.
 use std::fmt::Write as _;
@@ -72,6 +73,10 @@ pub struct Telemetry {
     pub storage: std::sync::OnceLock<std::sync::Arc<tapwatch_storage::StoreStats>>,
     /// The history the console reads (none with `--no-store`).
     pub history: std::sync::OnceLock<crate::console::History>,
+    /// Evidence captures' counters, when they run.
+    pub evidence: std::sync::OnceLock<std::sync::Arc<crate::evidence::EvidenceStats>>,
+    /// The data directory, for `/api/alerts/<id>/pcap`.
+    pub data_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// The JSON views.
@@ -195,6 +200,61 @@ impl Telemetry {
             "TCP handshakes in progress.",
             per_worker(&|w| w.pending_handshakes.load(Ordering::Relaxed)),
         );
+        if let Some(ev) = self.evidence.get() {
+            let g = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
+            for (name, kind, help, a) in [
+                (
+                    "written_total",
+                    "counter",
+                    "Evidence captures written.",
+                    &ev.written,
+                ),
+                (
+                    "packets_total",
+                    "counter",
+                    "Packets in evidence captures.",
+                    &ev.packets,
+                ),
+                (
+                    "truncated_total",
+                    "counter",
+                    "Evidence captures cut by max_packets or max_active.",
+                    &ev.truncated,
+                ),
+                (
+                    "short_history_total",
+                    "counter",
+                    "Evidence captures whose before_s reached past the ring.",
+                    &ev.short_history,
+                ),
+                (
+                    "removed_for_disk_total",
+                    "counter",
+                    "Older evidence files removed to stay within max_disk_mib.",
+                    &ev.removed_for_disk,
+                ),
+                (
+                    "failed_total",
+                    "counter",
+                    "Evidence captures not written.",
+                    &ev.failed,
+                ),
+                (
+                    "headers_cut_total",
+                    "counter",
+                    "Packets whose headers were longer than a ring slot.",
+                    &ev.headers_cut,
+                ),
+                (
+                    "ring_bytes",
+                    "gauge",
+                    "Bytes of every evidence ring.",
+                    &ev.ring_bytes,
+                ),
+            ] {
+                family(&format!("tapwatch_evidence_{name}"), kind, help, g(a));
+            }
+        }
         if let Some(st) = self.storage.get() {
             let g = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
             family(
@@ -576,6 +636,36 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `GET /api/alerts/<id>/pcap`: the alert's evidence capture (400 for what is not an
+/// alert id, 404 when there is none).
+fn evidence_pcap(telemetry: &Telemetry, id: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k, v).expect("ASCII header");
+    let text = |status: u16, body: &str| {
+        tiny_http::Response::from_data(body.as_bytes().to_vec())
+            .with_status_code(status)
+            .with_header(header("Content-Type", "text/plain"))
+    };
+    let dir = telemetry
+        .data_dir
+        .get()
+        .map(|d| tapwatch_storage::evidence::under(d));
+    let Some(path) =
+        tapwatch_storage::evidence::file_of(dir.as_deref().unwrap_or(std::path::Path::new("")), id)
+    else {
+        return text(400, "not an alert id: 16 hex digits\n");
+    };
+    match dir.and_then(|_| std::fs::read(&path).ok()) {
+        Some(bytes) => tiny_http::Response::from_data(bytes)
+            .with_header(header("Content-Type", crate::evidence::pcap::CONTENT_TYPE))
+            .with_header(header(
+                "Content-Disposition",
+                &format!("attachment; filename=\"{id}.pcap\""),
+            ))
+            .with_header(header("Cache-Control", "no-store")),
+        None => text(404, "no evidence capture for this alert\n"),
+    }
+}
+
 /// The status page: plain HTML and JavaScript polling the JSON API every two seconds.
 const STATUS_PAGE: &str = include_str!("status.html");
 
@@ -593,6 +683,10 @@ pub fn serve(
             let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
             let Some(req) = crate::console::serve(req, &telemetry) else { continue };
             let path = req.url().split('?').next().unwrap_or("").to_string();
+            if let Some(id) = path.strip_prefix("/api/alerts/").and_then(|p| p.strip_suffix("/pcap")) {
+                let _ = req.respond(evidence_pcap(&telemetry, id));
+                continue;
+            }
             let json = |v: serde_json::Value| (200, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default());
             let (status, ctype, body) = match path.as_str() {
                 "/metrics" => (200, "text/plain; version=0.0.4", telemetry.metrics()),

@@ -218,8 +218,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     if let (Some(s), false) = (&mut store, sflow.is_empty()) {
         s.store_interfaces(Arc::clone(&telemetry));
     }
+    let store_on = store.is_some();
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
-    merger.keep_closed(store.is_some());
+    merger.keep_closed(store_on);
     if let Some(s) = &store {
         crate::store::restore_growth(&config, s.agent(), &mut merger);
     }
@@ -233,6 +234,25 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         Some(crate::views::Views::new(Arc::clone(&telemetry), false)),
     )?;
     let mut coordinator = Coordinator::new(merger, &config.rules, workers, sinks)?;
+    telemetry
+        .data_dir
+        .get_or_init(|| config.storage.data_dir.clone());
+    // One evidence ring per worker (none with `--no-store`).
+    let hub = store_on.then(|| {
+        crate::evidence::Hub::new(
+            &config.evidence,
+            Arc::clone(&classifier),
+            &config.storage.data_dir,
+        )
+    });
+    let mut recorders: Vec<Option<crate::evidence::Recorder>> = match hub.flatten() {
+        Some(h) => {
+            telemetry.evidence.get_or_init(|| Arc::clone(&h.stats));
+            coordinator.set_evidence(crate::evidence::Collector::new(Arc::clone(&h)));
+            (0..workers).map(|_| Some(h.recorder())).collect()
+        }
+        None => (0..workers).map(|_| None).collect(),
+    };
     let seen = Arc::new(AtomicU64::new(0));
     let deadline = args
         .duration
@@ -255,7 +275,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         let handles = captures
             .into_iter()
             .enumerate()
-            .map(|(id, mut cap)| {
+            .zip(recorders.drain(..))
+            .map(|((id, mut cap), mut recorder)| {
                 let (stop, seen, cell, tx, config) = (
                     Arc::clone(&stop),
                     Arc::clone(&seen),
@@ -291,6 +312,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                             if let Some((frame, weight)) = cap.next(POLL)? {
                                 let mut meta = classifier.classify(&frame);
                                 meta.weight = weight;
+                                if let Some(r) = &mut recorder {
+                                    r.record(&frame, &meta);
+                                }
                                 worker.packet(&meta, meta.ts_ns);
                                 if worker.has_output() {
                                     send(&mut worker);
@@ -303,6 +327,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                                 // A quiet link still moves event time: deadlines fire on time.
                                 worker.advance(wall_ns());
                                 send(&mut worker);
+                                if let Some(r) = &mut recorder {
+                                    r.tick(wall_ns());
+                                }
                             }
                             let total =
                                 seen.fetch_add(unpublished, Ordering::Relaxed) + unpublished;
@@ -336,6 +363,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                             }
                         }
                         seen.fetch_add(unpublished, Ordering::Relaxed);
+                        if let Some(r) = recorder {
+                            r.finish();
+                        }
                         worker.finish();
                         send(&mut worker);
                         let (totals, shard) = worker.into_parts();

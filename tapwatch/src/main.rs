@@ -11,6 +11,7 @@ mod alerts;
 mod config;
 mod console;
 mod engine;
+mod evidence;
 mod history;
 mod http;
 mod live;

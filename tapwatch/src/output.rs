@@ -206,6 +206,9 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         v["detectors"] = detectors;
         let (tally, rules) = (&s.coordinator.tally, s.coordinator.rules());
         v["alerts"] = serde_json::json!({"events": tally.total, "open": rules.open_alerts(), "by_kind_state": crate::views::alert_counts(rules), "list": tally.kept, "webhooks": s.report.webhooks});
+        if let Some(ev) = &s.report.evidence {
+            v["evidence"] = ev.clone();
+        }
         if let Some(st) = &s.report.storage {
             v["storage"] = st.clone();
         }
@@ -360,6 +363,19 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
                 a.total - a.kept.len() as u64
             )?;
         }
+    }
+    if let Some(ev) = &s.report.evidence {
+        writeln!(
+            out,
+            "evidence: {} captures ({} packets) in {}; {} truncated, {} short of history, {} removed for disk, {} failed",
+            ev["captures_written"],
+            ev["packets_written"],
+            ev["dir"].as_str().unwrap_or_default(),
+            ev["captures_truncated"],
+            ev["captures_short_history"],
+            ev["files_removed_for_disk"],
+            ev["captures_failed"]
+        )?;
     }
     if let Some(st) = &s.report.storage {
         let left = st["batches_left_spooled"].as_u64().unwrap_or(0);

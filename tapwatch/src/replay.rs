@@ -55,8 +55,19 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
             .history
             .set(crate::console::History::open(&config)?);
     }
+    telemetry
+        .data_dir
+        .get_or_init(|| config.storage.data_dir.clone());
     let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let store = crate::store::StoreSink::open(&config, &common.store, "replay", inputs)?;
+    // Evidence captures go where the history goes: none with `--no-store`.
+    let hub = store.as_ref().and_then(|_| {
+        crate::evidence::Hub::new(
+            &config.evidence,
+            Arc::clone(&classifier),
+            &config.storage.data_dir,
+        )
+    });
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
     merger.keep_closed(store.is_some());
     merger.record_windows(common.windows_out.is_some());
@@ -70,6 +81,14 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         serve.map(|_| crate::views::Views::new(Arc::clone(&telemetry), true)),
     )?;
     let mut coordinator = Coordinator::new(merger, &config.rules, workers, sinks)?;
+    let mut recorder = hub.as_ref().map(|h| {
+        telemetry.evidence.get_or_init(|| Arc::clone(&h.stats));
+        coordinator.set_evidence(crate::evidence::Collector::new(Arc::clone(h)));
+        // With worker threads the reader runs ahead of the merger: paced, so that its ring
+        // still holds what comes before the alerts the merger has yet to raise.
+        let lag = 2 * config.analyzer.window_ns() + config.analyzer.grace_ns();
+        h.paced_recorder((workers > 1).then_some(lag))
+    });
     let mut readers = Vec::with_capacity(files.len());
     for f in files {
         let reader = if f.as_os_str() == "-" {
@@ -103,6 +122,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         bar: &bar,
         print_packets,
         stop: &stop,
+        evidence: recorder.as_mut(),
     };
     let (dealt, stats, warnings) = if readers.len() == 1 {
         let mut r = readers.pop().expect("one reader");
@@ -118,6 +138,10 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
             .collect();
         (dealt, m.stats(), warnings)
     };
+    // The reader's ring answers the requests still to come (end of input flushes them).
+    if let Some(r) = recorder {
+        r.finish();
+    }
     let report = coordinator.finish()?;
     bar.finish_and_clear();
     for w in &warnings {

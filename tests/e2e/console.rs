@@ -684,6 +684,7 @@ fn console_pages_show_the_replayed_history_in_chromium() {
         exponent: Option<f64>,
         gap_s: Option<f64>,
         advice: Option<String>,
+        evidence_pcap: Option<String>,
     }
     let (_, _, body) = get(&s.addr, &format!("/api/history/alerts/{}", growth.id));
     let d: Detail = serde_json::from_str(&body).unwrap();
@@ -693,7 +694,13 @@ fn console_pages_show_the_replayed_history_in_chromium() {
         "exponent {x:.2} not shown"
     );
     assert_eq!(dom.matches("<tr data-state=").count(), d.events.len());
-    assert!(dom.contains("no evidence capture for this alert"));
+    // The page links the alert's evidence capture exactly when its events name one.
+    let pcap = format!("/api/alerts/{}/pcap", growth.id);
+    if d.events.iter().any(|e| e.evidence.evidence_pcap.is_some()) {
+        assert!(dom.contains(&pcap), "no link to {pcap}");
+    } else {
+        assert!(dom.contains("no evidence capture for this alert"));
+    }
     // A heartbeat alert: its gap, as the resolved event's evidence says.
     let hb = alerts
         .iter()

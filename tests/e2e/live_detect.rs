@@ -152,6 +152,26 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
         .expect("resolved when BFD resumed");
     let gap = resolved.body["evidence"]["gap_s"].as_f64().unwrap();
     assert!((1.3..2.2).contains(&gap), "gap {gap}");
+    // The evidence capture a live worker's ring gave: named in the alert, written by exit,
+    // the BFD flow's headers only (Ethernet, IPv4, UDP: 42 bytes of each 66-byte frame).
+    let named = firing.body["evidence"]["evidence_pcap"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no evidence_pcap: {}", firing.body));
+    let pcap = std::fs::read(tmp.path("data").join(named)).expect("the capture is written");
+    let (mut at, mut records) = (24, 0);
+    while at < pcap.len() {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + 16..at + 16 + caplen];
+        assert_eq!(caplen, 42, "headers only");
+        assert_eq!(
+            &frame[26..34],
+            &[10, 77, 0, 1, 10, 77, 0, 2],
+            "the flow's packets"
+        );
+        at += 16 + caplen;
+        records += 1;
+    }
+    assert!(records >= 5, "BFD before and after the silence: {records}");
     assert!(
         rest.contains("none left spooled"),
         "deliveries drained on SIGTERM: {rest}"

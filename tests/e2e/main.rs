@@ -5,6 +5,7 @@ mod common;
 mod console;
 mod durability;
 mod engine;
+mod evidence;
 mod flow_health;
 mod latency;
 mod live_capture;

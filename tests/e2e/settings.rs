@@ -101,6 +101,21 @@ const BAD: &[(&str, &str, &str)] = &[
         "storage.batch_age_s = NaN",
     ),
     (
+        "[evidence]\nring_packets = 10\n",
+        ":2:",
+        "evidence.ring_packets = 10: expected a whole number from 1024 to 4194304",
+    ),
+    (
+        "[evidence]\nmax_disk_mib = 0\n",
+        ":2:",
+        "evidence.max_disk_mib = 0",
+    ),
+    (
+        "[evidence]\nafter_s = nan\n",
+        ":2:",
+        "evidence.after_s = NaN",
+    ),
+    (
         "[clickhouse]\ntimeout_s = 0\n",
         ":2:",
         "clickhouse.timeout_s = 0",

@@ -24,8 +24,17 @@ pub struct ItemEstimate<K> {
     pub upper: u64,
 }
 
+/// A tracked key and its secondary weight (its count lives in `counts`, beside the tags,
+/// so a purge reads two dense arrays and touches the slots of survivors only).
 #[derive(Clone, Copy, Debug)]
 struct Slot<K> {
+    key: K,
+    secondary: u64,
+}
+
+/// A tracked key with both its weights.
+#[derive(Clone, Copy, Debug)]
+struct Tracked<K> {
     key: K,
     count: u64,
     secondary: u64,
@@ -41,6 +50,10 @@ pub struct FrequentItems<K> {
     tags: Vec<u8>,
     /// The tags of `spare` during a purge.
     spare_tags: Vec<u8>,
+    /// Counted weight of each slot (valid where the tag is set).
+    counts: Vec<u64>,
+    /// The counts of `spare` during a purge.
+    spare_counts: Vec<u64>,
     slots: Vec<Option<Slot<K>>>,
     mask: usize,
     len: usize,
@@ -67,6 +80,8 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         FrequentItems {
             tags: vec![0; table],
             spare_tags: Vec::new(),
+            counts: vec![0; table],
+            spare_counts: Vec::new(),
             slots: vec![None; table],
             mask: table - 1,
             len: 0,
@@ -108,6 +123,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         (self.slots.capacity() + self.spare.capacity()) * std::mem::size_of::<Option<Slot<K>>>()
             + self.tags.capacity()
             + self.spare_tags.capacity()
+            + (self.counts.capacity() + self.spare_counts.capacity()) * 8
             + self.scratch.capacity() * 8
     }
 
@@ -132,7 +148,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
             if t == tag {
                 if let Some(s) = &mut self.slots[i] {
                     if s.key == key {
-                        s.count += weight;
+                        self.counts[i] += weight;
                         s.secondary += secondary;
                         return;
                     }
@@ -141,11 +157,8 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
             i = (i + 1) & self.mask;
         }
         self.tags[i] = tag;
-        self.slots[i] = Some(Slot {
-            key,
-            count: weight,
-            secondary,
-        });
+        self.counts[i] = weight;
+        self.slots[i] = Some(Slot { key, secondary });
         self.len += 1;
         if self.len >= self.max_len {
             self.purge();
@@ -160,31 +173,29 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         if self.spare.len() != self.slots.len() {
             self.spare = vec![None; self.slots.len()];
             self.spare_tags = vec![0; self.slots.len()];
+            self.spare_counts = vec![0; self.slots.len()];
         }
         // The old table becomes the spare; the new one is empty once its tags are cleared
-        // (its slots keep stale entries nobody reads).
+        // (its slots and counts keep stale entries nobody reads).
         std::mem::swap(&mut self.slots, &mut self.spare);
         std::mem::swap(&mut self.tags, &mut self.spare_tags);
+        std::mem::swap(&mut self.counts, &mut self.spare_counts);
         self.tags.fill(0);
         self.len = 0;
         for i in 0..self.spare.len() {
-            if self.spare_tags[i] == 0 {
+            if self.spare_tags[i] == 0 || self.spare_counts[i] <= cut {
                 continue;
             }
             let Some(s) = self.spare[i] else { continue };
-            if s.count > cut {
-                let h = mix64(&s.key);
-                let mut j = h as usize & self.mask;
-                while self.tags[j] != 0 {
-                    j = (j + 1) & self.mask;
-                }
-                self.tags[j] = self.spare_tags[i];
-                self.slots[j] = Some(Slot {
-                    count: s.count - cut,
-                    ..s
-                });
-                self.len += 1;
+            let h = mix64(&s.key);
+            let mut j = h as usize & self.mask;
+            while self.tags[j] != 0 {
+                j = (j + 1) & self.mask;
             }
+            self.tags[j] = self.spare_tags[i];
+            self.counts[j] = self.spare_counts[i] - cut;
+            self.slots[j] = Some(s);
+            self.len += 1;
         }
     }
 
@@ -197,11 +208,14 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         let mut large = std::mem::take(&mut self.scratch);
         large.clear();
         let mut n = 0;
-        for s in self.occupied() {
+        for (&tag, &count) in self.tags.iter().zip(&self.counts) {
+            if tag == 0 {
+                continue;
+            }
             n += 1;
-            match usize::try_from(s.count) {
+            match usize::try_from(count) {
                 Ok(c) if c < SMALL => hist[c] += 1,
-                _ => large.push(s.count),
+                _ => large.push(count),
             }
         }
         let mid = n / 2;
@@ -220,12 +234,19 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     }
 
     /// Entries in use.
-    fn occupied(&self) -> impl Iterator<Item = &Slot<K>> {
+    fn occupied(&self) -> impl Iterator<Item = Tracked<K>> + '_ {
         self.tags
             .iter()
             .zip(&self.slots)
-            .filter(|(t, _)| **t != 0)
-            .filter_map(|(_, s)| s.as_ref())
+            .zip(&self.counts)
+            .filter(|((t, _), _)| **t != 0)
+            .filter_map(|((_, s), &count)| {
+                s.map(|s| Tracked {
+                    key: s.key,
+                    count,
+                    secondary: s.secondary,
+                })
+            })
     }
 
     /// The estimate for one key (`None` if not tracked: its true weight is at most the error bound).
@@ -237,7 +258,11 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
             if self.tags[i] == tag {
                 if let Some(s) = &self.slots[i] {
                     if s.key == *key {
-                        return Some(self.estimate(s));
+                        return Some(self.estimate(Tracked {
+                            key: s.key,
+                            count: self.counts[i],
+                            secondary: s.secondary,
+                        }));
                     }
                 }
             }
@@ -246,7 +271,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         None
     }
 
-    fn estimate(&self, s: &Slot<K>) -> ItemEstimate<K> {
+    fn estimate(&self, s: Tracked<K>) -> ItemEstimate<K> {
         ItemEstimate {
             key: s.key,
             count: s.count,

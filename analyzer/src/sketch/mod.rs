@@ -21,7 +21,7 @@ pub fn mix64<K: std::hash::Hash>(key: &K) -> u64 {
 /// of random flows overlap instead of stalling one after another. A hint only: it reads
 /// nothing into the program and never faults.
 #[inline(always)]
-pub fn prefetch<T>(value: &T) {
+pub fn prefetch<T: ?Sized>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` only hints the cache; the address comes from a reference.
     unsafe {
@@ -54,4 +54,17 @@ pub fn huge_table<T: Clone>(len: usize, value: T) -> Vec<T> {
     }
     v.resize(len, value);
     v
+}
+
+/// [`prefetch`] of every cache line of a slice (a bucket of entries larger than one line).
+#[inline(always)]
+pub fn prefetch_all<T>(values: &[T]) {
+    let bytes: &[u8] = {
+        let len = std::mem::size_of_val(values);
+        // SAFETY: the bytes of a live slice, only used for their addresses.
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), len) }
+    };
+    for line in bytes.chunks(64) {
+        prefetch(&line[0]);
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
-use tapwatch_analyzer::{AnalyzerConfig, Shard, Totals};
+use tapwatch_analyzer::{AnalyzerConfig, PacketHashes, Shard, Totals};
 use tapwatch_capture::{FrameSource, Pacer};
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
@@ -44,6 +44,8 @@ pub struct DealOptions<'a> {
     pub print_packets: bool,
     /// Set to stop reading early (SIGINT/SIGTERM); windows seen so far are finished.
     pub stop: &'a AtomicBool,
+    /// Keeps recent headers for evidence captures (the reader's ring), when on.
+    pub evidence: Option<&'a mut crate::evidence::Recorder>,
 }
 
 /// What the workers counted, once the replay is over.
@@ -120,6 +122,8 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
 /// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
 /// to the memory to complete while the packets in between are worked).
 const AHEAD: usize = 6;
+/// Prepared packets held at once: more than [`AHEAD`].
+const RING: usize = 8;
 /// Packets the one-worker loop gathers before working them.
 const INLINE_BATCH: usize = 64;
 
@@ -130,12 +134,19 @@ fn feed(
     batch: &[Item],
     mut emit: impl FnMut(WorkerOutput) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    // The hashes of the packets between this one and the one AHEAD places on, by position.
+    let mut ahead = [PacketHashes::default(); RING];
+    for (i, item) in batch.iter().enumerate().take(AHEAD) {
+        if let Item::Packet(m, _) = item {
+            ahead[i % RING] = w.prepare(m);
+        }
+    }
     for (i, item) in batch.iter().enumerate() {
-        if let Some(Item::Packet(ahead, _)) = batch.get(i + AHEAD) {
-            w.prefetch(ahead);
+        if let Some(Item::Packet(m, _)) = batch.get(i + AHEAD) {
+            ahead[(i + AHEAD) % RING] = w.prepare(m);
         }
         match item {
-            Item::Packet(m, now) => w.packet(m, *now),
+            Item::Packet(m, now) => w.packet_hashed(m, *now, &ahead[i % RING]),
             Item::Advance(now) => w.advance(*now),
         }
         if w.has_output() {
@@ -167,6 +178,9 @@ fn read<S: FrameSource>(
     while let Some(frame) = source.next_frame()? {
         o.pacer.wait(frame.ts_ns);
         let meta = o.classifier.classify(&frame);
+        if let Some(r) = o.evidence.as_deref_mut() {
+            r.record(&frame, &meta);
+        }
         let tell_all = clock.advance(meta.ts_ns);
         deal(&meta, clock.watermark, tell_all)?;
         packets += 1;

@@ -67,6 +67,8 @@ pub struct Coordinator {
     /// Periodic-flow snapshots being gathered: per event time, workers heard and flows.
     snapshots: BTreeMap<u64, (usize, Vec<serde_json::Value>)>,
     findings: Vec<Finding>,
+    /// Evidence captures of firing alerts, when on.
+    evidence: Option<crate::evidence::Collector>,
     /// What the summary shows of the alerts.
     pub tally: AlertTally,
 }
@@ -86,8 +88,14 @@ impl Coordinator {
             waiting: (0..workers).map(|_| VecDeque::new()).collect(),
             snapshots: BTreeMap::new(),
             findings: Vec::new(),
+            evidence: None,
             tally: AlertTally::default(),
         })
+    }
+
+    /// Names and requests an evidence capture for every firing alert from now on.
+    pub fn set_evidence(&mut self, collector: crate::evidence::Collector) {
+        self.evidence = Some(collector);
     }
 
     /// End of the last merged window (event time, ns; 0 before the first).
@@ -148,6 +156,9 @@ impl Coordinator {
         let end = self.merged_until();
         let events = self.rules.tick(end);
         self.emit(events)?;
+        if let Some(c) = &mut self.evidence {
+            c.window(end);
+        }
         self.sinks_window()
     }
 
@@ -186,9 +197,12 @@ impl Coordinator {
         Ok(())
     }
 
-    fn emit(&mut self, events: Vec<AlertEvent>) -> anyhow::Result<()> {
+    fn emit(&mut self, mut events: Vec<AlertEvent>) -> anyhow::Result<()> {
         if events.is_empty() {
             return Ok(());
+        }
+        if let Some(c) = &mut self.evidence {
+            c.alerts(&mut events);
         }
         for s in &mut self.sinks {
             s.alerts(&events)?;
@@ -223,6 +237,10 @@ impl Coordinator {
             self.periodic(flows, at_ns)?;
         }
         let mut report = RunReport::default();
+        if let Some(c) = &mut self.evidence {
+            c.finish();
+            report.evidence = Some(c.report());
+        }
         for s in &mut self.sinks {
             s.finish(&mut report)?;
         }

@@ -26,6 +26,8 @@ pub struct RunReport {
     pub webhooks: Vec<serde_json::Value>,
     /// What the storage sink wrote, if it ran.
     pub storage: Option<serde_json::Value>,
+    /// What evidence captures wrote and lost, if they ran.
+    pub evidence: Option<serde_json::Value>,
 }
 
 /// A consumer of the engine's outputs. Every method has a default that ignores its input,

@@ -133,8 +133,7 @@ impl FlowTable {
         if let (Some(src), Some(dst)) = (m.src, m.dst) {
             let (a, b, _) = ends(src, dst, m);
             let bucket = self.bucket(a, b);
-            crate::sketch::prefetch(&self.slots[bucket]);
-            crate::sketch::prefetch(&self.slots[bucket + 1]);
+            crate::sketch::prefetch_all(&self.slots[bucket..bucket + 2]);
         }
     }
 
