@@ -270,6 +270,18 @@ fn every_row_type_round_trips_with_validation_off() {
             out_discards: 6,
         }],
     );
+    // `tapwatch query interfaces` reads them back typed.
+    let ifs = tapwatch_storage::interfaces::read_clickhouse(&ch, ts, ts + 1, Some("a")).unwrap();
+    let summary = tapwatch_storage::interfaces::summarise(ifs);
+    assert_eq!(
+        (summary.len(), summary[0].if_index, summary[0].status),
+        (1, 70_001, "up")
+    );
+    assert!(
+        tapwatch_storage::interfaces::read_clickhouse(&ch, ts, ts + 1, Some("b'"))
+            .unwrap()
+            .is_empty()
+    );
     // The same rows through the TabSeparated path (spool replay, file-store load).
     let mut tsv = Vec::new();
     let row = TenantRow {
