@@ -25,11 +25,22 @@ impl SampledEstimate {
     /// `window_total = w.bytes`) total `window_total`; `None` when the window was not
     /// sampled. The records behind `count` are its share of the window's records.
     pub fn of(count: u64, window_total: u64, w: &WindowStats) -> Option<SampledEstimate> {
-        if !w.sampled() || window_total == 0 {
+        SampledEstimate::from_totals(count, window_total, w.packets, w.samples)
+    }
+
+    /// As [`SampledEstimate::of`], for windows of `packets` packets from `samples` records
+    /// (taken as unsampled when `samples` is 0 or not below `packets`).
+    pub fn from_totals(
+        count: u64,
+        window_total: u64,
+        packets: u64,
+        samples: u64,
+    ) -> Option<SampledEstimate> {
+        if samples == 0 || samples >= packets || window_total == 0 {
             return None;
         }
-        let rate = w.packets as f64 / w.samples as f64;
-        let n = (count as f64 * w.samples as f64 / window_total as f64).round();
+        let rate = packets as f64 / samples as f64;
+        let n = (count as f64 * samples as f64 / window_total as f64).round();
         let per_record = count as f64 / n.max(1.0);
         let se = per_record * n.sqrt();
         let count = count as f64;
