@@ -28,6 +28,7 @@ mod finding;
 mod health;
 mod labels;
 mod merger;
+mod sampling;
 mod shard;
 pub mod sketch;
 #[cfg(test)]
@@ -62,6 +63,7 @@ pub use growth::GrowthSample;
 pub use health::ServerHealth;
 pub use labels::Labels;
 pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
+pub use sampling::SampledEstimate;
 pub use shard::{LostWork, PacketHashes, Shard, ShardCounters};
 /// Setting checks shared by every crate's config (ranges named by their path in the
 /// file), so crates above the analyzer need not depend on the classifier for them.

@@ -243,6 +243,7 @@ impl Shard {
         let weight = u64::from(m.weight);
         let bytes = u64::from(m.wire_len) * weight;
         w.packets += weight;
+        w.samples += 1;
         w.bytes += bytes;
         w.traffic.add(
             m.tenant,

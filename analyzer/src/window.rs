@@ -212,8 +212,10 @@ pub struct WindowStats {
     pub start_ns: u64,
     /// Window end (exclusive).
     pub end_ns: u64,
-    /// Packets.
+    /// Packets (scaled: each sampled record counts as its sampling rate).
     pub packets: u64,
+    /// Packet records actually seen (equals `packets` when unsampled).
+    pub samples: u64,
     /// Bytes.
     pub bytes: u64,
     /// Per tenant, indexed by [`TenantId`].
@@ -261,6 +263,7 @@ impl WindowStats {
             start_ns,
             end_ns,
             packets: 0,
+            samples: 0,
             bytes: 0,
             tenants: Vec::new(),
             traffic: TrafficTable::new(type_count),
@@ -297,6 +300,25 @@ impl WindowStats {
     /// Width in seconds.
     pub fn width_s(&self) -> f64 {
         (self.end_ns - self.start_ns) as f64 / 1e9
+    }
+
+    /// Whether some of the window's packets are estimates from sampled records (a window
+    /// that counted no records, as tests build them, is taken as unsampled).
+    pub fn sampled(&self) -> bool {
+        self.samples > 0 && self.samples < self.packets
+    }
+
+    /// The records behind `packets` of this window's packets: the window's samples
+    /// apportioned by packets (exact when unsampled, or when every record of the window had
+    /// one sampling rate; the window counts samples, not each cell, to keep the per-packet
+    /// cost to one add).
+    pub fn samples_of(&self, packets: u64) -> u64 {
+        if !self.sampled() {
+            return packets;
+        }
+        let n = u128::from(packets) * u128::from(self.samples);
+        let d = u128::from(self.packets);
+        ((n + d / 2) / d) as u64
     }
 
     /// The tenant's numbers, created on first use.
@@ -342,6 +364,7 @@ impl WindowStats {
         self.start_ns = self.start_ns.min(o.start_ns);
         self.end_ns = self.end_ns.max(o.end_ns);
         self.packets += o.packets;
+        self.samples += o.samples;
         self.bytes += o.bytes;
         for (i, t) in o.tenants.iter().enumerate() {
             self.tenant(TenantId(i as u16)).merge(t);
@@ -531,6 +554,27 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn samples_are_apportioned_by_packets_and_exact_when_unsampled() {
+        let mut w = WindowStats::new(0, SEC, 16, 16, 16, 32);
+        w.packets = 7;
+        w.samples = 7;
+        assert!(!w.sampled());
+        assert_eq!(w.samples_of(3), 3);
+        // 1 in 10: 30 records stand for 300 packets; a cell of 120 packets is 12 records.
+        w.packets = 300;
+        w.samples = 30;
+        assert!(w.sampled());
+        assert_eq!(
+            (w.samples_of(120), w.samples_of(300), w.samples_of(0)),
+            (12, 30, 0)
+        );
+        let mut m = w.empty_like(0, SEC);
+        m.merge(&w);
+        m.merge(&w);
+        assert_eq!((m.packets, m.samples), (600, 60));
     }
 
     #[test]

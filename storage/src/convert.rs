@@ -29,6 +29,7 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
             protocol_type: labels.type_name(kind).unwrap_or("other").to_string(),
             size_class: size.name().to_string(),
             packets: c.packets,
+            samples: w.samples_of(c.packets),
             bytes: c.bytes,
             setups: if labels.is_setup(kind) { c.packets } else { 0 },
         });
@@ -45,6 +46,7 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
             window_ms,
             tenant: tenant.clone(),
             packets: t.packets,
+            samples: w.samples_of(t.packets),
             bytes: t.bytes,
             setups: t.setups,
             sources: t.nodes.count().0,
@@ -104,6 +106,7 @@ pub fn window_rows(w: &WindowStats, labels: &Labels, agent: &str, top: usize, ou
                 bytes: secondary,
                 error_bound: bound,
                 window_packets: w.packets,
+                window_samples: w.samples_of(w.packets),
             });
         }
     };

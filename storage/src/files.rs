@@ -5,7 +5,7 @@
 //! TabSeparatedWithNames" < FILE`), and `tapwatch query` reads them.
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::rows::StoredRow;
@@ -88,6 +88,31 @@ fn append_one(path: &Path, columns: &[&str], rows: &[u8]) -> Result<(fs::File, u
     Ok((f, whole))
 }
 
+/// The hour's file for rows of these columns: `HOUR.AGENT.tsv`, or, when that file was
+/// begun with other columns (by a version before a migration added one), `HOUR.AGENT.N.tsv`
+/// for the first N from 2 whose file is new or has these columns. Readers go by each file's
+/// own header, so both are read.
+fn file_for(dir: &Path, hour: &str, agent: &str, columns: &[&str]) -> PathBuf {
+    let header = tsv::header(columns);
+    (1..)
+        .map(|n| match n {
+            1 => dir.join(format!("{hour}.{agent}.tsv")),
+            n => dir.join(format!("{hour}.{agent}.{n}.tsv")),
+        })
+        .find(|path| {
+            let Ok(f) = fs::File::open(path) else {
+                return true;
+            };
+            let mut first = Vec::new();
+            let read = std::io::BufReader::new(f)
+                .take(header.len() as u64 * 4 + 4096)
+                .read_until(b'\n', &mut first);
+            // New, empty or a torn header (cut and rewritten by the append): ours.
+            read.is_err() || !first.ends_with(b"\n") || first == header
+        })
+        .expect("an unbounded range finds a file")
+}
+
 /// Writes rows to hourly files under a data directory.
 pub struct FileStore {
     dir: PathBuf,
@@ -155,7 +180,7 @@ impl FileStore {
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let mut done: Vec<(fs::File, u64)> = Vec::new();
         for (hour, rows) in by_hour {
-            let path = dir.join(format!("{hour}.{}.tsv", safe(agent)));
+            let path = file_for(&dir, &hour, &safe(agent), columns);
             let result = append_one(&path, columns, &rows);
             match result {
                 Ok(undo) => done.push(undo),
@@ -275,6 +300,15 @@ impl FileRow {
             .unwrap_or(0)
     }
 
+    /// An integer column, or `older`'s value in a file begun before a migration added `col`.
+    pub fn u64_or(&self, col: &str, older: &str) -> u64 {
+        if self.names.iter().any(|n| n == col) {
+            self.u64(col)
+        } else {
+            self.u64(older)
+        }
+    }
+
     /// A float column.
     pub fn f64(&self, col: &str) -> f64 {
         std::str::from_utf8(self.raw(col))
@@ -322,11 +356,11 @@ pub struct Loaded {
 /// Loads one file-store file (`TabSeparatedWithNames`, read from `path`) into ClickHouse,
 /// one insert per batch, skipping batches ClickHouse already holds. Damaged lines (a torn
 /// row, or two rows run together by an earlier version after a full disk) are left out
-/// with a warning naming the line.
+/// with a warning naming the line. Rows go in under the file's own column names, so a file
+/// begun before a migration added a column loads with that column's default.
 pub fn load_into(
     ch: &crate::ClickHouse,
     table: &str,
-    columns: &[&str],
     path: &Path,
     text: &[u8],
 ) -> Result<Loaded, StorageError> {
@@ -393,12 +427,26 @@ pub fn load_into(
         b.tsv.extend_from_slice(line);
         b.tsv.push(b'\n');
     }
+    let columns: Vec<String> = names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    if let Some(bad) = columns
+        .iter()
+        .find(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(StorageError::Config(format!(
+            "{}: the header names a column {bad:?}",
+            path.display()
+        )));
+    }
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     for b in &batches {
         if ch.batch_exists(&b.meta)? {
             done.batches_skipped += 1;
             continue;
         }
-        ch.insert_tsv(table, columns, &b.tsv, false)?;
+        ch.insert_tsv(table, &columns, &b.tsv, false)?;
         done.rows += b.meta.rows;
     }
     Ok(done)
@@ -407,6 +455,42 @@ pub fn load_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_hour_begun_with_fewer_columns_continues_in_a_second_file() {
+        let dir = std::env::temp_dir().join(format!("tw-files-cols-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = FileStore::new(&dir);
+        let ts = 1_795_392_000;
+        // An earlier version's file of the hour: no `samples` column.
+        fs::create_dir_all(dir.join("tenants")).unwrap();
+        let old = "ts\tagent\tbatch\twindow_ms\ttenant\tpackets\tbytes\tsetups\tsources\n\
+                   1795392000\ta\t1\t1000\tt\t9\t10\t0\t1\n";
+        fs::write(dir.join(format!("tenants/{}.a.tsv", hour_name(ts))), old).unwrap();
+        let row = crate::rows::TenantRow {
+            ts,
+            agent: "a".into(),
+            batch: 2,
+            window_ms: 1000,
+            tenant: "t".into(),
+            packets: 30,
+            samples: 3,
+            bytes: 40,
+            setups: 0,
+            sources: 1,
+        };
+        store.write("a", std::slice::from_ref(&row)).unwrap();
+        store.write("a", &[row]).unwrap();
+        assert_eq!(store.files("tenants").len(), 2);
+        let rows = store.read("tenants", ts, ts + 1).unwrap();
+        let mut got: Vec<(u64, u64)> = rows
+            .iter()
+            .map(|r| (r.u64("packets"), r.u64_or("samples", "packets")))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [(9, 9), (30, 3), (30, 3)]);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn rows_read_back_and_retention_drops_old_hours() {
@@ -421,6 +505,7 @@ mod tests {
             window_ms: 1000,
             tenant: tenant.into(),
             packets: 3,
+            samples: 3,
             bytes: 4,
             setups: 5,
             sources: 6,

@@ -7,6 +7,7 @@
 //! - [`evidence`]: the alerts' evidence captures under the data directory (written by the
 //!   binary, dropped with the alerts' retention here).
 //! - [`query`]: the built-in questions of `tapwatch query`, over ClickHouse or the files.
+//! - [`interfaces`]: the sFlow agents' interface counters as differences and rates.
 //! - [`history`]: the console's typed questions (traffic series, alerts, tops, tenants).
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ pub mod convert;
 pub mod evidence;
 pub mod files;
 pub mod history;
+pub mod interfaces;
 pub mod query;
 pub mod restore;
 pub mod rows;

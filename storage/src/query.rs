@@ -30,11 +30,13 @@ pub enum Question {
     Upgrades,
     /// Traffic-drop alert events.
     Drops,
+    /// sFlow agents' interface counters per agent and ifIndex: rates and differences.
+    Interfaces,
 }
 
 impl Question {
     /// Every question, with its command-line name.
-    pub const ALL: [(Question, &'static str); 8] = [
+    pub const ALL: [(Question, &'static str); 9] = [
         (Question::TopTalkers, "top-talkers"),
         (Question::Alerts, "alerts"),
         (Question::HeartbeatGaps, "heartbeat-gaps"),
@@ -43,6 +45,7 @@ impl Question {
         (Question::Retransmits, "retransmits"),
         (Question::Upgrades, "upgrades"),
         (Question::Drops, "drops"),
+        (Question::Interfaces, "interfaces"),
     ];
 
     /// Output columns, in order.
@@ -113,6 +116,22 @@ impl Question {
                 "ok",
                 "refused",
                 "unanswered",
+            ],
+            Question::Interfaces => &[
+                "sflow_agent",
+                "if_index",
+                "samples",
+                "seconds",
+                "speed_bits",
+                "status",
+                "in_bps",
+                "out_bps",
+                "in_packets",
+                "out_packets",
+                "in_errors",
+                "out_errors",
+                "in_discards",
+                "out_discards",
             ],
             Question::Drops => &[
                 "time",
@@ -270,6 +289,17 @@ pub fn sql(q: Question, layout: &Layout, f: &Filter) -> String {
              ORDER BY rf + u DESC, a, port LIMIT {n}",
             t("server_health")
         ),
+        // Raw counter samples: differences are taken in Rust (`interfaces::summarise`).
+        Question::Interfaces => format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY sflow_agent, if_index, ts LIMIT {n}",
+            crate::writer::columns_of("interfaces").join(", "),
+            t("interfaces"),
+            Filter {
+                tenant: None,
+                ..f.clone()
+            }
+            .sql()
+        ),
         Question::Drops => format!(
             "SELECT toString(ts) AS time, agent, state, severity, tenant, subject, value, threshold, id \
              FROM {} WHERE kind = 'traffic_drop' AND {w} ORDER BY ts, agent, id, state LIMIT {n}",
@@ -284,6 +314,10 @@ pub fn ask_clickhouse(
     q: Question,
     f: &Filter,
 ) -> Result<Vec<Map<String, Value>>, StorageError> {
+    if q == Question::Interfaces {
+        let rows = crate::interfaces::read_clickhouse(ch, f.since, f.until, f.agent.as_deref())?;
+        return Ok(interfaces(rows, f.limit));
+    }
     let rows = ch.query_json(&sql(q, &ch.layout, f))?;
     // Keep the declared column order whatever the server's JSON does.
     Ok(rows
@@ -360,6 +394,10 @@ pub fn ask_files(
             .collect())
     };
     let mut out: Vec<Map<String, Value>> = match q {
+        Question::Interfaces => {
+            let rows = crate::interfaces::read_files(store, f.since, f.until, f.agent.as_deref())?;
+            interfaces(rows, f.limit)
+        }
         Question::TopTalkers => {
             #[derive(Default)]
             struct Acc {
@@ -589,6 +627,32 @@ pub fn ask_files(
     Ok(out)
 }
 
+/// The `interfaces` answer of counter samples (the same from both backends).
+fn interfaces(rows: Vec<crate::rows::InterfaceRow>, limit: usize) -> Vec<Map<String, Value>> {
+    let mut out: Vec<Map<String, Value>> = crate::interfaces::summarise(rows)
+        .into_iter()
+        .map(|s| {
+            let head = vec![
+                json!(s.sflow_agent),
+                json!(s.if_index),
+                json!(s.samples),
+                json!(s.seconds),
+                json!(s.speed_bits),
+                json!(s.status),
+                json!(s.in_bps),
+                json!(s.out_bps),
+            ];
+            let counts = s.counts.iter().map(|c| json!(c));
+            obj(
+                Question::Interfaces,
+                head.into_iter().chain(counts).collect(),
+            )
+        })
+        .collect();
+    out.truncate(limit);
+    out
+}
+
 /// Renders answers as an aligned table.
 pub fn table(q: Question, rows: &[Map<String, Value>]) -> String {
     let cols = q.columns();
@@ -690,7 +754,12 @@ mod tests {
         for (q, _) in Question::ALL {
             let s = sql(q, &l, &f);
             assert!(s.contains("FROM tw.") && !s.contains("_local"), "{s}");
-            assert!(s.contains("tenant = 'a\\'b'"), "{s}");
+            // Interface counters belong to no tenant.
+            assert_eq!(
+                s.contains("tenant = 'a\\'b'"),
+                q != Question::Interfaces,
+                "{s}"
+            );
         }
         let per_server = Filter {
             measure: Some("echo".into()),

@@ -82,8 +82,12 @@ pub struct TrafficRow {
     pub protocol_type: String,
     /// Size class (`65-128`, …).
     pub size_class: String,
-    /// Packets.
+    /// Packets (scaled estimates when sampled: each record counts as its sampling rate).
     pub packets: u64,
+    /// Packet records behind `packets` (equals it unsampled; migration 5, older rows read
+    /// `packets`). The window's records apportioned by packets: exact unless the window mixed
+    /// sampling rates.
+    pub samples: u64,
     /// Bytes on the wire.
     pub bytes: u64,
     /// Connection setups (packets of a setup type: TCP SYN by default).
@@ -104,8 +108,10 @@ pub struct TenantRow {
     pub window_ms: u32,
     /// Tenant.
     pub tenant: String,
-    /// Packets.
+    /// Packets (scaled estimates when sampled).
     pub packets: u64,
+    /// Packet records behind `packets`, as in [`TrafficRow::samples`] (migration 5).
+    pub samples: u64,
     /// Bytes.
     pub bytes: u64,
     /// Connection setups.
@@ -146,6 +152,9 @@ pub struct HeavyHitterRow {
     pub error_bound: u64,
     /// All packets of the window.
     pub window_packets: u64,
+    /// Packet records behind `window_packets` (equals it unsampled; migration 5, older rows
+    /// read `window_packets`).
+    pub window_samples: u64,
 }
 stored_row!(HeavyHitterRow, "heavy_hitters");
 
@@ -257,6 +266,47 @@ pub struct DropRateRow {
     pub quiet_windows: u32,
 }
 stored_row!(DropRateRow, "drop_rates");
+
+/// One sFlow counter sample's generic interface counters (as the exporting agent reports
+/// them: totals since its counters began, not per-window differences).
+#[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct InterfaceRow {
+    /// The base window the sample was stored with.
+    pub ts: u32,
+    /// Agent id (the tapwatch agent that received it).
+    pub agent: String,
+    /// Batch id.
+    pub batch: u64,
+    /// The sFlow agent (switch, router) that sent it.
+    pub sflow_agent: Address,
+    /// ifIndex.
+    pub if_index: u32,
+    /// ifType.
+    pub if_type: u32,
+    /// ifSpeed, bits/s.
+    pub speed_bits: u64,
+    /// 0 unknown, 1 full duplex, 2 half duplex, 3 in, 4 out.
+    pub direction: u8,
+    /// Bit 0 admin up, bit 1 operationally up.
+    pub status: u8,
+    /// ifInOctets.
+    pub in_octets: u64,
+    /// ifOutOctets.
+    pub out_octets: u64,
+    /// ifInUcastPkts + ifInMulticastPkts + ifInBroadcastPkts.
+    pub in_packets: u64,
+    /// ifOutUcastPkts + ifOutMulticastPkts + ifOutBroadcastPkts.
+    pub out_packets: u64,
+    /// ifInErrors.
+    pub in_errors: u64,
+    /// ifOutErrors.
+    pub out_errors: u64,
+    /// ifInDiscards.
+    pub in_discards: u64,
+    /// ifOutDiscards.
+    pub out_discards: u64,
+}
+stored_row!(InterfaceRow, "interfaces");
 
 /// One setup-growth point of a tenant and the fit over its history.
 #[derive(Row, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -429,6 +479,8 @@ pub struct Rows {
     pub server_health: Vec<ServerHealthRow>,
     /// `drop_rates`.
     pub drop_rates: Vec<DropRateRow>,
+    /// `interfaces`.
+    pub interfaces: Vec<InterfaceRow>,
 }
 
 /// Calls `$m!(field, Type)` for every table of [`Rows`].
@@ -447,11 +499,12 @@ macro_rules! for_each_table {
         $m!(agents, $crate::rows::AgentRow);
         $m!(server_health, $crate::rows::ServerHealthRow);
         $m!(drop_rates, $crate::rows::DropRateRow);
+        $m!(interfaces, $crate::rows::InterfaceRow);
     };
 }
 
 /// Names of the tables rows are written to, in [`Rows`] order.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "traffic",
     "tenants",
     "heavy_hitters",
@@ -463,6 +516,7 @@ pub const TABLES: [&str; 11] = [
     "agents",
     "server_health",
     "drop_rates",
+    "interfaces",
 ];
 
 impl Rows {

@@ -35,6 +35,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_flow_health.sql",
         sql: include_str!("../migrations/0004_flow_health.sql"),
     },
+    // sampled input (issue 17)
+    Migration {
+        version: 5,
+        name: "0005_sflow.sql",
+        sql: include_str!("../migrations/0005_sflow.sql"),
+    },
 ];
 
 /// Rollup tables (filled by materialized views, never written directly).
@@ -194,12 +200,12 @@ pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
 }
 
 /// Default retention in days per table: per-window tables a week, minutes 90 days, hours
-/// two years; alerts and agent records a year.
+/// two years; interface counters 90 days; alerts and agent records a year.
 pub fn default_retention_days(table: &str) -> u32 {
     match table {
         "alerts" | "agents" | "heartbeat_gaps" | "setup_growth" => 365,
         t if t.ends_with("_1h") => 730,
-        t if t.ends_with("_1m") => 90,
+        t if t.ends_with("_1m") || t == "interfaces" => 90,
         _ => 7,
     }
 }

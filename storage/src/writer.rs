@@ -681,6 +681,7 @@ mod tests {
             window_ms: 1000,
             tenant: "t".into(),
             packets: 1,
+            samples: 1,
             bytes: 2,
             setups: 0,
             sources: 1,

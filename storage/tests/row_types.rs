@@ -106,6 +106,7 @@ fn every_row_type_round_trips_with_validation_off() {
             protocol_type: s("tcp_syn"),
             size_class: s("0-64"),
             packets: 1 << 40,
+            samples: 1 << 37,
             bytes: 3,
             setups: 4,
         }],
@@ -119,6 +120,7 @@ fn every_row_type_round_trips_with_validation_off() {
             window_ms: 500,
             tenant: s("é tenant"),
             packets: 1,
+            samples: 1,
             bytes: 2,
             setups: 3,
             sources: 4,
@@ -141,6 +143,7 @@ fn every_row_type_round_trips_with_validation_off() {
             bytes: 20,
             error_bound: 3,
             window_packets: 40,
+            window_samples: 40,
         }],
     );
     round_trip(
@@ -245,6 +248,40 @@ fn every_row_type_round_trips_with_validation_off() {
             interfaces: s("eth1,eth2"),
         }],
     );
+    round_trip(
+        &ch,
+        vec![InterfaceRow {
+            ts,
+            agent: s("a"),
+            batch: 15,
+            sflow_agent: addr(77),
+            if_index: 70_001,
+            if_type: 6,
+            speed_bits: 100_000_000_000,
+            direction: 1,
+            status: 3,
+            in_octets: u64::MAX - 3,
+            out_octets: 1 << 50,
+            in_packets: 3 * u64::from(u32::MAX),
+            out_packets: 2,
+            in_errors: 3,
+            out_errors: 4,
+            in_discards: 5,
+            out_discards: 6,
+        }],
+    );
+    // `tapwatch query interfaces` reads them back typed.
+    let ifs = tapwatch_storage::interfaces::read_clickhouse(&ch, ts, ts + 1, Some("a")).unwrap();
+    let summary = tapwatch_storage::interfaces::summarise(ifs);
+    assert_eq!(
+        (summary.len(), summary[0].if_index, summary[0].status),
+        (1, 70_001, "up")
+    );
+    assert!(
+        tapwatch_storage::interfaces::read_clickhouse(&ch, ts, ts + 1, Some("b'"))
+            .unwrap()
+            .is_empty()
+    );
     // The same rows through the TabSeparated path (spool replay, file-store load).
     let mut tsv = Vec::new();
     let row = TenantRow {
@@ -254,6 +291,7 @@ fn every_row_type_round_trips_with_validation_off() {
         window_ms: 1000,
         tenant: s("a\\b\tc"),
         packets: 5,
+        samples: 5,
         bytes: 6,
         setups: 7,
         sources: 8,
@@ -276,6 +314,33 @@ fn every_row_type_round_trips_with_validation_off() {
     assert!(ch.batch_exists(&meta("tenants", "tsv", 99, ts)).unwrap());
     assert!(!ch.batch_exists(&meta("tenants", "tsv", 98, ts)).unwrap());
 
+    // A row written before migration 5 (no `samples`) reads its packets as its samples.
+    ch.execute(&format!(
+        "INSERT INTO tapwatch.tenants (ts, agent, batch, window_ms, tenant, packets, bytes, setups, sources) \
+         VALUES ({ts}, 'pre5', 1, 1000, 't', 42, 1, 0, 1)"
+    ))
+    .unwrap();
+    let pre5 = ch
+        .query_json("SELECT samples FROM tapwatch.tenants WHERE agent = 'pre5'")
+        .unwrap();
+    assert_eq!(pre5[0]["samples"].as_u64(), Some(42));
+    // So does a file-store file begun before it, loaded by `tapwatch load`.
+    let old_file = format!(
+        "ts\tagent\tbatch\twindow_ms\ttenant\tpackets\tbytes\tsetups\tsources\n{ts}\tpre5file\t3\t1000\tt\t17\t1\t0\t1\n"
+    );
+    let loaded = tapwatch_storage::files::load_into(
+        &ch,
+        "tenants",
+        std::path::Path::new("old.tsv"),
+        old_file.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(loaded.rows, 1);
+    let pre5 = ch
+        .query_json("SELECT samples FROM tapwatch.tenants WHERE agent = 'pre5file'")
+        .unwrap();
+    assert_eq!(pre5[0]["samples"].as_u64(), Some(17));
+
     // A batch killed between the table and one of its views: in `traffic` and `traffic_1h`,
     // not in `traffic_1m`. Completing it fills the gap once, and only where it is.
     let half = TrafficRow {
@@ -288,12 +353,14 @@ fn every_row_type_round_trips_with_validation_off() {
         protocol_type: s("udp"),
         size_class: s("0-64"),
         packets: 7,
+        samples: 7,
         bytes: 420,
         setups: 0,
     };
     let full = TrafficRow {
         batch: 499,
         packets: 5,
+        samples: 5,
         ..half.clone()
     };
     ch.insert(&[full]).unwrap();

@@ -30,6 +30,7 @@ fn rows(n: usize, agent: &str) -> Vec<TrafficRow> {
             protocol_type: ["tcp_syn", "tcp_ack", "udp", "tls_application_data"][i % 4].into(),
             size_class: ["0-64", "65-128", "1025-1518"][i % 3].into(),
             packets: (i % 1000) as u64 + 1,
+            samples: (i % 1000) as u64 + 1,
             bytes: (i % 1000) as u64 * 100 + 60,
             setups: (i % 7) as u64,
         })

@@ -88,7 +88,7 @@ pub enum QueryFormat {
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     /// The question: top-talkers, alerts, heartbeat-gaps, setup-growth, latency, retransmits,
-    /// upgrades, drops.
+    /// upgrades, drops, interfaces.
     #[arg(value_name = "QUESTION")]
     question: Question,
     /// From: RFC 3339 (`2026-11-23T14:00:00Z`) or an age (`90s`, `20m`, `6h`, `7d`, meaning
@@ -245,11 +245,10 @@ pub fn load(a: &LoadArgs) -> anyhow::Result<()> {
     let store = FileStore::new(&dir);
     let (mut files, mut rows, mut skipped, mut bad) = (0u64, 0u64, 0u64, 0u64);
     for table in tapwatch_storage::rows::TABLES {
-        let columns = tapwatch_storage::writer::columns_of(table);
         for (_, path) in store.files(table) {
             let text =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let loaded = tapwatch_storage::files::load_into(&ch, table, columns, &path, &text)
+            let loaded = tapwatch_storage::files::load_into(&ch, table, &path, &text)
                 .with_context(|| format!("loading {}", path.display()))?;
             files += 1;
             rows += loaded.rows;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use tapwatch_capture::sflow::InterfaceCounters;
 
 /// Counters of one capture worker.
 #[derive(Debug, Default)]
@@ -476,14 +477,18 @@ impl Telemetry {
         out
     }
 
+    /// The latest snapshot of every sFlow source (workers publish them every second).
+    pub fn sflow_views(&self) -> Vec<crate::sources::SflowView> {
+        self.workers
+            .iter()
+            .filter_map(|w| w.sflow.lock().ok().and_then(|v| v.clone()))
+            .collect()
+    }
+
     /// The sFlow sources' families: decoder counters per socket, and the latest interface
     /// counters the agents sent, per agent and ifIndex.
     fn sflow_metrics(&self, out: &mut String) {
-        let views: Vec<crate::sources::SflowView> = self
-            .workers
-            .iter()
-            .filter_map(|w| w.sflow.lock().ok().and_then(|v| v.clone()))
-            .collect();
+        let views = self.sflow_views();
         if views.is_empty() {
             return;
         }
@@ -561,47 +566,62 @@ impl Telemetry {
             "sFlow datagrams that could not be decoded (in whole or in part), by reason.",
             malformed,
         );
-        let names = [
+        type Get = fn(&InterfaceCounters) -> u64;
+        let names: [(&str, &str, &str, Get); 7] = [
             (
                 "in_octets",
                 "counter",
                 "Octets received on the interface (agent's ifInOctets).",
+                |c| c.in_octets,
             ),
             (
                 "out_octets",
                 "counter",
                 "Octets sent on the interface (ifOutOctets).",
+                |c| c.out_octets,
             ),
             (
                 "in_discards",
                 "counter",
                 "Inbound packets discarded (ifInDiscards).",
+                |c| u64::from(c.in_discards),
             ),
             (
                 "out_discards",
                 "counter",
                 "Outbound packets discarded (ifOutDiscards).",
+                |c| u64::from(c.out_discards),
             ),
             (
                 "in_errors",
                 "counter",
                 "Inbound packets with errors (ifInErrors).",
+                |c| u64::from(c.in_errors),
             ),
             (
                 "out_errors",
                 "counter",
                 "Outbound packets with errors (ifOutErrors).",
+                |c| u64::from(c.out_errors),
             ),
-            ("speed_bits", "gauge", "Interface speed, bits/s (ifSpeed)."),
+            (
+                "speed_bits",
+                "gauge",
+                "Interface speed, bits/s (ifSpeed).",
+                |c| c.if_speed,
+            ),
         ];
-        for (i, (name, kind, help)) in names.iter().enumerate() {
+        for (name, kind, help, get) in names {
             let rows = views
                 .iter()
                 .flat_map(|v| &v.interfaces)
                 .map(|(agent, if_index, c)| {
                     (
-                        format!("{{agent=\"{}\",ifindex=\"{if_index}\"}}", escape(agent)),
-                        c[i],
+                        format!(
+                            "{{agent=\"{}\",ifindex=\"{if_index}\"}}",
+                            escape(&agent.to_string())
+                        ),
+                        get(c),
                     )
                 })
                 .collect();
@@ -717,9 +737,14 @@ mod tests {
             listen: "0.0.0.0:6343".into(),
             stats,
             interfaces: vec![(
-                "192.0.2.1".into(),
+                "192.0.2.1".parse().unwrap(),
                 12,
-                [100, 200, 1, 2, 3, 4, 10_000_000_000],
+                InterfaceCounters {
+                    in_octets: 100,
+                    out_octets: 200,
+                    if_speed: 10_000_000_000,
+                    ..Default::default()
+                },
             )],
         });
         let m = t.metrics();

@@ -213,8 +213,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             .context("installing signal handlers")?;
     }
     let classifier = cell.get();
-    let store =
+    let mut store =
         crate::store::StoreSink::open(&config, &args.common.store, "run", vec![label.clone()])?;
+    if let (Some(s), false) = (&mut store, sflow.is_empty()) {
+        s.store_interfaces(Arc::clone(&telemetry));
+    }
     let store_on = store.is_some();
     let mut merger = Merger::new(&config.analyzer, &classifier, workers);
     merger.keep_closed(store_on);
@@ -367,6 +370,10 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         send(&mut worker);
                         let (totals, shard) = worker.into_parts();
                         let view = cap.sflow_view();
+                        // The storage sink stores the last counter samples at its finish.
+                        if let (Some(v), Ok(mut slot)) = (&view, counters.sflow.lock()) {
+                            *slot = Some(v.clone());
+                        }
                         Ok((totals, shard, cap.stats(), view))
                     },
                 )

@@ -151,10 +151,11 @@ enum Command {
     /// p50/p99/max per tenant and stage; with --measure, per server: handshake_server,
     /// handshake_client, response, echo, tcp_rtt or rst), retransmits (TCP data sent again per server: segments,
     /// retransmissions, share, zero windows, duplicate ACKs), upgrades (HTTP upgrade attempts
-    /// per server: ok, refused, unanswered), drops (traffic_drop alert events). ClickHouse when `[clickhouse] url` or
+    /// per server: ok, refused, unanswered), drops (traffic_drop alert events), interfaces (sFlow agents' interface
+    /// counters per agent and ifIndex: bits/s, packets, errors, discards). ClickHouse when `[clickhouse] url` or
     /// TAPWATCH_CLICKHOUSE_URL is set, else the file store under the data directory.
     #[command(
-        after_help = "Examples:\n  tapwatch query top-talkers --since 1h\n  tapwatch query alerts --since 2026-11-17T14:00:00Z --until 2026-11-17T14:20:00Z --agent relay7\n  tapwatch query setup-growth --tenant acme --format json\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch query latency --format csv\n  tapwatch query latency --measure response --since 1h"
+        after_help = "Examples:\n  tapwatch query top-talkers --since 1h\n  tapwatch query alerts --since 2026-11-17T14:00:00Z --until 2026-11-17T14:20:00Z --agent relay7\n  tapwatch query setup-growth --tenant acme --format json\n  TAPWATCH_CLICKHOUSE_URL=http://127.0.0.1:8123 tapwatch query latency --format csv\n  tapwatch query latency --measure response --since 1h\n  tapwatch query interfaces --since 1h"
     )]
     Query(history::QueryArgs),
     /// Load the file store (hourly TabSeparatedWithNames files) into ClickHouse.

@@ -1,11 +1,11 @@
 //! What one `tapwatch run` worker reads: a live ring (one of the interface's fan-out group)
 //! or an sFlow socket. Both hand out frames with the number of packets each stands for.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
 use tapwatch_capture::live::LiveCapture;
-use tapwatch_capture::sflow::{SflowSource, SflowStats};
+use tapwatch_capture::sflow::{InterfaceCounters, SflowSource, SflowStats};
 use tapwatch_capture::{Frame, SourceStats};
 
 /// One worker's source.
@@ -30,9 +30,8 @@ pub struct SflowView {
     pub listen: String,
     /// Its decoder's counters.
     pub stats: SflowStats,
-    /// Latest interface counters: (agent, ifIndex, in octets, out octets, in discards,
-    /// out discards, in errors, out errors, speed bits/s).
-    pub interfaces: Vec<(String, u32, [u64; 7])>,
+    /// Latest generic interface counters per (agent, data source index).
+    pub interfaces: Vec<(IpAddr, u32, InterfaceCounters)>,
 }
 
 impl Source {
@@ -108,21 +107,7 @@ impl Source {
         let interfaces = source
             .interfaces()
             .iter()
-            .map(|((agent, id), c)| {
-                (
-                    agent.to_string(),
-                    id.index,
-                    [
-                        c.in_octets,
-                        c.out_octets,
-                        u64::from(c.in_discards),
-                        u64::from(c.out_discards),
-                        u64::from(c.in_errors),
-                        u64::from(c.out_errors),
-                        c.if_speed,
-                    ],
-                )
-            })
+            .map(|((agent, id), c)| (*agent, id.index, *c))
             .collect();
         Some(SflowView {
             listen: addr.to_string(),

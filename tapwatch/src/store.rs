@@ -1,12 +1,20 @@
 //! The storage sink as the binary wires it: finished windows, growth points, alert events,
-//! periodic flows and the agent's record become rows for ClickHouse or the file store.
+//! periodic flows, the agent's record and the sFlow agents' interface counters become rows
+//! for ClickHouse or the file store.
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use tapwatch_rules::AlertEvent;
+
+use tapwatch_capture::sflow::InterfaceCounters;
+use tapwatch_storage::rows::{address, InterfaceRow};
 use tapwatch_storage::{convert, Backend, Rows, Store};
 
 use crate::config::Config;
 use crate::engine::{RunReport, Sink, WindowDone};
+use crate::http::Telemetry;
 
 /// Rows this process could not store (the spool full or the disk full); a run that lost
 /// any exits non-zero.
@@ -20,6 +28,9 @@ pub fn rows_lost() -> u64 {
 /// Heavy-hitter entries stored per window and dimension.
 const TOP_PER_WINDOW: usize = 10;
 
+/// The interface counters last stored per (sFlow agent, data source index).
+type StoredCounters = HashMap<(IpAddr, u32), InterfaceCounters>;
+
 /// The pipeline's handle on storage.
 pub struct StoreSink {
     /// The store; taken when the run closes it.
@@ -30,6 +41,9 @@ pub struct StoreSink {
     started: u32,
     last_agent_row: Instant,
     agent_every: Duration,
+    /// sFlow runs: where the sources' latest interface counters are, and the counters last
+    /// stored per (sFlow agent, data source).
+    interfaces: Option<(Arc<Telemetry>, StoredCounters)>,
 }
 
 impl StoreSink {
@@ -67,9 +81,33 @@ impl StoreSink {
             started,
             last_agent_row: Instant::now(),
             agent_every: Duration::from_secs_f64(config.storage.agent_every_s.max(1.0)),
+            interfaces: None,
         };
         sink.agent_row();
         Ok(Some(sink))
+    }
+
+    /// Stores the sFlow sources' interface counters too: each new counter sample once, with
+    /// the base window that closes after it.
+    pub fn store_interfaces(&mut self, telemetry: Arc<Telemetry>) {
+        self.interfaces = Some((telemetry, HashMap::new()));
+    }
+
+    /// Rows of the counter samples that arrived since the last call, at `ts`.
+    fn interface_rows(&mut self, ts: u32, rows: &mut Rows) {
+        let Some((telemetry, stored)) = &mut self.interfaces else {
+            return;
+        };
+        for view in telemetry.sflow_views() {
+            for (sflow_agent, source, c) in view.interfaces {
+                if stored.get(&(sflow_agent, source)) == Some(&c) {
+                    continue;
+                }
+                stored.insert((sflow_agent, source), c);
+                rows.interfaces
+                    .push(interface_row(ts, &self.agent, sflow_agent, &c));
+            }
+        }
     }
 
     fn agent_row(&mut self) {
@@ -169,6 +207,9 @@ impl Sink for StoreSink {
             for d in done.drops {
                 rows.drop_rates.push(convert::drop_rate_row(d, &self.agent));
             }
+            if let Some(w) = done.closed.last() {
+                self.interface_rows((w.start_ns / 1_000_000_000) as u32, &mut rows);
+            }
             self.submit(rows);
         }
         if self.last_agent_row.elapsed() >= self.agent_every {
@@ -187,8 +228,36 @@ impl Sink for StoreSink {
 
     /// Writes everything buffered, drains the spool (bounded) and reports.
     fn finish(&mut self, report: &mut RunReport) -> anyhow::Result<()> {
+        // Counter samples that came after the last window closed.
+        let mut rows = Rows::default();
+        self.interface_rows(unix_s(), &mut rows);
+        self.submit(rows);
         report.storage = self.close();
         Ok(())
+    }
+}
+
+/// The stored form of one counter sample's generic interface counters.
+fn interface_row(ts: u32, agent: &str, sflow_agent: IpAddr, c: &InterfaceCounters) -> InterfaceRow {
+    let sum = |a: u32, b: u32, c: u32| u64::from(a) + u64::from(b) + u64::from(c);
+    InterfaceRow {
+        ts,
+        agent: agent.to_string(),
+        batch: 0,
+        sflow_agent: address(Some(sflow_agent)),
+        if_index: c.if_index,
+        if_type: c.if_type,
+        speed_bits: c.if_speed,
+        direction: c.if_direction.min(255) as u8,
+        status: (c.if_status & 3) as u8,
+        in_octets: c.in_octets,
+        out_octets: c.out_octets,
+        in_packets: sum(c.in_unicast, c.in_multicast, c.in_broadcast),
+        out_packets: sum(c.out_unicast, c.out_multicast, c.out_broadcast),
+        in_errors: u64::from(c.in_errors),
+        out_errors: u64::from(c.out_errors),
+        in_discards: u64::from(c.in_discards),
+        out_discards: u64::from(c.out_discards),
     }
 }
 

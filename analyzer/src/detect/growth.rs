@@ -18,6 +18,7 @@ use tapwatch_classifier::{TenantId, TenantMap};
 use super::WindowDetector;
 use crate::finding::{Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
+use crate::sampling::SampledEstimate;
 use crate::sketch::DistinctCounter;
 use crate::thresholds::TenantThresholds;
 use crate::window::WindowStats;
@@ -110,6 +111,9 @@ pub struct GrowthEvidence {
     pub projected_setup_rate_at_2x_nodes: f64,
     /// Coefficient of determination of the fit (log-log).
     pub r2: f64,
+    /// Sampled input only: the records behind `setups_now` and its 95 % interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<SampledEstimate>,
     /// Setups per second in the latest point.
     pub setup_rate_per_s: f64,
     /// The tenant's share of all setups in the latest point.
@@ -253,8 +257,9 @@ struct LevelHistory {
     /// Fit over `points`: the fit, node range, smallest and largest node counts, and the
     /// node trend (Kendall's tau of node counts over time: 1 steadily up, 0 no trend).
     fit: Option<(Fit, f64, f64, f64, f64)>,
-    /// The latest point: nodes, setups, width (s), setup share, packet share.
-    last: (u64, u64, f64, f64, f64),
+    /// The latest point: nodes, setups, width (s), setup share, packet share, and the
+    /// packets and records of its windows (sampled input).
+    last: (u64, u64, f64, f64, f64, (u64, u64)),
 }
 
 /// One tenant's alert state over all levels.
@@ -278,6 +283,9 @@ pub struct GrowthDetector {
     pub last_fit: Vec<Option<(Fit, f64, f64)>>,
     /// Per-tenant exponents (`[[analyzer.override]]`); `cfg`'s for every tenant if unset.
     thresholds: Option<TenantThresholds>,
+    /// Packets and packet records of the windows behind the points being observed (equal
+    /// unless sampled; (0, 0) when unknown, as for restored points).
+    pub(crate) sampling: (u64, u64),
 }
 
 impl GrowthDetector {
@@ -288,6 +296,7 @@ impl GrowthDetector {
             tenants: Vec::new(),
             last_fit: Vec::new(),
             thresholds: None,
+            sampling: (0, 0),
         }
     }
 
@@ -345,7 +354,14 @@ impl GrowthDetector {
         while h.points.len() > capacity {
             h.points.pop_front();
         }
-        h.last = (p.nodes, p.setups, p.width_s, p.setup_share, p.packet_share);
+        h.last = (
+            p.nodes,
+            p.setups,
+            p.width_s,
+            p.setup_share,
+            p.packet_share,
+            self.sampling,
+        );
         if h.points.len() < self.cfg.min_points {
             return;
         }
@@ -382,7 +398,7 @@ impl GrowthDetector {
         // per-node rate that swings with it) is not a rollout. Beyond the finest level the
         // nodes must also have grown steadily.
         let steady = level == 0 || trend >= cfg.min_node_trend;
-        let (nodes, setups, width_s, setup_share, packet_share) = h.last;
+        let (nodes, setups, width_s, setup_share, packet_share, (packets, records)) = h.last;
         let rate_now = setups as f64 / width_s.max(1e-9);
         self.last_fit[p.index] = Some((fit, range, rate_now));
         let hot = match judge_level {
@@ -406,6 +422,7 @@ impl GrowthDetector {
             points: fit.n,
             projected_setup_rate_at_2x_nodes: rate_now * 2f64.powf(fit.slope),
             r2: fit.r2,
+            sampled: SampledEstimate::from_totals(setups, packets, packets, records),
             setup_rate_per_s: rate_now,
             setup_share,
             setups_now: setups,
@@ -514,6 +531,10 @@ struct TenantAcc {
     nodes: DistinctCounter<IpAddr>,
 }
 
+/// A finished point: start, end (ns), its tenants, and the packets and packet records of
+/// its windows.
+type DonePoint = (u64, u64, Vec<TenantAcc>, (u64, u64));
+
 /// A level of points being accumulated from base windows: per tenant setups, packets and
 /// distinct sources (only what the growth fit needs, not whole windows).
 struct LevelAcc {
@@ -521,6 +542,8 @@ struct LevelAcc {
     start_ns: Option<u64>,
     tenants: Vec<TenantAcc>,
     packets: u64,
+    /// Packet records behind `packets`.
+    samples: u64,
 }
 
 impl LevelAcc {
@@ -530,6 +553,7 @@ impl LevelAcc {
             start_ns: None,
             tenants: Vec::new(),
             packets: 0,
+            samples: 0,
         }
     }
 
@@ -543,6 +567,7 @@ impl LevelAcc {
         self.start_ns
             .get_or_insert(w.start_ns / self.width_ns * self.width_ns);
         self.packets += w.packets;
+        self.samples += w.samples;
         if self.tenants.len() < w.tenants.len() {
             self.tenants.resize_with(w.tenants.len(), || TenantAcc {
                 setups: 0,
@@ -557,14 +582,15 @@ impl LevelAcc {
         }
     }
 
-    fn take(&mut self) -> Option<(u64, u64, Vec<TenantAcc>, u64)> {
+    fn take(&mut self) -> Option<DonePoint> {
         let start = self.start_ns.take()?;
         let packets = std::mem::take(&mut self.packets);
+        let samples = std::mem::take(&mut self.samples);
         Some((
             start,
             start + self.width_ns,
             std::mem::take(&mut self.tenants),
-            packets,
+            (packets, samples),
         ))
     }
 }
@@ -672,7 +698,7 @@ impl SetupGrowth {
     fn point(
         &mut self,
         level: usize,
-        (start, end, tenants_acc, packets): (u64, u64, Vec<TenantAcc>, u64),
+        (start, end, tenants_acc, (packets, samples)): DonePoint,
         tenants: &TenantMap,
         out: &mut Vec<Finding>,
     ) {
@@ -685,6 +711,7 @@ impl SetupGrowth {
             }
         };
         let width_s = (end - start) as f64 / 1e9;
+        self.detector.sampling = (packets, samples);
         for (i, t) in tenants_acc.iter().enumerate() {
             if i == TenantId::UNASSIGNED.0 as usize {
                 continue; // "unassigned" is not one tenant: its nodes are unrelated
@@ -1035,6 +1062,45 @@ mod tests {
         let week = 7.0 * 86_400.0;
         let at = grow(week, 2.0, 9 * 86_400, &[2, 3]).expect("1-week doubling flagged");
         assert!((week..=week + 86_400.0).contains(&at), "flagged at {at} s");
+    }
+
+    #[test]
+    fn growth_on_sampled_setups_states_the_estimates_error() {
+        for (sampling, sampled) in [((10_000, 1_000), true), ((10_000, 10_000), false)] {
+            let mut d = GrowthDetector::new(SetupGrowthConfig::default());
+            d.sampling = sampling;
+            let mut out = Vec::new();
+            // Quadratic growth from 40 nodes, doubling in 10 minutes, on 1 min points.
+            let mut t = 0u64;
+            while out.iter().all(|f: &Finding| !f.active) && t < 3600 {
+                t += 60;
+                let n = 40.0 * 2f64.powf(t as f64 / 600.0);
+                d.observe(
+                    &GrowthPoint {
+                        level: 1,
+                        index: 1,
+                        tenant: "t",
+                        start_ns: (t - 60) * 1_000_000_000,
+                        end_ns: t * 1_000_000_000,
+                        nodes: n as u64,
+                        setups: (0.01 * n * n * 60.0) as u64 / 10 * 10,
+                        width_s: 60.0,
+                        setup_share: 0.5,
+                        packet_share: 0.5,
+                    },
+                    &mut out,
+                );
+            }
+            let Some(Evidence::Growth(e)) = out.iter().find(|f| f.active).map(|f| &f.evidence)
+            else {
+                panic!("quadratic growth fires: {out:?}");
+            };
+            assert_eq!(e.sampled.is_some(), sampled, "{e:?}");
+            if let Some(s) = &e.sampled {
+                assert_eq!((s.rate, s.samples), (10.0, e.setups_now / 10), "{s:?}");
+                assert!(s.count_low < e.setups_now as f64 && (e.setups_now as f64) < s.count_high);
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
 use super::WindowDetector;
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
+use crate::sampling::SampledEstimate;
 use crate::sketch::FrequentItems;
 use crate::thresholds::{TenantThresholds, Thresholds};
 use crate::window::{ServiceKey, WindowStats};
@@ -155,6 +156,9 @@ pub struct HeavyHitterEvidence {
     pub protocol_type: Option<String>,
     /// Count per second.
     pub rate_per_s: f64,
+    /// Sampled windows only: the records behind `count` and its 95 % interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<SampledEstimate>,
     /// Share of the window.
     pub share: f64,
     /// (source, type, size) keys: the size class.
@@ -859,6 +863,14 @@ fn evidence(
         nodes: None,
         protocol_type: None,
         rate_per_s: v.rate,
+        sampled: SampledEstimate::of(
+            v.count,
+            match unit {
+                HeavyUnit::Packets => w.packets,
+                HeavyUnit::Bytes => w.bytes,
+            },
+            w,
+        ),
         share: v.share,
         size_class: None,
         sketch_error_bound: error_bound,
@@ -997,6 +1009,75 @@ mod tests {
             3,
             "without overrides beta's surge is flagged"
         );
+    }
+
+    #[test]
+    fn a_heavy_hitter_judged_on_sampled_counts_states_the_estimates_error() {
+        let tenants = TenantMap::default();
+        let classifier = Classifier::default();
+        let mut judge = HeavyJudge::new(HeavyHitterConfig::default(), &labels(&classifier));
+        let mut out = Vec::new();
+        // The windows as a 1-in-10 sFlow agent's records scaled by 10 would count them.
+        let sampled = |i: u64, senders: &[(u8, u32, u64)]| {
+            let mut w = window(i, senders, &tenants);
+            w.samples = w.packets / 10;
+            w
+        };
+        for i in 0..40 {
+            judge.judge(
+                &sampled(i, &[(1, 1, 600), (3, 100, 10)]),
+                &tenants,
+                &mut out,
+            );
+        }
+        let before = out.len();
+        judge.judge(
+            &sampled(40, &[(1, 1, 600), (3, 100, 10), (4, 1, 3000)]),
+            &tenants,
+            &mut out,
+        );
+        let new: Vec<_> = out[before..].iter().filter(|f| f.active).collect();
+        let Some(Evidence::HeavyHitter(e)) = new.first().map(|f| &f.evidence) else {
+            panic!("the new source fires: {new:?}");
+        };
+        let s = e
+            .sampled
+            .as_ref()
+            .expect("sampled window: the error is stated");
+        let n = (e.count as f64 / 10.0).round();
+        assert_eq!((s.samples, s.rate), (n as u64, 10.0), "{s:?}");
+        assert!(s.count_low < e.count as f64 && e.count as f64 <= s.count_high);
+        let json = serde_json::to_value(e).unwrap();
+        assert!(json["sampled"]["relative_se"].as_f64().unwrap() < 0.1);
+        // Unsampled: no field at all.
+        let mut plain = judge_fresh_unsampled(&tenants);
+        let Some(Evidence::HeavyHitter(e)) = plain.pop().map(|f| f.evidence) else {
+            panic!("fires unsampled too");
+        };
+        assert!(e.sampled.is_none());
+        assert!(serde_json::to_value(&e).unwrap().get("sampled").is_none());
+    }
+
+    fn judge_fresh_unsampled(tenants: &TenantMap) -> Vec<Finding> {
+        let mut judge = HeavyJudge::new(
+            HeavyHitterConfig::default(),
+            &labels(&Classifier::default()),
+        );
+        let mut out = Vec::new();
+        for i in 0..40 {
+            judge.judge(
+                &window(i, &[(1, 1, 600), (3, 100, 10)], tenants),
+                tenants,
+                &mut out,
+            );
+        }
+        judge.judge(
+            &window(40, &[(1, 1, 600), (3, 100, 10), (4, 1, 3000)], tenants),
+            tenants,
+            &mut out,
+        );
+        out.retain(|f| f.active);
+        out
     }
 
     #[test]
