@@ -69,7 +69,7 @@ impl std::ops::Add for LostWork {
 
 /// The [`mix64`](crate::sketch::mix64) hashes of a packet's window-sketch keys, computed
 /// once per packet (0 where the packet has no such key).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketHashes {
     /// The source address (sources, source bytes, tenant nodes).
     pub source: u64,
@@ -194,8 +194,9 @@ impl Shard {
     }
 
     /// Prepares a packet a few places ahead of the one being observed: computes its sketch
-    /// hashes and loads the table entries and sketch slots it will touch, so that the
-    /// cache misses of many packets overlap. Hand the result to [`Shard::observe_hashed`].
+    /// hashes (off the path of the packet being worked) and loads the flow-table entries it
+    /// will touch, so that the cache misses of many packets overlap. Hand the result to
+    /// [`Shard::observe_hashed`].
     #[inline]
     pub fn prepare(&self, m: &PacketMeta) -> PacketHashes {
         let hashes = PacketHashes::of(m);
@@ -216,7 +217,8 @@ impl Shard {
         self.observe_hashed(m, &PacketHashes::of(m), findings, closed);
     }
 
-    /// [`Shard::observe`] with the packet's hashes from [`Shard::prepare`].
+    /// [`Shard::observe`] with the packet's hashes from [`Shard::prepare`] (they must be
+    /// this packet's: debug builds check).
     #[inline]
     pub fn observe_hashed(
         &mut self,
@@ -225,6 +227,7 @@ impl Shard {
         findings: &mut Vec<Finding>,
         closed: &mut Vec<WindowStats>,
     ) {
+        debug_assert_eq!(*hashes, PacketHashes::of(m), "hashes of another packet");
         self.counters.packets += 1;
         if m.ts_ns > self.watermark {
             self.advance(m.ts_ns, findings, closed);
@@ -304,6 +307,13 @@ impl Shard {
         if self.watermark < self.next_edge_ns {
             // No window opens or closes before the next edge: nothing else to do (the
             // common case, once per packet).
+            debug_assert!(self.open.back().is_some_and(|w| {
+                w.start_ns / self.width_ns.max(1) == self.watermark / self.width_ns.max(1)
+            }));
+            debug_assert!(self
+                .open
+                .front()
+                .is_some_and(|w| w.end_ns + self.grace_ns > self.watermark));
             return;
         }
         let width = self.width_ns.max(1);

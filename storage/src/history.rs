@@ -310,32 +310,23 @@ trait TsOf {
     fn ts_of(&self) -> u32;
 }
 
-impl TsOf for AlertRow {
-    fn ts_of(&self) -> u32 {
-        self.ts
-    }
+/// `TsOf` for row types whose time is their `ts` field.
+macro_rules! ts_of_field {
+    ($($row:ty),+) => {
+        $(impl TsOf for $row {
+            fn ts_of(&self) -> u32 {
+                self.ts
+            }
+        })+
+    };
 }
-impl TsOf for GrowthRow {
-    fn ts_of(&self) -> u32 {
-        self.ts
-    }
-}
-impl TsOf for HeartbeatGapRow {
-    fn ts_of(&self) -> u32 {
-        self.ts
-    }
-}
-impl TsOf for LatencyRow {
-    fn ts_of(&self) -> u32 {
-        self.ts
-    }
-}
-
-impl TsOf for PeriodicFlowRow {
-    fn ts_of(&self) -> u32 {
-        self.ts
-    }
-}
+ts_of_field!(
+    AlertRow,
+    GrowthRow,
+    HeartbeatGapRow,
+    LatencyRow,
+    PeriodicFlowRow
+);
 
 impl FromFile for PeriodicFlowRow {
     const TABLE: &'static str = "periodic_flows";

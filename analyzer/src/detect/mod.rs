@@ -9,8 +9,10 @@
 //!   [`heavy`], [`growth`], [`syn_burst`], [`latency`] (its `shift` half; the per-packet
 //!   half samples on the shard), [`traffic_drop`], [`retransmits`], [`upgrade`].
 //!
-//! Adding a detector is one new module plus its line in [`PacketDetectors`] or
-//! [`WindowDetectors`] (field and entry of `each`, in judging order).
+//! Adding a detector is one new module plus its field in [`PacketDetectors`] (its calls in
+//! `packet`, `prefetch`, `tick` and `sweep`, which destructure the struct whole so a field
+//! left out does not compile) or in [`WindowDetectors`] (field and entry of `each`, in
+//! judging order).
 use tapwatch_classifier::{PacketMeta, TenantMap};
 
 use crate::config::AnalyzerConfig;
@@ -93,41 +95,72 @@ impl PacketDetectors {
         labels: &Labels,
         out: &mut Vec<Finding>,
     ) {
-        self.heartbeat.packet(m, window.as_deref_mut(), labels, out);
-        self.handshake.packet(m, window.as_deref_mut(), labels, out);
-        self.latency.packet(m, window.as_deref_mut(), labels, out);
-        self.retransmits
-            .packet(m, window.as_deref_mut(), labels, out);
-        self.upgrade.packet(m, window, labels, out);
+        // Destructured whole: a new detector does not compile until it is wired in here.
+        let PacketDetectors {
+            heartbeat,
+            handshake,
+            latency,
+            retransmits,
+            upgrade,
+        } = self;
+        heartbeat.packet(m, window.as_deref_mut(), labels, out);
+        handshake.packet(m, window.as_deref_mut(), labels, out);
+        latency.packet(m, window.as_deref_mut(), labels, out);
+        retransmits.packet(m, window.as_deref_mut(), labels, out);
+        upgrade.packet(m, window, labels, out);
     }
 
     /// Loads the table entries a packet a few places ahead will touch.
     #[inline]
     pub fn prefetch(&self, m: &PacketMeta) {
-        self.heartbeat.prefetch(m);
-        self.handshake.prefetch(m);
-        self.latency.prefetch(m);
-        self.retransmits.prefetch(m);
-        self.upgrade.prefetch(m);
+        // Destructured whole: a new detector does not compile until it is wired in here.
+        let PacketDetectors {
+            heartbeat,
+            handshake,
+            latency,
+            retransmits,
+            upgrade,
+        } = self;
+        heartbeat.prefetch(m);
+        handshake.prefetch(m);
+        latency.prefetch(m);
+        retransmits.prefetch(m);
+        upgrade.prefetch(m);
     }
 
     /// Event time reached `now`.
     #[inline]
     pub fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
-        self.heartbeat.tick(now, out);
-        self.handshake.tick(now, out);
-        self.latency.tick(now, out);
-        self.retransmits.tick(now, out);
-        self.upgrade.tick(now, out);
+        // Destructured whole: a new detector does not compile until it is wired in here.
+        let PacketDetectors {
+            heartbeat,
+            handshake,
+            latency,
+            retransmits,
+            upgrade,
+        } = self;
+        heartbeat.tick(now, out);
+        handshake.tick(now, out);
+        latency.tick(now, out);
+        retransmits.tick(now, out);
+        upgrade.tick(now, out);
     }
 
     /// A window closed at `now`.
     pub fn sweep(&mut self, now: u64) {
-        self.heartbeat.sweep(now);
-        self.handshake.sweep(now);
-        self.latency.sweep(now);
-        self.retransmits.sweep(now);
-        self.upgrade.sweep(now);
+        // Destructured whole: a new detector does not compile until it is wired in here.
+        let PacketDetectors {
+            heartbeat,
+            handshake,
+            latency,
+            retransmits,
+            upgrade,
+        } = self;
+        heartbeat.sweep(now);
+        handshake.sweep(now);
+        latency.sweep(now);
+        retransmits.sweep(now);
+        upgrade.sweep(now);
     }
 }
 

@@ -170,6 +170,8 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         // flood of one-off keys leaves few survivors to move).
         let mut keep = std::mem::take(&mut self.survivors);
         keep.clear();
+        // At most half the keys are above the median: one allocation per sketch, at most.
+        keep.reserve(self.len / 2 + 1);
         for (i, (&tag, &count)) in self.tags.iter().zip(&self.counts).enumerate() {
             if tag != 0 && count > cut {
                 if let Some(s) = self.slots[i] {
@@ -210,6 +212,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
                 _ => large.push(count),
             }
         }
+        debug_assert!(n > 0, "a purge runs on a full table");
         let mid = n / 2;
         let mut below = 0;
         let mut median = None;

@@ -124,6 +124,10 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
 const AHEAD: usize = 6;
 /// Prepared packets held at once: more than [`AHEAD`].
 const RING: usize = 8;
+const _: () = assert!(
+    RING > AHEAD,
+    "a prepared packet must not be overwritten before use"
+);
 /// Packets the one-worker loop gathers before working them.
 const INLINE_BATCH: usize = 64;
 
@@ -325,9 +329,14 @@ fn inline<S: FrameSource>(
     let mut w = Worker::new(o.analyzer, o.classifier, o.periodic_every_s);
     // Packets are worked in small batches, so that the worker can load the tables of the
     // packets ahead (outputs reach the merger stage in the same order as packet by packet).
+    // A window edge flushes the batch first, as the dealer does for its workers: windows
+    // close and findings reach the merger stage without waiting for 64 more packets (on a
+    // paced or sparse input that could be minutes).
     let mut batch = Vec::with_capacity(INLINE_BATCH + 1);
-    read(source, &mut o, |meta, now, tell_all| {
+    let read_all = read(source, &mut o, |meta, now, tell_all| {
         if tell_all {
+            feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
+            batch.clear();
             batch.push(Item::Advance(now));
         }
         batch.push(Item::Packet(*meta, now));
@@ -336,8 +345,10 @@ fn inline<S: FrameSource>(
             batch.clear();
         }
         Ok(())
-    })?;
+    });
+    // The packets read before an error are worked and handed on before it is reported.
     feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
+    read_all?;
     w.finish();
     for out in w.drain() {
         coordinator.handle(0, out)?;

@@ -199,9 +199,10 @@ pub struct HeartbeatTracker {
 ///
 /// Rotation follows fixed epochs of event time (`now / rotate_ns`), not the packets that
 /// happened to arrive, so every shard rotates at the same event times: one epoch forward
-/// clears the older bitmap; two or more clear both.
+/// clears the older bitmap; two or more clear both. The two bitmaps are interleaved word
+/// by word, so a key's two words share one cache line (and the 2 MiB table a huge page).
 struct Doorkeeper {
-    bits: [Vec<u64>; 2],
+    bits: Vec<[u64; 2]>,
     current: usize,
     epoch: u64,
     rotate_ns: u64,
@@ -212,10 +213,7 @@ impl Doorkeeper {
 
     fn new(rotate_ns: u64) -> Doorkeeper {
         Doorkeeper {
-            bits: [
-                crate::sketch::huge_table(Self::BITS / 64, 0),
-                crate::sketch::huge_table(Self::BITS / 64, 0),
-            ],
+            bits: crate::sketch::huge_table(Self::BITS / 64, [0; 2]),
             current: 0,
             epoch: 0,
             rotate_ns: rotate_ns.max(1),
@@ -233,8 +231,7 @@ impl Doorkeeper {
     #[inline]
     fn prefetch(&self, key: &FlowKey) {
         let (word, _) = Self::slot(key);
-        crate::sketch::prefetch(&self.bits[0][word]);
-        crate::sketch::prefetch(&self.bits[1][word]);
+        crate::sketch::prefetch(&self.bits[word]);
     }
 
     #[inline]
@@ -242,15 +239,19 @@ impl Doorkeeper {
         let epoch = now / self.rotate_ns;
         if epoch > self.epoch {
             self.current ^= 1;
-            self.bits[self.current].iter_mut().for_each(|w| *w = 0);
-            if epoch - self.epoch >= 2 {
-                self.bits[self.current ^ 1].iter_mut().for_each(|w| *w = 0);
+            let both = epoch - self.epoch >= 2;
+            for w in &mut self.bits {
+                w[self.current] = 0;
+                if both {
+                    w[self.current ^ 1] = 0;
+                }
             }
             self.epoch = epoch;
         }
         let (word, bit) = Self::slot(key);
-        let seen = (self.bits[0][word] | self.bits[1][word]) & bit != 0;
-        self.bits[self.current][word] |= bit;
+        let w = &mut self.bits[word];
+        let seen = (w[0] | w[1]) & bit != 0;
+        w[self.current] |= bit;
         seen
     }
 }
