@@ -34,6 +34,12 @@ impl Default for Classifier {
     }
 }
 
+/// Headers end `end` bytes into the frame (never past the bytes captured).
+#[inline]
+fn set_headers_len(meta: &mut PacketMeta, end: usize) {
+    meta.headers_len = end.min(meta.cap_len as usize).min(usize::from(u16::MAX)) as u16;
+}
+
 /// Where a malformed header stopped parsing.
 #[inline]
 fn malformed(meta: &mut PacketMeta, layer: &'static str, reason: &'static str) {
@@ -231,11 +237,14 @@ impl Classifier {
         }
     }
 
+    /// `data` runs from the IP header to the end of the captured frame.
     #[inline]
     fn ip(&self, meta: &mut PacketMeta, data: &[u8]) {
+        // Every layer above hands on the rest of the frame: the IP header's offset.
+        let at = (meta.cap_len as usize).saturating_sub(data.len());
         match data.first().map(|b| b >> 4) {
-            Some(4) => self.ipv4(meta, data),
-            Some(6) => self.ipv6(meta, data),
+            Some(4) => self.ipv4(meta, data, at),
+            Some(6) => self.ipv6(meta, data, at),
             Some(_) => malformed(meta, "ip", "unsupported version"),
             None => self.short(meta, "ipv4"),
         }
@@ -244,7 +253,7 @@ impl Classifier {
     /// IPv6 through etherparse's lax slice (extension headers, fragments), the fragment state
     /// read from the extension chain with bounds checks.
     #[inline]
-    fn ipv6(&self, meta: &mut PacketMeta, data: &[u8]) {
+    fn ipv6(&self, meta: &mut PacketMeta, data: &[u8], at: usize) {
         let (v6, ext_err) = match LaxIpv6Slice::from_slice(data) {
             Ok(v) => v,
             Err(etherparse::err::ipv6::HeaderSliceError::Len(_)) => {
@@ -266,6 +275,9 @@ impl Classifier {
             };
         }
         meta.ip_proto = payload.ip_number.0;
+        // The fixed header and the extension headers walked.
+        let consumed = payload.payload.as_ptr() as usize - data.as_ptr() as usize;
+        set_headers_len(meta, at + consumed);
         if ext_err.is_some() {
             return self.short_or_bad(meta, "ip_extension");
         }
@@ -275,18 +287,17 @@ impl Classifier {
         }
         // The IP payload's length as sent: the header's payload length less the extension
         // headers walked (a jumbogram's 0 falls back to the captured bytes).
-        let consumed = payload.payload.as_ptr() as usize - data.as_ptr() as usize;
         let sent = match usize::from(h.payload_length()) {
             0 => payload.payload.len(),
             n => (40 + n).saturating_sub(consumed),
         };
-        self.transport(meta, payload.payload, sent);
+        self.transport(meta, payload.payload, sent, at + consumed);
     }
 
     /// IPv4, the common case, through etherparse's header slice alone: the header is checked
     /// once, the payload is cut at the total length (or the captured bytes, if fewer).
     #[inline]
-    fn ipv4(&self, meta: &mut PacketMeta, data: &[u8]) {
+    fn ipv4(&self, meta: &mut PacketMeta, data: &[u8], at: usize) {
         use etherparse::err::ipv4::HeaderSliceError;
         let h = match Ipv4HeaderSlice::from_slice(data) {
             Ok(h) => h,
@@ -308,11 +319,12 @@ impl Classifier {
             meta.fragment = Fragment::First;
         }
         meta.ip_proto = h.protocol().0;
+        let header_len = h.slice().len();
+        set_headers_len(meta, at + header_len);
         if meta.fragment == Fragment::Later {
             meta.kind = ProtocolType::IpFragment;
             return;
         }
-        let header_len = h.slice().len();
         let total = usize::from(h.total_len());
         let end = if total >= header_len && total <= data.len() {
             total
@@ -325,7 +337,7 @@ impl Classifier {
         } else {
             p.len()
         };
-        self.transport(meta, p, sent);
+        self.transport(meta, p, sent, at + header_len);
     }
 
     #[inline]
@@ -339,9 +351,17 @@ impl Classifier {
 
     /// Transport header fields straight from the IP payload `p`, so that first fragments and
     /// snaplen-cut headers keep their ports and flags; `sent` is the IP payload's length as
-    /// sent, which a snaplen may have cut `p` short of.
+    /// sent, which a snaplen may have cut `p` short of; `at` is its offset in the frame.
     #[inline]
-    fn transport(&self, meta: &mut PacketMeta, p: &[u8], sent: usize) {
+    fn transport(&self, meta: &mut PacketMeta, p: &[u8], sent: usize, at: usize) {
+        // The transport header's length: TCP's data offset (20 when it is not captured or
+        // below 20), 8 for UDP and ICMP, nothing for other protocols.
+        let own = match meta.ip_proto {
+            6 => p.get(12).map_or(20, |b| usize::from(b >> 4) * 4).max(20),
+            17 | 1 | 58 => 8,
+            _ => 0,
+        };
+        set_headers_len(meta, at + own);
         match meta.ip_proto {
             6 => {
                 if p.len() < 14 {

@@ -469,6 +469,11 @@ pub struct PacketMeta {
     pub flags: u8,
     /// Packets this record stands for: 1, or the sampling rate of a sampled source (sFlow).
     pub weight: u32,
+    /// Bytes from the frame's first byte to the end of its transport header (TCP's data
+    /// offset; 8 for UDP and ICMP; the IP header alone for later fragments and other
+    /// protocols), at most the bytes captured; 0 without an IP header. Everything past it is
+    /// payload.
+    pub headers_len: u16,
 }
 
 impl PacketMeta {
@@ -502,6 +507,7 @@ impl PacketMeta {
             malformed: None,
             flags: 0,
             weight: 1,
+            headers_len: 0,
         }
     }
 }

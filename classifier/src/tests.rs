@@ -479,6 +479,64 @@ fn fragments_first_keeps_ports_later_does_not() {
 }
 
 #[test]
+fn headers_end_where_the_payload_begins() {
+    // Ethernet 14 + IPv4 20 + UDP 8.
+    assert_eq!(classify(LinkType::Ethernet, &eth_udp(5000, 53, &[0; 40])).headers_len, 42);
+    // TCP with 12 bytes of options: its data offset, not the payload.
+    let mut tcp = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 443, 100, 1000)
+        .options_raw(&[1; 12])
+        .unwrap()
+        .write(&mut tcp, &[0xaa; 100])
+        .unwrap();
+    assert_eq!(classify(LinkType::Ethernet, &tcp).headers_len, 14 + 20 + 32);
+    // Cut by the snaplen: never past the bytes captured.
+    let m = Classifier::default().classify(&Frame {
+        ts_ns: 7,
+        wire_len: tcp.len() as u32,
+        link: LinkType::Ethernet,
+        interface: 0,
+        data: &tcp[..40],
+    });
+    assert_eq!(m.headers_len, 40);
+    // An Ethernet trailer after a short packet is not header; a VLAN tag is.
+    let mut padded = eth_tcp("A", 443, &[]);
+    padded.extend([0; 6]);
+    assert_eq!(classify(LinkType::Ethernet, &padded).headers_len, 54);
+    let mut tagged = eth_tcp("PA", 443, &[1; 10]);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+    assert_eq!(classify(LinkType::Ethernet, &tagged).headers_len, 58);
+    // A later fragment: the IP header only. ICMP: 8 bytes. Raw IP: from byte 0.
+    let mut later = eth_udp(5000, 53, &[0; 40]);
+    later[14 + 7] = 0x10;
+    assert_eq!(classify(LinkType::Ethernet, &later).headers_len, 34);
+    let mut ping = Vec::new();
+    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_echo_request(1, 2)
+        .write(&mut ping, &[0; 56])
+        .unwrap();
+    assert_eq!(classify(LinkType::RawIp, &ping).headers_len, 28);
+    // IPv6 with an extension header: the fixed header, the extension, then UDP.
+    let mut v6 = Vec::new();
+    PacketBuilder::ethernet2(MAC.0, MAC.1)
+        .ipv6([1; 16], [2; 16], 64)
+        .udp(5000, 53)
+        .write(&mut v6, &[0; 20])
+        .unwrap();
+    let plain = classify(LinkType::Ethernet, &v6).headers_len;
+    assert_eq!(plain, 14 + 40 + 8);
+    // Insert an 8-byte destination-options header (next header UDP) after the fixed one.
+    let mut ext = v6.clone();
+    ext[14 + 6] = 60;
+    ext.splice(14 + 40..14 + 40, [17, 0, 1, 4, 0, 0, 0, 0]);
+    let len = u16::from_be_bytes([ext[14 + 4], ext[14 + 5]]) + 8;
+    ext[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(classify(LinkType::Ethernet, &ext).headers_len, plain + 8);
+}
+
+#[test]
 fn arp_and_non_ip() {
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&MAC.0);
@@ -488,7 +546,8 @@ fn arp_and_non_ip() {
     let mut lldp = arp.clone();
     lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
     let m = classify(LinkType::Ethernet, &lldp);
-    assert_eq!((m.kind, m.src), (ProtocolType::NonIp, None));
+    assert_eq!((m.kind, m.src, m.headers_len), (ProtocolType::NonIp, None, 0));
+    assert_eq!(classify(LinkType::Ethernet, &arp).headers_len, 0);
 }
 
 #[test]
@@ -623,6 +682,7 @@ proptest! {
         let link = LinkType::from_linktype(u32::from(link));
         let m = c.classify(&Frame { ts_ns: 1, wire_len: data.len() as u32 + extra, link, interface: 0, data: &data });
         prop_assert_eq!(m.cap_len as usize, data.len());
+        prop_assert!(usize::from(m.headers_len) <= data.len());
     }
 
     /// Mutating a valid frame anywhere never panics either.

@@ -17,7 +17,6 @@
 //! per ring owner, and `max_packets` slots per capture following at once (`max_active`
 //! per ring at most). Disk: `max_disk_mib` in all, the oldest files removed to make room.
 mod config;
-mod headers;
 pub mod pcap;
 pub mod ring;
 mod subject;
@@ -324,12 +323,12 @@ impl Recorder {
     /// one bounded copy, no allocation, no lock, no system call.
     #[inline]
     pub fn record(&mut self, frame: &Frame<'_>, m: &PacketMeta) {
-        if m.src.is_some() {
-            if let Some(n) = headers::header_len(frame.link, frame.data) {
-                self.ring.push(frame.link.to_linktype(), frame.data, n, m);
-                if !self.active.is_empty() {
-                    self.follow();
-                }
+        // The classifier says where the transport header ends (0: no IP header).
+        if m.src.is_some() && m.headers_len > 0 {
+            let n = usize::from(m.headers_len);
+            self.ring.push(frame.link.to_linktype(), frame.data, n, m);
+            if !self.active.is_empty() {
+                self.follow();
             }
         }
         self.countdown -= 1;
