@@ -481,7 +481,10 @@ fn fragments_first_keeps_ports_later_does_not() {
 #[test]
 fn headers_end_where_the_payload_begins() {
     // Ethernet 14 + IPv4 20 + UDP 8.
-    assert_eq!(classify(LinkType::Ethernet, &eth_udp(5000, 53, &[0; 40])).headers_len, 42);
+    assert_eq!(
+        classify(LinkType::Ethernet, &eth_udp(5000, 53, &[0; 40])).headers_len,
+        42
+    );
     // TCP with 12 bytes of options: its data offset, not the payload.
     let mut tcp = Vec::new();
     PacketBuilder::ethernet2(MAC.0, MAC.1)
@@ -546,7 +549,10 @@ fn arp_and_non_ip() {
     let mut lldp = arp.clone();
     lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
     let m = classify(LinkType::Ethernet, &lldp);
-    assert_eq!((m.kind, m.src, m.headers_len), (ProtocolType::NonIp, None, 0));
+    assert_eq!(
+        (m.kind, m.src, m.headers_len),
+        (ProtocolType::NonIp, None, 0)
+    );
     assert_eq!(classify(LinkType::Ethernet, &arp).headers_len, 0);
 }
 
