@@ -64,7 +64,7 @@ pub use health::ServerHealth;
 pub use labels::Labels;
 pub use merger::{Merger, TenantLatency, ROLLUP_LEVELS_S};
 pub use sampling::SampledEstimate;
-pub use shard::{LostWork, PacketHashes, Shard, ShardCounters};
+pub use shard::{LostWork, Shard, ShardCounters};
 /// Setting checks shared by every crate's config (ranges named by their path in the
 /// file), so crates above the analyzer need not depend on the classifier for them.
 pub use tapwatch_classifier::{setting, SettingError, SettingPath};

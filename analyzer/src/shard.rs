@@ -67,44 +67,6 @@ impl std::ops::Add for LostWork {
     }
 }
 
-/// The [`mix64`](crate::sketch::mix64) hashes of a packet's window-sketch keys, computed
-/// once per packet (0 where the packet has no such key).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PacketHashes {
-    /// The source address (sources, source bytes, tenant nodes).
-    pub source: u64,
-    /// Source, protocol type and size class.
-    pub source_kind: u64,
-    /// The destination address.
-    pub destination: u64,
-    /// Destination, port and IP protocol.
-    pub service: u64,
-    /// The 5-tuple.
-    pub flow: u64,
-}
-
-impl PacketHashes {
-    /// The hashes of `m`'s keys.
-    #[inline]
-    pub fn of(m: &PacketMeta) -> PacketHashes {
-        use crate::sketch::mix64;
-        let Some(src) = m.src else {
-            return PacketHashes::default();
-        };
-        let mut h = PacketHashes {
-            source: mix64(&src),
-            source_kind: mix64(&(src, m.kind, m.size_class)),
-            ..PacketHashes::default()
-        };
-        if let Some(dst) = m.dst {
-            h.destination = mix64(&dst);
-            h.service = mix64(&(dst, m.dst_port, m.ip_proto));
-            h.flow = mix64(&(src, m.src_port, dst, m.dst_port, m.ip_proto));
-        }
-        h
-    }
-}
-
 /// Per-worker analyzer state.
 pub struct Shard {
     cfg: AnalyzerConfig,
@@ -193,17 +155,13 @@ impl Shard {
         w
     }
 
-    /// Prepares a packet a few places ahead of the one being observed: computes its sketch
-    /// hashes (off the path of the packet being worked) and loads the flow-table entries it
-    /// will touch, so that the cache misses of many packets overlap. Hand the result to
-    /// [`Shard::observe_hashed`].
+    /// A packet a few places ahead of the one being observed: loads the flow-table entries
+    /// it will touch, so that the cache misses of many packets overlap.
     #[inline]
-    pub fn prepare(&self, m: &PacketMeta) -> PacketHashes {
-        let hashes = PacketHashes::of(m);
+    pub fn prefetch(&self, m: &PacketMeta) {
         if m.weight <= 1 {
             self.detectors.prefetch(m);
         }
-        hashes
     }
 
     /// Feeds one classified packet.
@@ -214,20 +172,6 @@ impl Shard {
         findings: &mut Vec<Finding>,
         closed: &mut Vec<WindowStats>,
     ) {
-        self.observe_hashed(m, &PacketHashes::of(m), findings, closed);
-    }
-
-    /// [`Shard::observe`] with the packet's hashes from [`Shard::prepare`] (they must be
-    /// this packet's: debug builds check).
-    #[inline]
-    pub fn observe_hashed(
-        &mut self,
-        m: &PacketMeta,
-        hashes: &PacketHashes,
-        findings: &mut Vec<Finding>,
-        closed: &mut Vec<WindowStats>,
-    ) {
-        debug_assert_eq!(*hashes, PacketHashes::of(m), "hashes of another packet");
         self.counters.packets += 1;
         if m.ts_ns > self.watermark {
             self.advance(m.ts_ns, findings, closed);
@@ -260,7 +204,8 @@ impl Shard {
         if m.malformed.is_some() {
             return;
         }
-        let h = hashes.source;
+        // One hash of the source for the three sketches keyed by it.
+        let h = crate::sketch::mix64(&src);
         let tw = w.tenant(m.tenant);
         tw.packets += weight;
         tw.bytes += bytes;
@@ -270,21 +215,14 @@ impl Shard {
         }
         w.sources.add_hashed(src, h, weight, bytes);
         w.source_bytes.add_hashed(src, h, bytes, weight);
-        w.source_kinds.add_hashed(
-            (src, m.kind, m.size_class),
-            hashes.source_kind,
-            weight,
-            bytes,
-        );
+        w.source_kinds
+            .add((src, m.kind, m.size_class), weight, bytes);
         if let Some(dst) = m.dst {
-            w.destinations
-                .add_hashed(dst, hashes.destination, weight, bytes);
+            w.destinations.add(dst, weight, bytes);
             if m.fragment != Fragment::Later {
-                w.services
-                    .add_hashed((dst, m.dst_port, m.ip_proto), hashes.service, weight, bytes);
-                w.flows.add_hashed(
+                w.services.add((dst, m.dst_port, m.ip_proto), weight, bytes);
+                w.flows.add(
                     (src, m.src_port, dst, m.dst_port, m.ip_proto),
-                    hashes.flow,
                     weight,
                     bytes,
                 );

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
-use tapwatch_analyzer::{AnalyzerConfig, PacketHashes, Shard, Totals};
+use tapwatch_analyzer::{AnalyzerConfig, Shard, Totals};
 use tapwatch_capture::{FrameSource, Pacer};
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
@@ -122,12 +122,6 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
 /// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
 /// to the memory to complete while the packets in between are worked).
 const AHEAD: usize = 6;
-/// Prepared packets held at once: more than [`AHEAD`].
-const RING: usize = 8;
-const _: () = assert!(
-    RING > AHEAD,
-    "a prepared packet must not be overwritten before use"
-);
 /// Packets the one-worker loop gathers before working them.
 const INLINE_BATCH: usize = 64;
 
@@ -138,19 +132,12 @@ fn feed(
     batch: &[Item],
     mut emit: impl FnMut(WorkerOutput) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    // The hashes of the packets between this one and the one AHEAD places on, by position.
-    let mut ahead = [PacketHashes::default(); RING];
-    for (i, item) in batch.iter().enumerate().take(AHEAD) {
-        if let Item::Packet(m, _) = item {
-            ahead[i % RING] = w.prepare(m);
-        }
-    }
     for (i, item) in batch.iter().enumerate() {
-        if let Some(Item::Packet(m, _)) = batch.get(i + AHEAD) {
-            ahead[(i + AHEAD) % RING] = w.prepare(m);
+        if let Some(Item::Packet(ahead, _)) = batch.get(i + AHEAD) {
+            w.prefetch(ahead);
         }
         match item {
-            Item::Packet(m, now) => w.packet_hashed(m, *now, &ahead[i % RING]),
+            Item::Packet(m, now) => w.packet(m, *now),
             Item::Advance(now) => w.advance(*now),
         }
         if w.has_output() {

@@ -2,7 +2,7 @@
 //! was given. Replay workers are fed classified packets by the dealer; live workers
 //! classify what their own ring hands them. Either way a worker sees every packet of its
 //! flows (the flow hash is symmetric), so per-flow detectors need no cross-thread state.
-use tapwatch_analyzer::{AnalyzerConfig, Finding, PacketHashes, Shard, Totals, WindowStats};
+use tapwatch_analyzer::{AnalyzerConfig, Finding, Shard, Totals, WindowStats};
 use tapwatch_classifier::{Classifier, PacketMeta};
 
 /// What a worker hands the merger stage: never per packet, only when a detector spoke or a
@@ -68,27 +68,21 @@ impl Worker {
     /// clock is already past it: the dealer's watermark in replay).
     #[inline]
     pub fn packet(&mut self, m: &PacketMeta, now: u64) {
-        self.packet_hashed(m, now, &PacketHashes::of(m));
-    }
-
-    /// [`Worker::packet`] with the hashes [`Worker::prepare`] made a few packets earlier.
-    #[inline]
-    pub fn packet_hashed(&mut self, m: &PacketMeta, now: u64, hashes: &PacketHashes) {
         self.totals.add(m);
         if now > self.shard.now() {
             self.advance(now);
         }
-        self.shard
-            .observe_hashed(m, hashes, &mut self.findings, &mut self.closed);
+        self.shard.observe(m, &mut self.findings, &mut self.closed);
         if !self.findings.is_empty() || !self.closed.is_empty() {
             self.collect();
         }
     }
 
-    /// Prepares a packet a few places ahead of the next one (see [`Shard::prepare`]).
+    /// A packet a few places ahead of the next one: loads the flow-table entries it will
+    /// touch (see [`Shard::prefetch`]).
     #[inline]
-    pub fn prepare(&self, m: &PacketMeta) -> PacketHashes {
-        self.shard.prepare(m)
+    pub fn prefetch(&self, m: &PacketMeta) {
+        self.shard.prefetch(m);
     }
 
     /// Advances event time without a packet: deadlines fire, windows past the grace period
