@@ -2,7 +2,6 @@
 //! named in the alert, served over HTTP, listed by `tapwatch query alerts`.
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::Stdio;
 
 use etherparse::{LaxPacketHeaders, NetHeaders, TransportHeader};
 
@@ -309,36 +308,21 @@ fn the_capture_is_served_for_download_and_bad_ids_are_refused() {
     let tmp = TempDir::new("evidence-http");
     let (pcap, tenants) = scenario(&tmp, "syn_retransmits");
     let data = tmp.path("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
     let alerts = tmp.path("alerts.jsonl");
-    let mut child = tapwatch()
-        .arg("replay")
-        .arg(&pcap)
-        .arg("--tenants")
-        .arg(&tenants)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--alerts-out")
-        .arg(&alerts)
-        .args(["--format", "json", "--progress", "never", "--serve", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving the replay's status page") {
-        line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "replay ended before serving"
-        );
-    }
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (pcap, tenants, data_s, alerts_s) =
+        (path(&pcap), path(&tenants), path(&data), path(&alerts));
+    let (mut child, addr) = crate::replay_cli::serve_replay(&[
+        &pcap,
+        "--tenants",
+        &tenants,
+        "--data-dir",
+        &data_s,
+        "--alerts-out",
+        &alerts_s,
+        "--progress",
+        "never",
+    ]);
     let firing: serde_json::Value = std::fs::read_to_string(&alerts)
         .unwrap()
         .lines()

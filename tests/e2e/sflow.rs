@@ -13,6 +13,23 @@ const UNFLUSHED: u64 = 16;
 
 /// Runs `tapwatch run --sflow` while pmacctd exports `pcap` at 1 in `rate`, storing rows in
 /// the file store under `tmp`'s `data-RATE`; the summary.
+/// The UDP port a `tapwatch run --sflow 127.0.0.1:0` child says it receives on, and its
+/// standard error read up to that line (keep it open while the child runs).
+fn sflow_port(child: &mut std::process::Child) -> (u16, BufReader<std::process::ChildStderr>) {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let port = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "tapwatch run ended before receiving"
+        );
+        if let Some(addr) = line.trim().strip_prefix("tapwatch: receiving sFlow on ") {
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    (port, stderr)
+}
+
 fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_json::Value {
     let mut child = tapwatch()
         .args(["run", "--sflow", "127.0.0.1:0", "--listen", "none"])
@@ -23,17 +40,7 @@ fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_jso
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let port = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "tapwatch run ended before receiving"
-        );
-        if let Some(addr) = line.trim().strip_prefix("tapwatch: receiving sFlow on ") {
-            break addr.rsplit(':').next().unwrap().to_string();
-        }
-    };
+    let (port, _stderr) = sflow_port(&mut child);
     let conf = tmp.path(&format!("pmacct-{rate}.conf"));
     std::fs::write(
         &conf,
@@ -291,14 +298,7 @@ fn interface_counters_reach_history_and_query_interfaces() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let port: u16 = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "ended early");
-        if let Some(addr) = line.trim().strip_prefix("tapwatch: receiving sFlow on ") {
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
+    let (port, _stderr) = sflow_port(&mut child);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let send = |seq: u32, ifs: &[IfCounters]| {
         socket
@@ -405,14 +405,7 @@ fn a_heavy_hitter_on_sampled_sflow_states_its_estimates_error() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let port: u16 = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "ended early");
-        if let Some(addr) = line.trim().strip_prefix("tapwatch: receiving sFlow on ") {
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
+    let (port, _stderr) = sflow_port(&mut child);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     // Every 100 ms, one record (1 in 100) from each of 20 steady sources: ~20 000
     // packets/s estimated. After 6 s (warm-up is 5 s) a new source adds 20 records per
