@@ -31,6 +31,7 @@ mod merger;
 mod sampling;
 mod shard;
 pub mod sketch;
+mod table;
 #[cfg(test)]
 mod testkit;
 mod thresholds;

@@ -2,7 +2,6 @@
 //! SYNs sent again (the client's retransmission timer: ~1 s, 3 s, 7 s … after the first).
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tapwatch_classifier::{PacketMeta, ProtocolType, TenantId};
 
@@ -11,6 +10,7 @@ use super::latency::Measure;
 use super::PacketDetector;
 use crate::finding::Finding;
 use crate::labels::Labels;
+use crate::table::FlowMap;
 use crate::window::{latency_histogram, WindowStats};
 
 /// TCP handshakes seen from the mirror point.
@@ -125,7 +125,7 @@ pub enum HandshakeEvent {
 /// Half-open handshakes of one worker, bounded in number and age.
 pub struct HandshakeTracker {
     cfg: HandshakeConfig,
-    pending: FxHashMap<ConnKey, Pending>,
+    pending: FlowMap<ConnKey, Pending>,
     /// SYNs not tracked because the table was full.
     pub untracked: u64,
     /// Handshake latency samples whose server had no room in the window's latency cells.
@@ -137,7 +137,7 @@ impl HandshakeTracker {
     pub fn new(cfg: HandshakeConfig) -> HandshakeTracker {
         HandshakeTracker {
             cfg,
-            pending: FxHashMap::default(),
+            pending: FlowMap::new(),
             untracked: 0,
             samples_untracked: 0,
         }
@@ -338,6 +338,20 @@ impl PacketDetector for HandshakeTracker {
                     self.samples_untracked += 1;
                 }
             }
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, m: &PacketMeta) {
+        let (Some(src), Some(dst)) = (m.src, m.dst) else {
+            return;
+        };
+        if m.ip_proto == 6 {
+            let key = match m.kind {
+                ProtocolType::TcpSynAck => ConnKey::sent_by_server(m, src, dst),
+                _ => ConnKey::sent_by_client(m, src, dst),
+            };
+            self.pending.prefetch(&key);
         }
     }
 

@@ -19,6 +19,7 @@ use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 use super::PacketDetector;
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
+use crate::table::FlowMap;
 use crate::window::WindowStats;
 use rhythm::Rhythm;
 
@@ -185,7 +186,7 @@ struct Flow {
 /// Per-worker heartbeat state.
 pub struct HeartbeatTracker {
     cfg: HeartbeatConfig,
-    flows: FxHashMap<FlowKey, Flow>,
+    flows: FlowMap<FlowKey, Flow>,
     timers: BinaryHeap<Reverse<(u64, FlowKey, u32)>>,
     /// Peer's required min RX by (peer address, peer discriminator) for BFD detect times.
     bfd_rx: FxHashMap<(IpAddr, u32), u32>,
@@ -295,7 +296,7 @@ impl HeartbeatTracker {
         let rotate_ns = (cfg.max_period_s * 1e9) as u64;
         HeartbeatTracker {
             cfg,
-            flows: FxHashMap::default(),
+            flows: FlowMap::new(),
             timers: BinaryHeap::new(),
             bfd_rx: FxHashMap::default(),
             untracked: 0,
@@ -382,7 +383,7 @@ impl HeartbeatTracker {
                 return;
             }
         }
-        let flow = self.flows.entry(key).or_insert_with(|| Flow {
+        let flow = self.flows.get_or_insert_with(key, || Flow {
             last_ts: m.ts_ns,
             run_start: m.ts_ns,
             data: false,
@@ -516,8 +517,10 @@ impl PacketDetector for HeartbeatTracker {
 
     #[inline]
     fn prefetch(&self, m: &PacketMeta) {
-        // Only the packets that may reach the doorkeeper (small ones, BFD) load its words.
+        // Every followed packet probes the flow table; only the packets that may reach the
+        // doorkeeper (small ones, BFD) load its words.
         if let Some((key, bfd)) = key_of(m) {
+            self.flows.prefetch(&key);
             if m.wire_len <= self.cfg.max_packet_bytes || bfd.is_some() {
                 self.doorkeeper.prefetch(&key);
             }

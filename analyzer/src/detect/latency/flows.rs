@@ -8,12 +8,12 @@
 //! side only can yield nothing but a RST sample, so it is forgotten after `rst_max_s`.
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
 use tapwatch_classifier::{PacketMeta, ProtocolType, FLAG_TCP_TIMESTAMPS};
 
 use super::cells::Sample;
 use super::timestamps::TsMatch;
 use super::{LatencyConfig, Measure};
+use crate::table::FlowMap;
 
 /// A flow with its endpoints in a fixed order: `a` the lower (address, port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +22,31 @@ struct FlowKey {
     b: IpAddr,
     a_port: u16,
     b_port: u16,
+}
+
+impl FlowKey {
+    /// The flow of a packet from `src` to `dst`, and whether it was sent by side a (the
+    /// lower endpoint).
+    #[inline]
+    fn of(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> (FlowKey, bool) {
+        if (src, m.src_port) <= (dst, m.dst_port) {
+            let key = FlowKey {
+                a: src,
+                b: dst,
+                a_port: m.src_port,
+                b_port: m.dst_port,
+            };
+            (key, true)
+        } else {
+            let key = FlowKey {
+                a: dst,
+                b: src,
+                a_port: m.dst_port,
+                b_port: m.src_port,
+            };
+            (key, false)
+        }
+    }
 }
 
 const CLIENT_SPOKE: u8 = 1;
@@ -47,7 +72,7 @@ struct FlowState {
 
 /// TCP flows of one worker, bounded in number and idle time.
 pub(crate) struct FlowTable {
-    flows: FxHashMap<FlowKey, FlowState>,
+    flows: FlowMap<FlowKey, FlowState>,
     max: usize,
     idle_ns: u64,
     rst_max_ns: u64,
@@ -59,14 +84,19 @@ impl FlowTable {
     /// A table with these settings.
     pub fn new(cfg: &LatencyConfig) -> FlowTable {
         FlowTable {
-            flows: FxHashMap::with_capacity_and_hasher(
-                cfg.max_flows.min(1 << 16),
-                Default::default(),
-            ),
+            flows: FlowMap::new(),
             max: cfg.max_flows,
             idle_ns: (cfg.flow_idle_s * 1e9) as u64,
             rst_max_ns: (cfg.rst_max_s * 1e9) as u64,
             untracked: 0,
+        }
+    }
+
+    /// Loads the index line a TCP packet's flow will probe (see [`FlowMap::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, m: &PacketMeta) {
+        if let (Some(src), Some(dst)) = (m.src, m.dst) {
+            self.flows.prefetch(&FlowKey::of(m, src, dst).0);
         }
     }
 
@@ -76,22 +106,7 @@ impl FlowTable {
         let (Some(src), Some(dst)) = (m.src, m.dst) else {
             return None;
         };
-        let from_a = (src, m.src_port) <= (dst, m.dst_port);
-        let key = if from_a {
-            FlowKey {
-                a: src,
-                b: dst,
-                a_port: m.src_port,
-                b_port: m.dst_port,
-            }
-        } else {
-            FlowKey {
-                a: dst,
-                b: src,
-                a_port: m.dst_port,
-                b_port: m.src_port,
-            }
-        };
+        let (key, from_a) = FlowKey::of(m, src, dst);
         let side = usize::from(!from_a);
         let full = self.flows.len() >= self.max;
         match m.kind {
@@ -122,7 +137,7 @@ impl FlowTable {
             None => {
                 // Begun before the capture: the lower port is the server's.
                 let server_is_a = m.src_port.min(m.dst_port) == key.a_port;
-                self.flows.entry(key).or_insert(FlowState {
+                self.flows.get_or_insert_with(key, || FlowState {
                     client_is_a: !server_is_a,
                     opened: false,
                     bits: 0,
@@ -317,7 +332,7 @@ mod tests {
             rst.map(|s| (s.measure, s.us)),
             Some((Measure::Rst, 200_000))
         );
-        assert!(t.flows.is_empty(), "a reset flow is forgotten");
+        assert!(t.flows.len() == 0, "a reset flow is forgotten");
         t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
         t.observe(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
@@ -351,7 +366,7 @@ mod tests {
             t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0)),
             None
         );
-        assert!(t.flows.is_empty(), "a spoofed SYN flood takes no room");
+        assert!(t.flows.len() == 0, "a spoofed SYN flood takes no room");
         t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         let other = (addr(3), 5000);
         t.observe(&tcp(SEC, srv(), other, ProtocolType::TcpSynAck, 1, 2));
@@ -359,7 +374,7 @@ mod tests {
         t.sweep(SEC + 10 * SEC);
         assert_eq!(t.flows.len(), 1, "the unanswered SYN-ACK after rst_max_s");
         t.sweep(SEC + 120 * SEC + MS);
-        assert!(t.flows.is_empty(), "the other after flow_idle_s");
+        assert!(t.flows.len() == 0, "the other after flow_idle_s");
     }
 
     #[test]
@@ -387,6 +402,6 @@ mod tests {
         assert_eq!(t.observe(&ts(SEC, other, srv(), 1, 1)), None);
         assert_eq!(t.untracked, 1);
         t.sweep(SEC + 200 * SEC);
-        assert!(t.flows.is_empty());
+        assert!(t.flows.len() == 0);
     }
 }

@@ -17,7 +17,7 @@
 //! servers shift together.
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::setting::{f64_in, f64_positive, int_in};
-use tapwatch_classifier::{PacketMeta, SettingError, SettingPath};
+use tapwatch_classifier::{PacketMeta, ProtocolType, SettingError, SettingPath};
 
 use super::PacketDetector;
 use crate::finding::Finding;
@@ -259,6 +259,14 @@ impl PacketDetector for LatencyTracker {
             if !w.latency.record(s) {
                 self.subjects_untracked += 1;
             }
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, m: &PacketMeta) {
+        // A SYN only opens the handshake: the flow table is probed from the SYN-ACK on.
+        if m.ip_proto == 6 && m.malformed.is_none() && m.kind != ProtocolType::TcpSyn {
+            self.flows.prefetch(m);
         }
     }
 

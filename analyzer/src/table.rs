@@ -1,0 +1,318 @@
+//! A hash map for per-flow state whose probe can be prefetched.
+//!
+//! The per-packet detectors each keep a table keyed by flow, and under traffic of many
+//! short flows nearly every probe misses the cache. [`FlowMap`] splits the map in two: a
+//! compact index of 8-byte slots (a 32-bit tag of the key's hash and a position) and a dense
+//! array of the entries. A probe reads one index line and touches an entry only on a tag
+//! match, so the line a packet will probe can be loaded a few packets ahead
+//! ([`FlowMap::prefetch`]) and a miss (a new flow) costs no second load. The dense entries
+//! also make sweeps a sequential walk.
+use std::hash::Hash;
+
+use crate::sketch::{mix64, prefetch};
+
+/// One stored entry with its key's hash (kept for moves and rebuilds of the index).
+#[derive(Clone, Debug)]
+struct Entry<K, V> {
+    hash: u64,
+    key: K,
+    value: V,
+}
+
+/// The map. Open addressing with linear probing over the index, kept at most half full;
+/// the index doubles as entries are added. Iteration follows the entries array: insertion
+/// order, except that a removal moves the last entry into the hole.
+#[derive(Clone, Debug)]
+pub(crate) struct FlowMap<K, V> {
+    /// 0: empty; else `tag << 32 | (position + 1)`.
+    index: Vec<u64>,
+    mask: usize,
+    entries: Vec<Entry<K, V>>,
+}
+
+/// Slots an index starts with.
+const MIN_SLOTS: usize = 64;
+
+#[inline]
+fn tag_of(hash: u64) -> u64 {
+    hash >> 32
+}
+
+impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
+    /// An empty map.
+    pub fn new() -> FlowMap<K, V> {
+        FlowMap {
+            index: vec![0; MIN_SLOTS],
+            mask: MIN_SLOTS - 1,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Entries stored.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Loads the index line `key` will probe into the cache (a hint: see
+    /// [`crate::sketch::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, key: &K) {
+        prefetch(&self.index[mix64(key) as usize & self.mask]);
+    }
+
+    /// The slot of `key` and its entry's position, or the empty slot where it would go.
+    #[inline]
+    fn probe(&self, key: &K, hash: u64) -> Result<(usize, usize), usize> {
+        let tag = tag_of(hash);
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = self.index[i];
+            if s == 0 {
+                return Err(i);
+            }
+            if s >> 32 == tag {
+                let pos = (s as u32 - 1) as usize;
+                if self.entries[pos].key == *key {
+                    return Ok((i, pos));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The value of `key`.
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let (_, pos) = self.probe(key, mix64(key)).ok()?;
+        Some(&self.entries[pos].value)
+    }
+
+    /// The value of `key`, to change.
+    #[inline]
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let (_, pos) = self.probe(key, mix64(key)).ok()?;
+        Some(&mut self.entries[pos].value)
+    }
+
+    /// Whether `key` is stored.
+    #[inline]
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.probe(key, mix64(key)).is_ok()
+    }
+
+    /// Stores `value` under `key`; returns the value it replaced.
+    #[inline]
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let hash = mix64(&key);
+        match self.probe(&key, hash) {
+            Ok((_, pos)) => Some(std::mem::replace(&mut self.entries[pos].value, value)),
+            Err(slot) => {
+                self.push(slot, hash, key, value);
+                None
+            }
+        }
+    }
+
+    /// The value of `key`, stored first as `make()` when absent.
+    #[inline]
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        let hash = mix64(&key);
+        let pos = match self.probe(&key, hash) {
+            Ok((_, pos)) => pos,
+            Err(slot) => self.push(slot, hash, key, make()),
+        };
+        &mut self.entries[pos].value
+    }
+
+    /// Adds an entry at an empty slot; returns its position.
+    fn push(&mut self, slot: usize, hash: u64, key: K, value: V) -> usize {
+        let pos = self.entries.len();
+        assert!(
+            pos < u32::MAX as usize,
+            "a flow map holds fewer than 2^32 entries"
+        );
+        self.entries.push(Entry { hash, key, value });
+        self.index[slot] = tag_of(hash) << 32 | (pos as u64 + 1);
+        if (pos + 1) * 2 > self.index.len() {
+            self.rebuild(self.index.len() * 2);
+        }
+        pos
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (slot, pos) = self.probe(key, mix64(key)).ok()?;
+        self.unlink(slot);
+        let last = self.entries.len() - 1;
+        if pos != last {
+            // The last entry moves into the hole: its slot is pointed at the new position.
+            let moved = self.slot_of_position(self.entries[last].hash, last);
+            self.index[moved] = tag_of(self.entries[last].hash) << 32 | (pos as u64 + 1);
+        }
+        Some(self.entries.swap_remove(pos).value)
+    }
+
+    /// The slot that holds position `pos` (whose key hashes to `hash`).
+    fn slot_of_position(&self, hash: u64, pos: usize) -> usize {
+        let want = tag_of(hash) << 32 | (pos as u64 + 1);
+        let mut i = hash as usize & self.mask;
+        while self.index[i] != want {
+            debug_assert_ne!(self.index[i], 0, "every entry has a slot");
+            i = (i + 1) & self.mask;
+        }
+        i
+    }
+
+    /// Empties a slot and shifts back the slots after it that would no longer be found
+    /// (deletion without tombstones for linear probing).
+    fn unlink(&mut self, mut hole: usize) {
+        let mut i = hole;
+        loop {
+            i = (i + 1) & self.mask;
+            let s = self.index[i];
+            if s == 0 {
+                break;
+            }
+            let pos = (s as u32 - 1) as usize;
+            let home = self.entries[pos].hash as usize & self.mask;
+            // The entry at `i` may fill the hole unless its home lies cyclically in (hole, i].
+            let stays = if hole <= i {
+                hole < home && home <= i
+            } else {
+                hole < home || home <= i
+            };
+            if !stays {
+                self.index[hole] = s;
+                hole = i;
+            }
+        }
+        self.index[hole] = 0;
+    }
+
+    /// Keeps the entries for which `keep` says so.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain_mut(|e| keep(&e.key, &mut e.value));
+        if self.entries.len() != before {
+            let mut slots = MIN_SLOTS;
+            while self.entries.len() * 2 > slots {
+                slots *= 2;
+            }
+            // A table emptied by a sweep gives back its memory, down to twice what it holds.
+            if slots * 4 <= self.index.len() {
+                self.entries.shrink_to(self.entries.len() * 2);
+            } else {
+                slots = self.index.len();
+            }
+            self.rebuild(slots);
+        }
+    }
+
+    /// Makes a fresh index of `slots` slots over the entries.
+    fn rebuild(&mut self, slots: usize) {
+        if slots == self.index.len() {
+            self.index.fill(0);
+        } else {
+            self.index = if slots >= 1 << 18 {
+                crate::sketch::huge_table(slots, 0)
+            } else {
+                vec![0; slots]
+            };
+        }
+        self.mask = slots - 1;
+        for (pos, e) in self.entries.iter().enumerate() {
+            let mut i = e.hash as usize & self.mask;
+            while self.index[i] != 0 {
+                i = (i + 1) & self.mask;
+            }
+            self.index[i] = tag_of(e.hash) << 32 | (pos as u64 + 1);
+        }
+    }
+
+    /// Every entry, in the entries' order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.entries.iter().map(|e| (&e.key, &e.value))
+    }
+
+    /// Every value, in the entries' order.
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.entries.iter().map(|e| &e.value)
+    }
+}
+
+impl<K: Copy + Eq + Hash, V> Default for FlowMap<K, V> {
+    fn default() -> Self {
+        FlowMap::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u16, u32),
+        Remove(u16),
+        Retain(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u16..600, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => (0u16..600).prop_map(Op::Remove),
+            1 => (2u8..9).prop_map(Op::Retain),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of inserts, removals and sweeps leaves the same contents as std's map.
+        #[test]
+        fn behaves_like_a_hash_map(ops in proptest::collection::vec(op(), 1..3000)) {
+            let mut ours: FlowMap<u16, u32> = FlowMap::new();
+            let mut std: HashMap<u16, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(ours.insert(k, v), std.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(ours.remove(&k), std.remove(&k)),
+                    Op::Retain(m) => {
+                        ours.retain(|k, _| k % u16::from(m) != 0);
+                        std.retain(|k, _| k % u16::from(m) != 0);
+                    }
+                }
+                prop_assert_eq!(ours.len(), std.len());
+            }
+            for k in 0..600u16 {
+                prop_assert_eq!(ours.get(&k), std.get(&k));
+                prop_assert_eq!(ours.contains_key(&k), std.contains_key(&k));
+            }
+            let mut listed: Vec<_> = ours.iter().map(|(k, v)| (*k, *v)).collect();
+            listed.sort_unstable();
+            let mut expected: Vec<_> = std.into_iter().collect();
+            expected.sort_unstable();
+            prop_assert_eq!(listed, expected);
+        }
+    }
+
+    #[test]
+    fn grows_and_shrinks_with_its_contents() {
+        let mut m: FlowMap<u32, u64> = FlowMap::new();
+        for k in 0..100_000u32 {
+            *m.get_or_insert_with(k, || 0) += u64::from(k);
+            m.prefetch(&k);
+        }
+        assert_eq!(m.len(), 100_000);
+        assert!(m.index.len() >= 200_000);
+        assert_eq!(m.get(&77_777), Some(&77_777));
+        m.retain(|k, _| *k < 10);
+        assert_eq!(m.len(), 10);
+        assert!(m.index.len() <= 64, "the index shrinks after a sweep");
+        assert_eq!(m.values().sum::<u64>(), 45);
+        assert!(m.get_mut(&50_000).is_none());
+    }
+}
