@@ -173,7 +173,9 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         // At most half the keys are above the median: one allocation per sketch, at most.
         keep.reserve(self.len / 2 + 1);
         for (i, (&tag, &count)) in self.tags.iter().zip(&self.counts).enumerate() {
-            if tag != 0 && count > cut {
+            // One branch, rarely taken (`&`, not `&&`: occupancy alone is a coin toss the
+            // branch predictor would miss half the time).
+            if (tag != 0) & (count > cut) {
                 if let Some(s) = self.slots[i] {
                     keep.push((tag, count - cut, s));
                 }
@@ -198,32 +200,33 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// so they are counted in a histogram; only the large ones are selected among.
     fn median_count(&mut self) -> u64 {
         const SMALL: usize = 64;
-        let mut hist = [0usize; SMALL];
-        let mut large = std::mem::take(&mut self.scratch);
-        large.clear();
-        let mut n = 0;
+        // Counts below SMALL in their own bins, the rest in the last; empty slots add 0
+        // (no branch on occupancy, which is random).
+        let mut hist = [0usize; SMALL + 1];
         for (&tag, &count) in self.tags.iter().zip(&self.counts) {
-            if tag == 0 {
-                continue;
-            }
-            n += 1;
-            match usize::try_from(count) {
-                Ok(c) if c < SMALL => hist[c] += 1,
-                _ => large.push(count),
-            }
+            hist[count.min(SMALL as u64) as usize] += usize::from(tag != 0);
         }
+        let n: usize = hist.iter().sum();
         debug_assert!(n > 0, "a purge runs on a full table");
         let mid = n / 2;
         let mut below = 0;
-        let mut median = None;
-        for (c, k) in hist.iter().enumerate() {
+        for (c, k) in hist[..SMALL].iter().enumerate() {
             below += k;
             if below > mid {
-                median = Some(c as u64);
-                break;
+                return c as u64;
             }
         }
-        let median = median.unwrap_or_else(|| *large.select_nth_unstable(mid - below).1);
+        // The median is a large count: select among the large ones.
+        let mut large = std::mem::take(&mut self.scratch);
+        large.clear();
+        large.extend(
+            self.tags
+                .iter()
+                .zip(&self.counts)
+                .filter(|(&tag, &count)| tag != 0 && count >= SMALL as u64)
+                .map(|(_, &count)| count),
+        );
+        let median = *large.select_nth_unstable(mid - below).1;
         self.scratch = large;
         median
     }
