@@ -58,7 +58,14 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
     /// [`crate::sketch::prefetch`]).
     #[inline]
     pub fn prefetch(&self, key: &K) {
-        prefetch(&self.index[mix64(key) as usize & self.mask]);
+        self.prefetch_hashed(mix64(key));
+    }
+
+    /// [`FlowMap::prefetch`] of a key whose [`mix64`] hash is `hash` (computed once for
+    /// another table too).
+    #[inline]
+    pub fn prefetch_hashed(&self, hash: u64) {
+        prefetch(&self.index[hash as usize & self.mask]);
     }
 
     /// The slot of `key` and its entry's position, or the empty slot where it would go.
@@ -98,7 +105,14 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
     /// Whether `key` is stored.
     #[inline]
     pub fn contains_key(&self, key: &K) -> bool {
-        self.probe(key, mix64(key)).is_ok()
+        self.contains_hashed(key, mix64(key))
+    }
+
+    /// [`FlowMap::contains_key`] with the key's [`mix64`] hash already computed.
+    #[inline]
+    pub fn contains_hashed(&self, key: &K, hash: u64) -> bool {
+        debug_assert_eq!(hash, mix64(key));
+        self.probe(key, hash).is_ok()
     }
 
     /// Stores `value` under `key`; returns the value it replaced.
@@ -117,7 +131,18 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
     /// The value of `key`, stored first as `make()` when absent.
     #[inline]
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        let hash = mix64(&key);
+        self.get_or_insert_with_hashed(key, mix64(&key), make)
+    }
+
+    /// [`FlowMap::get_or_insert_with`] with the key's [`mix64`] hash already computed.
+    #[inline]
+    pub fn get_or_insert_with_hashed(
+        &mut self,
+        key: K,
+        hash: u64,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        debug_assert_eq!(hash, mix64(&key));
         let pos = match self.probe(&key, hash) {
             Ok((_, pos)) => pos,
             Err(slot) => self.push(slot, hash, key, make()),

@@ -132,6 +132,12 @@ fn feed(
     batch: &[Item],
     mut emit: impl FnMut(WorkerOutput) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    // The batch's first packets have no packet AHEAD places before them: loaded here.
+    for item in batch.iter().take(AHEAD) {
+        if let Item::Packet(m, _) = item {
+            w.prefetch(m);
+        }
+    }
     for (i, item) in batch.iter().enumerate() {
         if let Some(Item::Packet(ahead, _)) = batch.get(i + AHEAD) {
             w.prefetch(ahead);

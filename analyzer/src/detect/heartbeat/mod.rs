@@ -221,22 +221,23 @@ impl Doorkeeper {
         }
     }
 
-    /// The word and bit of a key.
+    /// The word and bit of a key's [`mix64`](crate::sketch::mix64) hash.
     #[inline]
-    fn slot(key: &FlowKey) -> (usize, u64) {
-        let h = crate::sketch::mix64(key) as usize % Self::BITS;
+    fn slot(hash: u64) -> (usize, u64) {
+        let h = hash as usize % Self::BITS;
         (h / 64, 1u64 << (h % 64))
     }
 
-    /// Loads the key's words into the cache ahead of [`Doorkeeper::seen_before`].
+    /// Loads a key's words into the cache ahead of [`Doorkeeper::seen_before`].
     #[inline]
-    fn prefetch(&self, key: &FlowKey) {
-        let (word, _) = Self::slot(key);
+    fn prefetch(&self, hash: u64) {
+        let (word, _) = Self::slot(hash);
         crate::sketch::prefetch(&self.bits[word]);
     }
 
+    /// Whether the key of `hash` was seen in this epoch or the last; marks it seen.
     #[inline]
-    fn seen_before(&mut self, key: &FlowKey, now: u64) -> bool {
+    fn seen_before(&mut self, hash: u64, now: u64) -> bool {
         let epoch = now / self.rotate_ns;
         if epoch > self.epoch {
             self.current ^= 1;
@@ -249,7 +250,7 @@ impl Doorkeeper {
             }
             self.epoch = epoch;
         }
-        let (word, bit) = Self::slot(key);
+        let (word, bit) = Self::slot(hash);
         let w = &mut self.bits[word];
         let seen = (w[0] | w[1]) & bit != 0;
         w[self.current] |= bit;
@@ -370,11 +371,12 @@ impl HeartbeatTracker {
             }
             return;
         }
-        if !self.flows.contains_key(&key) {
+        let hash = crate::sketch::mix64(&key);
+        if !self.flows.contains_hashed(&key, hash) {
             // A flow earns a table entry with its second small packet: one-packet flows
             // (scans, spoofed floods) and data flows never cost an entry.
             if (m.wire_len > self.cfg.max_packet_bytes && bfd.is_none())
-                || !self.doorkeeper.seen_before(&key, m.ts_ns)
+                || !self.doorkeeper.seen_before(hash, m.ts_ns)
             {
                 return;
             }
@@ -383,7 +385,7 @@ impl HeartbeatTracker {
                 return;
             }
         }
-        let flow = self.flows.get_or_insert_with(key, || Flow {
+        let flow = self.flows.get_or_insert_with_hashed(key, hash, || Flow {
             last_ts: m.ts_ns,
             run_start: m.ts_ns,
             data: false,
@@ -520,9 +522,10 @@ impl PacketDetector for HeartbeatTracker {
         // Every followed packet probes the flow table; only the packets that may reach the
         // doorkeeper (small ones, BFD) load its words.
         if let Some((key, bfd)) = key_of(m) {
-            self.flows.prefetch(&key);
+            let hash = crate::sketch::mix64(&key);
+            self.flows.prefetch_hashed(hash);
             if m.wire_len <= self.cfg.max_packet_bytes || bfd.is_some() {
-                self.doorkeeper.prefetch(&key);
+                self.doorkeeper.prefetch(hash);
             }
         }
     }
@@ -636,38 +639,40 @@ mod tests {
 
     #[test]
     fn the_doorkeeper_rotates_on_fixed_epochs_of_event_time() {
-        let key = |n: u8| FlowKey {
-            src: addr(n),
-            dst: addr(200),
-            src_port: 0,
-            dst_port: 9999,
-            proto: 17,
+        let key = |n: u8| {
+            crate::sketch::mix64(&FlowKey {
+                src: addr(n),
+                dst: addr(200),
+                src_port: 0,
+                dst_port: 9999,
+                proto: 17,
+            })
         };
         let mut d = Doorkeeper::new(10);
-        assert!(!d.seen_before(&key(1), 19), "epoch 1");
-        assert!(d.seen_before(&key(1), 19));
+        assert!(!d.seen_before(key(1), 19), "epoch 1");
+        assert!(d.seen_before(key(1), 19));
         // Epoch 2 begins at 20, whenever the next packet comes: one rotation keeps key 1.
-        assert!(!d.seen_before(&key(2), 21));
-        assert!(d.seen_before(&key(1), 22));
+        assert!(!d.seen_before(key(2), 21));
+        assert!(d.seen_before(key(1), 22));
         // Epoch 3 (from 30) clears the bitmap of epoch 1… but key 1 was marked again in 2.
-        assert!(!d.seen_before(&key(3), 30));
-        assert!(d.seen_before(&key(1), 31));
-        assert!(d.seen_before(&key(2), 32));
+        assert!(!d.seen_before(key(3), 30));
+        assert!(d.seen_before(key(1), 31));
+        assert!(d.seen_before(key(2), 32));
         // Two epochs forward (5 from 3) forget everything.
-        assert!(!d.seen_before(&key(1), 50));
-        assert!(!d.seen_before(&key(2), 59));
+        assert!(!d.seen_before(key(1), 50));
+        assert!(!d.seen_before(key(2), 59));
         // A late packet of an earlier epoch does not rotate back.
-        assert!(d.seen_before(&key(1), 41));
+        assert!(d.seen_before(key(1), 41));
         // Two shards whose first packets came at different times rotate together: a flow
         // seen only in epoch 1 is forgotten by both in epoch 3.
         let mut a = Doorkeeper::new(10);
         let mut b = Doorkeeper::new(10);
-        a.seen_before(&key(9), 11);
-        b.seen_before(&key(9), 18);
-        a.seen_before(&key(8), 25);
-        b.seen_before(&key(8), 25);
-        assert!(!a.seen_before(&key(9), 31));
-        assert!(!b.seen_before(&key(9), 31));
+        a.seen_before(key(9), 11);
+        b.seen_before(key(9), 18);
+        a.seen_before(key(8), 25);
+        b.seen_before(key(8), 25);
+        assert!(!a.seen_before(key(9), 31));
+        assert!(!b.seen_before(key(9), 31));
     }
 
     #[test]
