@@ -9,7 +9,7 @@
 //! also make sweeps a sequential walk.
 use std::hash::Hash;
 
-use crate::sketch::{mix64, prefetch};
+use crate::sketch::{huge_table, mix64, prefetch, HugeTable};
 
 /// One stored entry with its key's hash (kept for moves and rebuilds of the index).
 #[derive(Clone, Debug)]
@@ -22,10 +22,10 @@ struct Entry<K, V> {
 /// The map. Open addressing with linear probing over the index, kept at most half full;
 /// the index doubles as entries are added. Iteration follows the entries array: insertion
 /// order, except that a removal moves the last entry into the hole.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct FlowMap<K, V> {
     /// 0: empty; else `tag << 32 | (position + 1)`.
-    index: Vec<u64>,
+    index: HugeTable<u64>,
     mask: usize,
     entries: Vec<Entry<K, V>>,
 }
@@ -42,7 +42,7 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
     /// An empty map.
     pub fn new() -> FlowMap<K, V> {
         FlowMap {
-            index: vec![0; MIN_SLOTS],
+            index: huge_table(MIN_SLOTS, 0),
             mask: MIN_SLOTS - 1,
             entries: Vec::new(),
         }
@@ -239,11 +239,7 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
         if slots == self.index.len() {
             self.index.fill(0);
         } else {
-            self.index = if slots >= 1 << 18 {
-                crate::sketch::huge_table(slots, 0)
-            } else {
-                vec![0; slots]
-            };
+            self.index = huge_table(slots, 0);
         }
         self.mask = slots - 1;
         for (pos, e) in self.entries.iter().enumerate() {

@@ -60,30 +60,111 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
-/// A table of `len` copies of `value` whose memory is asked to be backed by huge pages (on
-/// Linux, for the whole 2 MiB-aligned stretches it contains: a table of a few MiB gets one
-/// or two): flow tables are probed at random, and with 4 KiB pages nearly every probe of a
-/// large table also misses the TLB.
-pub fn huge_table<T: Clone>(len: usize, value: T) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(len);
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let bytes = len * std::mem::size_of::<T>();
-        let base = v.as_mut_ptr().cast::<u8>();
-        let skip = (base as usize).next_multiple_of(HUGE) - base as usize;
-        if bytes >= skip + HUGE {
-            let span = (bytes - skip) / HUGE * HUGE;
-            // SAFETY: `skip..skip + span` lies inside the vector's allocation; MADV_HUGEPAGE
-            // only changes how the kernel backs those pages (their contents are kept, and a
-            // failure leaves 4 KiB pages).
+/// A table of `len` copies of `value` whose memory is asked to be backed by huge pages:
+/// flow tables are probed at random, and with 4 KiB pages nearly every probe of a large
+/// table also misses the TLB. See [`HugeTable`].
+pub fn huge_table<T: Clone>(len: usize, value: T) -> HugeTable<T> {
+    HugeTable::new(len, value)
+}
+
+/// Bytes of one huge page (x86-64 and most 64-bit Linux targets).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// A fixed-length table. One of 2 MiB or more is allocated on a 2 MiB boundary, its size
+/// rounded up to whole 2 MiB pages, and handed to the kernel with `MADV_HUGEPAGE`, so that
+/// all of it can be backed by huge pages: a plain allocation of that size starts a few
+/// bytes past a page boundary, and the kernel can back only the whole 2 MiB stretches
+/// inside it — none at all for a table of exactly 2 MiB.
+pub struct HugeTable<T> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: a `HugeTable` owns its elements as a `Vec` would.
+unsafe impl<T: Send> Send for HugeTable<T> {}
+// SAFETY: shared access only hands out `&[T]`.
+unsafe impl<T: Sync> Sync for HugeTable<T> {}
+
+impl<T: Clone> HugeTable<T> {
+    /// `len` copies of `value`.
+    pub fn new(len: usize, value: T) -> HugeTable<T> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .expect("a table that fits the address space");
+        let huge = bytes >= HUGE_PAGE;
+        let layout = if huge {
+            std::alloc::Layout::from_size_align(bytes.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
+        } else {
+            std::alloc::Layout::array::<T>(len)
+        }
+        .expect("a valid table layout");
+        let ptr = if layout.size() == 0 {
+            std::ptr::NonNull::dangling()
+        } else {
+            // SAFETY: the layout's size is not zero.
+            let raw = unsafe { std::alloc::alloc(layout) }.cast::<T>();
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+        };
+        #[cfg(target_os = "linux")]
+        if huge {
+            // SAFETY: the whole allocation, 2 MiB-aligned; MADV_HUGEPAGE only changes how
+            // the kernel backs its pages (a failure leaves 4 KiB pages).
             unsafe {
-                libc::madvise(base.add(skip).cast(), span, libc::MADV_HUGEPAGE);
+                libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_HUGEPAGE);
+            }
+        }
+        for i in 0..len {
+            // SAFETY: `i < len` lies inside the allocation, which nothing has read yet.
+            unsafe { ptr.as_ptr().add(i).write(value.clone()) };
+        }
+        HugeTable { ptr, len, layout }
+    }
+}
+
+impl<T> std::ops::Deref for HugeTable<T> {
+    type Target = [T];
+
+    #[inline]
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` elements were written in `new` and live until `drop`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> std::ops::DerefMut for HugeTable<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for HugeTable<T> {
+    fn drop(&mut self) {
+        // SAFETY: the elements were initialised in `new`; the memory came from `alloc`
+        // with this layout (or is dangling when the layout is empty).
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ));
+            if self.layout.size() != 0 {
+                std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout);
             }
         }
     }
-    v.resize(len, value);
-    v
+}
+
+impl<T> std::fmt::Debug for HugeTable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "HugeTable({} × {} bytes)",
+            self.len,
+            std::mem::size_of::<T>()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -103,5 +184,14 @@ mod tests {
         assert_eq!(t.len(), 3 << 20);
         assert!(t.iter().all(|&b| b == 7));
         prefetch(&t[12345]);
+        assert_eq!(
+            t.as_ptr() as usize % HUGE_PAGE,
+            0,
+            "a large table starts on a huge page"
+        );
+        let mut small = huge_table(10, String::from("x"));
+        small[3].push('y');
+        assert_eq!(small.concat(), "xxxxyxxxxxx");
+        assert!(huge_table(0, 1u64).is_empty());
     }
 }

@@ -203,7 +203,7 @@ pub struct HeartbeatTracker {
 /// clears the older bitmap; two or more clear both. The two bitmaps are interleaved word
 /// by word, so a key's two words share one cache line (and the 2 MiB table a huge page).
 struct Doorkeeper {
-    bits: Vec<[u64; 2]>,
+    bits: crate::sketch::HugeTable<[u64; 2]>,
     current: usize,
     epoch: u64,
     rotate_ns: u64,
@@ -242,7 +242,7 @@ impl Doorkeeper {
         if epoch > self.epoch {
             self.current ^= 1;
             let both = epoch - self.epoch >= 2;
-            for w in &mut self.bits {
+            for w in self.bits.iter_mut() {
                 w[self.current] = 0;
                 if both {
                     w[self.current ^ 1] = 0;

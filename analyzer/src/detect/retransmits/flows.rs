@@ -93,7 +93,7 @@ fn ends(src: IpAddr, dst: IpAddr, m: &PacketMeta) -> ((IpAddr, u16), (IpAddr, u1
 /// The flow table of one worker.
 pub struct FlowTable {
     /// Two slots per bucket; the older entry of a full bucket makes room.
-    slots: Vec<Option<Entry>>,
+    slots: crate::sketch::HugeTable<Option<Entry>>,
     mask: usize,
     idle_ns: u64,
     reorder_ns: u64,
