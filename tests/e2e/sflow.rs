@@ -11,11 +11,24 @@ use crate::common::*;
 /// Samples pmacct may keep unsent at exit (its last, partial datagram).
 const UNFLUSHED: u64 = 16;
 
-/// Runs `tapwatch run --sflow` while pmacctd exports `pcap` at 1 in `rate`, storing rows in
-/// the file store under `tmp`'s `data-RATE`; the summary.
-/// The UDP port a `tapwatch run --sflow 127.0.0.1:0` child says it receives on, and its
-/// standard error read up to that line (keep it open while the child runs).
-fn sflow_port(child: &mut std::process::Child) -> (u16, BufReader<std::process::ChildStderr>) {
+/// Starts `tapwatch run --sflow 127.0.0.1:0 --listen none --format json --duration 60` with
+/// `extra` arguments; the child, the UDP port it says it receives on, and its standard
+/// error read up to that line (keep it open while the child runs).
+fn sflow_child(
+    extra: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStderr>,
+) {
+    let mut child = tapwatch()
+        .args(["run", "--sflow", "127.0.0.1:0", "--listen", "none"])
+        .args(["--format", "json", "--duration", "60"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let port = loop {
         let mut line = String::new();
@@ -27,20 +40,14 @@ fn sflow_port(child: &mut std::process::Child) -> (u16, BufReader<std::process::
             break addr.rsplit(':').next().unwrap().parse().unwrap();
         }
     };
-    (port, stderr)
+    (child, port, stderr)
 }
 
+/// Runs `tapwatch run --sflow` while pmacctd exports `pcap` at 1 in `rate`, storing rows in
+/// the file store under `tmp`'s `data-RATE`; the summary.
 fn through_pmacct(tmp: &TempDir, pcap: &std::path::Path, rate: u32) -> serde_json::Value {
-    let mut child = tapwatch()
-        .args(["run", "--sflow", "127.0.0.1:0", "--listen", "none"])
-        .arg("--data-dir")
-        .arg(tmp.path(&format!("data-{rate}")))
-        .args(["--format", "json", "--duration", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (port, _stderr) = sflow_port(&mut child);
+    let data = tmp.path(&format!("data-{rate}"));
+    let (child, port, _stderr) = sflow_child(&["--data-dir".as_ref(), data.as_ref()]);
     let conf = tmp.path(&format!("pmacct-{rate}.conf"));
     std::fs::write(
         &conf,
@@ -282,23 +289,12 @@ fn datagram(seq: u32, sources: &[[u8; 4]], interfaces: &[IfCounters]) -> Vec<u8>
 fn interface_counters_reach_history_and_query_interfaces() {
     let tmp = TempDir::new("sflow-ifs");
     let data = tmp.path("data");
-    let mut child = tapwatch()
-        .args(["run", "--sflow", "127.0.0.1:0", "--listen", "none"])
-        .args([
-            "--format",
-            "json",
-            "--duration",
-            "60",
-            "--agent-id",
-            "probe",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (port, _stderr) = sflow_port(&mut child);
+    let (child, port, _stderr) = sflow_child(&[
+        "--agent-id".as_ref(),
+        "probe".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_ref(),
+    ]);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let send = |seq: u32, ifs: &[IfCounters]| {
         socket
@@ -391,21 +387,7 @@ fn interface_counters_reach_history_and_query_interfaces() {
 
 #[test]
 fn a_heavy_hitter_on_sampled_sflow_states_its_estimates_error() {
-    let mut child = tapwatch()
-        .args([
-            "run",
-            "--sflow",
-            "127.0.0.1:0",
-            "--listen",
-            "none",
-            "--no-store",
-        ])
-        .args(["--format", "json", "--duration", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (port, _stderr) = sflow_port(&mut child);
+    let (child, port, _stderr) = sflow_child(&["--no-store".as_ref()]);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     // Every 100 ms, one record (1 in 100) from each of 20 steady sources: ~20 000
     // packets/s estimated. After 6 s (warm-up is 5 s) a new source adds 20 records per
