@@ -9,7 +9,7 @@
 //! also make sweeps a sequential walk.
 use std::hash::Hash;
 
-use crate::sketch::{huge_table, mix64, prefetch, HugeTable};
+use crate::sketch::{mix64, prefetch, HugeTable};
 
 /// One stored entry with its key's hash (kept for moves and rebuilds of the index).
 #[derive(Clone, Debug)]
@@ -42,7 +42,7 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
     /// An empty map.
     pub fn new() -> FlowMap<K, V> {
         FlowMap {
-            index: huge_table(MIN_SLOTS, 0),
+            index: HugeTable::new(MIN_SLOTS, 0),
             mask: MIN_SLOTS - 1,
             entries: Vec::new(),
         }
@@ -239,7 +239,7 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
         if slots == self.index.len() {
             self.index.fill(0);
         } else {
-            self.index = huge_table(slots, 0);
+            self.index = HugeTable::new(slots, 0);
         }
         self.mask = slots - 1;
         for (pos, e) in self.entries.iter().enumerate() {

@@ -60,17 +60,12 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
-/// A table of `len` copies of `value` whose memory is asked to be backed by huge pages:
-/// flow tables are probed at random, and with 4 KiB pages nearly every probe of a large
-/// table also misses the TLB. See [`HugeTable`].
-pub fn huge_table<T: Clone>(len: usize, value: T) -> HugeTable<T> {
-    HugeTable::new(len, value)
-}
-
 /// Bytes of one huge page (x86-64 and most 64-bit Linux targets).
 const HUGE_PAGE: usize = 2 << 20;
 
-/// A fixed-length table. One of 2 MiB or more is allocated on a 2 MiB boundary, its size
+/// A fixed-length table whose memory is asked to be backed by huge pages: flow tables are
+/// probed at random, and with 4 KiB pages nearly every probe of a large table also misses
+/// the TLB. One of 2 MiB or more is allocated on a 2 MiB boundary, its size
 /// rounded up to whole 2 MiB pages, and handed to the kernel with `MADV_HUGEPAGE`, so that
 /// all of it can be backed by huge pages: a plain allocation of that size starts a few
 /// bytes past a page boundary, and the kernel can back only the whole 2 MiB stretches
@@ -180,7 +175,7 @@ mod tests {
             }
         }
         prefetch_all::<()>(&[(), ()]);
-        let t = huge_table(3 << 20, 7u8);
+        let t = HugeTable::new(3 << 20, 7u8);
         assert_eq!(t.len(), 3 << 20);
         assert!(t.iter().all(|&b| b == 7));
         prefetch(&t[12345]);
@@ -189,9 +184,9 @@ mod tests {
             0,
             "a large table starts on a huge page"
         );
-        let mut small = huge_table(10, String::from("x"));
+        let mut small = HugeTable::new(10, String::from("x"));
         small[3].push('y');
         assert_eq!(small.concat(), "xxxxyxxxxxx");
-        assert!(huge_table(0, 1u64).is_empty());
+        assert!(HugeTable::new(0, 1u64).is_empty());
     }
 }

@@ -214,7 +214,7 @@ impl Doorkeeper {
 
     fn new(rotate_ns: u64) -> Doorkeeper {
         Doorkeeper {
-            bits: crate::sketch::huge_table(Self::BITS / 64, [0; 2]),
+            bits: crate::sketch::HugeTable::new(Self::BITS / 64, [0; 2]),
             current: 0,
             epoch: 0,
             rotate_ns: rotate_ns.max(1),

@@ -107,7 +107,7 @@ impl FlowTable {
     pub fn new(cfg: &RetransmitConfig) -> FlowTable {
         let buckets = (cfg.max_flows / 2).max(1).next_power_of_two();
         FlowTable {
-            slots: crate::sketch::huge_table(buckets * 2, None),
+            slots: crate::sketch::HugeTable::new(buckets * 2, None),
             mask: buckets - 1,
             idle_ns: (cfg.idle_s * 1e9) as u64,
             reorder_ns: (cfg.reorder_ms * 1e6) as u64,
