@@ -1,7 +1,8 @@
 //! Replay throughput with full classification, side by side with `tcpdump -r` and
 //! `tshark -r` on the same file, plus the classifier's cost per packet.
 //!
-//! Run: `cargo bench -p tapwatch --bench replay` (env `TAPWATCH_BENCH_PACKETS`, default 3 M).
+//! Run: `cargo bench -p tapwatch --bench replay` (env `TAPWATCH_BENCH_PACKETS`, default 3 M;
+//! `TAPWATCH_BENCH_KEEP=PATH` keeps the generated capture there for other timings).
 //! Prints a table of packets/s and the ratios; no pass/fail.
 mod common;
 
@@ -169,6 +170,10 @@ fn main() {
             ratio,
             rss[i] / 1024
         );
+    }
+    if let Some(keep) = std::env::var_os("TAPWATCH_BENCH_KEEP") {
+        std::fs::copy(&file, &keep).expect("TAPWATCH_BENCH_KEEP: copy the capture");
+        println!("capture kept at {}", std::path::Path::new(&keep).display());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
