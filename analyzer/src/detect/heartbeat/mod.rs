@@ -195,13 +195,20 @@ pub struct HeartbeatTracker {
     doorkeeper: Doorkeeper,
 }
 
-/// Two rotating bitmaps of flow hashes: "has this flow been seen before, recently?"
+/// Two rotating Bloom filters of flow hashes: "has this flow been seen before, recently?"
 /// A false "yes" only admits a flow early; the table's own cap still bounds memory.
+///
+/// Each key sets three bits of one 64-bit word (a blocked Bloom filter: one cache line per
+/// key). A flood of one-packet flows (a scan, a busy relay's short connections) is what
+/// the doorkeeper is for, and the filter keeps most of it out: after 1.6 million keys in
+/// an epoch it admits about 5 % of the next 1.6 million falsely, where one bit per key in
+/// half as many bits admitted about a quarter (each a table entry, and at the table's cap
+/// a real heartbeat turned away).
 ///
 /// Rotation follows fixed epochs of event time (`now / rotate_ns`), not the packets that
 /// happened to arrive, so every shard rotates at the same event times: one epoch forward
-/// clears the older bitmap; two or more clear both. The two bitmaps are interleaved word
-/// by word, so a key's two words share one cache line (and the 2 MiB table a huge page).
+/// clears the older filter; two or more clear both. The two filters are interleaved word
+/// by word, so a key's two words share one cache line (and the table huge pages).
 struct Doorkeeper {
     bits: crate::sketch::HugeTable<[u64; 2]>,
     current: usize,
@@ -210,7 +217,8 @@ struct Doorkeeper {
 }
 
 impl Doorkeeper {
-    const BITS: usize = 1 << 23;
+    /// Bits in each filter (2 MiB).
+    const BITS: usize = 1 << 24;
 
     fn new(rotate_ns: u64) -> Doorkeeper {
         Doorkeeper {
@@ -221,11 +229,14 @@ impl Doorkeeper {
         }
     }
 
-    /// The word and bit of a key's [`mix64`](crate::sketch::mix64) hash.
+    /// The word and the bits of a key's [`mix64`](crate::sketch::mix64) hash: the word
+    /// from its low bits, the three bits from high ones.
     #[inline]
     fn slot(hash: u64) -> (usize, u64) {
-        let h = hash as usize % Self::BITS;
-        (h / 64, 1u64 << (h % 64))
+        let word = hash as usize & (Self::BITS / 64 - 1);
+        let bits =
+            (1u64 << (hash >> 40 & 63)) | (1u64 << (hash >> 46 & 63)) | (1u64 << (hash >> 52 & 63));
+        (word, bits)
     }
 
     /// Loads a key's words into the cache ahead of [`Doorkeeper::seen_before`].
@@ -250,10 +261,10 @@ impl Doorkeeper {
             }
             self.epoch = epoch;
         }
-        let (word, bit) = Self::slot(hash);
+        let (word, bits) = Self::slot(hash);
         let w = &mut self.bits[word];
-        let seen = (w[0] | w[1]) & bit != 0;
-        w[self.current] |= bit;
+        let seen = w[0] & bits == bits || w[1] & bits == bits;
+        w[self.current] |= bits;
         seen
     }
 }
@@ -673,6 +684,32 @@ mod tests {
         b.seen_before(key(8), 25);
         assert!(!a.seen_before(key(9), 31));
         assert!(!b.seen_before(key(9), 31));
+    }
+
+    #[test]
+    fn the_doorkeeper_turns_away_most_of_a_flood_of_one_packet_flows() {
+        // 1.6 million distinct flows in one epoch, each seen once, then as many others: the
+        // second lot is admitted only where the filter answers falsely (about 5 %; a single
+        // bit per key in an 8 Mbit filter would admit about 25 %).
+        let key = |n: u32| {
+            crate::sketch::mix64(&FlowKey {
+                src: IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n)),
+                dst: addr(200),
+                src_port: 40000,
+                dst_port: 443,
+                proto: 6,
+            })
+        };
+        let mut d = Doorkeeper::new(600 * SEC);
+        let n = 1_600_000;
+        for i in 0..n {
+            d.seen_before(key(i), T);
+        }
+        let false_yes = (n..2 * n).filter(|&i| d.seen_before(key(i), T)).count();
+        let rate = false_yes as f64 / f64::from(n);
+        assert!(rate < 0.07, "{rate}");
+        // And every flow seen before is known.
+        assert!((0..1000).all(|i| d.seen_before(key(i), T + SEC)));
     }
 
     #[test]
