@@ -96,6 +96,9 @@ impl Clock {
 }
 
 /// The worker a packet belongs to: a hash of its flow that is the same in both directions.
+/// Worker 0 shares the reader's thread, so it is dealt half the flows of any other: the
+/// hash picks one of `2 × workers − 1` equal parts, part 0 for worker 0 and two for each
+/// other worker.
 #[inline]
 pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
     if workers <= 1 {
@@ -115,8 +118,9 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
         ((dst, dp), (src, sp))
     };
     let h = tapwatch_analyzer::sketch::mix64(&(a, b, m.ip_proto));
-    // Multiply-shift onto 0..workers (no division on the hot path).
-    ((u128::from(h) * workers as u128) >> 64) as usize
+    // Multiply-shift onto the parts (no division on the hot path).
+    let part = ((u128::from(h) * (2 * workers - 1) as u128) >> 64) as usize;
+    part.div_ceil(2)
 }
 
 /// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
@@ -201,7 +205,10 @@ fn read<S: FrameSource>(
     Ok(packets)
 }
 
-/// Replays `source` through `o.workers` workers into `coordinator`.
+/// Replays `source` through `o.workers` workers into `coordinator`. Worker 0 shares the
+/// reader's thread (the reader works its batches between reads; it is dealt a smaller part
+/// of the flows, see [`worker_of`]), the others have a thread each: as many busy threads as
+/// workers, so on a machine with as many cores none waits for a core the reader holds.
 pub fn deal_files<S: FrameSource + Send>(
     source: &mut S,
     mut o: DealOptions<'_>,
@@ -215,9 +222,10 @@ pub fn deal_files<S: FrameSource + Send>(
     std::thread::scope(|scope| -> anyhow::Result<Dealt> {
         let (out_tx, out_rx) = mpsc::channel();
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<Item>>();
-        let mut queues = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for id in 0..workers {
+        // Queues and threads of workers 1.. (worker 0 is the reader's).
+        let mut queues = Vec::with_capacity(workers - 1);
+        let mut handles = Vec::with_capacity(workers - 1);
+        for id in 1..workers {
             let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(QUEUE);
             let (out_tx, recycle_tx) = (out_tx.clone(), recycle_tx.clone());
             handles.push(super::spawn_named(
@@ -242,48 +250,63 @@ pub fn deal_files<S: FrameSource + Send>(
             )?);
             queues.push(tx);
         }
-        drop((out_tx, recycle_tx));
+        drop(recycle_tx);
         let stop = o.stop;
-        let reader =
-            super::spawn_named(scope, "tw-reader".into(), move || -> anyhow::Result<u64> {
-                let mut batches: Vec<Vec<Item>> =
-                    (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
-                let fresh = |recycle: &mpsc::Receiver<Vec<Item>>| {
-                    recycle
-                        .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(BATCH))
-                };
-                let send = |queue: &mpsc::SyncSender<Vec<Item>>, batch: Vec<Item>| {
-                    queue
-                        .send(batch)
-                        .map_err(|_| anyhow::anyhow!("a replay worker stopped early"))
-                };
-                let packets = read(source, &mut o, |meta, now, tell_all| {
-                    if tell_all {
-                        for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
-                            batch.push(Item::Advance(now));
-                            // Flush on every window edge: the merger hears from each worker
-                            // at least once a window, however its flows are spread.
-                            let full = std::mem::replace(batch, fresh(&recycle_rx));
-                            send(queue, full)?;
-                        }
-                    }
-                    let id = worker_of(meta, workers);
-                    let batch = &mut batches[id];
-                    batch.push(Item::Packet(*meta, now));
-                    if batch.len() >= BATCH {
-                        let full = std::mem::replace(batch, fresh(&recycle_rx));
-                        send(&queues[id], full)?;
-                    }
-                    Ok(())
-                });
-                for (queue, batch) in queues.iter().zip(batches) {
-                    if !batch.is_empty() {
-                        let _ = queue.send(batch);
+        let reader = super::spawn_named(scope, "tw-reader".into(), move || {
+            let mut own = Worker::new(cfg, classifier, periodic);
+            let emit = |out| {
+                let _ = out_tx.send((0, out));
+                Ok(())
+            };
+            let mut batches: Vec<Vec<Item>> =
+                (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
+            let fresh = |recycle: &mpsc::Receiver<Vec<Item>>| {
+                recycle
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BATCH))
+            };
+            // Hands worker `id` its batch: worked here for worker 0, else sent.
+            let mut hand = |id: usize, batch: &mut Vec<Item>| -> anyhow::Result<()> {
+                if id == 0 {
+                    feed(&mut own, batch, emit)?;
+                    batch.clear();
+                    return Ok(());
+                }
+                let full = std::mem::replace(batch, fresh(&recycle_rx));
+                queues[id - 1]
+                    .send(full)
+                    .map_err(|_| anyhow::anyhow!("a replay worker stopped early"))
+            };
+            let packets = read(source, &mut o, |meta, now, tell_all| {
+                if tell_all {
+                    for (id, batch) in batches.iter_mut().enumerate() {
+                        batch.push(Item::Advance(now));
+                        // Flush on every window edge: the merger hears from each worker
+                        // at least once a window, however its flows are spread.
+                        hand(id, batch)?;
                     }
                 }
-                packets
-            })?;
+                let id = worker_of(meta, workers);
+                let batch = &mut batches[id];
+                batch.push(Item::Packet(*meta, now));
+                if batch.len() >= BATCH {
+                    hand(id, batch)?;
+                }
+                Ok(())
+            });
+            // The packets read before an error are worked and handed on before it is
+            // reported.
+            for (id, batch) in batches.iter_mut().enumerate() {
+                if !batch.is_empty() {
+                    let _ = hand(id, batch);
+                }
+            }
+            own.finish();
+            for out in own.drain() {
+                let _ = out_tx.send((0, out));
+            }
+            (packets, own.into_parts())
+        })?;
         let mut failed = None;
         for (id, out) in out_rx {
             if failed.is_none() {
@@ -293,11 +316,13 @@ pub fn deal_files<S: FrameSource + Send>(
                 }
             }
         }
-        let read = reader
+        let (read, own) = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the replay reader panicked"))?;
         let mut totals = Totals::new(classifier.type_count());
         let mut shards = Vec::with_capacity(workers);
+        totals.merge(&own.0);
+        shards.push(own.1);
         for h in handles {
             let (t, s) = h
                 .join()
