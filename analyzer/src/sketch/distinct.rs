@@ -1,8 +1,6 @@
 //! Distinct counting: exact up to a cap, then HyperLogLog.
 use std::hash::Hash;
 
-use rustc_hash::FxHashSet;
-
 use super::mix64;
 
 /// HyperLogLog with 2^`P` registers (Flajolet et al. 2007, with linear counting for small
@@ -68,10 +66,76 @@ impl HyperLogLog {
     }
 }
 
+/// The exact phase of a [`DistinctCounter`]: the keys, in first-seen order, and an
+/// open-addressing index of their [`mix64`] hashes, which the caller has computed already
+/// (one hash of a source serves every sketch it feeds). A key is known by its hash: a probe
+/// compares 8-byte hashes, never keys. Two keys with one hash would count once; among 65 536
+/// keys the odds of that are about one in four billion.
+#[derive(Clone, Debug)]
+struct ExactSet<K> {
+    /// 0: empty; else a key's hash with its lowest bit set (so never 0).
+    index: Vec<u64>,
+    keys: Vec<K>,
+}
+
+impl<K: Copy> ExactSet<K> {
+    /// Slots the index starts with.
+    const MIN_SLOTS: usize = 16;
+
+    fn new() -> ExactSet<K> {
+        ExactSet {
+            index: vec![0; Self::MIN_SLOTS],
+            keys: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Adds the key of hash `h`; true if it was new.
+    #[inline]
+    fn insert(&mut self, key: K, h: u64) -> bool {
+        let mark = h | 1;
+        let mask = self.index.len() - 1;
+        let mut i = mark as usize & mask;
+        loop {
+            match self.index[i] {
+                0 => break,
+                s if s == mark => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        self.index[i] = mark;
+        self.keys.push(key);
+        // At most half full.
+        if self.keys.len() * 2 > self.index.len() {
+            self.grow();
+        }
+        true
+    }
+
+    /// Doubles the index, moving the marks (a key's first slot is taken from its mark, so
+    /// the index needs no hash recomputed).
+    #[cold]
+    fn grow(&mut self) {
+        let slots = self.index.len() * 2;
+        let old = std::mem::replace(&mut self.index, vec![0; slots]);
+        let mask = self.index.len() - 1;
+        for mark in old.into_iter().filter(|&m| m != 0) {
+            let mut i = mark as usize & mask;
+            while self.index[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.index[i] = mark;
+        }
+    }
+}
+
 /// Counts distinct keys exactly up to `cap`, then switches to a HyperLogLog (P = 14).
 #[derive(Clone, Debug)]
 pub struct DistinctCounter<K> {
-    exact: Option<FxHashSet<K>>,
+    exact: Option<ExactSet<K>>,
     hll: Option<HyperLogLog>,
     cap: usize,
 }
@@ -80,7 +144,7 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
     /// Exact up to `cap` distinct keys.
     pub fn new(cap: usize) -> DistinctCounter<K> {
         DistinctCounter {
-            exact: Some(FxHashSet::default()),
+            exact: Some(ExactSet::new()),
             hll: None,
             cap,
         }
@@ -96,12 +160,8 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
     #[inline]
     pub fn add_hashed(&mut self, key: K, h: u64) {
         if let Some(set) = &mut self.exact {
-            if set.insert(key) && set.len() > self.cap {
-                let mut hll = HyperLogLog::new(14);
-                for k in set.iter() {
-                    hll.add_hash(mix64(k));
-                }
-                self.hll = Some(hll);
+            if set.insert(key, h) && set.len() > self.cap {
+                self.hll = Some(Self::estimated(set));
                 self.exact = None;
             }
         } else if let Some(hll) = &mut self.hll {
@@ -109,9 +169,18 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
         }
     }
 
+    /// A HyperLogLog of the exact phase's keys.
+    fn estimated(set: &ExactSet<K>) -> HyperLogLog {
+        let mut hll = HyperLogLog::new(14);
+        for k in &set.keys {
+            hll.add_hash(mix64(k));
+        }
+        hll
+    }
+
     /// The keys, while the count is still exact (`None` once it is estimated).
     pub fn exact_keys(&self) -> Option<impl Iterator<Item = &K> + '_> {
-        self.exact.as_ref().map(|set| set.iter())
+        self.exact.as_ref().map(|set| set.keys.iter())
     }
 
     /// The count, and whether it is exact.
@@ -127,17 +196,13 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
     pub fn merge(&mut self, other: &DistinctCounter<K>) {
         match (&other.exact, &other.hll) {
             (Some(set), _) => {
-                for k in set {
+                for k in &set.keys {
                     self.add(*k);
                 }
             }
             (None, Some(h)) => {
                 if let Some(set) = self.exact.take() {
-                    let mut hll = HyperLogLog::new(14);
-                    for k in &set {
-                        hll.add_hash(mix64(k));
-                    }
-                    self.hll = Some(hll);
+                    self.hll = Some(Self::estimated(&set));
                 }
                 if let Some(mine) = &mut self.hll {
                     mine.merge(h);
@@ -167,6 +232,27 @@ mod tests {
         assert!(!exact);
         let err = (n as f64 - 200_000.0).abs() / 200_000.0;
         assert!(err < 0.03, "estimate {n} is {:.2}% off", err * 100.0);
+    }
+
+    #[test]
+    fn the_exact_phase_matches_a_hash_set_through_growth() {
+        let mut d = DistinctCounter::new(1 << 20);
+        let mut std_set = std::collections::HashSet::new();
+        let mut rng = 0x1234_5678_u64;
+        for _ in 0..100_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let k = (rng % 30_000) as u32;
+            d.add(k);
+            std_set.insert(k);
+            assert_eq!(d.count(), (std_set.len() as u64, true));
+        }
+        let mut keys: Vec<u32> = d.exact_keys().unwrap().copied().collect();
+        keys.sort_unstable();
+        let mut want: Vec<u32> = std_set.into_iter().collect();
+        want.sort_unstable();
+        assert_eq!(keys, want);
     }
 
     #[test]
