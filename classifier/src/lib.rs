@@ -40,8 +40,8 @@ mod tenant;
 pub use classify::Classifier;
 pub use config::{read_text, ClassifierConfig, ConfigError, PortMapping, Transport};
 pub use meta::{
-    BfdControl, BfdState, Detail, Fragment, HttpLine, Malformed, PacketMeta, ProtocolType,
-    SizeClass, TenantId, FLAG_SNAPPED_HEADER, FLAG_TCP_TIMESTAMPS,
+    endpoint_le, BfdControl, BfdState, Detail, Fragment, HttpLine, Malformed, PacketMeta,
+    ProtocolType, SizeClass, TenantId, FLAG_SNAPPED_HEADER, FLAG_TCP_TIMESTAMPS,
 };
 pub use setting::{SettingError, SettingPath};
 pub use tenant::{TenantMap, UNASSIGNED};

@@ -413,6 +413,20 @@ pub const FLAG_SNAPPED_HEADER: u8 = 1;
 /// [`PacketMeta::tcp_tsval`] and [`PacketMeta::tcp_tsecr`] hold it.
 pub const FLAG_TCP_TIMESTAMPS: u8 = 2;
 
+/// Whether endpoint `(a, a_port)` comes first in a flow's canonical order: the order of
+/// `(IpAddr, u16)` tuples (IPv4 before IPv6, then the address as a number, then the port),
+/// compared as plain integers. Every per-flow table orders a packet's two endpoints this way,
+/// so both directions of a flow meet in one entry; the tuple comparison it replaces went
+/// through `IpAddr`'s derived ordering, several calls per packet.
+#[inline]
+pub fn endpoint_le(a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -> bool {
+    let rank = |ip: IpAddr, port: u16| match ip {
+        IpAddr::V4(v) => (0u8, u128::from(v.to_bits()), port),
+        IpAddr::V6(v) => (1u8, v.to_bits(), port),
+    };
+    rank(a, a_port) <= rank(b, b_port)
+}
+
 /// Everything tapwatch keeps of one packet: header fields and derived labels, no payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {

@@ -703,3 +703,48 @@ proptest! {
 }
 
 mod setups;
+
+#[test]
+fn endpoint_order_is_the_order_of_address_port_tuples() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    // Addresses that differ in their first, middle and last bytes, both families, and
+    // ports that tie and differ.
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for x in [0u8, 1, 127, 128, 255] {
+        addrs.push(IpAddr::V4(Ipv4Addr::new(x, 0, 0, 1)));
+        addrs.push(IpAddr::V4(Ipv4Addr::new(10, x, 2, x)));
+        addrs.push(IpAddr::V6(Ipv6Addr::from(u128::from(x) << 120 | 1)));
+        addrs.push(IpAddr::V6(Ipv6Addr::from(
+            0x2001_0db8 << 96 | u128::from(x),
+        )));
+    }
+    addrs.push(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
+    for &a in &addrs {
+        for &b in &addrs {
+            for (pa, pb) in [(80, 80), (80, 443), (443, 80), (0, 65535)] {
+                assert_eq!(
+                    endpoint_le(a, pa, b, pb),
+                    (a, pa) <= (b, pb),
+                    "{a}:{pa} vs {b}:{pb}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn endpoint_order_matches_tuples_on_random_endpoints(
+        a in any::<u128>(), b in any::<u128>(), v6 in any::<(bool, bool)>(),
+        pa in any::<u16>(), pb in any::<u16>(),
+    ) {
+        let ip = |x: u128, six: bool| if six {
+            IpAddr::V6(std::net::Ipv6Addr::from(x))
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::from(x as u32))
+        };
+        let (a, b) = (ip(a, v6.0), ip(b, v6.1));
+        prop_assert_eq!(endpoint_le(a, pa, b, pb), (a, pa) <= (b, pb));
+        prop_assert_eq!(endpoint_le(a, pa, a, pb), pa <= pb);
+    }
+}

@@ -112,7 +112,7 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
     } else {
         (m.src_port, m.dst_port)
     };
-    let (a, b) = if (src, sp) <= (dst, dp) {
+    let (a, b) = if tapwatch_classifier::endpoint_le(src, sp, dst, dp) {
         ((src, sp), (dst, dp))
     } else {
         ((dst, dp), (src, sp))

@@ -29,7 +29,7 @@ impl FlowKey {
     /// lower endpoint).
     #[inline]
     fn of(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> (FlowKey, bool) {
-        if (src, m.src_port) <= (dst, m.dst_port) {
+        if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
             let key = FlowKey {
                 a: src,
                 b: dst,

@@ -83,7 +83,7 @@ fn seq_after(a: u32, b: u32) -> bool {
 #[inline]
 fn ends(src: IpAddr, dst: IpAddr, m: &PacketMeta) -> ((IpAddr, u16), (IpAddr, u16), bool) {
     let (s, d) = ((src, m.src_port), (dst, m.dst_port));
-    if s <= d {
+    if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
         (s, d, true)
     } else {
         (d, s, false)
