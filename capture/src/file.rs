@@ -262,7 +262,12 @@ impl FileReader {
 
     #[inline]
     fn u32_at(&self, b: &[u8], at: usize) -> u32 {
-        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        self.u32_of([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    /// A 32-bit word in the file's byte order.
+    #[inline]
+    fn u32_of(&self, v: [u8; 4]) -> u32 {
         if self.big_endian {
             u32::from_be_bytes(v)
         } else {
@@ -385,11 +390,15 @@ impl FileReader {
             self.finished = true;
             return Ok(false);
         }
-        let h = self.window.bytes();
-        let sec = u64::from(self.u32_at(h, 0));
-        let frac = u64::from(self.u32_at(h, 4));
-        let mut caplen = self.u32_at(h, 8);
-        let mut origlen = self.u32_at(h, 12);
+        // The record header as one array: its four words are read with no bounds checks.
+        let h: [u8; 16] = self.window.bytes()[..16]
+            .try_into()
+            .expect("16 bytes were filled");
+        let word = |i: usize| self.u32_of([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let sec = u64::from(word(0));
+        let frac = u64::from(word(4));
+        let mut caplen = word(8);
+        let mut origlen = word(12);
         if self.lengths_maybe_swapped && caplen > origlen {
             std::mem::swap(&mut caplen, &mut origlen);
         }
