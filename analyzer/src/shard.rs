@@ -306,6 +306,11 @@ fn window_at(
     ts_ns: u64,
 ) -> Option<&mut WindowStats> {
     let width = width_ns.max(1);
+    // Most packets belong to the newest window: found with no division.
+    let newest = open.back()?.start_ns;
+    if ts_ns >= newest && ts_ns - newest < width {
+        return open.back_mut();
+    }
     let first = open.front()?.start_ns / width;
     let index = (ts_ns / width).checked_sub(first)?;
     open.get_mut(index as usize)

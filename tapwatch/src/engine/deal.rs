@@ -63,6 +63,9 @@ struct Clock {
     watermark: u64,
     open: u64,
     close: u64,
+    /// The watermark at which `open` or `close` next changes: below it a packet costs no
+    /// division.
+    next_edge: u64,
 }
 
 impl Clock {
@@ -74,6 +77,7 @@ impl Clock {
             watermark: 0,
             open: u64::MAX,
             close: u64::MAX,
+            next_edge: 0,
         }
     }
 
@@ -84,8 +88,18 @@ impl Clock {
             return false;
         }
         self.watermark = self.watermark.max(ts);
+        if self.watermark < self.next_edge {
+            return false;
+        }
         let open = self.watermark / self.width_ns;
         let close = self.watermark.saturating_sub(self.grace_ns) / self.width_ns;
+        // The next window opens at the next multiple of the width; the oldest open one
+        // closes a grace period after its end.
+        self.next_edge = (open + 1).saturating_mul(self.width_ns).min(
+            (close + 1)
+                .saturating_mul(self.width_ns)
+                .saturating_add(self.grace_ns),
+        );
         if open == self.open && close == self.close {
             return false;
         }

@@ -214,6 +214,8 @@ struct Doorkeeper {
     current: usize,
     epoch: u64,
     rotate_ns: u64,
+    /// Where the epoch after `epoch` begins (event time): below it, no division.
+    next_epoch_ns: u64,
 }
 
 impl Doorkeeper {
@@ -226,6 +228,7 @@ impl Doorkeeper {
             current: 0,
             epoch: 0,
             rotate_ns: rotate_ns.max(1),
+            next_epoch_ns: rotate_ns.max(1),
         }
     }
 
@@ -249,8 +252,8 @@ impl Doorkeeper {
     /// Whether the key of `hash` was seen in this epoch or the last; marks it seen.
     #[inline]
     fn seen_before(&mut self, hash: u64, now: u64) -> bool {
-        let epoch = now / self.rotate_ns;
-        if epoch > self.epoch {
+        if now >= self.next_epoch_ns {
+            let epoch = now / self.rotate_ns;
             self.current ^= 1;
             let both = epoch - self.epoch >= 2;
             for w in self.bits.iter_mut() {
@@ -260,6 +263,7 @@ impl Doorkeeper {
                 }
             }
             self.epoch = epoch;
+            self.next_epoch_ns = (epoch + 1).saturating_mul(self.rotate_ns);
         }
         let (word, bits) = Self::slot(hash);
         let w = &mut self.bits[word];
