@@ -130,7 +130,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// [`FrequentItems::add`] with the key's [`mix64`] hash already computed (shared with
     /// other sketches fed the same key).
-    #[inline]
+    #[inline(always)]
     pub fn add_hashed(&mut self, key: K, h: u64, weight: u64, secondary: u64) {
         self.total += weight;
         let tag = tag_of(h);
