@@ -59,6 +59,7 @@ pub use detect::retransmits::{RetransmitEvidence, RetransmitResolvedEvidence, Re
 pub use detect::syn_burst::{LatencyQuantiles, SynBurstEvidence, SynBurstResolvedEvidence};
 pub use detect::traffic_drop::{DropRate, TrafficDropEvidence, TrafficDropResolvedEvidence};
 pub use detect::upgrade::{UpgradeFailureEvidence, UpgradeFailureResolvedEvidence};
+pub use detect::PacketHashes;
 pub use finding::{Evidence, Finding, FindingKind, Severity};
 pub use growth::GrowthSample;
 pub use health::ServerHealth;

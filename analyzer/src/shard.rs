@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
 use crate::config::AnalyzerConfig;
-use crate::detect::PacketDetectors;
+use crate::detect::{PacketDetectors, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
 use crate::window::{SourceClass, WindowStats};
@@ -155,12 +155,16 @@ impl Shard {
         w
     }
 
-    /// A packet a few places ahead of the one being observed: loads the flow-table entries
-    /// it will touch, so that the cache misses of many packets overlap.
+    /// A packet a few places ahead of the one being observed: computes its table hashes
+    /// and loads the flow-table entries it will touch, so that the cache misses of many
+    /// packets overlap. The hashes go back in with the packet
+    /// ([`Shard::observe_prefetched`]).
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) {
+    pub fn prefetch(&self, m: &PacketMeta) -> PacketHashes {
         if m.weight <= 1 {
-            self.detectors.prefetch(m);
+            self.detectors.prefetch(m)
+        } else {
+            PacketHashes::default()
         }
     }
 
@@ -169,6 +173,18 @@ impl Shard {
     pub fn observe(
         &mut self,
         m: &PacketMeta,
+        findings: &mut Vec<Finding>,
+        closed: &mut Vec<WindowStats>,
+    ) {
+        self.observe_prefetched(m, &PacketHashes::of(m), findings, closed);
+    }
+
+    /// [`Shard::observe`] of a packet whose hashes [`Shard::prefetch`] computed.
+    #[inline]
+    pub fn observe_prefetched(
+        &mut self,
+        m: &PacketMeta,
+        h: &PacketHashes,
         findings: &mut Vec<Finding>,
         closed: &mut Vec<WindowStats>,
     ) {
@@ -184,7 +200,7 @@ impl Shard {
         // sequences): a sampled record (weight > 1) is not the flow's next packet.
         if m.weight <= 1 {
             self.detectors
-                .packet(m, window.as_deref_mut(), &self.labels, findings);
+                .packet(m, h, window.as_deref_mut(), &self.labels, findings);
         }
         let Some(w) = window else { return };
         let weight = u64::from(m.weight);

@@ -7,9 +7,15 @@
 //! match, so the line a packet will probe can be loaded a few packets ahead
 //! ([`FlowMap::prefetch`]) and a miss (a new flow) costs no second load. The dense entries
 //! also make sweeps a sequential walk.
-use std::hash::Hash;
+use crate::sketch::{prefetch, HugeTable};
 
-use crate::sketch::{mix64, prefetch, HugeTable};
+/// A key of a [`FlowMap`] and its 64-bit hash, mixed in every bit (the low bits pick the
+/// slot, the high 32 are the tag). TCP connection keys hash with
+/// [`tapwatch_classifier::flow_hash`], the hash the dealer picks workers by.
+pub(crate) trait TableKey: Copy + Eq {
+    /// The key's hash.
+    fn table_hash(&self) -> u64;
+}
 
 /// One stored entry with its key's hash (kept for moves and rebuilds of the index).
 #[derive(Clone, Debug)]
@@ -38,7 +44,7 @@ fn tag_of(hash: u64) -> u64 {
     hash >> 32
 }
 
-impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
+impl<K: TableKey, V> FlowMap<K, V> {
     /// An empty map.
     pub fn new() -> FlowMap<K, V> {
         FlowMap {
@@ -54,23 +60,19 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
         self.entries.len()
     }
 
-    /// Loads the index line `key` will probe into the cache (a hint: see
+    /// Loads the index line a key of hash `hash` will probe into the cache (a hint: see
     /// [`crate::sketch::prefetch`]).
     #[inline]
-    pub fn prefetch(&self, key: &K) {
-        self.prefetch_hashed(mix64(key));
-    }
-
-    /// [`FlowMap::prefetch`] of a key whose [`mix64`] hash is `hash` (computed once for
-    /// another table too).
-    #[inline]
-    pub fn prefetch_hashed(&self, hash: u64) {
+    pub fn prefetch(&self, hash: u64) {
         prefetch(&self.index[hash as usize & self.mask]);
     }
 
     /// The slot of `key` and its entry's position, or the empty slot where it would go.
+    /// `hash` is the key's [`TableKey::table_hash`]: every method takes it from the caller,
+    /// which computes it once per packet for every table.
     #[inline]
     fn probe(&self, key: &K, hash: u64) -> Result<(usize, usize), usize> {
+        debug_assert_eq!(hash, key.table_hash());
         let tag = tag_of(hash);
         let mut i = hash as usize & self.mask;
         loop {
@@ -88,37 +90,29 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
         }
     }
 
-    /// The value of `key`.
+    /// The value of `key` (whose hash is `hash`).
     #[inline]
-    pub fn get(&self, key: &K) -> Option<&V> {
-        let (_, pos) = self.probe(key, mix64(key)).ok()?;
+    pub fn get(&self, key: &K, hash: u64) -> Option<&V> {
+        let (_, pos) = self.probe(key, hash).ok()?;
         Some(&self.entries[pos].value)
     }
 
-    /// The value of `key`, to change.
+    /// The value of `key` (whose hash is `hash`), to change.
     #[inline]
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let (_, pos) = self.probe(key, mix64(key)).ok()?;
+    pub fn get_mut(&mut self, key: &K, hash: u64) -> Option<&mut V> {
+        let (_, pos) = self.probe(key, hash).ok()?;
         Some(&mut self.entries[pos].value)
     }
 
-    /// Whether `key` is stored.
+    /// Whether `key` (whose hash is `hash`) is stored.
     #[inline]
-    pub fn contains_key(&self, key: &K) -> bool {
-        self.contains_hashed(key, mix64(key))
-    }
-
-    /// [`FlowMap::contains_key`] with the key's [`mix64`] hash already computed.
-    #[inline]
-    pub fn contains_hashed(&self, key: &K, hash: u64) -> bool {
-        debug_assert_eq!(hash, mix64(key));
+    pub fn contains_key(&self, key: &K, hash: u64) -> bool {
         self.probe(key, hash).is_ok()
     }
 
-    /// Stores `value` under `key`; returns the value it replaced.
+    /// Stores `value` under `key` (whose hash is `hash`); returns the value it replaced.
     #[inline]
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let hash = mix64(&key);
+    pub fn insert(&mut self, key: K, hash: u64, value: V) -> Option<V> {
         match self.probe(&key, hash) {
             Ok((_, pos)) => Some(std::mem::replace(&mut self.entries[pos].value, value)),
             Err(slot) => {
@@ -128,21 +122,9 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
         }
     }
 
-    /// The value of `key`, stored first as `make()` when absent.
+    /// The value of `key` (whose hash is `hash`), stored first as `make()` when absent.
     #[inline]
-    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        self.get_or_insert_with_hashed(key, mix64(&key), make)
-    }
-
-    /// [`FlowMap::get_or_insert_with`] with the key's [`mix64`] hash already computed.
-    #[inline]
-    pub fn get_or_insert_with_hashed(
-        &mut self,
-        key: K,
-        hash: u64,
-        make: impl FnOnce() -> V,
-    ) -> &mut V {
-        debug_assert_eq!(hash, mix64(&key));
+    pub fn get_or_insert_with(&mut self, key: K, hash: u64, make: impl FnOnce() -> V) -> &mut V {
         let pos = match self.probe(&key, hash) {
             Ok((_, pos)) => pos,
             Err(slot) => self.push(slot, hash, key, make()),
@@ -165,9 +147,9 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
         pos
     }
 
-    /// Removes `key`; returns its value.
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let (slot, pos) = self.probe(key, mix64(key)).ok()?;
+    /// Removes `key` (whose hash is `hash`); returns its value.
+    pub fn remove(&mut self, key: &K, hash: u64) -> Option<V> {
+        let (slot, pos) = self.probe(key, hash).ok()?;
         self.unlink(slot);
         let last = self.entries.len() - 1;
         if pos != last {
@@ -262,7 +244,7 @@ impl<K: Copy + Eq + Hash, V> FlowMap<K, V> {
     }
 }
 
-impl<K: Copy + Eq + Hash, V> Default for FlowMap<K, V> {
+impl<K: TableKey, V> Default for FlowMap<K, V> {
     fn default() -> Self {
         FlowMap::new()
     }
@@ -275,6 +257,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    impl TableKey for u16 {
+        fn table_hash(&self) -> u64 {
+            crate::sketch::mix64(self)
+        }
+    }
+
+    impl TableKey for u32 {
+        fn table_hash(&self) -> u64 {
+            crate::sketch::mix64(self)
+        }
+    }
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -299,8 +293,8 @@ mod tests {
             let mut std: HashMap<u16, u32> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Insert(k, v) => prop_assert_eq!(ours.insert(k, v), std.insert(k, v)),
-                    Op::Remove(k) => prop_assert_eq!(ours.remove(&k), std.remove(&k)),
+                    Op::Insert(k, v) => prop_assert_eq!(ours.insert(k, k.table_hash(), v), std.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(ours.remove(&k, k.table_hash()), std.remove(&k)),
                     Op::Retain(m) => {
                         ours.retain(|k, _| k % u16::from(m) != 0);
                         std.retain(|k, _| k % u16::from(m) != 0);
@@ -309,8 +303,8 @@ mod tests {
                 prop_assert_eq!(ours.len(), std.len());
             }
             for k in 0..600u16 {
-                prop_assert_eq!(ours.get(&k), std.get(&k));
-                prop_assert_eq!(ours.contains_key(&k), std.contains_key(&k));
+                prop_assert_eq!(ours.get(&k, k.table_hash()), std.get(&k));
+                prop_assert_eq!(ours.contains_key(&k, k.table_hash()), std.contains_key(&k));
             }
             let mut listed: Vec<_> = ours.iter().map(|(k, v)| (*k, *v)).collect();
             listed.sort_unstable();
@@ -324,16 +318,16 @@ mod tests {
     fn grows_and_shrinks_with_its_contents() {
         let mut m: FlowMap<u32, u64> = FlowMap::new();
         for k in 0..100_000u32 {
-            *m.get_or_insert_with(k, || 0) += u64::from(k);
-            m.prefetch(&k);
+            *m.get_or_insert_with(k, k.table_hash(), || 0) += u64::from(k);
+            m.prefetch(k.table_hash());
         }
         assert_eq!(m.len(), 100_000);
         assert!(m.index.len() >= 200_000);
-        assert_eq!(m.get(&77_777), Some(&77_777));
+        assert_eq!(m.get(&77_777, 77_777u32.table_hash()), Some(&77_777));
         m.retain(|k, _| *k < 10);
         assert_eq!(m.len(), 10);
         assert!(m.index.len() <= 64, "the index shrinks after a sweep");
         assert_eq!(m.values().sum::<u64>(), 45);
-        assert!(m.get_mut(&50_000).is_none());
+        assert!(m.get_mut(&50_000, 50_000u32.table_hash()).is_none());
     }
 }

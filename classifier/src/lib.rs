@@ -32,6 +32,7 @@
 
 mod classify;
 mod config;
+mod flow;
 mod meta;
 pub mod setting;
 mod setups;
@@ -39,6 +40,7 @@ mod tenant;
 
 pub use classify::Classifier;
 pub use config::{read_text, ClassifierConfig, ConfigError, PortMapping, Transport};
+pub use flow::flow_hash;
 pub use meta::{
     endpoint_le, BfdControl, BfdState, Detail, Fragment, HttpLine, Malformed, PacketMeta,
     ProtocolType, SizeClass, TenantId, FLAG_SNAPPED_HEADER, FLAG_TCP_TIMESTAMPS,

@@ -748,3 +748,68 @@ proptest! {
         prop_assert_eq!(endpoint_le(a, pa, a, pb), pa <= pb);
     }
 }
+
+proptest! {
+    #[test]
+    fn a_flow_hashes_the_same_in_both_directions(
+        a in any::<u128>(), b in any::<u128>(), v6 in any::<(bool, bool)>(),
+        pa in any::<u16>(), pb in any::<u16>(), proto in any::<u8>(),
+    ) {
+        let ip = |x: u128, six: bool| if six {
+            IpAddr::V6(std::net::Ipv6Addr::from(x))
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::from(x as u32))
+        };
+        let (a, b) = (ip(a, v6.0), ip(b, v6.1));
+        prop_assert_eq!(flow_hash(a, pa, b, pb, proto), flow_hash(b, pb, a, pa, proto));
+    }
+}
+
+/// Flows that differ in few bits (one server, clients in one /16 with sequential ports,
+/// the shape of a relay's traffic) spread evenly over the low bits a table's slot comes
+/// from, over the high bits the dealer picks a worker by, and over the 32-bit tags.
+#[test]
+fn flow_hashes_of_similar_flows_spread_over_every_bit_range() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let server = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let server6 = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | 1));
+    let mut hashes = Vec::new();
+    for client in 0..400u32 {
+        for port in 40_000..40_250u16 {
+            let c = IpAddr::V4(Ipv4Addr::from(0x0a01_0000 | client));
+            hashes.push(flow_hash(c, port, server, 443, 6));
+            let c6 = IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_u128 << 96 | 0x1_0000 | u128::from(client),
+            ));
+            hashes.push(flow_hash(c6, port, server6, 443, 6));
+        }
+    }
+    let n = hashes.len() as f64;
+    // Chi-square of 4096 buckets (4095 degrees of freedom: mean 4095, sd ≈ 90).
+    let chi_square = |bucket: &dyn Fn(u64) -> usize| {
+        let mut counts = vec![0u32; 4096];
+        for &h in &hashes {
+            counts[bucket(h)] += 1;
+        }
+        let expected = n / 4096.0;
+        counts
+            .iter()
+            .map(|&c| (f64::from(c) - expected).powi(2) / expected)
+            .sum::<f64>()
+    };
+    let low = chi_square(&|h| (h & 4095) as usize);
+    let high = chi_square(&|h| (h >> 52) as usize);
+    let tag = chi_square(&|h| ((h >> 32) & 4095) as usize);
+    for (name, x) in [("low bits", low), ("high bits", high), ("tag bits", tag)] {
+        assert!(x < 4095.0 + 6.0 * 90.0, "{name}: chi-square {x:.0}");
+    }
+    // The dealer's split into three parts (two workers) by multiply-shift.
+    let mut parts = [0usize; 3];
+    for &h in &hashes {
+        parts[((u128::from(h) * 3) >> 64) as usize] += 1;
+    }
+    for p in parts {
+        let share = p as f64 / n;
+        assert!((share - 1.0 / 3.0).abs() < 0.01, "parts {parts:?}");
+    }
+}

@@ -315,7 +315,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                                 if let Some(r) = &mut recorder {
                                     r.record(&frame, &meta);
                                 }
-                                worker.packet(&meta, meta.ts_ns);
+                                let hashes = worker.prefetch(&meta);
+                                worker.packet(&meta, &hashes, meta.ts_ns);
                                 if worker.has_output() {
                                     send(&mut worker);
                                 }

@@ -7,7 +7,7 @@ use tapwatch_classifier::{PacketMeta, ProtocolType, TenantId};
 
 use super::latency::cells::Sample;
 use super::latency::Measure;
-use super::PacketDetector;
+use super::{PacketDetector, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
 use crate::table::FlowMap;
@@ -52,12 +52,25 @@ impl Default for HandshakeConfig {
 }
 
 /// A TCP connection, client side first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ConnKey {
     client: IpAddr,
     server: IpAddr,
     client_port: u16,
     server_port: u16,
+}
+
+impl crate::table::TableKey for ConnKey {
+    #[inline]
+    fn table_hash(&self) -> u64 {
+        tapwatch_classifier::flow_hash(
+            self.client,
+            self.client_port,
+            self.server,
+            self.server_port,
+            6,
+        )
+    }
 }
 
 impl ConnKey {
@@ -148,9 +161,15 @@ impl HandshakeTracker {
         self.pending.len()
     }
 
-    /// Feeds one TCP packet; returns what it meant, with the server endpoint it concerns.
+    /// Feeds one TCP packet whose [`flow_hash`](tapwatch_classifier::flow_hash) is `hash`
+    /// (its connection's, in either direction); returns what it meant, with the server
+    /// endpoint it concerns.
     #[inline]
-    pub fn observe(&mut self, m: &PacketMeta) -> Option<((IpAddr, u16), HandshakeEvent)> {
+    pub fn observe(
+        &mut self,
+        m: &PacketMeta,
+        hash: u64,
+    ) -> Option<((IpAddr, u16), HandshakeEvent)> {
         let (Some(src), Some(dst)) = (m.src, m.dst) else {
             return None;
         };
@@ -161,7 +180,7 @@ impl HandshakeTracker {
             ProtocolType::TcpSyn => {
                 let key = ConnKey::sent_by_client(m, src, dst);
                 let server = (dst, m.dst_port);
-                if let Some(p) = self.pending.get_mut(&key) {
+                if let Some(p) = self.pending.get_mut(&key, hash) {
                     let gap = m.ts_ns.saturating_sub(p.last_syn);
                     if p.isn == m.tcp_seq && gap as f64 >= self.cfg.min_retransmit_gap_s * 1e9 {
                         p.retransmits += 1;
@@ -179,12 +198,15 @@ impl HandshakeTracker {
                         return None; // a duplicate copy on the mirror, not a retransmission
                     }
                 }
-                if self.pending.len() >= self.cfg.max_pending && !self.pending.contains_key(&key) {
+                if self.pending.len() >= self.cfg.max_pending
+                    && !self.pending.contains_key(&key, hash)
+                {
                     self.untracked += 1;
                     return Some((server, HandshakeEvent::Syn));
                 }
                 self.pending.insert(
                     key,
+                    hash,
                     Pending {
                         first_syn: m.ts_ns,
                         last_syn: m.ts_ns,
@@ -198,7 +220,7 @@ impl HandshakeTracker {
             }
             ProtocolType::TcpSynAck => {
                 let key = ConnKey::sent_by_server(m, src, dst);
-                let p = self.pending.get_mut(&key)?;
+                let p = self.pending.get_mut(&key, hash)?;
                 if m.tcp_ack != p.isn.wrapping_add(1) || p.syn_ack.is_some() {
                     return None;
                 }
@@ -220,11 +242,11 @@ impl HandshakeTracker {
                 };
                 let a = ConnKey::sent_by_client(m, src, dst);
                 let b = ConnKey::sent_by_server(m, src, dst);
-                let known = if let Some(p) = self.pending.remove(&a) {
+                let known = if let Some(p) = self.pending.remove(&a, hash) {
                     Some(((a.server, a.server_port), p))
                 } else {
                     self.pending
-                        .remove(&b)
+                        .remove(&b, hash)
                         .map(|p| ((b.server, b.server_port), p))
                 };
                 Some((known.map(|k| k.0).unwrap_or(server), HandshakeEvent::Rst))
@@ -232,12 +254,12 @@ impl HandshakeTracker {
             _ if m.tcp_flags & 0x10 != 0 => {
                 // The client's ACK of the SYN-ACK completes the handshake.
                 let key = ConnKey::sent_by_client(m, src, dst);
-                let p = self.pending.get(&key)?;
+                let p = self.pending.get(&key, hash)?;
                 let (at, server_isn) = p.syn_ack?;
                 if m.tcp_ack != server_isn.wrapping_add(1) {
                     return None;
                 }
-                self.pending.remove(&key);
+                self.pending.remove(&key, hash);
                 Some((
                     (dst, m.dst_port),
                     HandshakeEvent::Ack {
@@ -328,11 +350,12 @@ impl PacketDetector for HandshakeTracker {
     fn packet(
         &mut self,
         m: &PacketMeta,
+        h: &PacketHashes,
         window: Option<&mut WindowStats>,
         _labels: &Labels,
         _out: &mut Vec<Finding>,
     ) {
-        if let Some((server, event)) = self.observe(m) {
+        if let Some((server, event)) = self.observe(m, h.flow) {
             if let Some(w) = window {
                 if !event.record(server, m, w) {
                     self.samples_untracked += 1;
@@ -342,16 +365,10 @@ impl PacketDetector for HandshakeTracker {
     }
 
     #[inline]
-    fn prefetch(&self, m: &PacketMeta) {
-        let (Some(src), Some(dst)) = (m.src, m.dst) else {
-            return;
-        };
-        if m.ip_proto == 6 {
-            let key = match m.kind {
-                ProtocolType::TcpSynAck => ConnKey::sent_by_server(m, src, dst),
-                _ => ConnKey::sent_by_client(m, src, dst),
-            };
-            self.pending.prefetch(&key);
+    fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
+        // Both directions of a connection hash alike: one line whoever sent the packet.
+        if m.ip_proto == 6 && m.src.is_some() {
+            self.pending.prefetch(h.flow);
         }
     }
 
@@ -372,11 +389,18 @@ mod tests {
         (addr(2), 443)
     }
 
+    impl HandshakeTracker {
+        /// [`HandshakeTracker::observe`] with the packet's own flow hash.
+        fn observe_alone(&mut self, m: &PacketMeta) -> Option<((IpAddr, u16), HandshakeEvent)> {
+            self.observe(m, crate::detect::PacketHashes::of(m).flow)
+        }
+    }
+
     #[test]
     fn a_handshake_yields_both_latencies() {
         let mut h = HandshakeTracker::new(HandshakeConfig::default());
         let syn = tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
-        assert_eq!(h.observe(&syn), Some((server(), HandshakeEvent::Syn)));
+        assert_eq!(h.observe_alone(&syn), Some((server(), HandshakeEvent::Syn)));
         let wrong = tcp(
             T + 1_000_000,
             server(),
@@ -385,7 +409,7 @@ mod tests {
             500,
             7,
         );
-        assert_eq!(h.observe(&wrong), None, "a SYN-ACK for another SYN");
+        assert_eq!(h.observe_alone(&wrong), None, "a SYN-ACK for another SYN");
         let syn_ack = tcp(
             T + 2_000_000,
             server(),
@@ -395,7 +419,7 @@ mod tests {
             101,
         );
         assert_eq!(
-            h.observe(&syn_ack),
+            h.observe_alone(&syn_ack),
             Some((
                 server(),
                 HandshakeEvent::SynAck {
@@ -413,7 +437,7 @@ mod tests {
             501,
         );
         assert_eq!(
-            h.observe(&ack),
+            h.observe_alone(&ack),
             Some((server(), HandshakeEvent::Ack { us: 3000 }))
         );
         assert_eq!(h.len(), 0, "a completed handshake is forgotten");
@@ -423,10 +447,17 @@ mod tests {
     fn only_a_late_copy_of_the_same_syn_is_a_retransmission() {
         let mut h = HandshakeTracker::new(HandshakeConfig::default());
         let syn = |t: u64| tcp(T + t, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
-        assert_eq!(h.observe(&syn(0)), Some((server(), HandshakeEvent::Syn)));
-        assert_eq!(h.observe(&syn(SEC / 5)), None, "a duplicate on the mirror");
         assert_eq!(
-            h.observe(&syn(SEC)),
+            h.observe_alone(&syn(0)),
+            Some((server(), HandshakeEvent::Syn))
+        );
+        assert_eq!(
+            h.observe_alone(&syn(SEC / 5)),
+            None,
+            "a duplicate on the mirror"
+        );
+        assert_eq!(
+            h.observe_alone(&syn(SEC)),
             Some((
                 server(),
                 HandshakeEvent::SynRetransmit {
@@ -436,7 +467,7 @@ mod tests {
             ))
         );
         assert_eq!(
-            h.observe(&syn(3 * SEC)),
+            h.observe_alone(&syn(3 * SEC)),
             Some((
                 server(),
                 HandshakeEvent::SynRetransmit {
@@ -458,10 +489,10 @@ mod tests {
             ..HandshakeConfig::default()
         };
         let mut h = HandshakeTracker::new(cfg);
-        h.observe(&tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 1, 0));
+        h.observe_alone(&tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 1, 0));
         let other = (addr(3), 50001);
         assert_eq!(
-            h.observe(&tcp(T, other, server(), ProtocolType::TcpSyn, 1, 0)),
+            h.observe_alone(&tcp(T, other, server(), ProtocolType::TcpSyn, 1, 0)),
             Some((server(), HandshakeEvent::Syn)),
             "still counted as a SYN"
         );
@@ -476,7 +507,13 @@ mod tests {
         let mut out = Vec::new();
         for t in [0, SEC] {
             let syn = tcp(T + t, CLIENT, server(), ProtocolType::TcpSyn, 100, 0);
-            h.packet(&syn, Some(&mut w), &labels, &mut out);
+            h.packet(
+                &syn,
+                &PacketHashes::of(&syn),
+                Some(&mut w),
+                &labels,
+                &mut out,
+            );
         }
         let syn_ack = tcp(
             T + SEC + 4_000_000,
@@ -486,7 +523,13 @@ mod tests {
             9,
             101,
         );
-        h.packet(&syn_ack, Some(&mut w), &labels, &mut out);
+        h.packet(
+            &syn_ack,
+            &PacketHashes::of(&syn_ack),
+            Some(&mut w),
+            &labels,
+            &mut out,
+        );
         let s = &w.servers[&server()];
         assert_eq!((s.syns, s.retransmits), (1, 1));
         assert_eq!(s.syn_to_syn_ack.as_ref().map(|h| h.len()), Some(1));

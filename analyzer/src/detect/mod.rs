@@ -13,7 +13,7 @@
 //! `packet`, `prefetch`, `tick` and `sweep`, which destructure the struct whole so a field
 //! left out does not compile) or in [`WindowDetectors`] (field and entry of `each`, in
 //! judging order).
-use tapwatch_classifier::{PacketMeta, TenantMap};
+use tapwatch_classifier::{flow_hash, PacketMeta, TenantMap};
 
 use crate::config::AnalyzerConfig;
 use crate::finding::Finding;
@@ -30,19 +30,48 @@ pub(crate) mod syn_burst;
 pub(crate) mod traffic_drop;
 pub(crate) mod upgrade;
 
+/// The table hashes of one packet, computed once, a few packets ahead of its turn (when
+/// its table lines are loaded: [`PacketDetectors::prefetch`]), and handed to every
+/// per-packet detector with the packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketHashes {
+    /// [`flow_hash`] of the packet's addresses, ports and IP protocol: the hash of its
+    /// connection in the TCP tables (handshakes, latency, retransmissions); 0 without
+    /// addresses.
+    pub flow: u64,
+    /// The hash of the packet's heartbeat flow key (one direction); 0 when it has none.
+    pub heartbeat: u64,
+}
+
+impl PacketHashes {
+    /// The hashes of `m`.
+    #[inline]
+    pub fn of(m: &PacketMeta) -> PacketHashes {
+        let (Some(src), Some(dst)) = (m.src, m.dst) else {
+            return PacketHashes::default();
+        };
+        PacketHashes {
+            flow: flow_hash(src, m.src_port, dst, m.dst_port, m.ip_proto),
+            heartbeat: heartbeat::key_hash(m),
+        }
+    }
+}
+
 /// A detector fed every packet of its shard.
 pub(crate) trait PacketDetector {
-    /// One packet; `window` is the open window it counts in (`None` when it came too late).
+    /// One packet with its hashes; `window` is the open window it counts in (`None` when it
+    /// came too late).
     fn packet(
         &mut self,
         m: &PacketMeta,
+        h: &PacketHashes,
         window: Option<&mut WindowStats>,
         labels: &Labels,
         out: &mut Vec<Finding>,
     );
 
     /// A packet a few places ahead in the batch: load the table entries it will touch.
-    fn prefetch(&self, _m: &PacketMeta) {}
+    fn prefetch(&self, _m: &PacketMeta, _h: &PacketHashes) {}
 
     /// Event time reached `now` (a packet's time, or the wall clock in live mode).
     fn tick(&mut self, _now: u64, _out: &mut Vec<Finding>) {}
@@ -91,6 +120,7 @@ impl PacketDetectors {
     pub fn packet(
         &mut self,
         m: &PacketMeta,
+        h: &PacketHashes,
         mut window: Option<&mut WindowStats>,
         labels: &Labels,
         out: &mut Vec<Finding>,
@@ -103,16 +133,18 @@ impl PacketDetectors {
             retransmits,
             upgrade,
         } = self;
-        heartbeat.packet(m, window.as_deref_mut(), labels, out);
-        handshake.packet(m, window.as_deref_mut(), labels, out);
-        latency.packet(m, window.as_deref_mut(), labels, out);
-        retransmits.packet(m, window.as_deref_mut(), labels, out);
-        upgrade.packet(m, window, labels, out);
+        heartbeat.packet(m, h, window.as_deref_mut(), labels, out);
+        handshake.packet(m, h, window.as_deref_mut(), labels, out);
+        latency.packet(m, h, window.as_deref_mut(), labels, out);
+        retransmits.packet(m, h, window.as_deref_mut(), labels, out);
+        upgrade.packet(m, h, window, labels, out);
     }
 
-    /// Loads the table entries a packet a few places ahead will touch.
+    /// Computes the hashes of a packet a few places ahead and loads the table entries it
+    /// will touch.
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) {
+    pub fn prefetch(&self, m: &PacketMeta) -> PacketHashes {
+        let h = PacketHashes::of(m);
         // Destructured whole: a new detector does not compile until it is wired in here.
         let PacketDetectors {
             heartbeat,
@@ -121,11 +153,12 @@ impl PacketDetectors {
             retransmits,
             upgrade,
         } = self;
-        heartbeat.prefetch(m);
-        handshake.prefetch(m);
-        latency.prefetch(m);
-        retransmits.prefetch(m);
-        upgrade.prefetch(m);
+        heartbeat.prefetch(m, &h);
+        handshake.prefetch(m, &h);
+        latency.prefetch(m, &h);
+        retransmits.prefetch(m, &h);
+        upgrade.prefetch(m, &h);
+        h
     }
 
     /// Event time reached `now`.

@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{Detail, HttpLine, PacketMeta, TenantMap};
 
-use super::{PacketDetector, WindowDetector};
+use super::{PacketDetector, PacketHashes, WindowDetector};
 use crate::finding::{endpoint, Evidence, Finding, FindingKind, Severity};
 use crate::health::{HealthRollup, HealthWindow};
 use crate::labels::Labels;
@@ -181,6 +181,7 @@ impl PacketDetector for UpgradeTracker {
     fn packet(
         &mut self,
         m: &PacketMeta,
+        _h: &PacketHashes,
         window: Option<&mut WindowStats>,
         _labels: &Labels,
         _out: &mut Vec<Finding>,

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
-use tapwatch_analyzer::{AnalyzerConfig, Shard, Totals};
+use tapwatch_analyzer::{AnalyzerConfig, PacketHashes, Shard, Totals};
 use tapwatch_capture::{FrameSource, Pacer};
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
@@ -126,12 +126,7 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
     } else {
         (m.src_port, m.dst_port)
     };
-    let (a, b) = if tapwatch_classifier::endpoint_le(src, sp, dst, dp) {
-        ((src, sp), (dst, dp))
-    } else {
-        ((dst, dp), (src, sp))
-    };
-    let h = tapwatch_analyzer::sketch::mix64(&(a, b, m.ip_proto));
+    let h = tapwatch_classifier::flow_hash(src, sp, dst, dp, m.ip_proto);
     // Multiply-shift onto the parts (no division on the hot path).
     let part = ((u128::from(h) * (2 * workers - 1) as u128) >> 64) as usize;
     part.div_ceil(2)
@@ -150,18 +145,22 @@ fn feed(
     batch: &[Item],
     mut emit: impl FnMut(WorkerOutput) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    // The batch's first packets have no packet AHEAD places before them: loaded here.
-    for item in batch.iter().take(AHEAD) {
+    // Each packet's hashes are computed when its tables are loaded, AHEAD packets before
+    // its turn, and kept here until then. The batch's first packets have no packet AHEAD
+    // places before them: loaded here.
+    let mut ahead = [PacketHashes::default(); AHEAD];
+    for (slot, item) in ahead.iter_mut().zip(batch) {
         if let Item::Packet(m, _) = item {
-            w.prefetch(m);
+            *slot = w.prefetch(m);
         }
     }
     for (i, item) in batch.iter().enumerate() {
-        if let Some(Item::Packet(ahead, _)) = batch.get(i + AHEAD) {
-            w.prefetch(ahead);
+        let h = ahead[i % AHEAD];
+        if let Some(Item::Packet(next, _)) = batch.get(i + AHEAD) {
+            ahead[i % AHEAD] = w.prefetch(next);
         }
         match item {
-            Item::Packet(m, now) => w.packet(m, *now),
+            Item::Packet(m, now) => w.packet(m, &h, *now),
             Item::Advance(now) => w.advance(*now),
         }
         if w.has_output() {

@@ -2,7 +2,7 @@
 //! was given. Replay workers are fed classified packets by the dealer; live workers
 //! classify what their own ring hands them. Either way a worker sees every packet of its
 //! flows (the flow hash is symmetric), so per-flow detectors need no cross-thread state.
-use tapwatch_analyzer::{AnalyzerConfig, Finding, Shard, Totals, WindowStats};
+use tapwatch_analyzer::{AnalyzerConfig, Finding, PacketHashes, Shard, Totals, WindowStats};
 use tapwatch_classifier::{Classifier, PacketMeta};
 
 /// What a worker hands the merger stage: never per packet, only when a detector spoke or a
@@ -64,25 +64,27 @@ impl Worker {
         }
     }
 
-    /// Feeds one packet at event time `now` (the packet's time, or later when the input's
-    /// clock is already past it: the dealer's watermark in replay).
+    /// Feeds one packet with the hashes [`Worker::prefetch`] computed for it, at event time
+    /// `now` (the packet's time, or later when the input's clock is already past it: the
+    /// dealer's watermark in replay).
     #[inline]
-    pub fn packet(&mut self, m: &PacketMeta, now: u64) {
+    pub fn packet(&mut self, m: &PacketMeta, h: &PacketHashes, now: u64) {
         self.totals.add(m);
         if now > self.shard.now() {
             self.advance(now);
         }
-        self.shard.observe(m, &mut self.findings, &mut self.closed);
+        self.shard
+            .observe_prefetched(m, h, &mut self.findings, &mut self.closed);
         if !self.findings.is_empty() || !self.closed.is_empty() {
             self.collect();
         }
     }
 
-    /// A packet a few places ahead of the next one: loads the flow-table entries it will
-    /// touch (see [`Shard::prefetch`]).
+    /// A packet a few places ahead of the next one: computes its hashes and loads the
+    /// flow-table entries it will touch (see [`Shard::prefetch`]).
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) {
-        self.shard.prefetch(m);
+    pub fn prefetch(&self, m: &PacketMeta) -> PacketHashes {
+        self.shard.prefetch(m)
     }
 
     /// Advances event time without a packet: deadlines fire, windows past the grace period

@@ -16,10 +16,10 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 
-use super::PacketDetector;
+use super::{PacketDetector, PacketHashes};
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
-use crate::table::FlowMap;
+use crate::table::{FlowMap, TableKey};
 use crate::window::WindowStats;
 use rhythm::Rhythm;
 
@@ -139,6 +139,13 @@ pub struct FlowKey {
     pub dst_port: u16,
     /// IP protocol.
     pub proto: u8,
+}
+
+impl TableKey for FlowKey {
+    #[inline]
+    fn table_hash(&self) -> u64 {
+        crate::sketch::mix64(self)
+    }
 }
 
 impl FlowKey {
@@ -273,6 +280,13 @@ impl Doorkeeper {
     }
 }
 
+/// The hash of a packet's heartbeat flow key (its [`TableKey::table_hash`]); 0 for a
+/// packet the tracker does not follow.
+#[inline]
+pub(crate) fn key_hash(m: &PacketMeta) -> u64 {
+    key_of(m).map_or(0, |(key, _)| key.table_hash())
+}
+
 /// The flow a packet belongs to (BFD sessions by their discriminator), with its BFD fields;
 /// `None` for packets no flow is followed by (no addresses, malformed, later fragments).
 #[inline]
@@ -356,9 +370,11 @@ impl HeartbeatTracker {
     /// Feeds one packet; a flow that resumes after a missed deadline yields a resolving finding.
     /// A new flow takes its tenant from `tenant` and its deadline factor from `k` (its
     /// tenant's `heartbeat_k`; `None`: the configured `k`).
+    /// `hash` is the packet's [`key_hash`], computed when it was prefetched.
     pub fn observe(
         &mut self,
         m: &PacketMeta,
+        hash: u64,
         tenant: impl FnOnce() -> Option<String>,
         k: Option<f64>,
         out: &mut Vec<Finding>,
@@ -379,15 +395,14 @@ impl HeartbeatTracker {
             }
         }
         if ended {
-            if let Some(f) = self.flows.remove(&key) {
+            if let Some(f) = self.flows.remove(&key, hash) {
                 if let Some(since) = f.firing_since {
                     out.push(resolved(&key, &f, since, m.ts_ns, Resolution::FlowEnded));
                 }
             }
             return;
         }
-        let hash = crate::sketch::mix64(&key);
-        if !self.flows.contains_hashed(&key, hash) {
+        if !self.flows.contains_key(&key, hash) {
             // A flow earns a table entry with its second small packet: one-packet flows
             // (scans, spoofed floods) and data flows never cost an entry.
             if (m.wire_len > self.cfg.max_packet_bytes && bfd.is_none())
@@ -400,7 +415,7 @@ impl HeartbeatTracker {
                 return;
             }
         }
-        let flow = self.flows.get_or_insert_with_hashed(key, hash, || Flow {
+        let flow = self.flows.get_or_insert_with(key, hash, || Flow {
             last_ts: m.ts_ns,
             run_start: m.ts_ns,
             data: false,
@@ -477,7 +492,7 @@ impl HeartbeatTracker {
                 break;
             }
             self.timers.pop();
-            let Some(flow) = self.flows.get_mut(&key) else {
+            let Some(flow) = self.flows.get_mut(&key, key.table_hash()) else {
                 continue;
             };
             if flow.generation != generation || flow.firing_since.is_some() {
@@ -508,7 +523,11 @@ impl HeartbeatTracker {
             let live: Vec<_> = self
                 .timers
                 .drain()
-                .filter(|Reverse((_, k, g))| self.flows.get(k).is_some_and(|f| f.generation == *g))
+                .filter(|Reverse((_, k, g))| {
+                    self.flows
+                        .get(k, k.table_hash())
+                        .is_some_and(|f| f.generation == *g)
+                })
                 .collect();
             self.timers = live.into_iter().collect();
         }
@@ -520,6 +539,7 @@ impl PacketDetector for HeartbeatTracker {
     fn packet(
         &mut self,
         m: &PacketMeta,
+        h: &PacketHashes,
         _window: Option<&mut WindowStats>,
         labels: &Labels,
         out: &mut Vec<Finding>,
@@ -529,22 +549,24 @@ impl PacketDetector for HeartbeatTracker {
                 .and(labels.tenant_names().get(m.tenant.0 as usize).cloned())
         };
         let k = labels.thresholds(m.tenant).heartbeat_k;
-        self.observe(m, tenant, Some(k), out);
+        self.observe(m, h.heartbeat, tenant, Some(k), out);
     }
 
     #[inline]
-    fn prefetch(&self, m: &PacketMeta) {
+    fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
         // Every followed packet probes the flow table; only the packets that may reach the
         // doorkeeper (small ones, BFD) load its words.
-        if let Some((key, bfd)) = key_of(m) {
-            let hash = crate::sketch::mix64(&key);
-            self.flows.prefetch_hashed(hash);
-            if m.wire_len <= self.cfg.max_packet_bytes || bfd.is_some() {
-                self.doorkeeper.prefetch(hash);
+        if h.heartbeat != 0 {
+            self.flows.prefetch(h.heartbeat);
+            if m.wire_len <= self.cfg.max_packet_bytes
+                || matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop)
+            {
+                self.doorkeeper.prefetch(h.heartbeat);
             }
         }
     }
 
+    #[inline]
     fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
         self.advance(now, out);
     }
@@ -638,11 +660,24 @@ mod tests {
         HeartbeatTracker::new(HeartbeatConfig::default())
     }
 
+    impl HeartbeatTracker {
+        /// [`HeartbeatTracker::observe`] with the packet's own key hash.
+        fn observe_alone(
+            &mut self,
+            m: &PacketMeta,
+            tenant: impl FnOnce() -> Option<String>,
+            k: Option<f64>,
+            out: &mut Vec<Finding>,
+        ) {
+            self.observe(m, key_hash(m), tenant, k, out);
+        }
+    }
+
     /// Packets of one flow at `T + t` for each `t` (ns).
     fn beats(h: &mut HeartbeatTracker, times: impl IntoIterator<Item = u64>, len: u32) {
         let mut out = Vec::new();
         for t in times {
-            h.observe(
+            h.observe_alone(
                 &udp(T + t, (addr(1), 4000), (addr(2), 9999), len),
                 || None,
                 None,
@@ -732,7 +767,7 @@ mod tests {
         for i in 0..=20 {
             let mut m = udp(T + i * SEC, (addr(1), 4000), (addr(2), 9999), 80);
             m.tenant = classifier.tenants().lookup(addr(1));
-            h.packet(&m, None, &labels, &mut out);
+            h.packet(&m, &PacketHashes::of(&m), None, &labels, &mut out);
         }
         h.advance(T + 25 * SEC, &mut out);
         assert!(out.is_empty(), "infra waits 6 periods, not 3: {out:?}");
@@ -761,7 +796,7 @@ mod tests {
         assert_eq!(f.subject, "10.0.0.1:4000->10.0.0.2:9999/udp");
         h.advance(T + 30 * SEC, &mut out);
         assert_eq!(out.len(), 1, "fires once per silence");
-        h.observe(
+        h.observe_alone(
             &udp(T + 31 * SEC, (addr(1), 4000), (addr(2), 9999), 80),
             || None,
             None,
@@ -807,14 +842,14 @@ mod tests {
         let mut out = Vec::new();
         let (a, b) = ((addr(1), 40000), (addr(2), 179));
         for i in 0..=20 {
-            h.observe(
+            h.observe_alone(
                 &tcp(T + i * SEC, a, b, ProtocolType::TcpAck, 1, 1),
                 || None,
                 None,
                 &mut out,
             );
         }
-        h.observe(
+        h.observe_alone(
             &tcp(T + 21 * SEC, a, b, ProtocolType::TcpFin, 1, 1),
             || None,
             None,
@@ -845,7 +880,7 @@ mod tests {
             m
         };
         for i in 0..10 {
-            h.observe(
+            h.observe_alone(
                 &at(i * 300_000_000),
                 || Some("infra".into()),
                 None,
@@ -900,14 +935,14 @@ mod tests {
                     let mut m = udp(T + *at, (addr(a), 49152), (addr(b), 3784), 66);
                     m.kind = ProtocolType::BfdControl;
                     m.detail = Detail::Bfd(ctl(u32::from(a), u32::from(b)));
-                    h.observe(&m, || None, None, &mut out);
+                    h.observe_alone(&m, || None, None, &mut out);
                     *at += 100_000_000 - rng.below(25_000_000);
                 }
             }
             let client =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 200, (c >> 8) as u8, c as u8));
             let port = 1024 + rng.below(60_000) as u16;
-            h.observe(
+            h.observe_alone(
                 &udp(T + t, (client, port), resolver, 70),
                 || None,
                 None,

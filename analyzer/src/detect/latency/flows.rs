@@ -16,12 +16,19 @@ use super::{LatencyConfig, Measure};
 use crate::table::FlowMap;
 
 /// A flow with its endpoints in a fixed order: `a` the lower (address, port).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlowKey {
     a: IpAddr,
     b: IpAddr,
     a_port: u16,
     b_port: u16,
+}
+
+impl crate::table::TableKey for FlowKey {
+    #[inline]
+    fn table_hash(&self) -> u64 {
+        tapwatch_classifier::flow_hash(self.a, self.a_port, self.b, self.b_port, 6)
+    }
 }
 
 impl FlowKey {
@@ -92,17 +99,16 @@ impl FlowTable {
         }
     }
 
-    /// Loads the index line a TCP packet's flow will probe (see [`FlowMap::prefetch`]).
+    /// Loads the index line of a TCP flow (by its flow hash, see [`FlowMap::prefetch`]).
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) {
-        if let (Some(src), Some(dst)) = (m.src, m.dst) {
-            self.flows.prefetch(&FlowKey::of(m, src, dst).0);
-        }
+    pub fn prefetch(&self, hash: u64) {
+        self.flows.prefetch(hash);
     }
 
-    /// One TCP packet; returns the sample it completes, if any.
+    /// One TCP packet whose [`flow_hash`](tapwatch_classifier::flow_hash) is `hash`;
+    /// returns the sample it completes, if any.
     #[inline]
-    pub fn observe(&mut self, m: &PacketMeta) -> Option<Sample> {
+    pub fn observe(&mut self, m: &PacketMeta, hash: u64) -> Option<Sample> {
         let (Some(src), Some(dst)) = (m.src, m.dst) else {
             return None;
         };
@@ -113,13 +119,16 @@ impl FlowTable {
             ProtocolType::TcpSyn => return None,
             ProtocolType::TcpSynAck => {
                 // The receiver of the SYN-ACK is the client.
-                match self.flows.get_mut(&key) {
+                match self.flows.get_mut(&key, hash) {
                     Some(f) if f.opened && f.client_is_a != from_a => f.last[side] = m.ts_ns,
                     Some(f) => *f = FlowState::answered_by(!from_a, side, m.ts_ns),
                     None if full => self.untracked += 1,
                     None => {
-                        self.flows
-                            .insert(key, FlowState::answered_by(!from_a, side, m.ts_ns));
+                        self.flows.insert(
+                            key,
+                            hash,
+                            FlowState::answered_by(!from_a, side, m.ts_ns),
+                        );
                     }
                 }
                 return None;
@@ -127,7 +136,7 @@ impl FlowTable {
             _ => {}
         }
         let timestamps = m.flags & FLAG_TCP_TIMESTAMPS != 0;
-        let f = match self.flows.get_mut(&key) {
+        let f = match self.flows.get_mut(&key, hash) {
             Some(f) => f,
             None if !timestamps || m.tcp_flags & 0x05 != 0 => return None,
             None if full => {
@@ -137,7 +146,7 @@ impl FlowTable {
             None => {
                 // Begun before the capture: the lower port is the server's.
                 let server_is_a = m.src_port.min(m.dst_port) == key.a_port;
-                self.flows.get_or_insert_with(key, || FlowState {
+                self.flows.get_or_insert_with(key, hash, || FlowState {
                     client_is_a: !server_is_a,
                     opened: false,
                     bits: 0,
@@ -170,7 +179,7 @@ impl FlowTable {
             // idle close, not an answer.
             let (own, peer) = (f.last[side], f.last[1 - side]);
             let answers = peer > own && f.bits & asked_peer != 0;
-            self.flows.remove(&key);
+            self.flows.remove(&key, hash);
             let delay = m.ts_ns.saturating_sub(peer);
             return (answers && delay <= self.rst_max_ns).then(|| sample(Measure::Rst, delay));
         }
@@ -210,7 +219,7 @@ impl FlowTable {
         if m.tcp_flags & 0x01 != 0 {
             f.bits |= if from_a { FIN_A } else { FIN_B };
             if f.bits & (FIN_A | FIN_B) == FIN_A | FIN_B {
-                self.flows.remove(&key);
+                self.flows.remove(&key, hash);
             }
         }
         out
@@ -271,18 +280,25 @@ mod tests {
         FlowTable::new(&LatencyConfig::default())
     }
 
+    impl FlowTable {
+        /// [`FlowTable::observe`] with the packet's own flow hash.
+        fn observe_alone(&mut self, m: &PacketMeta) -> Option<Sample> {
+            self.observe(m, crate::detect::PacketHashes::of(m).flow)
+        }
+    }
+
     #[test]
     fn first_payloads_and_each_http_request_give_response_times() {
         let mut t = table();
         assert_eq!(
-            t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2)),
+            t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2)),
             None
         );
         let mut req = data(SEC + 10 * MS, C, srv(), ProtocolType::HttpRequest);
         req.detail = Detail::Http(HttpLine::Request { upgrade: false });
-        assert_eq!(t.observe(&req), None);
+        assert_eq!(t.observe_alone(&req), None);
         let s = t
-            .observe(&data(SEC + 110 * MS, srv(), C, ProtocolType::HttpResponse))
+            .observe_alone(&data(SEC + 110 * MS, srv(), C, ProtocolType::HttpResponse))
             .expect("first response");
         assert_eq!(
             (s.measure, s.us, s.subject),
@@ -290,13 +306,13 @@ mod tests {
         );
         assert_eq!(s.flow, (C.0, C.1, addr(2), 80, 6));
         assert_eq!(
-            t.observe(&data(SEC + 120 * MS, srv(), C, ProtocolType::TcpData)),
+            t.observe_alone(&data(SEC + 120 * MS, srv(), C, ProtocolType::TcpData)),
             None,
             "body"
         );
         req.ts_ns = SEC + 200 * MS;
-        t.observe(&req);
-        let s = t.observe(&data(SEC + 230 * MS, srv(), C, ProtocolType::HttpResponse));
+        t.observe_alone(&req);
+        let s = t.observe_alone(&data(SEC + 230 * MS, srv(), C, ProtocolType::HttpResponse));
         assert_eq!(
             s.map(|s| s.us),
             Some(30_000),
@@ -307,17 +323,17 @@ mod tests {
     #[test]
     fn a_server_that_speaks_first_gives_no_response_time() {
         let mut t = table();
-        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         assert_eq!(
-            t.observe(&data(SEC + MS, srv(), C, ProtocolType::TcpData)),
+            t.observe_alone(&data(SEC + MS, srv(), C, ProtocolType::TcpData)),
             None
         );
         assert_eq!(
-            t.observe(&data(SEC + 2 * MS, C, srv(), ProtocolType::TcpData)),
+            t.observe_alone(&data(SEC + 2 * MS, C, srv(), ProtocolType::TcpData)),
             None
         );
         assert_eq!(
-            t.observe(&data(SEC + 3 * MS, srv(), C, ProtocolType::TcpData)),
+            t.observe_alone(&data(SEC + 3 * MS, srv(), C, ProtocolType::TcpData)),
             None
         );
     }
@@ -325,35 +341,35 @@ mod tests {
     #[test]
     fn a_rst_answering_the_peer_is_a_sample_an_idle_close_is_not() {
         let mut t = table();
-        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
-        t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
-        let rst = t.observe(&tcp(SEC + 201 * MS, srv(), C, ProtocolType::TcpRst, 1, 1));
+        t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
+        let rst = t.observe_alone(&tcp(SEC + 201 * MS, srv(), C, ProtocolType::TcpRst, 1, 1));
         assert_eq!(
             rst.map(|s| (s.measure, s.us)),
             Some((Measure::Rst, 200_000))
         );
         assert!(t.flows.len() == 0, "a reset flow is forgotten");
-        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
-        t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
-        t.observe(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
+        t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
+        t.observe_alone(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
         assert_eq!(
-            t.observe(&tcp(SEC + 9 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
+            t.observe_alone(&tcp(SEC + 9 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
             None,
             "the server had spoken last"
         );
-        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
-        t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
-        t.observe(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
-        t.observe(&tcp(SEC + 3 * MS, C, srv(), ProtocolType::TcpAck, 1, 1));
+        t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
+        t.observe_alone(&data(SEC + 2 * MS, srv(), C, ProtocolType::TcpData));
+        t.observe_alone(&tcp(SEC + 3 * MS, C, srv(), ProtocolType::TcpAck, 1, 1));
         assert_eq!(
-            t.observe(&tcp(SEC + 5 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
+            t.observe_alone(&tcp(SEC + 5 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
             None,
             "an idle close after the client's bare ACK"
         );
-        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
-        t.observe(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
+        t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&data(SEC + MS, C, srv(), ProtocolType::TcpData));
         assert_eq!(
-            t.observe(&tcp(SEC + 11 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
+            t.observe_alone(&tcp(SEC + 11 * SEC, srv(), C, ProtocolType::TcpRst, 1, 1)),
             None,
             "later than rst_max_s"
         );
@@ -363,14 +379,14 @@ mod tests {
     fn a_syn_never_enters_and_a_one_sided_flow_is_forgotten_soon() {
         let mut t = table();
         assert_eq!(
-            t.observe(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0)),
+            t.observe_alone(&tcp(SEC, C, srv(), ProtocolType::TcpSyn, 1, 0)),
             None
         );
         assert!(t.flows.len() == 0, "a spoofed SYN flood takes no room");
-        t.observe(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&tcp(SEC, srv(), C, ProtocolType::TcpSynAck, 1, 2));
         let other = (addr(3), 5000);
-        t.observe(&tcp(SEC, srv(), other, ProtocolType::TcpSynAck, 1, 2));
-        t.observe(&tcp(SEC + MS, other, srv(), ProtocolType::TcpAck, 2, 2));
+        t.observe_alone(&tcp(SEC, srv(), other, ProtocolType::TcpSynAck, 1, 2));
+        t.observe_alone(&tcp(SEC + MS, other, srv(), ProtocolType::TcpAck, 2, 2));
         t.sweep(SEC + 10 * SEC);
         assert_eq!(t.flows.len(), 1, "the unanswered SYN-ACK after rst_max_s");
         t.sweep(SEC + 120 * SEC + MS);
@@ -390,16 +406,16 @@ mod tests {
             (m.tcp_tsval, m.tcp_tsecr) = (tsval, tsecr);
             m
         };
-        assert_eq!(t.observe(&ts(SEC, srv(), C, 500, 70)), None);
+        assert_eq!(t.observe_alone(&ts(SEC, srv(), C, 500, 70)), None);
         let s = t
-            .observe(&ts(SEC + 40 * MS, C, srv(), 71, 500))
+            .observe_alone(&ts(SEC + 40 * MS, C, srv(), 71, 500))
             .expect("echoed");
         assert_eq!(
             (s.measure, s.us, s.subject.1),
             (Measure::TcpRtt, 40_000, 80)
         );
         let other = (addr(3), 5000);
-        assert_eq!(t.observe(&ts(SEC, other, srv(), 1, 1)), None);
+        assert_eq!(t.observe_alone(&ts(SEC, other, srv(), 1, 1)), None);
         assert_eq!(t.untracked, 1);
         t.sweep(SEC + 200 * SEC);
         assert!(t.flows.len() == 0);

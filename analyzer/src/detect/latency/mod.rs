@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tapwatch_classifier::setting::{f64_in, f64_positive, int_in};
 use tapwatch_classifier::{PacketMeta, ProtocolType, SettingError, SettingPath};
 
-use super::PacketDetector;
+use super::{PacketDetector, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
 use crate::window::WindowStats;
@@ -243,6 +243,7 @@ impl PacketDetector for LatencyTracker {
     fn packet(
         &mut self,
         m: &PacketMeta,
+        h: &PacketHashes,
         window: Option<&mut WindowStats>,
         _labels: &Labels,
         _out: &mut Vec<Finding>,
@@ -251,7 +252,7 @@ impl PacketDetector for LatencyTracker {
             return;
         }
         let sample = match m.ip_proto {
-            6 => self.flows.observe(m),
+            6 => self.flows.observe(m, h.flow),
             1 | 58 => self.echo.observe(m),
             _ => None,
         };
@@ -263,10 +264,14 @@ impl PacketDetector for LatencyTracker {
     }
 
     #[inline]
-    fn prefetch(&self, m: &PacketMeta) {
+    fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
         // A SYN only opens the handshake: the flow table is probed from the SYN-ACK on.
-        if m.ip_proto == 6 && m.malformed.is_none() && m.kind != ProtocolType::TcpSyn {
-            self.flows.prefetch(m);
+        if m.ip_proto == 6
+            && m.malformed.is_none()
+            && m.kind != ProtocolType::TcpSyn
+            && m.src.is_some()
+        {
+            self.flows.prefetch(h.flow);
         }
     }
 

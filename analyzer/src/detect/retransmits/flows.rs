@@ -121,29 +121,29 @@ impl FlowTable {
         self.slots.iter().flatten().count()
     }
 
-    /// The first of the two slots of a flow's bucket.
+    /// The first of the two slots of the bucket of a flow whose
+    /// [`flow_hash`](tapwatch_classifier::flow_hash) is `hash`.
     #[inline]
-    fn bucket(&self, a: (IpAddr, u16), b: (IpAddr, u16)) -> usize {
-        (crate::sketch::mix64(&(a, b)) as usize & self.mask) * 2
+    fn bucket(&self, hash: u64) -> usize {
+        (hash as usize & self.mask) * 2
     }
 
-    /// Loads the bucket a TCP packet's flow lives in ahead of [`FlowTable::observe`].
+    /// Loads the bucket of a TCP flow (by its flow hash) ahead of [`FlowTable::observe`].
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) {
-        if let (Some(src), Some(dst)) = (m.src, m.dst) {
-            let (a, b, _) = ends(src, dst, m);
-            let bucket = self.bucket(a, b);
-            crate::sketch::prefetch_all(&self.slots[bucket..bucket + 2]);
-        }
+    pub fn prefetch(&self, hash: u64) {
+        let bucket = self.bucket(hash);
+        crate::sketch::prefetch_all(&self.slots[bucket..bucket + 2]);
     }
 
     /// Feeds one TCP packet counted in the window starting at `window_start`; returns the
     /// server endpoint, whether the sender is the server, what the segment was, and the
-    /// flow's retransmissions in that window so far. One bucket probe.
+    /// flow's retransmissions in that window so far. One bucket probe, at `hash` (the
+    /// packet's [`flow_hash`](tapwatch_classifier::flow_hash)).
     #[inline]
     pub fn observe(
         &mut self,
         m: &PacketMeta,
+        hash: u64,
         window_start: u64,
     ) -> Option<((IpAddr, u16), bool, Segment, u64)> {
         let (Some(src), Some(dst)) = (m.src, m.dst) else {
@@ -152,8 +152,12 @@ impl FlowTable {
         if m.ip_proto != 6 || m.malformed.is_some() {
             return None;
         }
+        debug_assert_eq!(
+            hash,
+            tapwatch_classifier::flow_hash(src, m.src_port, dst, m.dst_port, 6)
+        );
         let (a, b, from_a) = ends(src, dst, m);
-        let bucket = self.bucket(a, b);
+        let bucket = self.bucket(hash);
         // By reference: an entry is too big to copy per packet.
         let slot = match (&self.slots[bucket], &self.slots[bucket + 1]) {
             (Some(e), _) if e.a == a && e.b == b => bucket,

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{PacketMeta, TenantMap};
 
-use super::{PacketDetector, WindowDetector};
+use super::{PacketDetector, PacketHashes, WindowDetector};
 use crate::finding::{endpoint, Evidence, Finding, FindingKind, Severity};
 use crate::health::{HealthRollup, HealthWindow};
 use crate::labels::Labels;
@@ -129,9 +129,9 @@ impl RetransmitTracker {
 
 impl PacketDetector for RetransmitTracker {
     #[inline]
-    fn prefetch(&self, m: &PacketMeta) {
-        if m.ip_proto == 6 {
-            self.flows.prefetch(m);
+    fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
+        if m.ip_proto == 6 && m.src.is_some() {
+            self.flows.prefetch(h.flow);
         }
     }
 
@@ -139,6 +139,7 @@ impl PacketDetector for RetransmitTracker {
     fn packet(
         &mut self,
         m: &PacketMeta,
+        h: &PacketHashes,
         window: Option<&mut WindowStats>,
         _labels: &Labels,
         _out: &mut Vec<Finding>,
@@ -147,7 +148,7 @@ impl PacketDetector for RetransmitTracker {
             return;
         }
         let start = window.as_ref().map_or(0, |w| w.start_ns);
-        if let Some((server, by_server, what, n)) = self.flows.observe(m, start) {
+        if let Some((server, by_server, what, n)) = self.flows.observe(m, h.flow, start) {
             if let Some(w) = window {
                 flows::record(w, m, server, by_server, what, n);
             }

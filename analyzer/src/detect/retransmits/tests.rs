@@ -19,8 +19,13 @@ fn seg(t: u64, from: (IpAddr, u16), to: (IpAddr, u16), seq: u32, len: u32) -> Pa
     m
 }
 
+/// [`FlowTable::observe`] with the packet's flow hash.
+fn observe(f: &mut FlowTable, m: &PacketMeta) -> Option<((IpAddr, u16), bool, Segment, u64)> {
+    f.observe(m, crate::detect::PacketHashes::of(m).flow, 0)
+}
+
 fn what(f: &mut FlowTable, m: &PacketMeta) -> Segment {
-    f.observe(m, 0).expect("tcp").2
+    observe(f, m).expect("tcp").2
 }
 
 #[test]
@@ -28,7 +33,7 @@ fn data_sent_again_is_a_retransmission_new_data_and_probes_are_not() {
     let mut f = FlowTable::new(&RetransmitConfig::default());
     let syn = tcp(T, CLIENT, server(), ProtocolType::TcpSyn, 99, 0);
     assert_eq!(
-        f.observe(&syn, 0).map(|r| (r.0, r.1)),
+        observe(&mut f, &syn).map(|r| (r.0, r.1)),
         Some((server(), false))
     );
     assert_eq!(
@@ -41,7 +46,7 @@ fn data_sent_again_is_a_retransmission_new_data_and_probes_are_not() {
     );
     let again = seg(3, server(), CLIENT, 1000, 100);
     assert_eq!(
-        f.observe(&again, 0),
+        observe(&mut f, &again),
         Some((server(), true, Segment::Retransmit, 1))
     );
     assert_eq!(
@@ -124,7 +129,7 @@ fn sequence_numbers_wrap_and_duplicate_acks_are_counted() {
     assert_eq!(what(&mut f, &ack(3)), Segment::Plain);
     assert_eq!(what(&mut f, &ack(4)), Segment::DupAck);
     // Without a handshake the lower port listens.
-    assert_eq!(f.observe(&ack(5), 0).map(|r| r.0), Some(server()));
+    assert_eq!(observe(&mut f, &ack(5)).map(|r| r.0), Some(server()));
 }
 
 #[test]
@@ -135,12 +140,15 @@ fn a_full_bucket_replaces_its_older_flow_and_counts_a_live_one() {
     };
     let mut f = FlowTable::new(&cfg);
     for n in 0..3u16 {
-        f.observe(&seg(u64::from(n), (addr(1), 40000 + n), server(), 1, 10), 0);
+        observe(
+            &mut f,
+            &seg(u64::from(n), (addr(1), 40000 + n), server(), 1, 10),
+        );
     }
     assert_eq!((f.len(), f.evicted), (2, 1));
     let syn = tcp(T + SEC, (addr(9), 1), server(), ProtocolType::TcpSyn, 1, 0);
     assert_eq!(
-        f.observe(&syn, 0),
+        observe(&mut f, &syn),
         None,
         "a bare SYN does not push out a live flow"
     );
@@ -153,8 +161,10 @@ fn segments_and_retransmissions_are_counted_per_server_in_the_window() {
     let mut w = WindowStats::new(T, T + 10 * SEC, 16, 16, 16, 32);
     let labels = Labels::default();
     for (t, seq) in [(0, 1000), (1, 1100), (2, 1000), (3, 1000)] {
+        let m = seg(t, server(), CLIENT, seq, 100);
         r.packet(
-            &seg(t, server(), CLIENT, seq, 100),
+            &m,
+            &crate::detect::PacketHashes::of(&m),
             Some(&mut w),
             &labels,
             &mut Vec::new(),
