@@ -11,6 +11,7 @@ use crate::config::AnalyzerConfig;
 use crate::detect::{PacketDetectors, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
+use crate::sketch::{flow_tuple_hash, service_hash, source_kind_hash};
 use crate::window::{SourceClass, WindowStats};
 
 /// Windows a jump forward in time may create before the shard skips ahead instead.
@@ -161,11 +162,11 @@ impl Shard {
     /// ([`Shard::observe_prefetched`]).
     #[inline]
     pub fn prefetch(&self, m: &PacketMeta) -> PacketHashes {
+        let h = PacketHashes::of(m);
         if m.weight <= 1 {
-            self.detectors.prefetch(m)
-        } else {
-            PacketHashes::default()
+            self.detectors.prefetch(m, &h);
         }
+        h
     }
 
     /// Feeds one classified packet.
@@ -220,25 +221,37 @@ impl Shard {
         if m.malformed.is_some() {
             return;
         }
-        // One hash of the source for the three sketches keyed by it.
-        let h = crate::sketch::mix64(&src);
+        // The addresses' hashes (computed once, at prefetch) serve every sketch keyed by
+        // them or by keys built from them.
+        let hs = h.source;
         let tw = w.tenant(m.tenant);
         tw.packets += weight;
         tw.bytes += bytes;
-        tw.nodes.add_hashed(src, h);
+        tw.nodes.add_hashed(src, hs);
         if self.labels.is_setup(m.kind.index()) {
             tw.setups += weight;
         }
-        w.sources.add_hashed(src, h, weight, bytes);
-        w.source_bytes.add_hashed(src, h, bytes, weight);
-        w.source_kinds
-            .add((src, m.kind, m.size_class), weight, bytes);
+        w.sources.add_hashed(src, hs, weight, bytes);
+        w.source_bytes.add_hashed(src, hs, bytes, weight);
+        w.source_kinds.add_hashed(
+            (src, m.kind, m.size_class),
+            source_kind_hash(hs, m.kind, m.size_class),
+            weight,
+            bytes,
+        );
         if let Some(dst) = m.dst {
-            w.destinations.add(dst, weight, bytes);
+            let hd = h.destination;
+            w.destinations.add_hashed(dst, hd, weight, bytes);
             if m.fragment != Fragment::Later {
-                w.services.add((dst, m.dst_port, m.ip_proto), weight, bytes);
-                w.flows.add(
+                w.services.add_hashed(
+                    (dst, m.dst_port, m.ip_proto),
+                    service_hash(hd, m.dst_port, m.ip_proto),
+                    weight,
+                    bytes,
+                );
+                w.flows.add_hashed(
                     (src, m.src_port, dst, m.dst_port, m.ip_proto),
+                    flow_tuple_hash(hs, hd, m.src_port, m.dst_port, m.ip_proto),
                     weight,
                     bytes,
                 );

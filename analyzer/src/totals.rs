@@ -84,6 +84,13 @@ impl Totals {
     /// Counts one packet.
     #[inline]
     pub fn add(&mut self, m: &PacketMeta) {
+        self.add_hashed(m, m.src.map_or(0, |src| crate::sketch::mix64(&src)));
+    }
+
+    /// [`Totals::add`] with the source address's [`mix64`](crate::sketch::mix64) hash
+    /// already computed (the worker's, shared with the window's sketches).
+    #[inline]
+    pub fn add_hashed(&mut self, m: &PacketMeta, source_hash: u64) {
         let w = u64::from(m.weight);
         self.packets += w;
         self.samples += 1;
@@ -113,10 +120,10 @@ impl Totals {
             self.by_tenant.resize(t + 1, Count::default());
         }
         self.by_tenant[t].add(m.wire_len, w);
-        let h = crate::sketch::mix64(&src);
+        debug_assert_eq!(source_hash, crate::sketch::mix64(&src));
         self.sources
-            .add_hashed(src, h, w, u64::from(m.wire_len) * w);
-        self.distinct_sources.add_hashed(src, h);
+            .add_hashed(src, source_hash, w, u64::from(m.wire_len) * w);
+        self.distinct_sources.add_hashed(src, source_hash);
     }
 
     /// Adds another shard's counters into these.

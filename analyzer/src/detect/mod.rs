@@ -15,6 +15,8 @@
 //! judging order).
 use tapwatch_classifier::{flow_hash, PacketMeta, TenantMap};
 
+use crate::sketch::mix64;
+
 use crate::config::AnalyzerConfig;
 use crate::finding::Finding;
 use crate::labels::Labels;
@@ -35,6 +37,11 @@ pub(crate) mod upgrade;
 /// per-packet detector with the packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketHashes {
+    /// [`mix64`] of the source address: the sketches and counters keyed by the source, and
+    /// the keys built from it ([`SketchKey`](crate::sketch::SketchKey)); 0 without one.
+    pub source: u64,
+    /// [`mix64`] of the destination address, likewise; 0 without one.
+    pub destination: u64,
     /// [`flow_hash`] of the packet's addresses, ports and IP protocol: the hash of its
     /// connection in the TCP tables (handshakes, latency, retransmissions); 0 without
     /// addresses.
@@ -47,10 +54,18 @@ impl PacketHashes {
     /// The hashes of `m`.
     #[inline]
     pub fn of(m: &PacketMeta) -> PacketHashes {
-        let (Some(src), Some(dst)) = (m.src, m.dst) else {
+        let Some(src) = m.src else {
             return PacketHashes::default();
         };
+        let Some(dst) = m.dst else {
+            return PacketHashes {
+                source: mix64(&src),
+                ..PacketHashes::default()
+            };
+        };
         PacketHashes {
+            source: mix64(&src),
+            destination: mix64(&dst),
             flow: flow_hash(src, m.src_port, dst, m.dst_port, m.ip_proto),
             heartbeat: heartbeat::key_hash(m),
         }
@@ -140,11 +155,9 @@ impl PacketDetectors {
         upgrade.packet(m, h, window, labels, out);
     }
 
-    /// Computes the hashes of a packet a few places ahead and loads the table entries it
-    /// will touch.
+    /// Loads the table entries a packet a few places ahead will touch, by its hashes.
     #[inline]
-    pub fn prefetch(&self, m: &PacketMeta) -> PacketHashes {
-        let h = PacketHashes::of(m);
+    pub fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
         // Destructured whole: a new detector does not compile until it is wired in here.
         let PacketDetectors {
             heartbeat,
@@ -153,12 +166,11 @@ impl PacketDetectors {
             retransmits,
             upgrade,
         } = self;
-        heartbeat.prefetch(m, &h);
-        handshake.prefetch(m, &h);
-        latency.prefetch(m, &h);
-        retransmits.prefetch(m, &h);
-        upgrade.prefetch(m, &h);
-        h
+        heartbeat.prefetch(m, h);
+        handshake.prefetch(m, h);
+        latency.prefetch(m, h);
+        retransmits.prefetch(m, h);
+        upgrade.prefetch(m, h);
     }
 
     /// Event time reached `now`.

@@ -640,7 +640,7 @@ impl TrafficDrop {
 }
 
 /// A key's count bounds in a sketch: (lower, upper); an absent key's is at most the error bound.
-fn bounds<K: Copy + Eq + std::hash::Hash>(s: &FrequentItems<K>, k: &K) -> (u64, u64) {
+fn bounds<K: crate::sketch::SketchKey>(s: &FrequentItems<K>, k: &K) -> (u64, u64) {
     s.get(k)
         .map_or((0, s.error_bound()), |e| (e.count, e.upper))
 }

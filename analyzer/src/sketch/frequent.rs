@@ -7,9 +7,8 @@
 //! `[estimate, estimate + offset]`, and any key whose true count exceeds
 //! `total / (capacity / 2)` is guaranteed to be tracked. Memory is fixed; updates are
 //! amortised O(1).
-use std::hash::Hash;
 
-use super::mix64;
+use super::{mix64, SketchKey};
 
 /// Estimated weight of one tracked key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +67,7 @@ fn tag_of(h: u64) -> u8 {
     0x80 | (h >> 57) as u8
 }
 
-impl<K: Copy + Eq + Hash> FrequentItems<K> {
+impl<K: SketchKey> FrequentItems<K> {
     /// A sketch tracking at most `capacity` keys (rounded up to a power of two ≥ 16).
     pub fn new(capacity: usize) -> FrequentItems<K> {
         let max_len = capacity.max(16).next_power_of_two();
@@ -125,13 +124,14 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
     /// Adds `weight` (and a secondary weight) to `key`.
     #[inline]
     pub fn add(&mut self, key: K, weight: u64, secondary: u64) {
-        self.add_hashed(key, mix64(&key), weight, secondary);
+        self.add_hashed(key, key.sketch_hash(), weight, secondary);
     }
 
-    /// [`FrequentItems::add`] with the key's [`mix64`] hash already computed (shared with
-    /// other sketches fed the same key).
+    /// [`FrequentItems::add`] with the key's [`SketchKey::sketch_hash`] already computed
+    /// (from address hashes shared with the other sketches fed the same packet).
     #[inline(always)]
     pub fn add_hashed(&mut self, key: K, h: u64, weight: u64, secondary: u64) {
+        debug_assert_eq!(h, key.sketch_hash());
         self.total += weight;
         let tag = tag_of(h);
         let mut i = h as usize & self.mask;
@@ -184,7 +184,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
         self.tags.fill(0);
         self.len = keep.len();
         for &(tag, count, s) in &keep {
-            let mut j = mix64(&s.key) as usize & self.mask;
+            let mut j = s.key.sketch_hash() as usize & self.mask;
             while self.tags[j] != 0 {
                 j = (j + 1) & self.mask;
             }
@@ -249,7 +249,7 @@ impl<K: Copy + Eq + Hash> FrequentItems<K> {
 
     /// The estimate for one key (`None` if not tracked: its true weight is at most the error bound).
     pub fn get(&self, key: &K) -> Option<ItemEstimate<K>> {
-        let h = mix64(key);
+        let h = key.sketch_hash();
         let tag = tag_of(h);
         let mut i = h as usize & self.mask;
         while self.tags[i] != 0 {

@@ -69,7 +69,7 @@ impl Worker {
     /// dealer's watermark in replay).
     #[inline]
     pub fn packet(&mut self, m: &PacketMeta, h: &PacketHashes, now: u64) {
-        self.totals.add(m);
+        self.totals.add_hashed(m, h.source);
         if now > self.shard.now() {
             self.advance(now);
         }

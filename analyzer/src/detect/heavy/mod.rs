@@ -782,7 +782,7 @@ fn never<K>(_: &K, _: f64) -> bool {
 
 /// Judges the top candidates of one sketch, then updates every baseline with this window.
 /// `warm_up`: during warm-up, whether a key is a destination flooded one way.
-fn judge_dimension<K: Copy + Eq + Hash>(
+fn judge_dimension<K: crate::sketch::SketchKey>(
     cfg: &HeavyHitterConfig,
     dim: &mut Dimension<K>,
     sketch: &FrequentItems<K>,
