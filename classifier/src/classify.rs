@@ -120,6 +120,19 @@ impl Classifier {
         meta
     }
 
+    /// [`Classifier::classify`] into a record the caller keeps (a reader's one record,
+    /// reused frame after frame: no record is moved per packet).
+    #[inline(always)]
+    pub fn classify_into(&self, frame: &Frame<'_>, meta: &mut PacketMeta) {
+        *meta = PacketMeta::empty(
+            frame.ts_ns,
+            frame.wire_len,
+            frame.data.len() as u32,
+            frame.interface,
+        );
+        self.label(frame, meta);
+    }
+
     fn label(&self, frame: &Frame<'_>, meta: &mut PacketMeta) {
         let data = frame.data;
         if (data.len() as u32) < frame.wire_len {

@@ -813,3 +813,33 @@ fn flow_hashes_of_similar_flows_spread_over_every_bit_range() {
         assert!((share - 1.0 / 3.0).abs() < 0.01, "parts {parts:?}");
     }
 }
+
+/// A record reused frame after frame keeps nothing of the frame before: a TCP segment with
+/// timestamps and payload, then a bare UDP datagram, then a malformed frame, each classified
+/// into the same record, equal what a fresh classification gives.
+#[test]
+fn a_reused_record_keeps_nothing_of_the_frame_before() {
+    let c = Classifier::default();
+    let frames = [
+        eth_tcp("PA", 443, b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+        eth_udp(
+            3784,
+            3784,
+            &[0x20, 0xc0, 3, 24, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        vec![0u8; 20],
+        eth_udp(5000, 6000, &[]),
+    ];
+    let mut reused = PacketMeta::empty(9, 9, 9, 9);
+    for (i, data) in frames.iter().enumerate() {
+        let frame = Frame {
+            ts_ns: 1_000 + i as u64,
+            wire_len: data.len() as u32,
+            link: LinkType::Ethernet,
+            interface: i as u32,
+            data,
+        };
+        c.classify_into(&frame, &mut reused);
+        assert_eq!(reused, c.classify(&frame), "frame {i}");
+    }
+}

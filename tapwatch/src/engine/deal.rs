@@ -189,9 +189,11 @@ fn read<S: FrameSource>(
     let mut clock = Clock::new(o.analyzer);
     let mut packets = 0u64;
     let mut next_tick = PROGRESS_EVERY;
+    // One record, filled in place frame after frame.
+    let mut meta = PacketMeta::empty(0, 0, 0, 0);
     while let Some(frame) = source.next_frame()? {
         o.pacer.wait(frame.ts_ns);
-        let meta = o.classifier.classify(&frame);
+        o.classifier.classify_into(&frame, &mut meta);
         if let Some(r) = o.evidence.as_deref_mut() {
             r.record(&frame, &meta);
         }
