@@ -63,11 +63,12 @@ impl PacketHashes {
                 ..PacketHashes::default()
             };
         };
+        let (source, destination) = (mix64(&src), mix64(&dst));
         PacketHashes {
-            source: mix64(&src),
-            destination: mix64(&dst),
+            source,
+            destination,
             flow: flow_hash(src, m.src_port, dst, m.dst_port, m.ip_proto),
-            heartbeat: heartbeat::key_hash(m),
+            heartbeat: heartbeat::key_hash(m, source, destination),
         }
     }
 }

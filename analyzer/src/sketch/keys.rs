@@ -50,7 +50,7 @@ impl SketchKey for (IpAddr, u16, IpAddr, u16, u8) {
 
 /// `h` (a well-mixed hash) with `x` folded in: the 128-bit product's halves xor-ed.
 #[inline(always)]
-fn fold_in(h: u64, x: u64) -> u64 {
+pub(crate) fn fold_in(h: u64, x: u64) -> u64 {
     const SEED: u64 = 0x243f_6a88_85a3_08d3;
     const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
     let p = u128::from(h ^ x ^ SEED) * u128::from(MUL);

@@ -144,7 +144,21 @@ pub struct FlowKey {
 impl TableKey for FlowKey {
     #[inline]
     fn table_hash(&self) -> u64 {
-        crate::sketch::mix64(self)
+        use crate::sketch::mix64;
+        self.hash_from(mix64(&self.src), mix64(&self.dst))
+    }
+}
+
+impl FlowKey {
+    /// The key's hash from its addresses' [`mix64`](crate::sketch::mix64) hashes (the
+    /// packet path has them already): the ports and protocol folded in, the destination's
+    /// hash rotated so that the two directions of a flow hash apart.
+    #[inline]
+    fn hash_from(&self, source: u64, destination: u64) -> u64 {
+        crate::sketch::fold_in(
+            source ^ destination.rotate_left(29),
+            u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto),
+        )
     }
 }
 
@@ -280,11 +294,12 @@ impl Doorkeeper {
     }
 }
 
-/// The hash of a packet's heartbeat flow key (its [`TableKey::table_hash`]); 0 for a
-/// packet the tracker does not follow.
+/// The hash of a packet's heartbeat flow key (its [`TableKey::table_hash`]) from the
+/// [`mix64`](crate::sketch::mix64) hashes of its source and destination; 0 for a packet the
+/// tracker does not follow.
 #[inline]
-pub(crate) fn key_hash(m: &PacketMeta) -> u64 {
-    key_of(m).map_or(0, |(key, _)| key.table_hash())
+pub(crate) fn key_hash(m: &PacketMeta, source: u64, destination: u64) -> u64 {
+    key_of(m).map_or(0, |(key, _)| key.hash_from(source, destination))
 }
 
 /// The flow a packet belongs to (BFD sessions by their discriminator), with its BFD fields;
@@ -669,7 +684,7 @@ mod tests {
             k: Option<f64>,
             out: &mut Vec<Finding>,
         ) {
-            self.observe(m, key_hash(m), tenant, k, out);
+            self.observe(m, PacketHashes::of(m).heartbeat, tenant, k, out);
         }
     }
 
