@@ -274,7 +274,9 @@ impl ClickHouse {
 
     /// The materialized views fed by `table`: (rollup table, bucket width in seconds, the
     /// view's SELECT restricted to one agent's batch).
-    fn rollups_of(&self, table: &str, agent: &str, batch: u64) -> Vec<(String, u32, String)> {
+    /// The rollups fed by `table`, each with its width (s), the select of its view over
+    /// one batch's rows only, and the measure it is checked by.
+    fn rollups_of(&self, table: &str, agent: &str, batch: u64) -> Vec<Rollup> {
         let source = format!("FROM {}\nGROUP BY", self.layout.insert_table(table));
         let only = format!(
             "FROM {}\nWHERE agent = {} AND batch = {batch}\nGROUP BY",
@@ -293,12 +295,16 @@ impl ClickHouse {
                 let Some(target) = head.rsplit(" TO ").next() else {
                     continue;
                 };
+                let Some(measure) = Measure::of(select) else {
+                    continue;
+                };
                 let width = if target.contains("_1h") { 3600 } else { 60 };
-                out.push((
-                    target.trim().to_string(),
+                out.push(Rollup {
+                    target: target.trim().to_string(),
                     width,
-                    select.replace(&source, &only),
-                ));
+                    select: select.replace(&source, &only),
+                    measure,
+                });
             }
         }
         out
@@ -307,11 +313,11 @@ impl ClickHouse {
     /// Completes the rollups of a batch found in its base table. ClickHouse writes an INSERT
     /// to the table and then to each materialized view; a server killed in between keeps
     /// the batch in the table but not in a rollup. For each rollup, when in every bucket the
-    /// batch touches the rollup holds exactly the batch's share fewer packets than the table,
-    /// the batch is missing from it and is added from the table's rows. (One writer per
-    /// agent sends one INSERT at a time, so at most one batch per outage is half-written;
-    /// an ambiguous deficit is left alone: a rollup may lose, never double.) Returns the
-    /// rollups completed.
+    /// batch touches the rollup holds exactly the batch's share less of its measure (its
+    /// first summed column: packets, segments) than the table, the batch is missing from it
+    /// and is added from the table's rows. (One writer per agent sends one INSERT at a time,
+    /// so at most one batch per outage is half-written; an ambiguous deficit is left alone:
+    /// a rollup may lose, never double.) Returns the rollups completed.
     pub fn complete_rollups(&self, m: &BatchMeta) -> Result<Vec<String>, StorageError> {
         let (table, agent, batch, ts_min, ts_max) = (
             m.table.as_str(),
@@ -323,10 +329,16 @@ impl ClickHouse {
         #[derive(clickhouse::Row, serde::Deserialize)]
         struct Bucket {
             bucket: u32,
-            packets: u64,
+            amount: u64,
         }
         let mut completed = Vec::new();
-        for (target, width, select) in self.rollups_of(table, agent, batch) {
+        for Rollup {
+            target,
+            width,
+            select,
+            measure,
+        } in self.rollups_of(table, agent, batch)
+        {
             let (lo, hi) = (ts_min / width * width, (ts_max / width + 1) * width);
             let sums = |sql: String| {
                 self.run(
@@ -334,34 +346,35 @@ impl ClickHouse {
                     self.client.query(&sql).fetch_all::<Bucket>(),
                 )
             };
+            let Measure { expr, column } = &measure;
             let mine = sums(format!(
-                "SELECT toUInt32(ts) AS bucket, sumMerge(packets) AS packets FROM ({select}) GROUP BY bucket"
+                "SELECT toUInt32(ts) AS bucket, sumMerge({column}) AS amount FROM ({select}) GROUP BY bucket"
             ))?;
             let range = format!(
                 "agent = {} AND ts >= toDateTime({lo}, 'UTC') AND ts < toDateTime({hi}, 'UTC')",
                 literal(agent)
             );
             let base = sums(format!(
-                "SELECT toUInt32(toStartOf{g}(ts)) AS bucket, sum(packets) AS packets FROM {t} WHERE {range} GROUP BY bucket",
+                "SELECT toUInt32(toStartOf{g}(ts)) AS bucket, sum({expr}) AS amount FROM {t} WHERE {range} GROUP BY bucket",
                 g = if width == 3600 { "Hour" } else { "Minute" },
                 t = self.layout.insert_table(table),
             ))?;
             let rolled = sums(format!(
-                "SELECT toUInt32(ts) AS bucket, sumMerge(packets) AS packets FROM {target} WHERE {range} GROUP BY bucket"
+                "SELECT toUInt32(ts) AS bucket, sumMerge({column}) AS amount FROM {target} WHERE {range} GROUP BY bucket"
             ))?;
             let total = |v: &[Bucket], t: u32| {
                 v.iter()
                     .filter(|b| b.bucket == t)
-                    .map(|b| b.packets)
+                    .map(|b| b.amount)
                     .sum::<u64>()
             };
             // Missing exactly when every bucket lacks exactly this batch's share: a deficit
             // that is another batch's (or two batches') is left alone rather than doubled.
             let missing = !mine.is_empty()
                 && mine.iter().all(|b| {
-                    b.packets > 0
+                    b.amount > 0
                         && total(&base, b.bucket).saturating_sub(total(&rolled, b.bucket))
-                            == b.packets
+                            == b.amount
                 });
             if missing {
                 self.execute(&format!("INSERT INTO {target} {select}"))?;
@@ -485,6 +498,42 @@ pub fn days_between(a: u32, b: u32) -> i64 {
         era * 146097 + doe
     }
     days(b) - days(a)
+}
+
+/// A rollup table fed by a materialized view over a base table.
+struct Rollup {
+    /// The rollup table.
+    target: String,
+    /// Its bucket width, seconds.
+    width: u32,
+    /// The view's select, over one batch's rows only.
+    select: String,
+    /// What a missing batch is recognised by.
+    measure: Measure,
+}
+
+/// The first summed column of a rollup view (`sumState(EXPR) AS COLUMN`): the base table's
+/// `sum(EXPR)` and the rollup's `sumMerge(COLUMN)` agree for every batch both hold.
+struct Measure {
+    /// The summed expression over the base table.
+    expr: String,
+    /// The rollup's column.
+    column: String,
+}
+
+impl Measure {
+    /// The measure of a view's select; `None` when it sums nothing.
+    fn of(select: &str) -> Option<Measure> {
+        let (_, rest) = select.split_once("sumState(")?;
+        let (expr, rest) = rest.split_once(") AS ")?;
+        let column = rest
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()?;
+        (!column.is_empty()).then(|| Measure {
+            expr: expr.to_string(),
+            column: column.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -393,6 +393,58 @@ fn every_row_type_round_trips_with_validation_off() {
         12
     );
 
+    // The same for a rollup without a `packets` column: server health is checked by its
+    // first summed column (segments). A drain stuck on such a batch (an error on every try)
+    // would hold back every batch spooled after it.
+    let health = ServerHealthRow {
+        ts: ts + 61,
+        agent: s("halfway-health"),
+        batch: 600,
+        window_ms: 1000,
+        tenant: s("t"),
+        server: address(Some("10.0.0.2".parse().unwrap())),
+        server_port: 443,
+        segments: 9,
+        retransmits_to_server: 2,
+        retransmits_from_server: 1,
+        zero_windows: 0,
+        dup_acks: 3,
+        upgrades_ok: 0,
+        upgrades_refused: 0,
+        upgrades_unanswered: 0,
+    };
+    ch.execute("DETACH TABLE tapwatch.server_health_1m_mv")
+        .unwrap();
+    ch.insert(&[health]).unwrap();
+    ch.execute("ATTACH TABLE tapwatch.server_health_1m_mv")
+        .unwrap();
+    let health_rolled = |t: &str, col: &str| {
+        sum(&format!(
+            "SELECT sumMerge({col}) AS n FROM tapwatch.{t} WHERE agent = 'halfway-health'"
+        ))
+    };
+    assert_eq!(health_rolled("server_health_1m", "segments"), 0);
+    let done = ch
+        .complete_rollups(&meta("server_health", "halfway-health", 600, ts + 61))
+        .unwrap();
+    assert_eq!(done, vec!["tapwatch.server_health_1m".to_string()]);
+    assert_eq!(health_rolled("server_health_1m", "segments"), 9);
+    assert_eq!(health_rolled("server_health_1m", "retransmits"), 3);
+    assert_eq!(
+        health_rolled("server_health_1h", "segments"),
+        9,
+        "left alone"
+    );
+    assert!(ch
+        .complete_rollups(&meta("server_health", "halfway-health", 600, ts + 61))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        health_rolled("server_health_1m", "segments"),
+        9,
+        "completed once"
+    );
+
     // Retention drops whole partitions past each table's limit and nothing newer.
     let old = TenantRow {
         ts: 1_700_000_000, // 2023-11-14
