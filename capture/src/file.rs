@@ -309,8 +309,19 @@ impl FileReader {
     /// Makes `n` bytes available (see `Window::ensure`). A gzip stream that fails to
     /// decode (damaged, or cut before its trailer) ends this file like a truncated one:
     /// counted, reported with both offsets, every frame before it kept.
+    #[inline]
     fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
         match self.window.ensure(n) {
+            // The common case, twice per record: the block holds the bytes already.
+            Ok(true) => Ok(true),
+            other => self.filled(other),
+        }
+    }
+
+    /// The rarer outcomes of [`FileReader::fill`]: the input ends sooner, or reading failed.
+    #[cold]
+    fn filled(&mut self, result: std::io::Result<bool>) -> Result<bool, CaptureError> {
+        match result {
             Ok(have) => Ok(have),
             Err(e) => match &self.gzip {
                 Some(consumed) => {
