@@ -261,6 +261,7 @@ impl Shard {
 
     /// Advances event time to `now` (a packet's time, or the wall clock in live mode):
     /// fires due heartbeat deadlines and closes windows past the grace period.
+    #[inline]
     pub fn advance(
         &mut self,
         now: u64,
@@ -283,6 +284,11 @@ impl Shard {
                 .is_some_and(|w| w.end_ns + self.grace_ns > self.watermark));
             return;
         }
+        self.cross_edge(closed);
+    }
+
+    /// [`Shard::advance`] past the next edge: opens and closes windows.
+    fn cross_edge(&mut self, closed: &mut Vec<WindowStats>) {
         let width = self.width_ns.max(1);
         let want_last = self.watermark / width;
         match self.open.back().map(|w| w.start_ns / width) {

@@ -54,12 +54,17 @@ impl Pacer {
         }
     }
 
-    /// Waits until the frame stamped `ts_ns` is due.
+    /// Waits until the frame stamped `ts_ns` is due. Called with every frame: the check
+    /// that pacing is on is inlined, the pacing is not.
     #[inline]
     pub fn wait(&mut self, ts_ns: u64) {
-        let Pace::Speed(factor) = self.pace else {
-            return;
-        };
+        if let Pace::Speed(factor) = self.pace {
+            self.wait_paced(ts_ns, factor);
+        }
+    }
+
+    /// [`Pacer::wait`] at `factor` times the capture's speed.
+    fn wait_paced(&mut self, ts_ns: u64, factor: f64) {
         let Some((anchor_ts, anchor_wall)) = self.anchor else {
             self.anchor = Some((ts_ns, Instant::now()));
             self.last_ts = ts_ns;

@@ -500,8 +500,21 @@ impl HeartbeatTracker {
         }
     }
 
-    /// Fires every deadline at or before `now` (event time).
+    /// Fires every deadline at or before `now` (event time). Called with every packet: the
+    /// look at the earliest deadline is inlined, the firing is not.
+    #[inline]
     pub fn advance(&mut self, now: u64, out: &mut Vec<Finding>) {
+        if self
+            .timers
+            .peek()
+            .is_some_and(|Reverse((deadline, _, _))| *deadline <= now)
+        {
+            self.fire(now, out);
+        }
+    }
+
+    /// [`HeartbeatTracker::advance`] once a deadline is due.
+    fn fire(&mut self, now: u64, out: &mut Vec<Finding>) {
         while let Some(Reverse((deadline, key, generation))) = self.timers.peek().copied() {
             if deadline > now {
                 break;
