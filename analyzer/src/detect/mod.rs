@@ -15,11 +15,10 @@
 //! judging order).
 use tapwatch_classifier::{flow_hash, PacketMeta, TenantMap};
 
-use crate::sketch::mix64;
-
 use crate::config::AnalyzerConfig;
 use crate::finding::Finding;
 use crate::labels::Labels;
+use crate::sketch::mix64;
 use crate::window::WindowStats;
 
 pub mod growth;
