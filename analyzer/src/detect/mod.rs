@@ -32,8 +32,8 @@ pub(crate) mod traffic_drop;
 pub(crate) mod upgrade;
 
 /// The table hashes of one packet, computed once, a few packets ahead of its turn (when
-/// its table lines are loaded: [`PacketDetectors::prefetch`]), and handed to every
-/// per-packet detector with the packet.
+/// its table lines are loaded: [`Shard::prefetch`](crate::Shard::prefetch)), and handed
+/// to every per-packet detector with the packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketHashes {
     /// [`mix64`] of the source address: the sketches and counters keyed by the source, and
