@@ -251,7 +251,7 @@ impl Shard {
                 );
                 w.flows.add_hashed(
                     (src, m.src_port, dst, m.dst_port, m.ip_proto),
-                    flow_tuple_hash(hs, hd, m.src_port, m.dst_port, m.ip_proto),
+                    flow_tuple_hash(hs, hd, m.src_port.into(), m.dst_port, m.ip_proto),
                     weight,
                     bytes,
                 );

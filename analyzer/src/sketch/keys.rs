@@ -25,7 +25,6 @@ pub trait SketchKey: Copy + Eq + Hash {
 impl SketchKey for IpAddr {}
 impl SketchKey for u16 {}
 impl SketchKey for u32 {}
-impl SketchKey for u64 {}
 
 impl SketchKey for (IpAddr, ProtocolType, SizeClass) {
     #[inline]
@@ -44,13 +43,19 @@ impl SketchKey for (IpAddr, u16, u8) {
 impl SketchKey for (IpAddr, u16, IpAddr, u16, u8) {
     #[inline]
     fn sketch_hash(&self) -> u64 {
-        flow_tuple_hash(mix64(&self.0), mix64(&self.2), self.1, self.3, self.4)
+        flow_tuple_hash(
+            mix64(&self.0),
+            mix64(&self.2),
+            self.1.into(),
+            self.3,
+            self.4,
+        )
     }
 }
 
 /// `h` (a well-mixed hash) with `x` folded in: the 128-bit product's halves xor-ed.
 #[inline(always)]
-pub(crate) fn fold_in(h: u64, x: u64) -> u64 {
+fn fold_in(h: u64, x: u64) -> u64 {
     const SEED: u64 = 0x243f_6a88_85a3_08d3;
     const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
     let p = u128::from(h ^ x ^ SEED) * u128::from(MUL);
@@ -69,12 +74,13 @@ pub(crate) fn service_hash(destination: u64, port: u16, proto: u8) -> u64 {
     fold_in(destination, u64::from(port) << 8 | u64::from(proto))
 }
 
-/// The hash of a 5-tuple (one direction) from its addresses' [`mix64`] hashes.
+/// The hash of a 5-tuple (one direction) from its addresses' [`mix64`] hashes. The source
+/// port is wide enough for the heartbeat key's (a BFD discriminator in its place).
 #[inline]
 pub(crate) fn flow_tuple_hash(
     source: u64,
     destination: u64,
-    source_port: u16,
+    source_port: u32,
     destination_port: u16,
     proto: u8,
 ) -> u64 {

@@ -151,18 +151,19 @@ impl TableKey for FlowKey {
 
 impl FlowKey {
     /// The key's hash from its addresses' [`mix64`](crate::sketch::mix64) hashes (the
-    /// packet path has them already): the ports and protocol folded in, the destination's
-    /// hash rotated so that the two directions of a flow hash apart.
+    /// packet path has them already): the hash of a one-way 5-tuple, the same the
+    /// frequent-items sketch of flows uses.
     #[inline]
     fn hash_from(&self, source: u64, destination: u64) -> u64 {
-        crate::sketch::fold_in(
-            source ^ destination.rotate_left(29),
-            u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto),
+        crate::sketch::flow_tuple_hash(
+            source,
+            destination,
+            self.src_port,
+            self.dst_port,
+            self.proto,
         )
     }
-}
 
-impl FlowKey {
     fn subject(&self, shown_src_port: u16) -> String {
         format!(
             "{}->{}/{}",
