@@ -77,6 +77,30 @@ fn pcap_byte_orders_and_resolutions() {
     }
 }
 
+/// Records as large as a pcap record may be (larger than the reader's block) and small
+/// ones across the block's edges read back whole and in order.
+#[test]
+fn records_larger_than_the_block_read_back_whole() {
+    let sizes = [100usize, 262_144, 7, 262_144, 200_000, 3, 131_071];
+    let datas: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (j * 31 + i * 7) as u8).collect())
+        .collect();
+    let records: Vec<(u32, u32, &[u8], u32)> = datas
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i as u32, 0, d.as_slice(), d.len() as u32))
+        .collect();
+    let (frames, stats, warnings) = read_all(pcap(false, false, 4, &records));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(stats.frames, sizes.len() as u64);
+    for (i, (f, d)) in frames.iter().zip(&datas).enumerate() {
+        assert_eq!(f.4, *d, "record {i}");
+        assert_eq!(f.0, i as u64 * 1_000_000_000);
+    }
+}
+
 #[test]
 fn old_pcap_lengths_are_unswapped_like_libpcap() {
     // Format 2.0 writers could swap caplen and len; caplen > len means they did.
