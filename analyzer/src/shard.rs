@@ -11,7 +11,6 @@ use crate::config::AnalyzerConfig;
 use crate::detect::{PacketDetectors, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
-use crate::sketch::{flow_tuple_hash, service_hash, source_kind_hash};
 use crate::window::{SourceClass, WindowStats};
 
 /// Windows a jump forward in time may create before the shard skips ahead instead.
@@ -166,6 +165,10 @@ impl Shard {
         if m.weight <= 1 {
             self.detectors.prefetch(m, &h);
         }
+        // The newest window: where a packet in time order is counted.
+        if let Some(w) = self.open.back() {
+            w.prefetch(m, &h);
+        }
         h
     }
 
@@ -233,25 +236,16 @@ impl Shard {
         }
         w.sources.add_hashed(src, hs, weight, bytes);
         w.source_bytes.add_hashed(src, hs, bytes, weight);
-        w.source_kinds.add_hashed(
-            (src, m.kind, m.size_class),
-            source_kind_hash(hs, m.kind, m.size_class),
-            weight,
-            bytes,
-        );
+        w.source_kinds
+            .add_hashed((src, m.kind, m.size_class), h.source_kind, weight, bytes);
         if let Some(dst) = m.dst {
-            let hd = h.destination;
-            w.destinations.add_hashed(dst, hd, weight, bytes);
+            w.destinations.add_hashed(dst, h.destination, weight, bytes);
             if m.fragment != Fragment::Later {
-                w.services.add_hashed(
-                    (dst, m.dst_port, m.ip_proto),
-                    service_hash(hd, m.dst_port, m.ip_proto),
-                    weight,
-                    bytes,
-                );
+                w.services
+                    .add_hashed((dst, m.dst_port, m.ip_proto), h.service, weight, bytes);
                 w.flows.add_hashed(
                     (src, m.src_port, dst, m.dst_port, m.ip_proto),
-                    flow_tuple_hash(hs, hd, m.src_port.into(), m.dst_port, m.ip_proto),
+                    h.flow_tuple,
                     weight,
                     bytes,
                 );

@@ -3,9 +3,10 @@ use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
-use tapwatch_classifier::{ProtocolType, SizeClass, TenantId, TenantMap};
+use tapwatch_classifier::{Fragment, PacketMeta, ProtocolType, SizeClass, TenantId, TenantMap};
 
 use crate::detect::latency::{LatencyConfig, LatencyWindow};
+use crate::detect::PacketHashes;
 use crate::health::ServerHealth;
 use crate::sketch::{DistinctCounter, FrequentItems};
 
@@ -280,6 +281,29 @@ impl WindowStats {
             health_untracked: 0,
             exact_nodes,
             max_servers,
+        }
+    }
+
+    /// Loads the sketch lines `m` will be counted in (see
+    /// [`Shard::prefetch`](crate::Shard::prefetch)): the same sketches, keys and hashes as
+    /// the shard's count of it.
+    #[inline]
+    pub(crate) fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
+        if m.src.is_none() || m.malformed.is_some() {
+            return;
+        }
+        if let Some(t) = self.tenants.get(m.tenant.0 as usize) {
+            t.nodes.prefetch(h.source);
+        }
+        self.sources.prefetch(h.source);
+        self.source_bytes.prefetch(h.source);
+        self.source_kinds.prefetch(h.source_kind);
+        if m.dst.is_some() {
+            self.destinations.prefetch(h.destination);
+            if m.fragment != Fragment::Later {
+                self.services.prefetch(h.service);
+                self.flows.prefetch(h.flow_tuple);
+            }
         }
     }
 

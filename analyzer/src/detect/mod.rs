@@ -18,7 +18,7 @@ use tapwatch_classifier::{flow_hash, PacketMeta, TenantMap};
 use crate::config::AnalyzerConfig;
 use crate::finding::Finding;
 use crate::labels::Labels;
-use crate::sketch::mix64;
+use crate::sketch::{flow_tuple_hash, mix64, service_hash, source_kind_hash};
 use crate::window::WindowStats;
 
 pub mod growth;
@@ -47,6 +47,13 @@ pub struct PacketHashes {
     pub flow: u64,
     /// The hash of the packet's heartbeat flow key (one direction); 0 when it has none.
     pub heartbeat: u64,
+    /// The window's `(source, protocol type, size class)` sketch key's hash; 0 without a
+    /// source.
+    pub source_kind: u64,
+    /// The window's `(destination, port, protocol)` sketch key's hash; 0 without addresses.
+    pub service: u64,
+    /// The window's 5-tuple sketch key's hash (one direction); 0 without addresses.
+    pub flow_tuple: u64,
 }
 
 impl PacketHashes {
@@ -56,18 +63,30 @@ impl PacketHashes {
         let Some(src) = m.src else {
             return PacketHashes::default();
         };
+        let source = mix64(&src);
+        let source_kind = source_kind_hash(source, m.kind, m.size_class);
         let Some(dst) = m.dst else {
             return PacketHashes {
-                source: mix64(&src),
+                source,
+                source_kind,
                 ..PacketHashes::default()
             };
         };
-        let (source, destination) = (mix64(&src), mix64(&dst));
+        let destination = mix64(&dst);
         PacketHashes {
             source,
             destination,
             flow: flow_hash(src, m.src_port, dst, m.dst_port, m.ip_proto),
             heartbeat: heartbeat::key_hash(m, source, destination),
+            source_kind,
+            service: service_hash(destination, m.dst_port, m.ip_proto),
+            flow_tuple: flow_tuple_hash(
+                source,
+                destination,
+                m.src_port.into(),
+                m.dst_port,
+                m.ip_proto,
+            ),
         }
     }
 }

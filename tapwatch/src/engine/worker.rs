@@ -84,7 +84,11 @@ impl Worker {
     /// flow-table entries it will touch (see [`Shard::prefetch`]).
     #[inline]
     pub fn prefetch(&self, m: &PacketMeta) -> PacketHashes {
-        self.shard.prefetch(m)
+        let h = self.shard.prefetch(m);
+        if m.src.is_some() {
+            self.totals.prefetch(h.source);
+        }
+        h
     }
 
     /// Advances event time without a packet: deadlines fire, windows past the grace period
