@@ -135,8 +135,6 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
 /// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
 /// to the memory to complete while the packets in between are worked).
 const AHEAD: usize = 6;
-/// Packets the one-worker loop gathers before working them.
-const INLINE_BATCH: usize = 64;
 
 /// Works a batch of items on `w`, handing each output to `emit` as soon as it is made.
 #[inline]
@@ -167,6 +165,86 @@ fn feed(
             for out in w.drain() {
                 emit(out)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The one-worker loop's packets in flight: a packet's hashes are computed and its tables
+/// loaded as soon as it is read, and it is worked [`AHEAD`] packets later. Every packet
+/// gets the same lead (a batch's first packets get none), and the records stay in the L1
+/// cache between the two.
+struct Lookahead {
+    ring: [(PacketMeta, u64, PacketHashes); AHEAD],
+    /// Where the next packet goes; once the ring is full, the slot of the oldest.
+    next: usize,
+    full: bool,
+}
+
+impl Lookahead {
+    fn new() -> Lookahead {
+        Lookahead {
+            ring: [(PacketMeta::empty(0, 0, 0, 0), 0, PacketHashes::default()); AHEAD],
+            next: 0,
+            full: false,
+        }
+    }
+
+    /// Takes a packet read at event time `now`; works the oldest one when the ring is full,
+    /// handing its outputs to `emit`.
+    #[inline]
+    fn push(
+        &mut self,
+        w: &mut Worker,
+        meta: &PacketMeta,
+        now: u64,
+        emit: &mut impl FnMut(WorkerOutput) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let slot = self.next;
+        if self.full {
+            let (m, at, h) = &self.ring[slot];
+            work(w, m, h, *at, emit)?;
+        }
+        self.ring[slot] = (*meta, now, w.prefetch(meta));
+        self.next = if slot + 1 == AHEAD { 0 } else { slot + 1 };
+        self.full |= self.next == 0;
+        Ok(())
+    }
+
+    /// Works every packet in flight, oldest first.
+    fn flush(
+        &mut self,
+        w: &mut Worker,
+        emit: &mut impl FnMut(WorkerOutput) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (start, n) = if self.full {
+            (self.next, AHEAD)
+        } else {
+            (0, self.next)
+        };
+        for k in 0..n {
+            let (m, at, h) = &self.ring[(start + k) % AHEAD];
+            work(w, m, h, *at, emit)?;
+        }
+        self.next = 0;
+        self.full = false;
+        Ok(())
+    }
+}
+
+/// Works one packet on `w` and hands its outputs to `emit`.
+#[inline]
+fn work(
+    w: &mut Worker,
+    m: &PacketMeta,
+    h: &PacketHashes,
+    now: u64,
+    emit: &mut impl FnMut(WorkerOutput) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    w.packet(m, h, now);
+    if w.has_output() {
+        for out in w.drain() {
+            emit(out)?;
         }
     }
     Ok(())
@@ -360,27 +438,24 @@ fn inline<S: FrameSource>(
     coordinator: &mut Coordinator,
 ) -> anyhow::Result<Dealt> {
     let mut w = Worker::new(o.analyzer, o.classifier, o.periodic_every_s);
-    // Packets are worked in small batches, so that the worker can load the tables of the
-    // packets ahead (outputs reach the merger stage in the same order as packet by packet).
-    // A window edge flushes the batch first, as the dealer does for its workers: windows
-    // close and findings reach the merger stage without waiting for 64 more packets (on a
-    // paced or sparse input that could be minutes).
-    let mut batch = Vec::with_capacity(INLINE_BATCH + 1);
+    // Packets are worked a few behind the reader, so that the worker can load the tables of
+    // the packets ahead (outputs reach the merger stage in the same order as packet by
+    // packet). A window edge works the packets in flight first, as the dealer does for its
+    // workers: windows close and findings reach the merger stage at once.
+    let mut ahead = Lookahead::new();
+    let mut emit = |out| coordinator.handle(0, out);
     let read_all = read(source, &mut o, |meta, now, tell_all| {
         if tell_all {
-            feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
-            batch.clear();
-            batch.push(Item::Advance(now));
+            ahead.flush(&mut w, &mut emit)?;
+            w.advance(now);
+            for out in w.drain() {
+                emit(out)?;
+            }
         }
-        batch.push(Item::Packet(*meta, now));
-        if batch.len() >= INLINE_BATCH {
-            feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
-            batch.clear();
-        }
-        Ok(())
+        ahead.push(&mut w, meta, now, &mut emit)
     });
     // The packets read before an error are worked and handed on before it is reported.
-    feed(&mut w, &batch, |out| coordinator.handle(0, out))?;
+    ahead.flush(&mut w, &mut emit)?;
     read_all?;
     w.finish();
     for out in w.drain() {
