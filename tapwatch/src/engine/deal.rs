@@ -13,6 +13,7 @@ use std::sync::mpsc;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
+use tapwatch_analyzer::sketch::prefetch_all;
 use tapwatch_analyzer::{AnalyzerConfig, PacketHashes, Shard, Totals};
 use tapwatch_capture::{FrameSource, Pacer};
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
@@ -135,6 +136,10 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
 /// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
 /// to the memory to complete while the packets in between are worked).
 const AHEAD: usize = 6;
+/// Items a worker looks ahead in a dealt batch to load the item itself: the reader wrote it
+/// on another core, and reading it for its tables' load, AHEAD places before its turn,
+/// would stall on that transfer.
+const ITEM_AHEAD: usize = 4 * AHEAD;
 
 /// Works a batch of items on `w`, handing each output to `emit` as soon as it is made.
 #[inline]
@@ -152,8 +157,14 @@ fn feed(
             *slot = w.prefetch(m);
         }
     }
+    for far in batch.iter().take(ITEM_AHEAD) {
+        prefetch_all(std::slice::from_ref(far));
+    }
     for (i, item) in batch.iter().enumerate() {
         let h = ahead[i % AHEAD];
+        if let Some(far) = batch.get(i + ITEM_AHEAD) {
+            prefetch_all(std::slice::from_ref(far));
+        }
         if let Some(Item::Packet(next, _)) = batch.get(i + AHEAD) {
             ahead[i % AHEAD] = w.prefetch(next);
         }
