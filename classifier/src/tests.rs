@@ -678,6 +678,52 @@ fn tenants_and_custom_ports() {
     }
 }
 
+/// Custom UDP ports at the edges of the port bitmap's words, matched by destination or
+/// source port; their neighbours and the same ports over TCP keep the built-in types.
+#[test]
+fn custom_ports_at_every_word_edge() {
+    let edges = [0u16, 1, 63, 64, 127, 4095, 65472, 65535];
+    let config = ClassifierConfig {
+        port: edges
+            .iter()
+            .map(|&port| PortMapping {
+                name: format!("p{port}"),
+                transport: Transport::Udp,
+                port,
+            })
+            .collect(),
+    };
+    let c = Classifier::new(TenantMap::default(), &config);
+    let kind_of = |frame: &[u8]| {
+        let m = c.classify(&Frame {
+            ts_ns: 0,
+            wire_len: frame.len() as u32,
+            link: LinkType::Ethernet,
+            interface: 0,
+            data: frame,
+        });
+        c.type_name(m.kind).to_string()
+    };
+    for port in edges {
+        assert_eq!(
+            kind_of(&eth_udp(40_000, port, &[0; 20])),
+            format!("p{port}")
+        );
+        assert_eq!(
+            kind_of(&eth_udp(port, 40_000, &[0; 20])),
+            format!("p{port}")
+        );
+    }
+    for port in [2u16, 62, 65, 128, 4094, 65471, 65534] {
+        assert_eq!(
+            kind_of(&eth_udp(40_000, port, &[0; 20])),
+            "udp",
+            "port {port}"
+        );
+    }
+    assert_ne!(kind_of(&eth_tcp("PA", 64, &[0; 20])), "p64");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
