@@ -52,9 +52,10 @@ struct Entry {
     /// The server is `b` (else `a`).
     server_b: bool,
     sides: [Side; 2],
-    /// Retransmissions in the window starting at `window_start`.
+    /// Retransmissions in the window starting at `window_start` (32 bits, saturating: the
+    /// entry fits 128 bytes, so a bucket of two is four cache lines, not five).
     window_start: u64,
-    retransmits: u64,
+    retransmits: u32,
     /// When the SYN was seen (0: not seen) and the handshake's round trip (0: unknown).
     syn_ns: u64,
     rtt_ns: u64,
@@ -259,8 +260,8 @@ impl FlowTable {
                 e.window_start = window_start;
                 e.retransmits = 0;
             }
-            e.retransmits += 1;
-            flow_retransmits = e.retransmits;
+            e.retransmits = e.retransmits.saturating_add(1);
+            flow_retransmits = u64::from(e.retransmits);
         }
         Some((server, server_is_sender, what, flow_retransmits))
     }
@@ -331,5 +332,14 @@ pub fn record(
             (src, m.src_port, dst, m.dst_port, 6)
         };
         h.note_flow(flow, flow_retransmits);
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    /// Two entries fill four cache lines of a bucket, not five.
+    #[test]
+    fn an_entry_fits_two_cache_lines() {
+        assert!(std::mem::size_of::<Option<super::Entry>>() <= 128);
     }
 }
