@@ -37,9 +37,12 @@ use subject::Subject;
 /// Packets between two looks for new requests on a ring owner.
 const CHECK_EVERY: u32 = 1024;
 
-/// Longest a paced reader waits for the merger at one check, ms: a merger that stopped
-/// (an error) slows the reader, never stops it.
-const MAX_WAIT_MS: u32 = 200;
+/// Longest a paced reader waits for a merger that makes no progress, ms. A merger that
+/// keeps closing windows is waited for however slow it is (a loaded machine starves it
+/// for a while: a bound on the whole wait let the reader's ring run past packets an alert
+/// still needed); one that made none for this long has stopped (an error), and the reader
+/// waits for it no more: it slows the reader once, never stops it.
+const MAX_STALL_MS: u32 = 2_000;
 
 /// Alert ids remembered as captured in this run (a re-announced alert is not captured
 /// again); the set is cleared when full.
@@ -361,19 +364,25 @@ impl Recorder {
         }
     }
 
-    /// Waits (bounded) while the ring is full and the merger is more than `lag` behind.
-    fn wait_for_merger(&self, now: u64, lag: u64) {
-        let behind = || {
-            now > self
-                .hub
-                .merged_until
-                .load(Ordering::Acquire)
-                .saturating_add(lag)
-        };
-        let mut waited = 0;
-        while self.ring.len() == self.ring.capacity() && behind() && waited < MAX_WAIT_MS {
+    /// Waits while the ring is full and the merger is more than `lag` behind, as long as
+    /// the merger makes progress; pacing ends for good after [`MAX_STALL_MS`] without any.
+    fn wait_for_merger(&mut self, now: u64, lag: u64) {
+        let merged = || self.hub.merged_until.load(Ordering::Acquire);
+        let mut last = merged();
+        let mut stalled = 0;
+        while self.ring.len() == self.ring.capacity() && now > last.saturating_add(lag) {
+            if stalled >= MAX_STALL_MS {
+                self.lag_ns = None;
+                return;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
-            waited += 1;
+            let m = merged();
+            if m == last {
+                stalled += 1;
+            } else {
+                last = m;
+                stalled = 0;
+            }
         }
     }
 
