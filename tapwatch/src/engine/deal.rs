@@ -169,13 +169,8 @@ fn feed(
             ahead[i % AHEAD] = w.prefetch(next);
         }
         match item {
-            Item::Packet(m, now) => w.packet(m, &h, *now),
-            Item::Advance(now) => w.advance(*now),
-        }
-        if w.has_output() {
-            for out in w.drain() {
-                emit(out)?;
-            }
+            Item::Packet(m, now) => work(w, m, &h, *now, &mut emit)?,
+            Item::Advance(now) => advance(w, *now, &mut emit)?,
         }
     }
     Ok(())
@@ -257,6 +252,19 @@ fn work(
         for out in w.drain() {
             emit(out)?;
         }
+    }
+    Ok(())
+}
+
+/// Moves `w`'s event time to `now` and hands its outputs to `emit`.
+fn advance(
+    w: &mut Worker,
+    now: u64,
+    emit: &mut impl FnMut(WorkerOutput) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    w.advance(now);
+    for out in w.drain() {
+        emit(out)?;
     }
     Ok(())
 }
@@ -458,10 +466,7 @@ fn inline<S: FrameSource>(
     let read_all = read(source, &mut o, |meta, now, tell_all| {
         if tell_all {
             ahead.flush(&mut w, &mut emit)?;
-            w.advance(now);
-            for out in w.drain() {
-                emit(out)?;
-            }
+            advance(&mut w, now, &mut emit)?;
         }
         ahead.push(&mut w, meta, now, &mut emit)
     });
