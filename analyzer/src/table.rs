@@ -233,6 +233,17 @@ impl<K: TableKey, V> FlowMap<K, V> {
         }
     }
 
+    /// Removes every entry (the index keeps its size).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.index.fill(0);
+    }
+
+    /// Every entry with its key's hash, in the entries' order.
+    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &K, &V)> + '_ {
+        self.entries.iter().map(|e| (e.hash, &e.key, &e.value))
+    }
+
     /// Every entry, in the entries' order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.entries.iter().map(|e| (&e.key, &e.value))
@@ -275,13 +286,15 @@ mod tests {
         Insert(u16, u32),
         Remove(u16),
         Retain(u8),
+        Clear,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u16..600, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
-            2 => (0u16..600).prop_map(Op::Remove),
-            1 => (2u8..9).prop_map(Op::Retain),
+            400 => (0u16..600, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            200 => (0u16..600).prop_map(Op::Remove),
+            100 => (2u8..9).prop_map(Op::Retain),
+            1 => Just(Op::Clear),
         ]
     }
 
@@ -299,12 +312,19 @@ mod tests {
                         ours.retain(|k, _| k % u16::from(m) != 0);
                         std.retain(|k, _| k % u16::from(m) != 0);
                     }
+                    Op::Clear => {
+                        ours.clear();
+                        std.clear();
+                    }
                 }
                 prop_assert_eq!(ours.len(), std.len());
             }
             for k in 0..600u16 {
                 prop_assert_eq!(ours.get(&k, k.table_hash()), std.get(&k));
                 prop_assert_eq!(ours.contains_key(&k, k.table_hash()), std.contains_key(&k));
+            }
+            for (h, k, _) in ours.iter_hashed() {
+                prop_assert_eq!(h, k.table_hash());
             }
             let mut listed: Vec<_> = ours.iter().map(|(k, v)| (*k, *v)).collect();
             listed.sort_unstable();

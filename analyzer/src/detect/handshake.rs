@@ -135,10 +135,56 @@ pub enum HandshakeEvent {
     Rst,
 }
 
+/// Which connections may be waiting for their final ACK: one bit per slot of flow hashes,
+/// set when a SYN-ACK is recorded and cleared at sweeps (then set again for the handshakes
+/// still answered). A connection's ACKs and data, most TCP packets, probe the pending table
+/// only when its bit is set: a set bit may be another connection's or a finished one's (the
+/// probe then misses), but a clear bit is certain, and it stays in L1 where the table's
+/// lines would come from memory.
+struct Answered {
+    words: Box<[u64; Answered::WORDS]>,
+}
+
+impl Answered {
+    /// 64-bit words: 2^16 bits, 8 KiB.
+    const WORDS: usize = 1 << 10;
+
+    fn new() -> Answered {
+        Answered {
+            words: Box::new([0; Answered::WORDS]),
+        }
+    }
+
+    /// The word and bit of a flow hash (its high bits: the table's slot comes from the low).
+    #[inline]
+    fn slot(hash: u64) -> (usize, u64) {
+        let bit = (hash >> 48) as usize;
+        (bit / 64 % Self::WORDS, 1 << (bit % 64))
+    }
+
+    #[inline]
+    fn set(&mut self, hash: u64) {
+        let (w, b) = Self::slot(hash);
+        self.words[w] |= b;
+    }
+
+    #[inline]
+    fn may_hold(&self, hash: u64) -> bool {
+        let (w, b) = Self::slot(hash);
+        self.words[w] & b != 0
+    }
+
+    fn clear(&mut self) {
+        self.words.fill(0);
+    }
+}
+
 /// Half-open handshakes of one worker, bounded in number and age.
 pub struct HandshakeTracker {
     cfg: HandshakeConfig,
     pending: FlowMap<ConnKey, Pending>,
+    /// The pending handshakes that saw their SYN-ACK (a superset).
+    answered: Answered,
     /// SYNs not tracked because the table was full.
     pub untracked: u64,
     /// Handshake latency samples whose server had no room in the window's latency cells.
@@ -151,6 +197,7 @@ impl HandshakeTracker {
         HandshakeTracker {
             cfg,
             pending: FlowMap::new(),
+            answered: Answered::new(),
             untracked: 0,
             samples_untracked: 0,
         }
@@ -225,6 +272,7 @@ impl HandshakeTracker {
                     return None;
                 }
                 p.syn_ack = Some((m.ts_ns, m.tcp_seq));
+                self.answered.set(hash);
                 let us = m.ts_ns.saturating_sub(p.last_syn) / 1000;
                 Some((
                     (src, m.src_port),
@@ -253,6 +301,9 @@ impl HandshakeTracker {
             }
             _ if m.tcp_flags & 0x10 != 0 => {
                 // The client's ACK of the SYN-ACK completes the handshake.
+                if !self.answered.may_hold(hash) {
+                    return None;
+                }
                 let key = ConnKey::sent_by_client(m, src, dst);
                 let p = self.pending.get(&key, hash)?;
                 let (at, server_isn) = p.syn_ack?;
@@ -276,6 +327,12 @@ impl HandshakeTracker {
         let timeout = (self.cfg.timeout_s * 1e9) as u64;
         self.pending
             .retain(|_, p| now.saturating_sub(p.last_syn) < timeout);
+        self.answered.clear();
+        for (hash, _, p) in self.pending.iter_hashed() {
+            if p.syn_ack.is_some() {
+                self.answered.set(hash);
+            }
+        }
     }
 }
 
@@ -366,9 +423,16 @@ impl PacketDetector for HandshakeTracker {
 
     #[inline]
     fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
-        // Both directions of a connection hash alike: one line whoever sent the packet.
+        // Both directions of a connection hash alike: one line whoever sent the packet. An
+        // ACK probes only for an answered handshake (see `Answered`).
         if m.ip_proto == 6 && m.src.is_some() {
-            self.pending.prefetch(h.flow);
+            let opens_or_ends = matches!(
+                m.kind,
+                ProtocolType::TcpSyn | ProtocolType::TcpSynAck | ProtocolType::TcpRst
+            );
+            if opens_or_ends || self.answered.may_hold(h.flow) {
+                self.pending.prefetch(h.flow);
+            }
         }
     }
 
@@ -441,6 +505,59 @@ mod tests {
             Some((server(), HandshakeEvent::Ack { us: 3000 }))
         );
         assert_eq!(h.len(), 0, "a completed handshake is forgotten");
+    }
+
+    /// The ACK filter (`Answered`) never hides a final ACK: handshakes answered before a
+    /// sweep, after it, and across several, with many more connections than the filter has
+    /// bits, each complete once; ACKs of unanswered connections and of other ports complete
+    /// none.
+    #[test]
+    fn every_answered_handshake_completes_across_sweeps() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        let n = 100_000u32;
+        let client = |i: u32| (addr(10 + (i / 50_000) as u8), 1024 + (i % 50_000) as u16);
+        let mut t = T;
+        for i in 0..n {
+            t += 1_000;
+            let syn = tcp(t, client(i), server(), ProtocolType::TcpSyn, i, 0);
+            assert!(h.observe_alone(&syn).is_some());
+            // Every other connection is answered.
+            if i % 2 == 0 {
+                let sa = tcp(t, server(), client(i), ProtocolType::TcpSynAck, !i, i + 1);
+                assert!(h.observe_alone(&sa).is_some());
+            }
+            if i % 30_000 == 0 {
+                h.sweep(t);
+            }
+        }
+        h.sweep(t);
+        let mut completed = 0;
+        for i in 0..n {
+            t += 1_000;
+            let other_port = tcp(t, client(i), (addr(2), 80), ProtocolType::TcpAck, i + 1, 0);
+            assert_eq!(h.observe_alone(&other_port), None);
+            let ack = tcp(
+                t,
+                client(i),
+                server(),
+                ProtocolType::TcpAck,
+                i + 1,
+                (!i).wrapping_add(1),
+            );
+            match h.observe_alone(&ack) {
+                Some((_, HandshakeEvent::Ack { .. })) => {
+                    assert_eq!(i % 2, 0, "connection {i} was never answered");
+                    completed += 1;
+                }
+                None => assert_eq!(i % 2, 1, "connection {i}'s final ACK was missed"),
+                other => panic!("unexpected {other:?}"),
+            }
+            if i % 30_000 == 0 {
+                h.sweep(t);
+            }
+        }
+        assert_eq!(completed, n / 2);
+        assert_eq!(h.len(), (n / 2) as usize, "the unanswered ones wait");
     }
 
     #[test]

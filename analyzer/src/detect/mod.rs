@@ -73,20 +73,21 @@ impl PacketHashes {
             };
         };
         let destination = mix64(&dst);
+        let flow_tuple = flow_tuple_hash(
+            source,
+            destination,
+            m.src_port.into(),
+            m.dst_port,
+            m.ip_proto,
+        );
         PacketHashes {
             source,
             destination,
             flow: flow_hash(src, m.src_port, dst, m.dst_port, m.ip_proto),
-            heartbeat: heartbeat::key_hash(m, source, destination),
+            heartbeat: heartbeat::key_hash(m, source, destination, flow_tuple),
             source_kind,
             service: service_hash(destination, m.dst_port, m.ip_proto),
-            flow_tuple: flow_tuple_hash(
-                source,
-                destination,
-                m.src_port.into(),
-                m.dst_port,
-                m.ip_proto,
-            ),
+            flow_tuple,
         }
     }
 }

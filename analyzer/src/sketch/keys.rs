@@ -91,6 +91,13 @@ pub(crate) fn flow_tuple_hash(
     )
 }
 
+/// The hash of an address and a 32-bit word beside it (a BFD sender and its
+/// discriminator) from the address's [`mix64`] hash.
+#[inline]
+pub(crate) fn address_word_hash(address: u64, word: u32) -> u64 {
+    fold_in(address, u64::from(word))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -109,6 +116,11 @@ mod tests {
                 hashes.push((src, 40_000 + port, 6u8).sketch_hash());
                 hashes.push((src, 40_000 + port, dst, 443u16, 6u8).sketch_hash());
                 hashes.push((dst, 443u16, src, 40_000 + port, 6u8).sketch_hash());
+                // A BFD sender: discriminators are 32-bit words, often large.
+                hashes.push(address_word_hash(
+                    mix64(&src),
+                    0x5eed_0000 | u32::from(port),
+                ));
             }
             for kind in [
                 ProtocolType::TcpSyn,

@@ -6,7 +6,7 @@ mod keys;
 pub use distinct::{DistinctCounter, HyperLogLog};
 pub use frequent::{FrequentItems, ItemEstimate};
 pub use keys::SketchKey;
-pub(crate) use keys::{flow_tuple_hash, service_hash, source_kind_hash};
+pub(crate) use keys::{address_word_hash, flow_tuple_hash, service_hash, source_kind_hash};
 
 /// A 64-bit hash with good mixing in every bit (SplitMix64's finaliser over the key's
 /// FxHash), as sketches need: HyperLogLog reads the top bits, tables the low ones.

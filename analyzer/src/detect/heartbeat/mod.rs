@@ -12,7 +12,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 
@@ -210,11 +209,33 @@ pub struct HeartbeatTracker {
     cfg: HeartbeatConfig,
     flows: FlowMap<FlowKey, Flow>,
     timers: BinaryHeap<Reverse<(u64, FlowKey, u32)>>,
-    /// Peer's required min RX by (peer address, peer discriminator) for BFD detect times.
-    bfd_rx: FxHashMap<(IpAddr, u32), u32>,
+    /// Peer's required min RX by (peer address, peer discriminator) for BFD detect times:
+    /// written by every BFD packet, so its line is loaded ahead like the flow table's.
+    bfd_rx: FlowMap<BfdSender, u32>,
     /// Packets not tracked because the table was full.
     pub untracked: u64,
     doorkeeper: Doorkeeper,
+}
+
+/// A BFD sender: its address and its discriminator ("my discriminator").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BfdSender {
+    addr: IpAddr,
+    disc: u32,
+}
+
+impl BfdSender {
+    /// The table hash of a sender from its address's [`mix64`](crate::sketch::mix64) hash.
+    #[inline]
+    fn hash_from(addr: u64, disc: u32) -> u64 {
+        crate::sketch::address_word_hash(addr, disc)
+    }
+}
+
+impl TableKey for BfdSender {
+    fn table_hash(&self) -> u64 {
+        BfdSender::hash_from(crate::sketch::mix64(&self.addr), self.disc)
+    }
 }
 
 /// Two rotating Bloom filters of flow hashes: "has this flow been seen before, recently?"
@@ -297,10 +318,17 @@ impl Doorkeeper {
 
 /// The hash of a packet's heartbeat flow key (its [`TableKey::table_hash`]) from the
 /// [`mix64`](crate::sketch::mix64) hashes of its source and destination; 0 for a packet the
-/// tracker does not follow.
+/// tracker does not follow. `flow_tuple` is the packet's own 5-tuple hash (the same
+/// function of the same fields), taken as it is when the key keeps the source port (TCP).
 #[inline]
-pub(crate) fn key_hash(m: &PacketMeta, source: u64, destination: u64) -> u64 {
-    key_of(m).map_or(0, |(key, _)| key.hash_from(source, destination))
+pub(crate) fn key_hash(m: &PacketMeta, source: u64, destination: u64, flow_tuple: u64) -> u64 {
+    key_of(m).map_or(0, |(key, _)| {
+        if key.src_port == u32::from(m.src_port) {
+            flow_tuple
+        } else {
+            key.hash_from(source, destination)
+        }
+    })
 }
 
 /// The flow a packet belongs to (BFD sessions by their discriminator), with its BFD fields;
@@ -344,7 +372,7 @@ impl HeartbeatTracker {
             cfg,
             flows: FlowMap::new(),
             timers: BinaryHeap::new(),
-            bfd_rx: FxHashMap::default(),
+            bfd_rx: FlowMap::new(),
             untracked: 0,
             doorkeeper: Doorkeeper::new(rotate_ns),
         }
@@ -386,11 +414,11 @@ impl HeartbeatTracker {
     /// Feeds one packet; a flow that resumes after a missed deadline yields a resolving finding.
     /// A new flow takes its tenant from `tenant` and its deadline factor from `k` (its
     /// tenant's `heartbeat_k`; `None`: the configured `k`).
-    /// `hash` is the packet's [`key_hash`], computed when it was prefetched.
+    /// `h` are the packet's hashes, computed when it was prefetched.
     pub fn observe(
         &mut self,
         m: &PacketMeta,
-        hash: u64,
+        h: &PacketHashes,
         tenant: impl FnOnce() -> Option<String>,
         k: Option<f64>,
         out: &mut Vec<Finding>,
@@ -398,6 +426,7 @@ impl HeartbeatTracker {
         let Some((key, bfd)) = key_of(m) else {
             return;
         };
+        let hash = h.heartbeat;
         let (src, dst) = (key.src, key.dst);
         let ended = match (bfd, m.kind) {
             (Some(b), _) => matches!(b.state, BfdState::Down | BfdState::AdminDown),
@@ -405,7 +434,12 @@ impl HeartbeatTracker {
             _ => false,
         };
         if let Some(b) = bfd {
-            self.bfd_rx.insert((src, b.my_disc), b.required_min_rx_us);
+            let sender = BfdSender {
+                addr: src,
+                disc: b.my_disc,
+            };
+            let at = BfdSender::hash_from(h.source, b.my_disc);
+            self.bfd_rx.insert(sender, at, b.required_min_rx_us);
             if self.bfd_rx.len() > self.cfg.max_flows {
                 self.bfd_rx.clear();
             }
@@ -484,7 +518,12 @@ impl HeartbeatTracker {
         let wait = match &flow.bfd {
             Some(b) => {
                 // Detection applies to sessions that are Up and have shown their rhythm.
-                let peer_rx = self.bfd_rx.get(&(dst, b.your_disc)).copied().unwrap_or(0);
+                let peer = BfdSender {
+                    addr: dst,
+                    disc: b.your_disc,
+                };
+                let at = BfdSender::hash_from(h.destination, b.your_disc);
+                let peer_rx = self.bfd_rx.get(&peer, at).copied().unwrap_or(0);
                 let interval_us = u64::from(b.desired_min_tx_us.max(peer_rx));
                 let up = bfd.is_some_and(|p| p.state == BfdState::Up) && flow.rhythm.samples() >= 2;
                 (up && interval_us > 0 && b.detect_mult > 0)
@@ -578,7 +617,7 @@ impl PacketDetector for HeartbeatTracker {
                 .and(labels.tenant_names().get(m.tenant.0 as usize).cloned())
         };
         let k = labels.thresholds(m.tenant).heartbeat_k;
-        self.observe(m, h.heartbeat, tenant, Some(k), out);
+        self.observe(m, h, tenant, Some(k), out);
     }
 
     #[inline]
@@ -587,6 +626,12 @@ impl PacketDetector for HeartbeatTracker {
         // doorkeeper (small ones, BFD) load its words.
         if h.heartbeat != 0 {
             self.flows.prefetch(h.heartbeat);
+            if let (Detail::Bfd(b), ProtocolType::BfdControl | ProtocolType::BfdMultihop) =
+                (&m.detail, m.kind)
+            {
+                self.bfd_rx
+                    .prefetch(BfdSender::hash_from(h.source, b.my_disc));
+            }
             if m.wire_len <= self.cfg.max_packet_bytes
                 || matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop)
             {
@@ -698,7 +743,7 @@ mod tests {
             k: Option<f64>,
             out: &mut Vec<Finding>,
         ) {
-            self.observe(m, PacketHashes::of(m).heartbeat, tenant, k, out);
+            self.observe(m, &PacketHashes::of(m), tenant, k, out);
         }
     }
 
