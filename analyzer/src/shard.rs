@@ -172,6 +172,17 @@ impl Shard {
         h
     }
 
+    /// The second stage of [`Shard::prefetch`], for the same packet a few places later
+    /// (about half as far ahead): loads the table entries of its known flows, found in the
+    /// index lines the first stage loaded. Only packets with hashes from
+    /// [`Shard::prefetch`] are given here.
+    #[inline]
+    pub fn prefetch_entries(&self, m: &PacketMeta, h: &PacketHashes) {
+        if m.weight <= 1 {
+            self.detectors.prefetch_entries(m, h);
+        }
+    }
+
     /// Feeds one classified packet.
     #[inline]
     pub fn observe(

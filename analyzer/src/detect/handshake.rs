@@ -322,6 +322,19 @@ impl HandshakeTracker {
         }
     }
 
+    /// Whether [`HandshakeTracker::observe`] will probe the table for this packet, as far as
+    /// can be told a few packets ahead: a TCP SYN, SYN-ACK or RST, or an ACK of an answered
+    /// handshake (see `Answered`).
+    #[inline]
+    fn will_probe(&self, m: &PacketMeta, h: &PacketHashes) -> bool {
+        m.ip_proto == 6
+            && m.src.is_some()
+            && (matches!(
+                m.kind,
+                ProtocolType::TcpSyn | ProtocolType::TcpSynAck | ProtocolType::TcpRst
+            ) || self.answered.may_hold(h.flow))
+    }
+
     /// Forgets handshakes older than the timeout (called at window ends).
     pub fn sweep(&mut self, now: u64) {
         let timeout = (self.cfg.timeout_s * 1e9) as u64;
@@ -423,16 +436,16 @@ impl PacketDetector for HandshakeTracker {
 
     #[inline]
     fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
-        // Both directions of a connection hash alike: one line whoever sent the packet. An
-        // ACK probes only for an answered handshake (see `Answered`).
-        if m.ip_proto == 6 && m.src.is_some() {
-            let opens_or_ends = matches!(
-                m.kind,
-                ProtocolType::TcpSyn | ProtocolType::TcpSynAck | ProtocolType::TcpRst
-            );
-            if opens_or_ends || self.answered.may_hold(h.flow) {
-                self.pending.prefetch(h.flow);
-            }
+        // Both directions of a connection hash alike: one line whoever sent the packet.
+        if self.will_probe(m, h) {
+            self.pending.prefetch(h.flow);
+        }
+    }
+
+    #[inline]
+    fn prefetch_entries(&self, m: &PacketMeta, h: &PacketHashes) {
+        if self.will_probe(m, h) {
+            self.pending.prefetch_entry(h.flow);
         }
     }
 

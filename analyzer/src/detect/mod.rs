@@ -108,6 +108,10 @@ pub(crate) trait PacketDetector {
     /// A packet a few places ahead in the batch: load the table entries it will touch.
     fn prefetch(&self, _m: &PacketMeta, _h: &PacketHashes) {}
 
+    /// The same packet, fewer places ahead: load the entries of its flows that the tables
+    /// already hold (found in the index lines `prefetch` loaded).
+    fn prefetch_entries(&self, _m: &PacketMeta, _h: &PacketHashes) {}
+
     /// Event time reached `now` (a packet's time, or the wall clock in live mode).
     fn tick(&mut self, _now: u64, _out: &mut Vec<Finding>) {}
 
@@ -191,6 +195,26 @@ impl PacketDetectors {
         latency.prefetch(m, h);
         retransmits.prefetch(m, h);
         upgrade.prefetch(m, h);
+    }
+
+    /// Loads the entries of a packet's known flows, a few places ahead (after [`prefetch`]).
+    ///
+    /// [`prefetch`]: PacketDetectors::prefetch
+    #[inline]
+    pub fn prefetch_entries(&self, m: &PacketMeta, h: &PacketHashes) {
+        // Destructured whole: a new detector does not compile until it is wired in here.
+        let PacketDetectors {
+            heartbeat,
+            handshake,
+            latency,
+            retransmits,
+            upgrade,
+        } = self;
+        heartbeat.prefetch_entries(m, h);
+        handshake.prefetch_entries(m, h);
+        latency.prefetch_entries(m, h);
+        retransmits.prefetch_entries(m, h);
+        upgrade.prefetch_entries(m, h);
     }
 
     /// Event time reached `now`.

@@ -136,6 +136,9 @@ pub fn worker_of(m: &PacketMeta, workers: usize) -> usize {
 /// Packets a worker looks ahead in its batch to load their tables (far enough for a miss
 /// to the memory to complete while the packets in between are worked).
 const AHEAD: usize = 6;
+/// Packets ahead at which a worker loads the entries of known flows, found in the index
+/// lines loaded [`AHEAD`] packets before their turn (the second stage of a probe).
+const ENTRIES_AHEAD: usize = AHEAD / 2;
 /// Items a worker looks ahead in a dealt batch to load the item itself: the reader wrote it
 /// on another core, and reading it for its tables' load, AHEAD places before its turn,
 /// would stall on that transfer.
@@ -164,6 +167,9 @@ fn feed(
         let h = ahead[i % AHEAD];
         if let Some(far) = batch.get(i + ITEM_AHEAD) {
             prefetch_all(std::slice::from_ref(far));
+        }
+        if let Some(Item::Packet(near, _)) = batch.get(i + ENTRIES_AHEAD) {
+            w.prefetch_entries(near, &ahead[(i + ENTRIES_AHEAD) % AHEAD]);
         }
         if let Some(Item::Packet(next, _)) = batch.get(i + AHEAD) {
             ahead[i % AHEAD] = w.prefetch(next);
@@ -214,6 +220,11 @@ impl Lookahead {
         self.ring[slot] = (*meta, now, w.prefetch(meta));
         self.next = if slot + 1 == AHEAD { 0 } else { slot + 1 };
         self.full |= self.next == 0;
+        // The packet worked ENTRIES_AHEAD pushes from now (the oldest is worked at the next).
+        if self.full {
+            let (m, _, h) = &self.ring[(self.next + ENTRIES_AHEAD - 1) % AHEAD];
+            w.prefetch_entries(m, h);
+        }
         Ok(())
     }
 

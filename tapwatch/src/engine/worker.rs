@@ -91,6 +91,13 @@ impl Worker {
         h
     }
 
+    /// The second stage of [`Worker::prefetch`], a few places later (see
+    /// [`Shard::prefetch_entries`](tapwatch_analyzer::Shard::prefetch_entries)).
+    #[inline]
+    pub fn prefetch_entries(&self, m: &PacketMeta, h: &PacketHashes) {
+        self.shard.prefetch_entries(m, h);
+    }
+
     /// Advances event time without a packet: deadlines fire, windows past the grace period
     /// close (the dealer's broadcast in replay, the wall clock on a quiet link).
     pub fn advance(&mut self, now: u64) {

@@ -641,6 +641,13 @@ impl PacketDetector for HeartbeatTracker {
     }
 
     #[inline]
+    fn prefetch_entries(&self, _m: &PacketMeta, h: &PacketHashes) {
+        if h.heartbeat != 0 {
+            self.flows.prefetch_entry(h.heartbeat);
+        }
+    }
+
+    #[inline]
     fn tick(&mut self, now: u64, out: &mut Vec<Finding>) {
         self.advance(now, out);
     }

@@ -105,6 +105,12 @@ impl FlowTable {
         self.flows.prefetch(hash);
     }
 
+    /// Loads the entry of a known TCP flow (see [`FlowMap::prefetch_entry`]).
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        self.flows.prefetch_entry(hash);
+    }
+
     /// One TCP packet whose [`flow_hash`](tapwatch_classifier::flow_hash) is `hash`;
     /// returns the sample it completes, if any.
     #[inline]

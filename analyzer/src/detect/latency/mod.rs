@@ -209,6 +209,13 @@ impl LatencyConfig {
     }
 }
 
+/// Whether a packet probes the TCP flow table. A SYN only opens the handshake: the table
+/// is probed from the SYN-ACK on.
+#[inline]
+fn probes_flows(m: &PacketMeta) -> bool {
+    m.ip_proto == 6 && m.malformed.is_none() && m.kind != ProtocolType::TcpSyn && m.src.is_some()
+}
+
 /// The per-packet half: flows, timestamps and echo probes of one worker.
 pub(crate) struct LatencyTracker {
     flows: flows::FlowTable,
@@ -265,13 +272,15 @@ impl PacketDetector for LatencyTracker {
 
     #[inline]
     fn prefetch(&self, m: &PacketMeta, h: &PacketHashes) {
-        // A SYN only opens the handshake: the flow table is probed from the SYN-ACK on.
-        if m.ip_proto == 6
-            && m.malformed.is_none()
-            && m.kind != ProtocolType::TcpSyn
-            && m.src.is_some()
-        {
+        if probes_flows(m) {
             self.flows.prefetch(h.flow);
+        }
+    }
+
+    #[inline]
+    fn prefetch_entries(&self, m: &PacketMeta, h: &PacketHashes) {
+        if probes_flows(m) {
+            self.flows.prefetch_entry(h.flow);
         }
     }
 
