@@ -2,6 +2,8 @@
 //! `tshark -r` on the same file, plus the classifier's cost per packet.
 //!
 //! Run: `cargo bench -p tapwatch --bench replay` (env `TAPWATCH_BENCH_PACKETS`, default 3 M;
+//! `TAPWATCH_BENCH_TRAFFIC=connections` for 20 000 concurrent TCP connections whose flows
+//! repeat instead of the default mixed traffic of one-packet flows;
 //! `TAPWATCH_BENCH_KEEP=PATH` keeps the generated capture there for other timings).
 //! Prints a table of packets/s and the ratios; no pass/fail.
 mod common;
@@ -9,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{best, write_capture};
+use common::{best, write_capture, write_connections_capture};
 use tapwatch_analyzer::{Analyzer, AnalyzerConfig, Totals};
 use tapwatch_capture::{FileReader, FrameSource, LinkType};
 use tapwatch_classifier::Classifier;
@@ -22,11 +24,22 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tapwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("mixed.pcap");
-    let size = write_capture(&file, packets, 20_000).expect("write capture");
+    let traffic = std::env::var("TAPWATCH_BENCH_TRAFFIC").unwrap_or_else(|_| "mixed".into());
+    let (size, what) = match traffic.as_str() {
+        "mixed" => (
+            write_capture(&file, packets, 20_000).expect("write capture"),
+            "mixed relay traffic, nearly every packet a flow of its own",
+        ),
+        "connections" => (
+            write_connections_capture(&file, packets, 20_000, 20_000).expect("write capture"),
+            "20 000 concurrent TCP connections, DNS and steady UDP",
+        ),
+        other => panic!("TAPWATCH_BENCH_TRAFFIC={other}: expected mixed or connections"),
+    };
     // Warm the page cache so every contender reads from memory.
     let _ = std::fs::read(&file).unwrap();
     println!(
-        "capture: {packets} packets, {:.1} MB, mixed relay traffic ({})",
+        "capture: {packets} packets, {:.1} MB, {what} ({})",
         size as f64 / 1e6,
         file.display()
     );
