@@ -980,6 +980,46 @@ mod tests {
         assert_eq!(out[0].detected_ns, last + 900_000_000);
     }
 
+    /// The detection time takes the peer's required min RX when it is the larger: the peer's
+    /// packets (the other direction, its own discriminator) are looked up by the session's
+    /// "your discriminator".
+    #[test]
+    fn a_bfd_session_waits_for_the_peers_slower_receive_interval() {
+        let mut h = tracker();
+        let mut out = Vec::new();
+        let ctl = |my_disc, your_disc, required_min_rx_us| BfdControl {
+            diag: 0,
+            state: BfdState::Up,
+            flags: 0,
+            detect_mult: 3,
+            my_disc,
+            your_disc,
+            desired_min_tx_us: 300_000,
+            required_min_rx_us,
+        };
+        let packet = |t: u64, from: u8, to: u8, c: BfdControl| {
+            let mut m = udp(T + t, (addr(from), 49152), (addr(to), 3784), 66);
+            m.kind = ProtocolType::BfdControl;
+            m.detail = Detail::Bfd(c);
+            m
+        };
+        for i in 0..10 {
+            // A (disc 7) sends every 300 ms; B (disc 8) asks for 1 s between A's packets.
+            let a = packet(i * 300_000_000, 1, 2, ctl(7, 8, 300_000));
+            h.observe_alone(&a, || None, None, &mut out);
+            let b = packet(i * 300_000_000 + 150_000_000, 2, 1, ctl(8, 7, 1_000_000));
+            h.observe_alone(&b, || None, None, &mut out);
+        }
+        let last_a = T + 2_700_000_000;
+        // B's own detection time is 3 × 300 ms after its last packet (at 2.85 s).
+        h.advance(last_a + 2_999_000_000, &mut out);
+        assert_eq!(out.len(), 1, "only B is late before A's 3 s: {out:?}");
+        assert_eq!(out[0].detected_ns, T + 2_850_000_000 + 900_000_000);
+        h.advance(last_a + 3_000_000_000, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1].detected_ns, last_a + 3_000_000_000);
+    }
+
     #[test]
     fn dns_clients_at_poisson_times_beside_jittered_bfd_never_fire() {
         let mut h = tracker();
