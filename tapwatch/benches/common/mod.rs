@@ -9,16 +9,20 @@ use etherparse::PacketBuilder;
 use tapwatch_capture::{LinkType, PcapWriter};
 use tapwatch_synth::Rng;
 
+/// A new Ethernet pcap file at `path`, buffered.
+fn create_pcap(path: &Path) -> std::io::Result<PcapWriter<BufWriter<std::fs::File>>> {
+    PcapWriter::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
+        LinkType::Ethernet,
+        65535,
+    )
+}
+
 /// Mixed relay traffic (packets `1..max_gap_ns` apart): TCP handshakes and TLS data, DNS, BFD, QUIC, VLAN-tagged and IPv6
 /// packets, fragments, with sizes from 60 to 1514 bytes.
 pub fn write_capture(path: &Path, packets: usize, max_gap_ns: u64) -> std::io::Result<u64> {
     let mut rng = Rng::new(42);
-    let file = std::fs::File::create(path)?;
-    let mut w = PcapWriter::new(
-        BufWriter::with_capacity(1 << 20, file),
-        LinkType::Ethernet,
-        65535,
-    )?;
+    let mut w = create_pcap(path)?;
     let mac = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut ts = 1_767_225_600_000_000_000u64;
     let mut buf = Vec::with_capacity(2048);
@@ -229,12 +233,7 @@ pub fn write_connections_capture(
     max_gap_ns: u64,
 ) -> std::io::Result<u64> {
     let mut rng = Rng::new(7);
-    let file = std::fs::File::create(path)?;
-    let mut w = PcapWriter::new(
-        BufWriter::with_capacity(1 << 20, file),
-        LinkType::Ethernet,
-        65535,
-    )?;
+    let mut w = create_pcap(path)?;
     let mac = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut ts = 1_767_225_600_000_000_000u64;
     let mut buf = Vec::with_capacity(2048);
