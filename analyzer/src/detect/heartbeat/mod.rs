@@ -230,6 +230,16 @@ impl BfdSender {
     fn hash_from(addr: u64, disc: u32) -> u64 {
         crate::sketch::address_word_hash(addr, disc)
     }
+
+    /// The sender at `addr` (whose [`mix64`](crate::sketch::mix64) hash is `addr_hash`)
+    /// with discriminator `disc`, and its table hash.
+    #[inline]
+    fn keyed(addr: IpAddr, addr_hash: u64, disc: u32) -> (BfdSender, u64) {
+        (
+            BfdSender { addr, disc },
+            BfdSender::hash_from(addr_hash, disc),
+        )
+    }
 }
 
 impl TableKey for BfdSender {
@@ -341,14 +351,7 @@ fn key_of(m: &PacketMeta) -> Option<(FlowKey, Option<tapwatch_classifier::BfdCon
     if m.malformed.is_some() || m.fragment == Fragment::Later {
         return None;
     }
-    let bfd = match m.detail {
-        Detail::Bfd(b)
-            if matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop) =>
-        {
-            Some(b)
-        }
-        _ => None,
-    };
+    let bfd = bfd_of(m);
     let src_port = match (m.ip_proto, bfd) {
         (_, Some(b)) => b.my_disc,
         (6, _) => u32::from(m.src_port),
@@ -362,6 +365,19 @@ fn key_of(m: &PacketMeta) -> Option<(FlowKey, Option<tapwatch_classifier::BfdCon
         proto: m.ip_proto,
     };
     Some((key, bfd))
+}
+
+/// A packet's BFD control fields, if it is a BFD control packet.
+#[inline]
+fn bfd_of(m: &PacketMeta) -> Option<tapwatch_classifier::BfdControl> {
+    match m.detail {
+        Detail::Bfd(b)
+            if matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop) =>
+        {
+            Some(b)
+        }
+        _ => None,
+    }
 }
 
 impl HeartbeatTracker {
@@ -434,11 +450,7 @@ impl HeartbeatTracker {
             _ => false,
         };
         if let Some(b) = bfd {
-            let sender = BfdSender {
-                addr: src,
-                disc: b.my_disc,
-            };
-            let at = BfdSender::hash_from(h.source, b.my_disc);
+            let (sender, at) = BfdSender::keyed(src, h.source, b.my_disc);
             self.bfd_rx.insert(sender, at, b.required_min_rx_us);
             if self.bfd_rx.len() > self.cfg.max_flows {
                 self.bfd_rx.clear();
@@ -518,11 +530,7 @@ impl HeartbeatTracker {
         let wait = match &flow.bfd {
             Some(b) => {
                 // Detection applies to sessions that are Up and have shown their rhythm.
-                let peer = BfdSender {
-                    addr: dst,
-                    disc: b.your_disc,
-                };
-                let at = BfdSender::hash_from(h.destination, b.your_disc);
+                let (peer, at) = BfdSender::keyed(dst, h.destination, b.your_disc);
                 let peer_rx = self.bfd_rx.get(&peer, at).copied().unwrap_or(0);
                 let interval_us = u64::from(b.desired_min_tx_us.max(peer_rx));
                 let up = bfd.is_some_and(|p| p.state == BfdState::Up) && flow.rhythm.samples() >= 2;
@@ -626,15 +634,12 @@ impl PacketDetector for HeartbeatTracker {
         // doorkeeper (small ones, BFD) load its words.
         if h.heartbeat != 0 {
             self.flows.prefetch(h.heartbeat);
-            if let (Detail::Bfd(b), ProtocolType::BfdControl | ProtocolType::BfdMultihop) =
-                (&m.detail, m.kind)
-            {
+            let bfd = bfd_of(m);
+            if let Some(b) = bfd {
                 self.bfd_rx
                     .prefetch(BfdSender::hash_from(h.source, b.my_disc));
             }
-            if m.wire_len <= self.cfg.max_packet_bytes
-                || matches!(m.kind, ProtocolType::BfdControl | ProtocolType::BfdMultihop)
-            {
+            if m.wire_len <= self.cfg.max_packet_bytes || bfd.is_some() {
                 self.doorkeeper.prefetch(h.heartbeat);
             }
         }
