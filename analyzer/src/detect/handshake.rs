@@ -338,14 +338,16 @@ impl HandshakeTracker {
     /// Forgets handshakes older than the timeout (called at window ends).
     pub fn sweep(&mut self, now: u64) {
         let timeout = (self.cfg.timeout_s * 1e9) as u64;
-        self.pending
-            .retain(|_, p| now.saturating_sub(p.last_syn) < timeout);
+        // One pass: the filter is rebuilt from the handshakes kept.
         self.answered.clear();
-        for (hash, _, p) in self.pending.iter_hashed() {
-            if p.syn_ack.is_some() {
-                self.answered.set(hash);
+        let answered = &mut self.answered;
+        self.pending.retain_hashed(|hash, _, p| {
+            let keep = now.saturating_sub(p.last_syn) < timeout;
+            if keep && p.syn_ack.is_some() {
+                answered.set(hash);
             }
-        }
+            keep
+        });
     }
 }
 

@@ -53,6 +53,9 @@ pub struct FrequentItems<K> {
     slots: Vec<Option<Slot<K>>>,
     mask: usize,
     len: usize,
+    /// Tracked keys whose count is 0 and 1, kept as counts change: a purge under a flood
+    /// (most keys seen once) finds its median without a pass over the table.
+    small: [usize; 2],
     max_len: usize,
     offset: u64,
     total: u64,
@@ -80,6 +83,7 @@ impl<K: SketchKey> FrequentItems<K> {
             slots: vec![None; table],
             mask: table - 1,
             len: 0,
+            small: [0; 2],
             max_len,
             offset: 0,
             total: 0,
@@ -144,8 +148,12 @@ impl<K: SketchKey> FrequentItems<K> {
             if t == tag {
                 if let Some(s) = &mut self.slots[i] {
                     if s.key == key {
-                        self.counts[i] += weight;
+                        let before = self.counts[i];
+                        self.counts[i] = before + weight;
                         s.secondary += secondary;
+                        if before <= 1 {
+                            self.recount_small(before, before + weight);
+                        }
                         return;
                     }
                 }
@@ -156,8 +164,20 @@ impl<K: SketchKey> FrequentItems<K> {
         self.counts[i] = weight;
         self.slots[i] = Some(Slot { key, secondary });
         self.len += 1;
+        if weight <= 1 {
+            self.small[weight as usize] += 1;
+        }
         if self.len >= self.max_len {
             self.purge();
+        }
+    }
+
+    /// A tracked key's count went from `before` (0 or 1) to `after`.
+    #[inline]
+    fn recount_small(&mut self, before: u64, after: u64) {
+        self.small[before as usize] -= 1;
+        if after <= 1 {
+            self.small[after as usize] += 1;
         }
     }
 
@@ -194,7 +214,11 @@ impl<K: SketchKey> FrequentItems<K> {
         self.tags.fill(0);
         self.counts.fill(0);
         self.len = keep.len();
+        self.small = [0; 2];
         for &(tag, count, s) in &keep {
+            if count <= 1 {
+                self.small[count as usize] += 1;
+            }
             let mut j = s.key.sketch_hash() as usize & self.mask;
             while self.tags[j] != 0 {
                 j = (j + 1) & self.mask;
@@ -212,15 +236,10 @@ impl<K: SketchKey> FrequentItems<K> {
     fn median_count(&mut self) -> u64 {
         const SMALL: usize = 64;
         // A flood's keys, seen once each, fill most of a full table, and the median is 0
-        // or 1: counted in registers. (A histogram's increments of the one bin most slots
-        // fall in would wait on each other through memory.) Empty slots count 0.
+        // or 1: the keys of count 0 and 1 are kept count of as they change, so that case
+        // needs no pass over the table.
         let mid = self.len / 2;
-        let (mut zeros, mut ones) = (0usize, 0usize);
-        for &count in &self.counts {
-            zeros += usize::from(count == 0);
-            ones += usize::from(count == 1);
-        }
-        let zeros = zeros - (self.counts.len() - self.len);
+        let [zeros, ones] = self.small;
         if zeros > mid {
             return 0;
         }
@@ -425,14 +444,23 @@ mod tests {
     }
 
     /// The purge's passes read counts alone: every empty slot must hold 0, after purges
-    /// of floods and of tables with heavy keys alike.
+    /// of floods and of tables with heavy keys alike; and the keys of count 0 and 1 the
+    /// median is found by are counted right as counts change (zero weights included).
     #[test]
     fn empty_slots_hold_no_count_after_purges() {
         let mut rng = Rng::new(3);
         let mut f = FrequentItems::new(64);
         for i in 0..50_000u32 {
             let key = if i % 3 == 0 { rng.below(8) as u32 } else { i };
-            f.add(key, 1 + rng.below(4), 0);
+            f.add(key, rng.below(5), 0);
+            let tracked = |c: u64| {
+                f.tags
+                    .iter()
+                    .zip(&f.counts)
+                    .filter(|&(&t, &n)| t != 0 && n == c)
+                    .count()
+            };
+            assert_eq!(f.small, [tracked(0), tracked(1)], "after {i} adds");
             if i % 997 == 0 {
                 assert!(f
                     .tags
