@@ -43,17 +43,20 @@ struct Side {
     dup_run: u16,
 }
 
-/// One flow: endpoints `a` ≤ `b`, both directions.
+/// One flow, both directions: sides indexed by endpoint order (`a` ≤ `b`, see [`ends`]).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    a: (IpAddr, u16),
-    b: (IpAddr, u16),
+    /// The flow's [`flow_hash`](tapwatch_classifier::flow_hash): all 64 bits, the same in
+    /// both directions, stand for its endpoints (which the packet itself gives), so an
+    /// entry is 96 bytes and a bucket of two three cache lines (with the endpoints, 128
+    /// bytes and four). Two live flows of one bucket would have to agree in the 49 bits
+    /// above the bucket's to be taken for one.
+    flow: u64,
     last_ns: u64,
     /// The server is `b` (else `a`).
     server_b: bool,
     sides: [Side; 2],
-    /// Retransmissions in the window starting at `window_start` (32 bits, saturating: the
-    /// entry fits 128 bytes, so a bucket of two is four cache lines, not five).
+    /// Retransmissions in the window starting at `window_start` (32 bits, saturating).
     window_start: u64,
     retransmits: u32,
     /// When the SYN was seen (0: not seen) and the handshake's round trip (0: unknown).
@@ -161,10 +164,10 @@ impl FlowTable {
         let bucket = self.bucket(hash);
         // By reference: an entry is too big to copy per packet.
         let slot = match (&self.slots[bucket], &self.slots[bucket + 1]) {
-            (Some(e), _) if e.a == a && e.b == b => bucket,
-            (_, Some(e)) if e.a == a && e.b == b => bucket + 1,
-            (None, _) => self.fresh(bucket, a, b, m, from_a),
-            (_, None) => self.fresh(bucket + 1, a, b, m, from_a),
+            (Some(e), _) if e.flow == hash => bucket,
+            (_, Some(e)) if e.flow == hash => bucket + 1,
+            (None, _) => self.fresh(bucket, hash, (a.1, b.1), m, from_a),
+            (_, None) => self.fresh(bucket + 1, hash, (a.1, b.1), m, from_a),
             (Some(x), Some(y)) => {
                 let (old, last) = if x.last_ns <= y.last_ns {
                     (bucket, x.last_ns)
@@ -178,7 +181,7 @@ impl FlowTable {
                         return None;
                     }
                 }
-                self.fresh(old, a, b, m, from_a)
+                self.fresh(old, hash, (a.1, b.1), m, from_a)
             }
         };
         let e = self.slots[slot].as_mut().expect("just found or made");
@@ -197,7 +200,7 @@ impl FlowTable {
         }
         let rtt_ns = e.rtt_ns;
         let server_is_sender = e.server_b != from_a;
-        let server = if e.server_b { e.b } else { e.a };
+        let server = if e.server_b { b } else { a };
         let other_zero = e.sides[1 - me].zero_window;
         // Fast retransmission: the segment the other side keeps asking for.
         let asked = e.sides[1 - me].dup_run >= 2 && e.sides[1 - me].last_ack == m.tcp_seq;
@@ -266,23 +269,24 @@ impl FlowTable {
         Some((server, server_is_sender, what, flow_retransmits))
     }
 
+    /// Makes `slot` the entry of a new flow of hash `flow` whose endpoints have the ports
+    /// `(a, b)`.
     fn fresh(
         &mut self,
         slot: usize,
-        a: (IpAddr, u16),
-        b: (IpAddr, u16),
+        flow: u64,
+        (a, b): (u16, u16),
         m: &PacketMeta,
         from_a: bool,
     ) -> usize {
         // Without a handshake: the lower port listens; on equal ports, the first receiver.
-        let server_b = match a.1.cmp(&b.1) {
+        let server_b = match a.cmp(&b) {
             std::cmp::Ordering::Less => false,
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Equal => from_a,
         };
         self.slots[slot] = Some(Entry {
-            a,
-            b,
+            flow,
             last_ns: m.ts_ns,
             server_b,
             sides: [Side::default(); 2],
@@ -337,9 +341,9 @@ pub fn record(
 
 #[cfg(test)]
 mod layout {
-    /// Two entries fill four cache lines of a bucket, not five.
+    /// Two entries fill three cache lines of a bucket, not four.
     #[test]
-    fn an_entry_fits_two_cache_lines() {
-        assert!(std::mem::size_of::<Option<super::Entry>>() <= 128);
+    fn a_bucket_fits_three_cache_lines() {
+        assert!(std::mem::size_of::<Option<super::Entry>>() <= 96);
     }
 }
