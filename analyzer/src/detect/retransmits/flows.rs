@@ -49,8 +49,8 @@ struct Entry {
     /// The flow's [`flow_hash`](tapwatch_classifier::flow_hash): all 64 bits, the same in
     /// both directions, stand for its endpoints (which the packet itself gives), so an
     /// entry is 96 bytes and a bucket of two three cache lines (with the endpoints, 128
-    /// bytes and four). Two live flows of one bucket would have to agree in the 49 bits
-    /// above the bucket's to be taken for one.
+    /// bytes and four). Two live flows of one bucket would have to agree in every bit above
+    /// the bucket's (49 at the default 65 536 flows) to be taken for one.
     flow: u64,
     last_ns: u64,
     /// The server is `b` (else `a`).

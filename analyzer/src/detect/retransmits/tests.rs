@@ -242,3 +242,42 @@ fn a_steady_low_level_few_or_a_new_server_do_not_fire() {
         "no baseline yet"
     );
 }
+
+/// Flows sharing a bucket (the whole table here) keep their own sequence state and report
+/// their own server, in both directions: an entry is found by its flow's hash alone.
+#[test]
+fn flows_in_one_bucket_keep_their_own_state() {
+    let cfg = RetransmitConfig {
+        max_flows: 2,
+        ..RetransmitConfig::default()
+    };
+    let mut f = FlowTable::new(&cfg);
+    let other = (addr(3), 8443);
+    // Both servers send the same sequence numbers, one after the other.
+    for (t, srv) in [(1, server()), (2, other)] {
+        assert_eq!(
+            observe(&mut f, &seg(t, srv, CLIENT, 1000, 100)).map(|r| (r.0, r.2)),
+            Some((srv, Segment::Plain)),
+            "first data of {srv:?}"
+        );
+    }
+    assert_eq!(
+        observe(&mut f, &seg(3, other, CLIENT, 1100, 100)).map(|r| (r.0, r.2)),
+        Some((other, Segment::Plain))
+    );
+    // The client's side of the first flow: new data there, whatever the other flow sent.
+    assert_eq!(
+        observe(&mut f, &seg(4, CLIENT, server(), 7, 50)).map(|r| (r.0, r.1, r.2)),
+        Some((server(), false, Segment::Plain))
+    );
+    assert_eq!(
+        observe(&mut f, &seg(5, server(), CLIENT, 1000, 100)).map(|r| (r.0, r.2)),
+        Some((server(), Segment::Retransmit))
+    );
+    assert_eq!(
+        what(&mut f, &seg(6, server(), CLIENT, 1100, 100)),
+        Segment::Plain,
+        "the other flow's 1100 is not this one's"
+    );
+    assert_eq!((f.len(), f.evicted), (2, 0));
+}
