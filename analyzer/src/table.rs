@@ -36,6 +36,12 @@ pub(crate) struct FlowMap<K, V> {
     entries: Vec<Entry<K, V>>,
 }
 
+/// The empty slot a key absent from a [`FlowMap`] would take ([`FlowMap::find`]).
+#[derive(Debug)]
+pub(crate) struct Vacant {
+    slot: usize,
+}
+
 /// Slots an index starts with.
 const MIN_SLOTS: usize = 64;
 
@@ -148,11 +154,35 @@ impl<K: TableKey, V> FlowMap<K, V> {
     /// The value of `key` (whose hash is `hash`), stored first as `make()` when absent.
     #[inline]
     pub fn get_or_insert_with(&mut self, key: K, hash: u64, make: impl FnOnce() -> V) -> &mut V {
-        let pos = match self.probe(&key, hash) {
-            Ok((_, pos)) => pos,
-            Err(slot) => self.push(slot, hash, key, make()),
+        let pos = match self.find(&key, hash) {
+            Ok(pos) => pos,
+            Err(vacant) => self.insert_vacant(vacant, hash, key, make()),
         };
+        self.at_mut(pos)
+    }
+
+    /// Where `key` (whose hash is `hash`) is: its entry's position, or the slot it would
+    /// take. One probe, for a caller that decides between the two (a position or a slot is
+    /// good until the map next changes).
+    #[inline]
+    pub fn find(&self, key: &K, hash: u64) -> Result<usize, Vacant> {
+        self.probe(key, hash)
+            .map(|(_, pos)| pos)
+            .map_err(|slot| Vacant { slot })
+    }
+
+    /// The value at a position [`FlowMap::find`] gave.
+    #[inline]
+    pub fn at_mut(&mut self, pos: usize) -> &mut V {
         &mut self.entries[pos].value
+    }
+
+    /// Stores `key` (whose hash is `hash`, absent) in the slot [`FlowMap::find`] gave, with
+    /// no change to the map since; returns its position.
+    #[inline]
+    pub fn insert_vacant(&mut self, vacant: Vacant, hash: u64, key: K, value: V) -> usize {
+        debug_assert_eq!(self.index[vacant.slot], 0, "the slot is still empty");
+        self.push(vacant.slot, hash, key, value)
     }
 
     /// Adds an entry at an empty slot; returns its position.

@@ -464,34 +464,40 @@ impl HeartbeatTracker {
             }
             return;
         }
-        if !self.flows.contains_key(&key, hash) {
-            // A flow earns a table entry with its second small packet: one-packet flows
-            // (scans, spoofed floods) and data flows never cost an entry.
-            if (m.wire_len > self.cfg.max_packet_bytes && bfd.is_none())
-                || !self.doorkeeper.seen_before(hash, m.ts_ns)
-            {
-                return;
+        // One probe: a known flow's position, or the slot a new one would take.
+        let pos = match self.flows.find(&key, hash) {
+            Ok(pos) => pos,
+            Err(vacant) => {
+                // A flow earns a table entry with its second small packet: one-packet flows
+                // (scans, spoofed floods) and data flows never cost an entry.
+                if (m.wire_len > self.cfg.max_packet_bytes && bfd.is_none())
+                    || !self.doorkeeper.seen_before(hash, m.ts_ns)
+                {
+                    return;
+                }
+                if self.flows.len() >= self.cfg.max_flows {
+                    self.untracked += 1;
+                    return;
+                }
+                let flow = Flow {
+                    last_ts: m.ts_ns,
+                    run_start: m.ts_ns,
+                    data: false,
+                    shown_src_port: m.src_port,
+                    rhythm: Rhythm::default(),
+                    periodic: false,
+                    generation: 0,
+                    deadline: None,
+                    firing_since: None,
+                    bfd: None,
+                    tenant: tenant(),
+                    last_gap_ns: 0,
+                    k: k.unwrap_or(self.cfg.k),
+                };
+                self.flows.insert_vacant(vacant, hash, key, flow)
             }
-            if self.flows.len() >= self.cfg.max_flows {
-                self.untracked += 1;
-                return;
-            }
-        }
-        let flow = self.flows.get_or_insert_with(key, hash, || Flow {
-            last_ts: m.ts_ns,
-            run_start: m.ts_ns,
-            data: false,
-            shown_src_port: m.src_port,
-            rhythm: Rhythm::default(),
-            periodic: false,
-            generation: 0,
-            deadline: None,
-            firing_since: None,
-            bfd: None,
-            tenant: tenant(),
-            last_gap_ns: 0,
-            k: k.unwrap_or(self.cfg.k),
-        });
+        };
+        let flow = self.flows.at_mut(pos);
         if m.ts_ns < flow.last_ts {
             return; // out of order: no interval to learn from
         }
