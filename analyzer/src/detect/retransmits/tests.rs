@@ -132,13 +132,17 @@ fn sequence_numbers_wrap_and_duplicate_acks_are_counted() {
     assert_eq!(observe(&mut f, &ack(5)).map(|r| r.0), Some(server()));
 }
 
-#[test]
-fn a_full_bucket_replaces_its_older_flow_and_counts_a_live_one() {
-    let cfg = RetransmitConfig {
+/// A table of one bucket: two flows.
+fn one_bucket() -> FlowTable {
+    FlowTable::new(&RetransmitConfig {
         max_flows: 2,
         ..RetransmitConfig::default()
-    };
-    let mut f = FlowTable::new(&cfg);
+    })
+}
+
+#[test]
+fn a_full_bucket_replaces_its_older_flow_and_counts_a_live_one() {
+    let mut f = one_bucket();
     for n in 0..3u16 {
         observe(
             &mut f,
@@ -247,11 +251,7 @@ fn a_steady_low_level_few_or_a_new_server_do_not_fire() {
 /// their own server, in both directions: an entry is found by its flow's hash alone.
 #[test]
 fn flows_in_one_bucket_keep_their_own_state() {
-    let cfg = RetransmitConfig {
-        max_flows: 2,
-        ..RetransmitConfig::default()
-    };
-    let mut f = FlowTable::new(&cfg);
+    let mut f = one_bucket();
     let other = (addr(3), 8443);
     // Both servers send the same sequence numbers, one after the other.
     for (t, srv) in [(1, server()), (2, other)] {
