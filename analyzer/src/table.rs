@@ -133,12 +133,6 @@ impl<K: TableKey, V> FlowMap<K, V> {
         Some(&mut self.entries[pos].value)
     }
 
-    /// Whether `key` (whose hash is `hash`) is stored.
-    #[inline]
-    pub fn contains_key(&self, key: &K, hash: u64) -> bool {
-        self.probe(key, hash).is_ok()
-    }
-
     /// Stores `value` under `key` (whose hash is `hash`); returns the value it replaced.
     #[inline]
     pub fn insert(&mut self, key: K, hash: u64, value: V) -> Option<V> {
@@ -149,16 +143,6 @@ impl<K: TableKey, V> FlowMap<K, V> {
                 None
             }
         }
-    }
-
-    /// The value of `key` (whose hash is `hash`), stored first as `make()` when absent.
-    #[inline]
-    pub fn get_or_insert_with(&mut self, key: K, hash: u64, make: impl FnOnce() -> V) -> &mut V {
-        let pos = match self.find(&key, hash) {
-            Ok(pos) => pos,
-            Err(vacant) => self.insert_vacant(vacant, hash, key, make()),
-        };
-        self.at_mut(pos)
     }
 
     /// Where `key` (whose hash is `hash`) is: its entry's position, or the slot it would
@@ -386,7 +370,7 @@ mod tests {
             }
             for k in 0..600u16 {
                 prop_assert_eq!(ours.get(&k, k.table_hash()), std.get(&k));
-                prop_assert_eq!(ours.contains_key(&k, k.table_hash()), std.contains_key(&k));
+                prop_assert_eq!(ours.find(&k, k.table_hash()).is_ok(), std.contains_key(&k));
             }
             let mut listed: Vec<_> = ours.iter().map(|(k, v)| (*k, *v)).collect();
             listed.sort_unstable();
@@ -400,7 +384,11 @@ mod tests {
     fn grows_and_shrinks_with_its_contents() {
         let mut m: FlowMap<u32, u64> = FlowMap::new();
         for k in 0..100_000u32 {
-            *m.get_or_insert_with(k, k.table_hash(), || 0) += u64::from(k);
+            let pos = match m.find(&k, k.table_hash()) {
+                Ok(pos) => pos,
+                Err(vacant) => m.insert_vacant(vacant, k.table_hash(), k, 0),
+            };
+            *m.at_mut(pos) += u64::from(k);
             m.prefetch(k.table_hash());
             m.prefetch_entry(k.table_hash());
             m.prefetch_entry((k + 1).table_hash());

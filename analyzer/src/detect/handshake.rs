@@ -227,42 +227,45 @@ impl HandshakeTracker {
             ProtocolType::TcpSyn => {
                 let key = ConnKey::sent_by_client(m, src, dst);
                 let server = (dst, m.dst_port);
-                if let Some(p) = self.pending.get_mut(&key, hash) {
-                    let gap = m.ts_ns.saturating_sub(p.last_syn);
-                    if p.isn == m.tcp_seq && gap as f64 >= self.cfg.min_retransmit_gap_s * 1e9 {
-                        p.retransmits += 1;
-                        p.last_syn = m.ts_ns;
-                        let since = m.ts_ns.saturating_sub(p.first_syn) as f64 / 1e9;
-                        return Some((
-                            server,
-                            HandshakeEvent::SynRetransmit {
-                                n: p.retransmits,
-                                since_first_s: since,
-                            },
-                        ));
+                let fresh = || Pending {
+                    first_syn: m.ts_ns,
+                    last_syn: m.ts_ns,
+                    isn: m.tcp_seq,
+                    retransmits: 0,
+                    syn_ack: None,
+                    tenant: m.tenant,
+                };
+                // One probe: the connection's handshake, or the slot a new one would take.
+                match self.pending.find(&key, hash) {
+                    Ok(pos) => {
+                        let p = self.pending.at_mut(pos);
+                        let gap = m.ts_ns.saturating_sub(p.last_syn);
+                        if p.isn == m.tcp_seq && gap as f64 >= self.cfg.min_retransmit_gap_s * 1e9 {
+                            p.retransmits += 1;
+                            p.last_syn = m.ts_ns;
+                            let since = m.ts_ns.saturating_sub(p.first_syn) as f64 / 1e9;
+                            return Some((
+                                server,
+                                HandshakeEvent::SynRetransmit {
+                                    n: p.retransmits,
+                                    since_first_s: since,
+                                },
+                            ));
+                        }
+                        if p.isn == m.tcp_seq {
+                            return None; // a duplicate copy on the mirror, not a retransmission
+                        }
+                        // Another connection on the same addresses and ports.
+                        *p = fresh();
                     }
-                    if p.isn == m.tcp_seq {
-                        return None; // a duplicate copy on the mirror, not a retransmission
+                    Err(_) if self.pending.len() >= self.cfg.max_pending => {
+                        self.untracked += 1;
+                        return Some((server, HandshakeEvent::Syn));
+                    }
+                    Err(vacant) => {
+                        self.pending.insert_vacant(vacant, hash, key, fresh());
                     }
                 }
-                if self.pending.len() >= self.cfg.max_pending
-                    && !self.pending.contains_key(&key, hash)
-                {
-                    self.untracked += 1;
-                    return Some((server, HandshakeEvent::Syn));
-                }
-                self.pending.insert(
-                    key,
-                    hash,
-                    Pending {
-                        first_syn: m.ts_ns,
-                        last_syn: m.ts_ns,
-                        isn: m.tcp_seq,
-                        retransmits: 0,
-                        syn_ack: None,
-                        tenant: m.tenant,
-                    },
-                );
                 Some((server, HandshakeEvent::Syn))
             }
             ProtocolType::TcpSynAck => {

@@ -125,16 +125,19 @@ impl FlowTable {
             ProtocolType::TcpSyn => return None,
             ProtocolType::TcpSynAck => {
                 // The receiver of the SYN-ACK is the client.
-                match self.flows.get_mut(&key, hash) {
-                    Some(f) if f.opened && f.client_is_a != from_a => f.last[side] = m.ts_ns,
-                    Some(f) => *f = FlowState::answered_by(!from_a, side, m.ts_ns),
-                    None if full => self.untracked += 1,
-                    None => {
-                        self.flows.insert(
-                            key,
-                            hash,
-                            FlowState::answered_by(!from_a, side, m.ts_ns),
-                        );
+                match self.flows.find(&key, hash) {
+                    Ok(pos) => {
+                        let f = self.flows.at_mut(pos);
+                        if f.opened && f.client_is_a != from_a {
+                            f.last[side] = m.ts_ns;
+                        } else {
+                            *f = FlowState::answered_by(!from_a, side, m.ts_ns);
+                        }
+                    }
+                    Err(_) if full => self.untracked += 1,
+                    Err(vacant) => {
+                        let f = FlowState::answered_by(!from_a, side, m.ts_ns);
+                        self.flows.insert_vacant(vacant, hash, key, f);
                     }
                 }
                 return None;
@@ -142,26 +145,29 @@ impl FlowTable {
             _ => {}
         }
         let timestamps = m.flags & FLAG_TCP_TIMESTAMPS != 0;
-        let f = match self.flows.get_mut(&key, hash) {
-            Some(f) => f,
-            None if !timestamps || m.tcp_flags & 0x05 != 0 => return None,
-            None if full => {
+        // One probe: the flow's state, or the slot a flow begun before the capture takes.
+        let pos = match self.flows.find(&key, hash) {
+            Ok(pos) => pos,
+            Err(_) if !timestamps || m.tcp_flags & 0x05 != 0 => return None,
+            Err(_) if full => {
                 self.untracked += 1;
                 return None;
             }
-            None => {
+            Err(vacant) => {
                 // Begun before the capture: the lower port is the server's.
                 let server_is_a = m.src_port.min(m.dst_port) == key.a_port;
-                self.flows.get_or_insert_with(key, hash, || FlowState {
+                let f = FlowState {
                     client_is_a: !server_is_a,
                     opened: false,
                     bits: 0,
                     last: [0; 2],
                     request_at: 0,
                     ts: TsMatch::default(),
-                })
+                };
+                self.flows.insert_vacant(vacant, hash, key, f)
             }
         };
+        let f = self.flows.at_mut(pos);
         let from_client = from_a == f.client_is_a;
         let (client, server) = if f.client_is_a {
             ((key.a, key.a_port), (key.b, key.b_port))
