@@ -139,17 +139,23 @@ impl<K: SketchKey> FrequentItems<K> {
         debug_assert_eq!(h, key.sketch_hash());
         self.total += weight;
         let tag = tag_of(h);
-        let mut i = h as usize & self.mask;
+        let mask = self.mask;
+        // Cut to `mask + 1` entries once: every index below is `& mask`, so the compiler
+        // drops the bounds checks of the probe (the three arrays are that long).
+        let tags = &mut self.tags[..=mask];
+        let counts = &mut self.counts[..=mask];
+        let slots = &mut self.slots[..=mask];
+        let mut i = h as usize & mask;
         loop {
-            let t = self.tags[i];
+            let t = tags[i];
             if t == 0 {
                 break;
             }
             if t == tag {
-                if let Some(s) = &mut self.slots[i] {
+                if let Some(s) = &mut slots[i] {
                     if s.key == key {
-                        let before = self.counts[i];
-                        self.counts[i] = before + weight;
+                        let before = counts[i];
+                        counts[i] = before + weight;
                         s.secondary += secondary;
                         if before <= 1 {
                             self.recount_small(before, before + weight);
@@ -158,11 +164,11 @@ impl<K: SketchKey> FrequentItems<K> {
                     }
                 }
             }
-            i = (i + 1) & self.mask;
+            i = (i + 1) & mask;
         }
-        self.tags[i] = tag;
-        self.counts[i] = weight;
-        self.slots[i] = Some(Slot { key, secondary });
+        tags[i] = tag;
+        counts[i] = weight;
+        slots[i] = Some(Slot { key, secondary });
         self.len += 1;
         if weight <= 1 {
             self.small[weight as usize] += 1;
