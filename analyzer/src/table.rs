@@ -7,7 +7,7 @@
 //! match, so the line a packet will probe can be loaded a few packets ahead
 //! ([`FlowMap::prefetch`]) and a miss (a new flow) costs no second load. The dense entries
 //! also make sweeps a sequential walk.
-use crate::sketch::{prefetch, prefetch_all, HugeTable};
+use crate::sketch::{huge_vec, prefetch, prefetch_all, HugeTable};
 
 /// A key of a [`FlowMap`] and its 64-bit hash, mixed in every bit (the low bits pick the
 /// slot, the high 32 are the tag). TCP connection keys hash with
@@ -176,6 +176,15 @@ impl<K: TableKey, V> FlowMap<K, V> {
             pos < u32::MAX as usize,
             "a flow map holds fewer than 2^32 entries"
         );
+        if pos == self.entries.capacity() {
+            // Grown here rather than by `push`: the new buffer is asked for huge pages before
+            // the entries are moved in (entries are read at random, one per packet of a
+            // known flow, and a table of many flows spans more 4 KiB pages than the TLB
+            // holds).
+            let mut grown = huge_vec((pos * 2).max(MIN_SLOTS / 2));
+            grown.append(&mut self.entries);
+            self.entries = grown;
+        }
         self.entries.push(Entry { hash, key, value });
         self.index[slot] = tag_of(hash) << 32 | (pos as u64 + 1);
         if (pos + 1) * 2 > self.index.len() {

@@ -66,6 +66,28 @@ fn prefetch_line(p: *const u8) {
 /// Bytes of one huge page (x86-64 and most 64-bit Linux targets).
 const HUGE_PAGE: usize = 2 << 20;
 
+/// A vector of at least `capacity` elements whose buffer is asked, before anything is
+/// written to it, to be backed by huge pages wherever it covers whole 2 MiB pages (the
+/// growable counterpart of [`HugeTable`], for arrays read at random that grow with the
+/// traffic). Below 2 MiB it is a plain `Vec`.
+pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
+    let v = Vec::with_capacity(capacity);
+    let start = v.as_ptr() as usize;
+    let end = start + v.capacity() * std::mem::size_of::<T>();
+    let (first, last) = (start.next_multiple_of(HUGE_PAGE), end & !(HUGE_PAGE - 1));
+    #[cfg(target_os = "linux")]
+    if first < last {
+        // SAFETY: `first..last` lies inside the vector's allocation; MADV_HUGEPAGE only
+        // changes how the kernel backs those pages (a failure leaves 4 KiB pages).
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (first, last);
+    v
+}
+
 /// A fixed-length table whose memory is asked to be backed by huge pages: flow tables are
 /// probed at random, and with 4 KiB pages nearly every probe of a large table also misses
 /// the TLB. One of 2 MiB or more is allocated on a 2 MiB boundary, its size
