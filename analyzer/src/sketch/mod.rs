@@ -80,7 +80,11 @@ pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
         // SAFETY: `first..last` lies inside the vector's allocation; MADV_HUGEPAGE only
         // changes how the kernel backs those pages (a failure leaves 4 KiB pages).
         unsafe {
-            libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE);
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -213,5 +217,51 @@ mod tests {
         small[3].push('y');
         assert_eq!(small.concat(), "xxxxyxxxxxx");
         assert!(HugeTable::new(0, 1u64).is_empty());
+    }
+
+    /// The kernel's flags of the mapping holding `addr` (`VmFlags` in /proc/self/smaps).
+    #[cfg(target_os = "linux")]
+    fn vm_flags_at(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = (lo..hi).contains(&addr);
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.to_string();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn a_huge_vec_holds_what_it_was_asked_for_and_asks_for_huge_pages() {
+        let mut v: Vec<u64> = huge_vec(1 << 20);
+        assert!(v.capacity() >= 1 << 20);
+        v.extend(0..1 << 20);
+        assert_eq!(v[12345], 12345);
+        // The buffer's whole 2 MiB pages are marked for huge pages ("hg"); a small vector
+        // is left alone.
+        #[cfg(target_os = "linux")]
+        {
+            let inner = (v.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
+            assert!(
+                vm_flags_at(inner).split_whitespace().any(|f| f == "hg"),
+                "no MADV_HUGEPAGE on the buffer: {}",
+                vm_flags_at(inner)
+            );
+        }
+        let small: Vec<u8> = huge_vec(100);
+        assert!(small.capacity() >= 100 && small.is_empty());
     }
 }
