@@ -228,9 +228,7 @@ impl<K: Copy + Eq + Hash> DistinctCounter<K> {
                 }
             }
             (None, Some(h)) => {
-                if let Some(set) = self.exact.take() {
-                    self.hll = Some(Self::estimated(&set));
-                }
+                self.estimate_from_now_on();
                 if let Some(mine) = &mut self.hll {
                     mine.merge(h);
                 }

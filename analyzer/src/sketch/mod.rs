@@ -73,12 +73,18 @@ const HUGE_PAGE: usize = 2 << 20;
 pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
     let v = Vec::with_capacity(capacity);
     let start = v.as_ptr() as usize;
-    let end = start + v.capacity() * std::mem::size_of::<T>();
+    advise_huge_pages(start, start + v.capacity() * std::mem::size_of::<T>());
+    v
+}
+
+/// Asks the kernel to back the whole 2 MiB pages inside the allocated bytes `start..end`
+/// with huge pages (`MADV_HUGEPAGE`); a stretch holding none is left alone.
+fn advise_huge_pages(start: usize, end: usize) {
     let (first, last) = (start.next_multiple_of(HUGE_PAGE), end & !(HUGE_PAGE - 1));
     #[cfg(target_os = "linux")]
     if first < last {
-        // SAFETY: `first..last` lies inside the vector's allocation; MADV_HUGEPAGE only
-        // changes how the kernel backs those pages (a failure leaves 4 KiB pages).
+        // SAFETY: the caller's allocation holds `first..last`; MADV_HUGEPAGE only changes
+        // how the kernel backs those pages (a failure leaves 4 KiB pages).
         unsafe {
             libc::madvise(
                 first as *mut libc::c_void,
@@ -89,7 +95,6 @@ pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (first, last);
-    v
 }
 
 /// A fixed-length table whose memory is asked to be backed by huge pages: flow tables are
@@ -130,13 +135,10 @@ impl<T: Clone> HugeTable<T> {
             let raw = unsafe { std::alloc::alloc(layout) }.cast::<T>();
             std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
         };
-        #[cfg(target_os = "linux")]
         if huge {
-            // SAFETY: the whole allocation, 2 MiB-aligned; MADV_HUGEPAGE only changes how
-            // the kernel backs its pages (a failure leaves 4 KiB pages).
-            unsafe {
-                libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_HUGEPAGE);
-            }
+            // The whole allocation: 2 MiB-aligned, whole 2 MiB pages.
+            let start = ptr.as_ptr() as usize;
+            advise_huge_pages(start, start + layout.size());
         }
         for i in 0..len {
             // SAFETY: `i < len` lies inside the allocation, which nothing has read yet.
@@ -212,6 +214,13 @@ mod tests {
             t.as_ptr() as usize % HUGE_PAGE,
             0,
             "a large table starts on a huge page"
+        );
+        #[cfg(target_os = "linux")]
+        assert!(
+            vm_flags_at(t.as_ptr() as usize)
+                .split_whitespace()
+                .any(|f| f == "hg"),
+            "a large table is marked for huge pages"
         );
         let mut small = HugeTable::new(10, String::from("x"));
         small[3].push('y');
