@@ -7,7 +7,7 @@
 //! match, so the line a packet will probe can be loaded a few packets ahead
 //! ([`FlowMap::prefetch`]) and a miss (a new flow) costs no second load. The dense entries
 //! also make sweeps a sequential walk.
-use crate::sketch::{huge_vec, prefetch, prefetch_all, HugeTable};
+use crate::sketch::{huge_vec, prefetch, prefetch_all, release_spare, HugeTable};
 
 /// A key of a [`FlowMap`] and its 64-bit hash, mixed in every bit (the low bits pick the
 /// slot, the high 32 are the tag). TCP connection keys hash with
@@ -45,6 +45,10 @@ pub(crate) struct Vacant {
 /// Slots an index starts with.
 const MIN_SLOTS: usize = 64;
 
+/// Bytes of entries a map reserves up front at most ([`FlowMap::with_room`]); a map
+/// allowed more grows beyond by doubling.
+const MAX_RESERVED_BYTES: usize = 256 << 20;
+
 #[inline]
 fn tag_of(hash: u64) -> u64 {
     hash >> 32
@@ -57,6 +61,18 @@ impl<K: TableKey, V> FlowMap<K, V> {
             index: HugeTable::new(MIN_SLOTS, 0),
             mask: MIN_SLOTS - 1,
             entries: Vec::new(),
+        }
+    }
+
+    /// An empty map with room for `entries` entries (at most [`MAX_RESERVED_BYTES`]) set
+    /// aside: address space only, whose pages the kernel backs (with huge pages where they
+    /// are whole) as entries are written. A map of a table with a cap never moves its
+    /// entries as it fills: no copy, and each page is zeroed once.
+    pub fn with_room(entries: usize) -> FlowMap<K, V> {
+        let most = MAX_RESERVED_BYTES / std::mem::size_of::<Entry<K, V>>().max(1);
+        FlowMap {
+            entries: huge_vec(entries.min(most)),
+            ..FlowMap::new()
         }
     }
 
@@ -258,9 +274,11 @@ impl<K: TableKey, V> FlowMap<K, V> {
             while self.entries.len() * 2 > slots {
                 slots *= 2;
             }
-            // A table emptied by a sweep gives back its memory, down to twice what it holds.
+            // A table emptied by a sweep gives back its memory, down to twice what it holds
+            // (the entries keep their room: they do not move when the table fills again).
             if slots * 4 <= self.index.len() {
-                self.entries.shrink_to(self.entries.len() * 2);
+                let keep = self.entries.len() * 2;
+                release_spare(&mut self.entries, keep);
             } else {
                 slots = self.index.len();
             }
@@ -387,6 +405,32 @@ mod tests {
             expected.sort_unstable();
             prop_assert_eq!(listed, expected);
         }
+    }
+
+    #[test]
+    fn a_map_with_room_fills_it_without_moving_its_entries() {
+        let mut m: FlowMap<u32, u64> = FlowMap::with_room(50_000);
+        let buffer = m.entries.as_ptr();
+        for k in 0..50_000u32 {
+            m.insert(k, k.table_hash(), u64::from(k));
+        }
+        assert_eq!(m.entries.as_ptr(), buffer, "no entry moved to a new buffer");
+        m.retain(|k, _| *k % 100 == 0);
+        assert_eq!(m.len(), 500);
+        assert_eq!(m.entries.as_ptr(), buffer, "a sweep keeps the room");
+        for k in 50_000..99_000u32 {
+            m.insert(k, k.table_hash(), u64::from(k));
+        }
+        assert_eq!(m.entries.as_ptr(), buffer);
+        assert_eq!(m.get(&98_765, 98_765u32.table_hash()), Some(&98_765));
+        assert_eq!(m.get(&4_200, 4_200u32.table_hash()), Some(&4_200));
+        assert!(m.get(&4_201, 4_201u32.table_hash()).is_none());
+        // Past its room a map still grows.
+        for k in 99_000..120_000u32 {
+            m.insert(k, k.table_hash(), u64::from(k));
+        }
+        assert_eq!(m.len(), 500 + 49_000 + 21_000);
+        assert_eq!(m.get(&119_999, 119_999u32.table_hash()), Some(&119_999));
     }
 
     #[test]

@@ -195,8 +195,8 @@ impl HandshakeTracker {
     /// A tracker with these settings.
     pub fn new(cfg: HandshakeConfig) -> HandshakeTracker {
         HandshakeTracker {
+            pending: FlowMap::with_room(cfg.max_pending),
             cfg,
-            pending: FlowMap::new(),
             answered: Answered::new(),
             untracked: 0,
             samples_untracked: 0,

@@ -77,6 +77,29 @@ pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
     v
 }
 
+/// Gives the memory of a vector's unused capacity beyond its first `keep` elements back to
+/// the kernel (`MADV_DONTNEED` on the whole 4 KiB pages inside), keeping the capacity: the
+/// pages read as zeroes when next written, and the buffer does not move. For vectors that
+/// reserved room up front and shrink after a sweep.
+pub fn release_spare<T>(v: &mut Vec<T>, keep: usize) {
+    const PAGE: usize = 4096;
+    let size = std::mem::size_of::<T>();
+    let start = v.as_ptr() as usize;
+    let from = (start + v.len().max(keep).min(v.capacity()) * size).next_multiple_of(PAGE);
+    let to = (start + v.capacity() * size) & !(PAGE - 1);
+    #[cfg(target_os = "linux")]
+    if from < to {
+        // SAFETY: `from..to` lies inside the vector's allocation, past its initialised
+        // elements; nothing reads spare capacity before writing it, and MADV_DONTNEED on
+        // private anonymous memory only makes the pages read as zeroes again.
+        unsafe {
+            libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (from, to);
+}
+
 /// Asks the kernel to back the whole 2 MiB pages inside the allocated bytes `start..end`
 /// with huge pages (`MADV_HUGEPAGE`); a stretch holding none is left alone.
 fn advise_huge_pages(start: usize, end: usize) {
@@ -272,5 +295,48 @@ mod tests {
         }
         let small: Vec<u8> = huge_vec(100);
         assert!(small.capacity() >= 100 && small.is_empty());
+    }
+
+    /// Pages of `bytes` bytes at `addr` (page-aligned) that are resident.
+    #[cfg(target_os = "linux")]
+    fn resident_pages(addr: usize, bytes: usize) -> usize {
+        let pages = bytes / 4096;
+        let mut flags = vec![0u8; pages];
+        // SAFETY: `addr..addr + bytes` is mapped (inside a live vector's buffer); mincore
+        // only writes one byte per page into `flags`.
+        let rc = unsafe { libc::mincore(addr as *mut libc::c_void, bytes, flags.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        flags.iter().filter(|f| **f & 1 != 0).count()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn released_spare_capacity_leaves_memory_but_keeps_the_buffer_and_its_elements() {
+        let mut v: Vec<u64> = Vec::with_capacity(4 << 20);
+        v.resize(4 << 20, 7);
+        let (ptr, cap) = (v.as_ptr(), v.capacity());
+        v.truncate(1000);
+        let tail = (ptr as usize + 64 * 4096).next_multiple_of(4096);
+        let tail_bytes = 16 << 20;
+        assert!(
+            resident_pages(tail, tail_bytes) > 0,
+            "written pages are resident"
+        );
+        release_spare(&mut v, 2000);
+        assert_eq!(
+            resident_pages(tail, tail_bytes),
+            0,
+            "the spare pages were given back"
+        );
+        assert_eq!(
+            (v.as_ptr(), v.capacity()),
+            (ptr, cap),
+            "the buffer did not move"
+        );
+        assert!(v.iter().all(|x| *x == 7), "the elements are untouched");
+        // The room is still there: it fills again without moving, reading as written.
+        v.resize(4 << 20, 9);
+        assert_eq!(v.as_ptr(), ptr);
+        assert_eq!((v[999], v[1000], v[(4 << 20) - 1]), (7, 9, 9));
     }
 }

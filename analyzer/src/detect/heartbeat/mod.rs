@@ -385,8 +385,8 @@ impl HeartbeatTracker {
     pub fn new(cfg: HeartbeatConfig) -> HeartbeatTracker {
         let rotate_ns = (cfg.max_period_s * 1e9) as u64;
         HeartbeatTracker {
+            flows: FlowMap::with_room(cfg.max_flows),
             cfg,
-            flows: FlowMap::new(),
             timers: BinaryHeap::new(),
             bfd_rx: FlowMap::new(),
             untracked: 0,

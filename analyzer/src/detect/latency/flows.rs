@@ -91,7 +91,7 @@ impl FlowTable {
     /// A table with these settings.
     pub fn new(cfg: &LatencyConfig) -> FlowTable {
         FlowTable {
-            flows: FlowMap::new(),
+            flows: FlowMap::with_room(cfg.max_flows),
             max: cfg.max_flows,
             idle_ns: (cfg.flow_idle_s * 1e9) as u64,
             rst_max_ns: (cfg.rst_max_s * 1e9) as u64,
