@@ -76,6 +76,11 @@ impl<K: TableKey, V> FlowMap<K, V> {
         }
     }
 
+    /// Bytes one entry takes in the entries array (its key, value and hash): the lines a
+    /// probe of a known flow loads.
+    #[cfg(test)]
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<K, V>>();
+
     /// Entries stored.
     #[inline]
     pub fn len(&self) -> usize {

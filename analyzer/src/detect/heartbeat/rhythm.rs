@@ -34,14 +34,25 @@ impl Rhythm {
     #[inline]
     pub fn push(&mut self, gap_ns: u64, cfg: &HeartbeatConfig) {
         let x = gap_ns as f64;
-        let full = f64::from(cfg.full_samples.max(1));
+        let full = cfg.full_samples.max(1);
+        let steady = 1.0 / f64::from(full);
+        // The weight of the `i`-th interval is `max(1 / i, 1 / full_samples)`: from
+        // `full_samples` on that is `steady` (1 / i is no larger there, rounding included),
+        // so a followed flow's packet divides once, not three times.
+        let weight = |i: u32| {
+            if i >= full {
+                steady
+            } else {
+                (1.0 / f64::from(i)).max(steady)
+            }
+        };
         self.n = self.n.saturating_add(1);
         if self.n > UNJUDGED {
             let near = (x - self.mean).abs() <= cfg.tolerance * self.mean;
-            let alpha = (1.0 / f64::from(self.n - UNJUDGED)).max(1.0 / full);
+            let alpha = weight(self.n - UNJUDGED);
             self.near += alpha * (f64::from(u8::from(near)) - self.near);
         }
-        let alpha = (1.0 / f64::from(self.n)).max(1.0 / full);
+        let alpha = weight(self.n);
         let d = x - self.mean;
         self.mean += alpha * d;
         self.var = (1.0 - alpha) * (self.var + alpha * d * d);

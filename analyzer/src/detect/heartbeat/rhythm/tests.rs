@@ -177,3 +177,51 @@ fn a_flow_that_changes_rhythm_is_learned_again() {
         r.period_ns()
     );
 }
+
+/// The running statistics as first written, dividing for both weights at every interval.
+fn push_dividing(r: &mut Rhythm, gap_ns: u64, cfg: &HeartbeatConfig) {
+    let x = gap_ns as f64;
+    let full = f64::from(cfg.full_samples.max(1));
+    r.n = r.n.saturating_add(1);
+    if r.n > UNJUDGED {
+        let near = (x - r.mean).abs() <= cfg.tolerance * r.mean;
+        let alpha = (1.0 / f64::from(r.n - UNJUDGED)).max(1.0 / full);
+        r.near += alpha * (f64::from(u8::from(near)) - r.near);
+    }
+    let alpha = (1.0 / f64::from(r.n)).max(1.0 / full);
+    let d = x - r.mean;
+    r.mean += alpha * d;
+    r.var = (1.0 - alpha) * (r.var + alpha * d * d);
+}
+
+#[test]
+fn the_weights_past_full_samples_need_no_division_and_change_no_bit() {
+    let mut rng = Rng::new(11);
+    for full_samples in [0, 1, 2, 3, 7, 32, 100, 1000] {
+        let cfg = HeartbeatConfig {
+            full_samples,
+            ..HeartbeatConfig::default()
+        };
+        let (mut ours, mut first) = (Rhythm::default(), Rhythm::default());
+        for _ in 0..3000 {
+            let gap = log_uniform(&mut rng, 1e3, 1e11) as u64;
+            ours.push(gap, &cfg);
+            push_dividing(&mut first, gap, &cfg);
+            assert_eq!(
+                (
+                    ours.n,
+                    ours.mean.to_bits(),
+                    ours.var.to_bits(),
+                    ours.near.to_bits()
+                ),
+                (
+                    first.n,
+                    first.mean.to_bits(),
+                    first.var.to_bits(),
+                    first.near.to_bits()
+                ),
+                "full_samples {full_samples}"
+            );
+        }
+    }
+}
