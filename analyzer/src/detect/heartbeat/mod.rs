@@ -405,9 +405,9 @@ impl HeartbeatTracker {
         let rotate_ns = (cfg.max_period_s * 1e9) as u64;
         HeartbeatTracker {
             flows: FlowMap::with_room(cfg.max_flows),
+            bfd_rx: FlowMap::with_room(cfg.max_flows + 1),
             cfg,
             timers: BinaryHeap::new(),
-            bfd_rx: FlowMap::new(),
             untracked: 0,
             doorkeeper: Doorkeeper::new(rotate_ns),
         }
