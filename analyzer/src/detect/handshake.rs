@@ -10,7 +10,7 @@ use super::latency::Measure;
 use super::{PacketDetector, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
-use crate::table::FlowMap;
+use crate::table::{Align32, FlowMap};
 use crate::window::{latency_histogram, WindowStats};
 
 /// TCP handshakes seen from the mirror point.
@@ -101,10 +101,29 @@ struct Pending {
     last_syn: u64,
     isn: u32,
     retransmits: u32,
-    /// SYN-ACK seen at this time, with the server's initial sequence number.
-    syn_ack: Option<(u64, u32)>,
+    /// SYN-ACK seen at this time ([`UNANSWERED`]: none yet; an `Option` would take 8
+    /// bytes more, see [`Pending::syn_ack`]), with the server's initial sequence number.
+    syn_ack_at: u64,
+    server_isn: u32,
     /// Tenant of the client.
     tenant: TenantId,
+}
+
+/// [`Pending::syn_ack_at`] of a handshake not answered yet (no event time is that late).
+const UNANSWERED: u64 = u64::MAX;
+
+// Every SYN and answered ACK loads its handshake's whole entry: whole 32-byte strides of at
+// most 96 bytes, which `Align32` keeps in two cache lines each.
+const _: () = {
+    let bytes = FlowMap::<ConnKey, Pending, Align32>::ENTRY_BYTES;
+    assert!(bytes.is_multiple_of(32) && bytes <= 96);
+};
+
+impl Pending {
+    /// When the SYN-ACK was seen, and the server's initial sequence number, once answered.
+    fn syn_ack(&self) -> Option<(u64, u32)> {
+        (self.syn_ack_at != UNANSWERED).then_some((self.syn_ack_at, self.server_isn))
+    }
 }
 
 /// What one packet did to a handshake.
@@ -182,7 +201,8 @@ impl Answered {
 /// Half-open handshakes of one worker, bounded in number and age.
 pub struct HandshakeTracker {
     cfg: HandshakeConfig,
-    pending: FlowMap<ConnKey, Pending>,
+    /// Entries of 96 bytes, aligned to lie in two cache lines each.
+    pending: FlowMap<ConnKey, Pending, Align32>,
     /// The pending handshakes that saw their SYN-ACK (a superset).
     answered: Answered,
     /// SYNs not tracked because the table was full.
@@ -232,7 +252,8 @@ impl HandshakeTracker {
                     last_syn: m.ts_ns,
                     isn: m.tcp_seq,
                     retransmits: 0,
-                    syn_ack: None,
+                    syn_ack_at: UNANSWERED,
+                    server_isn: 0,
                     tenant: m.tenant,
                 };
                 // One probe: the connection's handshake, or the slot a new one would take.
@@ -271,10 +292,10 @@ impl HandshakeTracker {
             ProtocolType::TcpSynAck => {
                 let key = ConnKey::sent_by_server(m, src, dst);
                 let p = self.pending.get_mut(&key, hash)?;
-                if m.tcp_ack != p.isn.wrapping_add(1) || p.syn_ack.is_some() {
+                if m.tcp_ack != p.isn.wrapping_add(1) || p.syn_ack().is_some() {
                     return None;
                 }
-                p.syn_ack = Some((m.ts_ns, m.tcp_seq));
+                (p.syn_ack_at, p.server_isn) = (m.ts_ns, m.tcp_seq);
                 self.answered.set(hash);
                 let us = m.ts_ns.saturating_sub(p.last_syn) / 1000;
                 Some((
@@ -309,7 +330,7 @@ impl HandshakeTracker {
                 }
                 let key = ConnKey::sent_by_client(m, src, dst);
                 let p = self.pending.get(&key, hash)?;
-                let (at, server_isn) = p.syn_ack?;
+                let (at, server_isn) = p.syn_ack()?;
                 if m.tcp_ack != server_isn.wrapping_add(1) {
                     return None;
                 }
@@ -346,7 +367,7 @@ impl HandshakeTracker {
         let answered = &mut self.answered;
         self.pending.retain_hashed(|hash, _, p| {
             let keep = now.saturating_sub(p.last_syn) < timeout;
-            if keep && p.syn_ack.is_some() {
+            if keep && p.syn_ack().is_some() {
                 answered.set(hash);
             }
             keep
