@@ -7,7 +7,7 @@
 //! match, so the line a packet will probe can be loaded a few packets ahead
 //! ([`FlowMap::prefetch`]) and a miss (a new flow) costs no second load. The dense entries
 //! also make sweeps a sequential walk.
-use crate::sketch::{huge_vec, prefetch, prefetch_all, release_spare, HugeTable};
+use crate::sketch::{huge_vec, prefetch, prefetch_bytes, release_spare, HugeTable};
 
 /// A key of a [`FlowMap`] and its 64-bit hash, mixed in every bit (the low bits pick the
 /// slot, the high 32 are the tag). TCP connection keys hash with
@@ -18,12 +18,14 @@ pub(crate) trait TableKey: Copy + Eq {
 }
 
 /// One stored entry with its key's hash (kept for moves and rebuilds of the index),
-/// aligned as `A` is.
+/// aligned as `A` is. In this order: a probe reads the key, then the value's first fields
+/// (see [`FlowMap::prefetch_entry_head`]); the hash is read only when entries move.
 #[derive(Clone, Debug)]
+#[repr(C)]
 struct Entry<K, V, A> {
-    hash: u64,
     key: K,
     value: V,
+    hash: u64,
     _align: [A; 0],
 }
 
@@ -34,6 +36,13 @@ struct Entry<K, V, A> {
 #[derive(Clone, Copy, Debug)]
 #[repr(align(32))]
 pub(crate) struct Align32;
+
+/// An entry alignment for a [`FlowMap`] whose entries' first 128 bytes are all a packet
+/// reads ([`FlowMap::prefetch_entry_head`]): every entry starts a cache line, and those
+/// bytes lie in two lines.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+pub(crate) struct Align64;
 
 /// The map. Open addressing with linear probing over the index, kept at most half full;
 /// the index doubles as entries are added. Iteration follows the entries array: insertion
@@ -91,6 +100,9 @@ impl<K: TableKey, V, A> FlowMap<K, V, A> {
     /// probe of a known flow loads.
     pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<K, V, A>>();
 
+    /// Where an entry's value starts in it (its key comes first).
+    pub const VALUE_OFFSET: usize = std::mem::offset_of!(Entry<K, V, A>, value);
+
     /// Entries stored.
     #[inline]
     pub fn len(&self) -> usize {
@@ -110,6 +122,13 @@ impl<K: TableKey, V, A> FlowMap<K, V, A> {
     /// it runs closer to the probe than the first stage; a hint, nothing else is read.
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
+        self.prefetch_entry_head(hash, Self::ENTRY_BYTES);
+    }
+
+    /// [`FlowMap::prefetch_entry`] of an entry's first `bytes` bytes only (its key and the
+    /// value's fields a packet reads, when the rest is read rarely).
+    #[inline]
+    pub fn prefetch_entry_head(&self, hash: u64, bytes: usize) {
         let tag = tag_of(hash);
         let mut i = hash as usize & self.mask;
         loop {
@@ -119,7 +138,8 @@ impl<K: TableKey, V, A> FlowMap<K, V, A> {
             }
             if s >> 32 == tag {
                 if let Some(e) = self.entries.get((s as u32 - 1) as usize) {
-                    prefetch_all(std::slice::from_ref(e));
+                    let start = (e as *const Entry<K, V, A>).cast::<u8>();
+                    prefetch_bytes(start, bytes.min(Self::ENTRY_BYTES));
                 }
                 return;
             }
@@ -454,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn aligned_entries_of_160_bytes_lie_in_three_lines_each() {
+    fn aligned_entries_lie_in_as_few_lines_as_they_can() {
         let mut m: FlowMap<u32, [u8; 148], Align32> = FlowMap::with_room(100_000);
         assert_eq!(FlowMap::<u32, [u8; 148], Align32>::ENTRY_BYTES, 160);
         for k in 0..1000u32 {
@@ -469,6 +489,16 @@ mod tests {
             .max();
         assert_eq!(most, Some(3), "entries from {base:#x}");
         assert_eq!(m.get(&999, 999u32.table_hash()), Some(&[231; 148]));
+
+        // Aligned to lines, an entry's first 128 bytes lie in two of them.
+        let mut m: FlowMap<u32, [u8; 148], Align64> = FlowMap::with_room(100_000);
+        assert_eq!(FlowMap::<u32, [u8; 148], Align64>::ENTRY_BYTES, 192);
+        assert_eq!(FlowMap::<u32, [u8; 148], Align64>::VALUE_OFFSET, 4);
+        for k in 0..1000u32 {
+            m.insert(k, k.table_hash(), [k as u8; 148]);
+        }
+        assert_eq!(m.entries.as_ptr() as usize % 64, 0);
+        assert_eq!(m.get(&998, 998u32.table_hash()), Some(&[230; 148]));
     }
 
     #[test]

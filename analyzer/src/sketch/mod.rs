@@ -32,9 +32,14 @@ pub fn prefetch<T>(value: &T) {
 /// line), from the line of its first byte to the line of its last.
 #[inline(always)]
 pub fn prefetch_all<T>(values: &[T]) {
+    prefetch_bytes(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values));
+}
+
+/// [`prefetch`] of every cache line of the `bytes` bytes from `start` (a hint: the
+/// addresses need not be valid, nothing is read).
+#[inline(always)]
+pub fn prefetch_bytes(start: *const u8, bytes: usize) {
     const LINE: usize = 64;
-    let start = values.as_ptr().cast::<u8>();
-    let bytes = std::mem::size_of_val(values);
     if bytes == 0 {
         return;
     }

@@ -18,7 +18,7 @@ use tapwatch_classifier::{BfdState, Detail, Fragment, PacketMeta, ProtocolType};
 use super::{PacketDetector, PacketHashes};
 use crate::finding::{endpoint, proto_label, Evidence, Finding, FindingKind, Severity};
 use crate::labels::Labels;
-use crate::table::{Align32, FlowMap, TableKey};
+use crate::table::{Align64, FlowMap, TableKey};
 use crate::window::WindowStats;
 use rhythm::Rhythm;
 
@@ -182,36 +182,43 @@ struct BfdTiming {
     your_disc: u32,
 }
 
+/// A followed flow. In this order (`repr(C)`): what every packet of the flow reads or
+/// writes first, then what only a missed heartbeat or a new flow touches, so that a
+/// packet's reads lie in the entry's first two cache lines ([`HOT_BYTES`]).
 #[derive(Clone, Debug)]
+#[repr(C)]
 struct Flow {
     last_ts: u64,
     /// Start of the current run of samples (reset when the flow resumes after a gap).
     run_start: u64,
-    /// A packet too large for a heartbeat was seen: this flow carries data.
-    data: bool,
-    shown_src_port: u16,
     rhythm: Rhythm,
-    periodic: bool,
-    generation: u32,
     /// Firing since this event time (the last packet before the silence), or
     /// [`NOT_FIRING`] (an `Option` would take 8 bytes more; see [`Flow::firing_since`]).
     firing_since: u64,
-    /// A BFD session's timers (boxed: few flows are BFD, and every followed packet loads
-    /// its flow's whole entry, 160 bytes: three or four cache lines where 208 took four).
+    /// Deadline as a multiple of the period (the tenant's `heartbeat_k`).
+    k: f64,
+    /// A BFD session's timers (boxed: few flows are BFD).
     bfd: Option<Box<BfdTiming>>,
+    generation: u32,
+    shown_src_port: u16,
+    /// A packet too large for a heartbeat was seen: this flow carries data.
+    data: bool,
+    periodic: bool,
+    // Read when a finding is made.
     tenant: Option<Box<str>>,
     /// Length of the last missed-heartbeat gap, ns (0: none yet).
     last_gap_ns: u64,
-    /// Deadline as a multiple of the period (the tenant's `heartbeat_k`).
-    k: f64,
 }
 
-// Every packet of a followed flow loads its whole entry (see `Flow::bfd`): whole 32-byte
-// strides of at most 160 bytes, which `Align32` keeps in three cache lines each.
-const _: () = {
-    let bytes = FlowMap::<FlowKey, Flow, Align32>::ENTRY_BYTES;
-    assert!(bytes.is_multiple_of(32) && bytes <= 160);
-};
+/// Bytes of a followed flow's entry that a packet of the flow reads: its key and the
+/// fields before `tenant`. The entries start cache lines ([`Align64`]), and only these
+/// are loaded ahead.
+const HOT_BYTES: usize =
+    FlowMap::<FlowKey, Flow, Align64>::VALUE_OFFSET + std::mem::offset_of!(Flow, tenant);
+
+// Two cache lines, in entries of three.
+const _: () = assert!(HOT_BYTES <= 128);
+const _: () = assert!(FlowMap::<FlowKey, Flow, Align64>::ENTRY_BYTES <= 192);
 
 /// [`Flow::firing_since`] of a flow that is not firing (no event time is that late).
 const NOT_FIRING: u64 = u64::MAX;
@@ -233,8 +240,8 @@ impl Flow {
 /// Per-worker heartbeat state.
 pub struct HeartbeatTracker {
     cfg: HeartbeatConfig,
-    /// Entries of 160 bytes, aligned to lie in three cache lines each.
-    flows: FlowMap<FlowKey, Flow, Align32>,
+    /// Entries of three cache lines, of which a packet reads two ([`HOT_BYTES`]).
+    flows: FlowMap<FlowKey, Flow, Align64>,
     timers: BinaryHeap<Reverse<(u64, FlowKey, u32)>>,
     /// Peer's required min RX by (peer address, peer discriminator) for BFD detect times:
     /// written by every BFD packet, so its line is loaded ahead like the flow table's.
@@ -684,7 +691,7 @@ impl PacketDetector for HeartbeatTracker {
     #[inline]
     fn prefetch_entries(&self, _m: &PacketMeta, h: &PacketHashes) {
         if h.heartbeat != 0 {
-            self.flows.prefetch_entry(h.heartbeat);
+            self.flows.prefetch_entry_head(h.heartbeat, HOT_BYTES);
         }
     }
 
