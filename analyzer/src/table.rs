@@ -31,8 +31,8 @@ struct Entry<K, V, A> {
 
 /// An entry alignment for a [`FlowMap`] whose entries are a multiple of 32 bytes: the
 /// entries array then starts on a 32-byte boundary, and every entry lies in as few 64-byte
-/// lines as its size allows (one of 160 bytes in three; at the 16-byte boundary an
-/// allocation otherwise gets, every other one in four).
+/// lines as its size allows (one of 96 bytes in two; at the 16-byte boundary an
+/// allocation otherwise gets, every other one in three).
 #[derive(Clone, Copy, Debug)]
 #[repr(align(32))]
 pub(crate) struct Align32;

@@ -204,7 +204,7 @@ struct Flow {
     /// A packet too large for a heartbeat was seen: this flow carries data.
     data: bool,
     periodic: bool,
-    // Read when a finding is made.
+    /// The tenant's name (read when a finding is made).
     tenant: Option<Box<str>>,
     /// Length of the last missed-heartbeat gap, ns (0: none yet).
     last_gap_ns: u64,
