@@ -69,6 +69,14 @@ const MIN_SLOTS: usize = 64;
 /// allowed more grows beyond by doubling.
 const MAX_RESERVED_BYTES: usize = 256 << 20;
 
+/// Greatest common divisor (of sizes and alignments).
+const fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 #[inline]
 fn tag_of(hash: u64) -> u64 {
     hash >> 32
@@ -102,6 +110,18 @@ impl<K: TableKey, V, A> FlowMap<K, V, A> {
 
     /// Where an entry's value starts in it (its key comes first).
     pub const VALUE_OFFSET: usize = std::mem::offset_of!(Entry<K, V, A>, value);
+
+    /// Cache lines the first `bytes` bytes of an entry span at most, wherever the entries
+    /// array puts it: entries lie at multiples of their size from a start aligned as an
+    /// entry is, so an entry starts a multiple of gcd(alignment, size, 64) bytes into a
+    /// line, at most 64 less that. For the layout checks of the tables, at compile time.
+    pub const fn lines_spanned(bytes: usize) -> usize {
+        let step = gcd(
+            gcd(std::mem::align_of::<Entry<K, V, A>>(), Self::ENTRY_BYTES),
+            64,
+        );
+        (64 - step + bytes).div_ceil(64)
+    }
 
     /// Entries stored.
     #[inline]
@@ -488,6 +508,8 @@ mod tests {
             })
             .max();
         assert_eq!(most, Some(3), "entries from {base:#x}");
+        assert_eq!(FlowMap::<u32, [u8; 148], Align32>::lines_spanned(160), 3);
+        assert_eq!(FlowMap::<u32, [u8; 148]>::lines_spanned(160), 4);
         assert_eq!(m.get(&999, 999u32.table_hash()), Some(&[231; 148]));
 
         // Aligned to lines, an entry's first 128 bytes lie in two of them.

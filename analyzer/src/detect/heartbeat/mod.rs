@@ -217,8 +217,11 @@ const HOT_BYTES: usize =
     FlowMap::<FlowKey, Flow, Align64>::VALUE_OFFSET + std::mem::offset_of!(Flow, tenant);
 
 // Two cache lines, in entries of three.
-const _: () = assert!(HOT_BYTES <= 128);
-const _: () = assert!(FlowMap::<FlowKey, Flow, Align64>::ENTRY_BYTES <= 192);
+const _: () = {
+    type Table = FlowMap<FlowKey, Flow, Align64>;
+    assert!(Table::lines_spanned(HOT_BYTES) <= 2);
+    assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 3);
+};
 
 /// [`Flow::firing_since`] of a flow that is not firing (no event time is that late).
 const NOT_FIRING: u64 = u64::MAX;
