@@ -65,6 +65,25 @@ pub struct FrequentItems<K> {
     survivors: Vec<(u8, u64, Slot<K>)>,
 }
 
+/// Slots a purge reads at once (the table has a power-of-two size of at least 32).
+const CHUNK: usize = 8;
+
+/// Counts below this have a median bin each.
+const SMALL_COUNTS: usize = 64;
+/// Median bins: one per count below [`SMALL_COUNTS`], then eight per power of two up to 2^64.
+const BINS: usize = SMALL_COUNTS + (64 - 6) * 8;
+
+/// The median bin of a count: bins are in the order of the counts they hold.
+#[inline]
+fn bin_of(count: u64) -> usize {
+    if count < SMALL_COUNTS as u64 {
+        return count as usize;
+    }
+    // The power of two (6 or more) and the three bits below its leading one.
+    let exp = 63 - count.leading_zeros() as usize;
+    SMALL_COUNTS + (exp - 6) * 8 + ((count >> (exp - 3)) & 7) as usize
+}
+
 /// The tag of a hash: 7 high bits (independent of the low bits that pick the slot), never 0.
 #[inline]
 fn tag_of(h: u64) -> u8 {
@@ -207,13 +226,19 @@ impl<K: SketchKey> FrequentItems<K> {
         keep.clear();
         // At most half the keys are above the median: one allocation per sketch, at most.
         keep.reserve(self.len / 2 + 1);
-        for (i, (&tag, &count)) in self.tags.iter().zip(&self.counts).enumerate() {
-            // One branch, rarely taken: an empty slot's count is 0, never above the cut (at
-            // least 1). A test of the tag would be a coin toss the branch predictor misses
-            // half the time (LLVM turns a branch-free `(tag != 0) & (count > cut)` into it).
-            if count > cut {
-                if let Some(s) = self.slots[i] {
-                    keep.push((tag, count - cut, s));
+        // The counts are read a chunk at a time: one vector compare passes over a chunk with
+        // no count above the cut (most of them, under a flood of one-off keys). An empty
+        // slot's count is 0, never above the cut (at least 1), so occupancy needs no test.
+        for (c, chunk) in self.counts.chunks_exact(CHUNK).enumerate() {
+            if !chunk.iter().fold(false, |any, &count| any | (count > cut)) {
+                continue;
+            }
+            for (k, &count) in chunk.iter().enumerate() {
+                let i = c * CHUNK + k;
+                if count > cut {
+                    if let Some(s) = self.slots[i] {
+                        keep.push((self.tags[i], count - cut, s));
+                    }
                 }
             }
         }
@@ -237,10 +262,9 @@ impl<K: SketchKey> FrequentItems<K> {
     }
 
     /// The median count of the tracked keys (the one at position `len / 2` in ascending
-    /// order). Most counts in a full table are small (a flood's keys, seen once or twice),
-    /// so they are counted in a histogram; only the large ones are selected among.
+    /// order). The counts are binned (one bin per small count, eight per power of two
+    /// above), and the median is selected among the counts of its bin only.
     fn median_count(&mut self) -> u64 {
-        const SMALL: usize = 64;
         // A flood's keys, seen once each, fill most of a full table, and the median is 0
         // or 1: the keys of count 0 and 1 are kept count of as they change, so that case
         // needs no pass over the table.
@@ -252,34 +276,35 @@ impl<K: SketchKey> FrequentItems<K> {
         if zeros + ones > mid {
             return 1;
         }
-        // Counts below SMALL in their own bins, the rest in the last; empty slots add 0
-        // (no branch on occupancy, which is random).
-        let mut hist = [0usize; SMALL + 1];
+        // Empty slots add 0 (no branch on occupancy, which is random).
+        let mut hist = [0usize; BINS];
         for (&tag, &count) in self.tags.iter().zip(&self.counts) {
-            hist[count.min(SMALL as u64) as usize] += usize::from(tag != 0);
+            hist[bin_of(count)] += usize::from(tag != 0);
         }
         let n: usize = hist.iter().sum();
         debug_assert!(n > 0, "a purge runs on a full table");
         let mid = n / 2;
         let mut below = 0;
-        for (c, k) in hist[..SMALL].iter().enumerate() {
-            below += k;
-            if below > mid {
-                return c as u64;
-            }
+        let mut bin = 0;
+        while below + hist[bin] <= mid {
+            below += hist[bin];
+            bin += 1;
         }
-        // The median is a large count: select among the large ones.
-        let mut large = std::mem::take(&mut self.scratch);
-        large.clear();
-        large.extend(
+        if bin < SMALL_COUNTS {
+            // A bin of one count.
+            return bin as u64;
+        }
+        let mut within = std::mem::take(&mut self.scratch);
+        within.clear();
+        within.extend(
             self.tags
                 .iter()
                 .zip(&self.counts)
-                .filter(|(&tag, &count)| tag != 0 && count >= SMALL as u64)
+                .filter(|(&tag, &count)| tag != 0 && bin_of(count) == bin)
                 .map(|(_, &count)| count),
         );
-        let median = *large.select_nth_unstable(mid - below).1;
-        self.scratch = large;
+        let median = *within.select_nth_unstable(mid - below).1;
+        self.scratch = within;
         median
     }
 
@@ -432,10 +457,11 @@ mod tests {
     #[test]
     fn the_median_count_is_the_middle_of_the_sorted_counts() {
         let mut rng = Rng::new(9);
-        for round in 0..200 {
+        for round in 0..300 {
             let mut f = FrequentItems::new(4096);
             let keys = 1 + rng.below(300) as u32;
-            let spread = [2, 70, 10_000][round % 3];
+            // Packet counts, byte counts of single packets, of windows, of long runs.
+            let spread = [2, 70, 1_500, 10_000, 1 << 40, 1 << 50][round % 6];
             // Zero weights in every other round (a key counted by bytes of empty frames).
             let least = u64::from(round % 2 == 0);
             let mut counts = Vec::new();
@@ -447,6 +473,24 @@ mod tests {
             counts.sort_unstable();
             assert_eq!(f.median_count(), counts[counts.len() / 2], "round {round}");
         }
+    }
+
+    /// The median's bins hold counts in order, and every count has one.
+    #[test]
+    fn median_bins_follow_the_counts() {
+        let mut edges = vec![0, 1, 62, 63, 64, 65, u64::MAX - 1, u64::MAX];
+        for exp in 6..64 {
+            for step in 0..8u64 {
+                let at = (8 + step) << (exp - 3);
+                edges.extend([at - 1, at, at + 1]);
+            }
+        }
+        edges.sort_unstable();
+        for pair in edges.windows(2) {
+            assert!(bin_of(pair[0]) <= bin_of(pair[1]), "{pair:?}");
+        }
+        assert_eq!(bin_of(u64::MAX), BINS - 1);
+        assert_eq!(bin_of(64) - bin_of(63), 1);
     }
 
     /// The purge's passes read counts alone: every empty slot must hold 0, after purges
