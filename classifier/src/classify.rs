@@ -38,6 +38,8 @@ struct PortTypes {
     mapped: Box<[u64]>,
     /// Port → custom type index + 1 (0: none).
     types: Box<[u8]>,
+    /// Some port has a custom type (without one, a packet looks nothing up).
+    any: bool,
 }
 
 impl PortTypes {
@@ -45,12 +47,14 @@ impl PortTypes {
         PortTypes {
             mapped: vec![0; 65536 / 64].into_boxed_slice(),
             types: vec![0; 65536].into_boxed_slice(),
+            any: false,
         }
     }
 
     fn set(&mut self, port: u16, index_plus_one: u8) {
         self.mapped[usize::from(port / 64)] |= 1 << (port % 64);
         self.types[usize::from(port)] = index_plus_one;
+        self.any = true;
     }
 
     /// The port's custom type index + 1 (0: none).
@@ -515,6 +519,9 @@ impl Classifier {
 
     #[inline]
     fn custom(&self, table: &PortTypes, meta: &PacketMeta) -> Option<ProtocolType> {
+        if !table.any {
+            return None;
+        }
         let by_dst = table.get(meta.dst_port);
         let idx = if by_dst != 0 {
             by_dst
