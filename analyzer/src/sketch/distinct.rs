@@ -126,7 +126,7 @@ impl<K: Copy> ExactSet<K> {
     #[cold]
     fn grow(&mut self) {
         let slots = self.index.len() * 2;
-        let old = std::mem::replace(&mut self.index, vec![0; slots]);
+        let old = std::mem::replace(&mut self.index, super::zeroed_for_writing(slots));
         let mask = self.index.len() - 1;
         for mark in old.into_iter().filter(|&m| m != 0) {
             let mut i = mark as usize & mask;

@@ -82,6 +82,32 @@ pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
     v
 }
 
+/// `len` zeroes in memory already mapped for writing (`MADV_POPULATE_WRITE` on the whole
+/// 4 KiB pages inside, when there are 16 or more): a fresh allocation that large is mapped
+/// lazily, and a table probed before it is written would map the shared zero page on the
+/// first read of each page, then fault again on the first write, copying the page and
+/// flushing the TLB of every core the process runs on. One call maps them all instead.
+pub fn zeroed_for_writing(len: usize) -> Vec<u64> {
+    const PAGE: usize = 4096;
+    let v = vec![0u64; len];
+    let start = (v.as_ptr() as usize).next_multiple_of(PAGE);
+    let end = (v.as_ptr() as usize + len * 8) & !(PAGE - 1);
+    #[cfg(target_os = "linux")]
+    if end >= start + 16 * PAGE {
+        /// `MADV_POPULATE_WRITE` (Linux 5.14); older kernels refuse it, and the pages are
+        /// then mapped as they are first touched, as without it.
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        // SAFETY: `start..end` lies inside the vector's allocation; populating for writing
+        // maps its pages (zeroes, as they are) and changes nothing the program can read.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, MADV_POPULATE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, end);
+    v
+}
+
 /// Gives the memory of a vector's unused capacity beyond its first `keep` elements back to
 /// the kernel (`MADV_DONTNEED` on the whole 4 KiB pages inside), keeping the capacity: the
 /// pages read as zeroes when next written, and the buffer does not move. For vectors that
@@ -312,6 +338,20 @@ mod tests {
         let rc = unsafe { libc::mincore(addr as *mut libc::c_void, bytes, flags.as_mut_ptr()) };
         assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
         flags.iter().filter(|f| **f & 1 != 0).count()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn zeroes_for_writing_are_mapped_before_they_are_touched() {
+        let v = zeroed_for_writing(1 << 20);
+        let start = (v.as_ptr() as usize).next_multiple_of(4096);
+        let pages = (8 << 20) / 4096 - 1;
+        assert_eq!(
+            resident_pages(start, pages * 4096),
+            pages,
+            "every page is mapped"
+        );
+        assert!(v.iter().all(|x| *x == 0));
     }
 
     #[test]
