@@ -229,6 +229,7 @@ impl<K: SketchKey> FrequentItems<K> {
         // The counts are read a chunk at a time: one vector compare passes over a chunk with
         // no count above the cut (most of them, under a flood of one-off keys). An empty
         // slot's count is 0, never above the cut (at least 1), so occupancy needs no test.
+        debug_assert_eq!(self.counts.len() % CHUNK, 0, "no slot is left out");
         for (c, chunk) in self.counts.chunks_exact(CHUNK).enumerate() {
             if !chunk.iter().fold(false, |any, &count| any | (count > cut)) {
                 continue;

@@ -87,7 +87,7 @@ pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
 /// lazily, and a table probed before it is written would map the shared zero page on the
 /// first read of each page, then fault again on the first write, copying the page and
 /// flushing the TLB of every core the process runs on. One call maps them all instead.
-pub fn zeroed_for_writing(len: usize) -> Vec<u64> {
+pub(crate) fn zeroed_for_writing(len: usize) -> Vec<u64> {
     const PAGE: usize = 4096;
     let v = vec![0u64; len];
     let start = (v.as_ptr() as usize).next_multiple_of(PAGE);
