@@ -88,23 +88,15 @@ pub fn huge_vec<T>(capacity: usize) -> Vec<T> {
 /// first read of each page, then fault again on the first write, copying the page and
 /// flushing the TLB of every core the process runs on. One call maps them all instead.
 pub(crate) fn zeroed_for_writing(len: usize) -> Vec<u64> {
-    const PAGE: usize = 4096;
     let v = vec![0u64; len];
-    let start = (v.as_ptr() as usize).next_multiple_of(PAGE);
-    let end = (v.as_ptr() as usize + len * 8) & !(PAGE - 1);
-    #[cfg(target_os = "linux")]
-    if end >= start + 16 * PAGE {
-        /// `MADV_POPULATE_WRITE` (Linux 5.14); older kernels refuse it, and the pages are
-        /// then mapped as they are first touched, as without it.
-        const MADV_POPULATE_WRITE: libc::c_int = 23;
-        // SAFETY: `start..end` lies inside the vector's allocation; populating for writing
-        // maps its pages (zeroes, as they are) and changes nothing the program can read.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, MADV_POPULATE_WRITE);
-        }
+    if len * 8 >= 17 * PAGE {
+        let start = v.as_ptr() as usize;
+        // `MADV_POPULATE_WRITE` (Linux 5.14); older kernels refuse it, and the pages are
+        // then mapped as they are first touched, as without it.
+        // SAFETY: the range is the vector's allocation; populating for writing maps its
+        // pages (zeroes, as they are) and changes nothing the program can read.
+        unsafe { advise_pages(start, start + len * 8, PAGE, Advice::PopulateWrite) };
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, end);
     v
 }
 
@@ -113,42 +105,60 @@ pub(crate) fn zeroed_for_writing(len: usize) -> Vec<u64> {
 /// pages read as zeroes when next written, and the buffer does not move. For vectors that
 /// reserved room up front and shrink after a sweep.
 pub fn release_spare<T>(v: &mut Vec<T>, keep: usize) {
-    const PAGE: usize = 4096;
     let size = std::mem::size_of::<T>();
     let start = v.as_ptr() as usize;
-    let from = (start + v.len().max(keep).min(v.capacity()) * size).next_multiple_of(PAGE);
-    let to = (start + v.capacity() * size) & !(PAGE - 1);
-    #[cfg(target_os = "linux")]
-    if from < to {
-        // SAFETY: `from..to` lies inside the vector's allocation, past its initialised
-        // elements; nothing reads spare capacity before writing it, and MADV_DONTNEED on
-        // private anonymous memory only makes the pages read as zeroes again.
-        unsafe {
-            libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (from, to);
+    let from = start + v.len().max(keep).min(v.capacity()) * size;
+    // SAFETY: `from..` lies inside the vector's allocation, past its initialised elements;
+    // nothing reads spare capacity before writing it, and MADV_DONTNEED on private
+    // anonymous memory only makes the pages read as zeroes again.
+    unsafe { advise_pages(from, start + v.capacity() * size, PAGE, Advice::DontNeed) };
 }
 
 /// Asks the kernel to back the whole 2 MiB pages inside the allocated bytes `start..end`
 /// with huge pages (`MADV_HUGEPAGE`); a stretch holding none is left alone.
 fn advise_huge_pages(start: usize, end: usize) {
-    let (first, last) = (start.next_multiple_of(HUGE_PAGE), end & !(HUGE_PAGE - 1));
+    // SAFETY: the caller's allocation holds `start..end`; MADV_HUGEPAGE only changes how
+    // the kernel backs those pages (a failure leaves 4 KiB pages).
+    unsafe { advise_pages(start, end, HUGE_PAGE, Advice::HugePage) };
+}
+
+/// Bytes of one base page.
+const PAGE: usize = 4096;
+
+/// What [`advise_pages`] tells the kernel.
+#[derive(Clone, Copy)]
+enum Advice {
+    /// `MADV_HUGEPAGE`: back with huge pages where whole.
+    HugePage,
+    /// `MADV_DONTNEED`: give the pages back; they read as zeroes when next touched.
+    DontNeed,
+    /// `MADV_POPULATE_WRITE`: map the pages for writing now.
+    PopulateWrite,
+}
+
+/// `madvise` on the whole pages of `page` bytes inside `start..end`, if there are any (on
+/// Linux; elsewhere nothing). A failure is ignored: each advice is an optimisation.
+///
+/// # Safety
+/// `start..end` must lie inside one allocation of the caller's, and the advice must not
+/// change anything the caller reads before it writes it again.
+unsafe fn advise_pages(start: usize, end: usize, page: usize, advice: Advice) {
+    let (first, last) = (start.next_multiple_of(page), end & !(page - 1));
     #[cfg(target_os = "linux")]
     if first < last {
-        // SAFETY: the caller's allocation holds `first..last`; MADV_HUGEPAGE only changes
-        // how the kernel backs those pages (a failure leaves 4 KiB pages).
+        let advice = match advice {
+            Advice::HugePage => libc::MADV_HUGEPAGE,
+            Advice::DontNeed => libc::MADV_DONTNEED,
+            // MADV_POPULATE_WRITE (Linux 5.14), which the libc crate does not name.
+            Advice::PopulateWrite => 23,
+        };
+        // SAFETY: the caller's obligations above.
         unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            );
+            libc::madvise(first as *mut libc::c_void, last - first, advice);
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (first, last);
+    let _ = (first, last, advice);
 }
 
 /// A fixed-length table whose memory is asked to be backed by huge pages: flow tables are
