@@ -76,12 +76,13 @@ const BINS: usize = SMALL_COUNTS + (64 - 6) * 8;
 /// The median bin of a count: bins are in the order of the counts they hold.
 #[inline]
 fn bin_of(count: u64) -> usize {
-    if count < SMALL_COUNTS as u64 {
-        return count as usize;
-    }
-    // The power of two (6 or more) and the three bits below its leading one.
-    let exp = 63 - count.leading_zeros() as usize;
-    SMALL_COUNTS + (exp - 6) * 8 + ((count >> (exp - 3)) & 7) as usize
+    // The power of two (6 or more for a large count) and the three bits below its leading
+    // one. Both forms are computed and one is chosen without a branch: a table's counts
+    // (0 in its empty slots) are as random as its occupancy.
+    let exp = 63 - (count | 1).leading_zeros() as usize;
+    let large =
+        SMALL_COUNTS + exp.saturating_sub(6) * 8 + ((count >> exp.saturating_sub(3)) & 7) as usize;
+    std::hint::select_unpredictable(count < SMALL_COUNTS as u64, count as usize, large)
 }
 
 /// The tag of a hash: 7 high bits (independent of the low bits that pick the slot), never 0.
@@ -106,7 +107,7 @@ impl<K: SketchKey> FrequentItems<K> {
             max_len,
             offset: 0,
             total: 0,
-            scratch: Vec::with_capacity(max_len),
+            scratch: Vec::with_capacity(max_len + 1),
             survivors: Vec::new(),
         }
     }
@@ -295,15 +296,18 @@ impl<K: SketchKey> FrequentItems<K> {
             // A bin of one count.
             return bin as u64;
         }
+        // Every count is written, and kept (the next one written after it) when it is in
+        // the bin: no branch on the random occupancy and counts. At most `n` are kept, so
+        // `n + 1` places hold every write.
         let mut within = std::mem::take(&mut self.scratch);
         within.clear();
-        within.extend(
-            self.tags
-                .iter()
-                .zip(&self.counts)
-                .filter(|(&tag, &count)| tag != 0 && bin_of(count) == bin)
-                .map(|(_, &count)| count),
-        );
+        within.resize(n + 1, 0);
+        let mut kept = 0;
+        for (&tag, &count) in self.tags.iter().zip(&self.counts) {
+            within[kept] = count;
+            kept += usize::from((tag != 0) & (bin_of(count) == bin));
+        }
+        within.truncate(kept);
         let median = *within.select_nth_unstable(mid - below).1;
         self.scratch = within;
         median
@@ -492,6 +496,15 @@ mod tests {
         }
         assert_eq!(bin_of(u64::MAX), BINS - 1);
         assert_eq!(bin_of(64) - bin_of(63), 1);
+        for count in 0..SMALL_COUNTS {
+            assert_eq!(bin_of(count as u64), count, "a small count is its own bin");
+        }
+        // Eight bins for each power of two from 64 on: 64..72 is the first, 120..128 the
+        // eighth, 128..144 the ninth.
+        assert_eq!(
+            [bin_of(71), bin_of(72), bin_of(127), bin_of(128)],
+            [64, 65, 71, 72]
+        );
     }
 
     /// The purge's passes read counts alone: every empty slot must hold 0, after purges
