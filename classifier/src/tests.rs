@@ -633,6 +633,8 @@ fn size_class_boundaries() {
         (65, SizeClass::UpTo128),
         (128, SizeClass::UpTo128),
         (129, SizeClass::UpTo256),
+        (256, SizeClass::UpTo256),
+        (257, SizeClass::UpTo512),
         (512, SizeClass::UpTo512),
         (513, SizeClass::UpTo1024),
         (1024, SizeClass::UpTo1024),
@@ -640,6 +642,7 @@ fn size_class_boundaries() {
         (1518, SizeClass::UpTo1518),
         (1519, SizeClass::Jumbo),
         (9000, SizeClass::Jumbo),
+        (u32::MAX, SizeClass::Jumbo),
     ];
     for (len, class) in cases {
         assert_eq!(SizeClass::of(len), class, "{len}");
