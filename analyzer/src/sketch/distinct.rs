@@ -126,9 +126,19 @@ impl<K: Copy> ExactSet<K> {
     #[cold]
     fn grow(&mut self) {
         let slots = self.index.len() * 2;
-        let old = std::mem::replace(&mut self.index, super::zeroed_for_writing(slots));
-        let mask = self.index.len() - 1;
-        for mark in old.into_iter().filter(|&m| m != 0) {
+        let mut old = std::mem::replace(&mut self.index, super::zeroed_for_writing(slots));
+        // The marks are moved to the front of the old index first, each written over the
+        // last unless that was a mark: no branch on which slots are empty (half of them, at
+        // random). Each then takes its first empty slot in the new index, which is at most
+        // a quarter full.
+        let mut marks = 0;
+        for i in 0..old.len() {
+            let mark = old[i];
+            old[marks] = mark;
+            marks += usize::from(mark != 0);
+        }
+        let mask = slots - 1;
+        for &mark in &old[..marks] {
             let mut i = mark as usize & mask;
             while self.index[i] != 0 {
                 i = (i + 1) & mask;
