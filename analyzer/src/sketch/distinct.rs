@@ -27,10 +27,9 @@ impl HyperLogLog {
         let idx = (h >> (64 - self.p)) as usize;
         let rest = (h << self.p) | (1 << (self.p - 1));
         let rank = rest.leading_zeros() as u8 + 1;
+        // Stored every time, without a branch (whether a rank is new is random).
         let r = &mut self.registers[idx];
-        if rank > *r {
-            *r = rank;
-        }
+        *r = (*r).max(rank);
     }
 
     /// Estimated number of distinct items added.

@@ -389,11 +389,11 @@ fn key_of(m: &PacketMeta) -> Option<(FlowKey, Option<tapwatch_classifier::BfdCon
         return None;
     }
     let bfd = bfd_of(m);
-    let src_port = match (m.ip_proto, bfd) {
-        (_, Some(b)) => b.my_disc,
-        (6, _) => u32::from(m.src_port),
-        _ => 0,
-    };
+    // A TCP flow keeps its source port, others none: chosen without a branch (the protocol
+    // of the next packet is as random as the traffic); a BFD session is keyed by its
+    // discriminator (rare, and predicted).
+    let tcp_port = u32::from(m.src_port) * u32::from(m.ip_proto == 6);
+    let src_port = bfd.map_or(tcp_port, |b| b.my_disc);
     let key = FlowKey {
         src,
         dst,
