@@ -679,6 +679,12 @@ fn tenants_and_custom_ports() {
     for i in 0..ProtocolType::BUILTIN {
         assert_eq!(ProtocolType::builtin(i).unwrap().index(), i);
     }
+    for k in [0, 1, 200, 255] {
+        assert_eq!(
+            ProtocolType::Custom(k).index(),
+            ProtocolType::BUILTIN + k as usize
+        );
+    }
 }
 
 /// Custom UDP ports at the edges of the port bitmap's words, matched by destination or
