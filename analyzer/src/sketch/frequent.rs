@@ -59,6 +59,9 @@ pub struct FrequentItems<K> {
     max_len: usize,
     offset: u64,
     total: u64,
+    /// Places for the counts of a purge's median bin: one per key the table tracks at most,
+    /// and one more, as each count is written before it is known to be kept (see
+    /// [`FrequentItems::median_count`]). Its length never changes.
     scratch: Vec<u64>,
     /// The keys a purge keeps (tag, reduced count, slot), while the table is cleared;
     /// reused from purge to purge.
@@ -107,7 +110,7 @@ impl<K: SketchKey> FrequentItems<K> {
             max_len,
             offset: 0,
             total: 0,
-            scratch: Vec::with_capacity(max_len + 1),
+            scratch: vec![0; max_len + 1],
             survivors: Vec::new(),
         }
     }
@@ -299,18 +302,17 @@ impl<K: SketchKey> FrequentItems<K> {
         // Every count is written, and kept (the next one written after it) when it is in
         // the bin: no branch on the random occupancy and counts. At most `n` are kept, so
         // `n + 1` places hold every write.
-        let mut within = std::mem::take(&mut self.scratch);
-        within.clear();
-        within.resize(n + 1, 0);
+        let within = &mut self.scratch;
+        debug_assert!(
+            n < within.len(),
+            "a place for every tracked key, and one more"
+        );
         let mut kept = 0;
         for (&tag, &count) in self.tags.iter().zip(&self.counts) {
             within[kept] = count;
             kept += usize::from((tag != 0) & (bin_of(count) == bin));
         }
-        within.truncate(kept);
-        let median = *within.select_nth_unstable(mid - below).1;
-        self.scratch = within;
-        median
+        *within[..kept].select_nth_unstable(mid - below).1
     }
 
     /// Entries in use.
