@@ -1,10 +1,12 @@
-//! Replay throughput with full classification, side by side with `tcpdump -r` and
-//! `tshark -r` on the same file, plus the classifier's cost per packet.
+//! Replay throughput with every detector, side by side with `tcpdump -r` pass-through and
+//! the flow exporters installed here (softflowd, argus, pmacctd) on the same file, plus the
+//! classifier's cost per packet.
 //!
 //! Run: `cargo bench -p tapwatch --bench replay` (env `TAPWATCH_BENCH_PACKETS`, default 3 M;
 //! `TAPWATCH_BENCH_TRAFFIC=connections` for 20 000 concurrent TCP connections whose flows
 //! repeat instead of the default mixed traffic of one-packet flows;
-//! `TAPWATCH_BENCH_KEEP=PATH` keeps the generated capture there for other timings).
+//! `TAPWATCH_BENCH_KEEP=PATH` keeps the generated capture there for other timings;
+//! `TAPWATCH_BENCH_PGO=PATH` adds rows for a binary `scripts/build-pgo.sh` built).
 //! Prints a table of packets/s and the ratios; no pass/fail.
 mod common;
 
@@ -197,15 +199,15 @@ struct Contender {
     argv: Vec<String>,
 }
 
-/// tapwatch (one worker, and every core) and the reference tools installed here: tcpdump
+/// tapwatch (one worker, and every core; the same for a profile-guided build when
+/// `TAPWATCH_BENCH_PGO` names one) and the reference tools installed here: tcpdump
 /// pass-through, softflowd and argus (flow exporters that detect nothing), pmacctd.
 fn contenders(file: &std::path::Path, dir: &std::path::Path, cores: usize) -> Vec<Contender> {
     let f = file.display().to_string();
-    let bin = env!("CARGO_BIN_EXE_tapwatch").to_string();
-    let tapwatch = |workers: usize| Contender {
-        name: format!("tapwatch replay FILE --workers {workers} (all detectors)"),
+    let tapwatch = |bin: &str, build: &str, workers: usize| Contender {
+        name: format!("tapwatch replay FILE --workers {workers} (all detectors{build})"),
         argv: vec![
-            bin.clone(),
+            bin.to_string(),
             "replay".into(),
             f.clone(),
             "--format".into(),
@@ -217,7 +219,18 @@ fn contenders(file: &std::path::Path, dir: &std::path::Path, cores: usize) -> Ve
             workers.to_string(),
         ],
     };
-    let mut v = vec![tapwatch(1), tapwatch(cores)];
+    let bin = env!("CARGO_BIN_EXE_tapwatch");
+    let mut v = vec![tapwatch(bin, "", 1), tapwatch(bin, "", cores)];
+    // A profile-guided build of the same code (scripts/build-pgo.sh), side by side.
+    if let Some(pgo) = std::env::var_os("TAPWATCH_BENCH_PGO") {
+        let pgo = pgo.to_string_lossy().into_owned();
+        assert!(
+            std::path::Path::new(&pgo).is_file(),
+            "TAPWATCH_BENCH_PGO={pgo}: expected the binary scripts/build-pgo.sh built"
+        );
+        v.push(tapwatch(&pgo, ", PGO", 1));
+        v.push(tapwatch(&pgo, ", PGO", cores));
+    }
     let installed = |tool: &str| {
         Command::new("sh")
             .arg("-c")
