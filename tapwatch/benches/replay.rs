@@ -165,7 +165,7 @@ fn main() {
         .position(|c| c.name.starts_with("tcpdump"))
         .map(|i| median(&times[i]));
     println!(
-        "\n{:<52} {:>9} {:>12} {:>10} {:>10}",
+        "\n{:<56} {:>9} {:>12} {:>10} {:>10}",
         format!("whole process ({rounds} alternating rounds, median)"),
         "seconds",
         "packets/s",
@@ -178,7 +178,7 @@ fn main() {
             format!("{:.2}", r.as_secs_f64() / d.as_secs_f64())
         });
         println!(
-            "{:<52} {:>9.3} {:>12.0} {:>10} {:>7} MiB",
+            "{:<56} {:>9.3} {:>12.0} {:>10} {:>7} MiB",
             c.name,
             d.as_secs_f64(),
             pps(d),
