@@ -4,7 +4,8 @@
 //! workers) from one end; `tapwatch run` (all detectors on) captures on the other. Prints
 //! packets/s captured, kernel drops and CPU seconds per million packets.
 //!
-//! Run as root: `cargo bench -p tapwatch --bench live` (env TAPWATCH_BENCH_LIVE_PACKETS).
+//! Run as root: `cargo bench -p tapwatch --bench live` (env TAPWATCH_BENCH_LIVE_PACKETS;
+//! `TAPWATCH_BENCH_PGO=PATH` adds ring rows for a binary `scripts/build-pgo.sh` built).
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,14 +96,36 @@ fn main() {
         "{:<12} {:>12} {:>12} {:>12} {:>14} {:>16}",
         "backend", "sent/s", "captured", "kernel drops", "captured/s", "CPU s / M pkts"
     );
-    for (backend, workers) in [("ring", "1"), ("ring", "2"), ("pnet", "1")] {
-        let bin = env!("CARGO_BIN_EXE_tapwatch");
+    let plain = env!("CARGO_BIN_EXE_tapwatch").to_string();
+    let mut runs: Vec<(String, String, &str, &str)> = [("ring", "1"), ("ring", "2"), ("pnet", "1")]
+        .into_iter()
+        .map(|(backend, workers)| {
+            (
+                plain.clone(),
+                format!("{backend} ×{workers}"),
+                backend,
+                workers,
+            )
+        })
+        .collect();
+    // A profile-guided build (scripts/build-pgo.sh) on the ring, beside the plain one.
+    if let Some(pgo) = std::env::var_os("TAPWATCH_BENCH_PGO") {
+        let pgo = pgo.to_string_lossy().into_owned();
+        assert!(
+            std::path::Path::new(&pgo).is_file(),
+            "TAPWATCH_BENCH_PGO={pgo}: expected the binary scripts/build-pgo.sh built"
+        );
+        for workers in ["1", "2"] {
+            runs.push((pgo.clone(), format!("ring ×{workers} PGO"), "ring", workers));
+        }
+    }
+    for (bin, label, backend, workers) in runs {
         let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
                 &ns,
-                bin,
+                &bin,
                 "run",
                 "--interface",
                 "twb",
@@ -146,7 +169,7 @@ fn main() {
         let drops = summary["capture"]["kernel_drops"].as_u64().unwrap_or(0);
         println!(
             "{:<12} {:>12.0} {captured:>12} {drops:>12} {:>14.0} {:>16.2}",
-            format!("{backend} ×{workers}"),
+            label,
             n as f64 / secs,
             captured as f64 / secs,
             cpu / (captured.max(1) as f64 / 1e6)
