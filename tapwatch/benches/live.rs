@@ -6,6 +6,8 @@
 //!
 //! Run as root: `cargo bench -p tapwatch --bench live` (env TAPWATCH_BENCH_LIVE_PACKETS;
 //! `TAPWATCH_BENCH_PGO=PATH` adds ring rows for a binary `scripts/build-pgo.sh` built).
+mod pgo;
+
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,28 +98,17 @@ fn main() {
         "{:<12} {:>12} {:>12} {:>12} {:>14} {:>16}",
         "backend", "sent/s", "captured", "kernel drops", "captured/s", "CPU s / M pkts"
     );
-    let plain = env!("CARGO_BIN_EXE_tapwatch").to_string();
-    let mut runs: Vec<(String, String, &str, &str)> = [("ring", "1"), ("ring", "2"), ("pnet", "1")]
-        .into_iter()
-        .map(|(backend, workers)| {
-            (
-                plain.clone(),
-                format!("{backend} ×{workers}"),
-                backend,
-                workers,
-            )
-        })
-        .collect();
+    let plain = env!("CARGO_BIN_EXE_tapwatch");
+    let pgo = pgo::binary();
+    let mut runs = vec![
+        (plain, "ring ×1", "ring", "1"),
+        (plain, "ring ×2", "ring", "2"),
+        (plain, "pnet ×1", "pnet", "1"),
+    ];
     // A profile-guided build (scripts/build-pgo.sh) on the ring, beside the plain one.
-    if let Some(pgo) = std::env::var_os("TAPWATCH_BENCH_PGO") {
-        let pgo = pgo.to_string_lossy().into_owned();
-        assert!(
-            std::path::Path::new(&pgo).is_file(),
-            "TAPWATCH_BENCH_PGO={pgo}: expected the binary scripts/build-pgo.sh built"
-        );
-        for workers in ["1", "2"] {
-            runs.push((pgo.clone(), format!("ring ×{workers} PGO"), "ring", workers));
-        }
+    if let Some(pgo) = &pgo {
+        runs.push((pgo, "ring ×1 PGO", "ring", "1"));
+        runs.push((pgo, "ring ×2 PGO", "ring", "2"));
     }
     for (bin, label, backend, workers) in runs {
         let child = Command::new("ip")
@@ -125,7 +116,7 @@ fn main() {
                 "netns",
                 "exec",
                 &ns,
-                &bin,
+                bin,
                 "run",
                 "--interface",
                 "twb",

@@ -9,6 +9,7 @@
 //! `TAPWATCH_BENCH_PGO=PATH` adds rows for a binary `scripts/build-pgo.sh` built).
 //! Prints a table of packets/s and the ratios; no pass/fail.
 mod common;
+mod pgo;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -222,12 +223,7 @@ fn contenders(file: &std::path::Path, dir: &std::path::Path, cores: usize) -> Ve
     let bin = env!("CARGO_BIN_EXE_tapwatch");
     let mut v = vec![tapwatch(bin, "", 1), tapwatch(bin, "", cores)];
     // A profile-guided build of the same code (scripts/build-pgo.sh), side by side.
-    if let Some(pgo) = std::env::var_os("TAPWATCH_BENCH_PGO") {
-        let pgo = pgo.to_string_lossy().into_owned();
-        assert!(
-            std::path::Path::new(&pgo).is_file(),
-            "TAPWATCH_BENCH_PGO={pgo}: expected the binary scripts/build-pgo.sh built"
-        );
+    if let Some(pgo) = pgo::binary() {
         v.push(tapwatch(&pgo, ", PGO", 1));
         v.push(tapwatch(&pgo, ", PGO", cores));
     }
