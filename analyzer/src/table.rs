@@ -37,9 +37,10 @@ struct Entry<K, V, A> {
 #[repr(align(32))]
 pub(crate) struct Align32;
 
-/// An entry alignment for a [`FlowMap`] whose entries' first 128 bytes are all a packet
-/// reads ([`FlowMap::prefetch_entry_head`]): every entry starts a cache line, and those
-/// bytes lie in two lines.
+/// An entry alignment for a [`FlowMap`] whose entries are 64 bytes (each then one cache
+/// line), or whose first 128 bytes are all a packet reads
+/// ([`FlowMap::prefetch_entry_head`]): every entry starts a cache line, and those bytes
+/// lie in two lines.
 #[derive(Clone, Copy, Debug)]
 #[repr(align(64))]
 pub(crate) struct Align64;

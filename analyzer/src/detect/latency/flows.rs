@@ -13,52 +13,37 @@ use tapwatch_classifier::{PacketMeta, ProtocolType, FLAG_TCP_TIMESTAMPS};
 use super::cells::Sample;
 use super::timestamps::TsMatch;
 use super::{LatencyConfig, Measure};
-use crate::table::{Align32, FlowMap};
+use crate::table::{Align64, FlowMap};
 
-// Every TCP packet of a known flow loads its whole entry: two cache lines.
+// Every TCP packet of a known flow loads its whole entry: one cache line.
 const _: () = {
-    type Table = FlowMap<FlowKey, FlowState, Align32>;
-    assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 2);
+    type Table = FlowMap<FlowId, FlowState, Align64>;
+    assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 1);
 };
 
-/// A flow with its endpoints in a fixed order: `a` the lower (address, port).
+/// A flow by its [`flow_hash`](tapwatch_classifier::flow_hash), the same in both
+/// directions: all 64 bits stand for its endpoints, which every packet gives again (as in
+/// the retransmission table), so that an entry is one cache line instead of two. Two live
+/// flows would have to agree in all 64 bits to be taken for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FlowKey {
-    a: IpAddr,
-    b: IpAddr,
-    a_port: u16,
-    b_port: u16,
-}
+struct FlowId(u64);
 
-impl crate::table::TableKey for FlowKey {
+impl crate::table::TableKey for FlowId {
     #[inline]
     fn table_hash(&self) -> u64 {
-        tapwatch_classifier::flow_hash(self.a, self.a_port, self.b, self.b_port, 6)
+        self.0
     }
 }
 
-impl FlowKey {
-    /// The flow of a packet from `src` to `dst`, and whether it was sent by side a (the
-    /// lower endpoint).
-    #[inline]
-    fn of(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> (FlowKey, bool) {
-        if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
-            let key = FlowKey {
-                a: src,
-                b: dst,
-                a_port: m.src_port,
-                b_port: m.dst_port,
-            };
-            (key, true)
-        } else {
-            let key = FlowKey {
-                a: dst,
-                b: src,
-                a_port: m.dst_port,
-                b_port: m.src_port,
-            };
-            (key, false)
-        }
+/// A packet's endpoints in flow order (`a` the lower (address, port)), and whether side a
+/// sent it.
+#[inline]
+fn ends(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ((IpAddr, u16), (IpAddr, u16), bool) {
+    let (s, d) = ((src, m.src_port), (dst, m.dst_port));
+    if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
+        (s, d, true)
+    } else {
+        (d, s, false)
     }
 }
 
@@ -85,8 +70,8 @@ struct FlowState {
 
 /// TCP flows of one worker, bounded in number and idle time.
 pub(crate) struct FlowTable {
-    /// Entries of 96 bytes, aligned to lie in two cache lines each.
-    flows: FlowMap<FlowKey, FlowState, Align32>,
+    /// Entries of 64 bytes, each one cache line.
+    flows: FlowMap<FlowId, FlowState, Align64>,
     max: usize,
     idle_ns: u64,
     rst_max_ns: u64,
@@ -125,7 +110,12 @@ impl FlowTable {
         let (Some(src), Some(dst)) = (m.src, m.dst) else {
             return None;
         };
-        let (key, from_a) = FlowKey::of(m, src, dst);
+        debug_assert_eq!(
+            hash,
+            tapwatch_classifier::flow_hash(src, m.src_port, dst, m.dst_port, 6)
+        );
+        let key = FlowId(hash);
+        let (a, b, from_a) = ends(m, src, dst);
         let side = usize::from(!from_a);
         let full = self.flows.len() >= self.max;
         match m.kind {
@@ -162,7 +152,7 @@ impl FlowTable {
             }
             Err(vacant) => {
                 // Begun before the capture: the lower port is the server's.
-                let server_is_a = m.src_port.min(m.dst_port) == key.a_port;
+                let server_is_a = m.src_port.min(m.dst_port) == a.1;
                 let f = FlowState {
                     client_is_a: !server_is_a,
                     opened: false,
@@ -176,11 +166,7 @@ impl FlowTable {
         };
         let f = self.flows.at_mut(pos);
         let from_client = from_a == f.client_is_a;
-        let (client, server) = if f.client_is_a {
-            ((key.a, key.a_port), (key.b, key.b_port))
-        } else {
-            ((key.b, key.b_port), (key.a, key.a_port))
-        };
+        let (client, server) = if f.client_is_a { (a, b) } else { (b, a) };
         let sample = |measure, ns: u64| Sample {
             subject: (server.0, server.1, 6),
             measure,

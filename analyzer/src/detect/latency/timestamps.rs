@@ -5,7 +5,7 @@
 
 /// The timestamp matcher of one flow (the server's segments, echoed by the client).
 /// Packed to 4-byte alignment, 20 bytes instead of 24, so that a flow's whole entry in the
-/// latency table is 96 bytes: two cache lines.
+/// latency table is 64 bytes: one cache line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, packed(4))]
 pub struct TsMatch {
