@@ -59,10 +59,15 @@ pub struct FrequentItems<K> {
     max_len: usize,
     offset: u64,
     total: u64,
-    /// Places for the counts of a purge's median bin: one per key the table tracks at most,
-    /// and one more, as each count is written before it is known to be kept (see
-    /// [`FrequentItems::median_count`]). Its length never changes.
-    scratch: Vec<u64>,
+    /// A purge's tracked keys as `count << 64 | slot`, selected in place for the median
+    /// (see [`FrequentItems::select_above`]): one place per key the table tracks at most,
+    /// and one more, as each is written before it is known to be tracked. Empty until the
+    /// first purge that needs it; then its length never changes.
+    scratch: Vec<u128>,
+    /// One bit per slot: the survivors of a purge, so that they are collected in slot
+    /// order (the order they went back in before, which merges depend on). Empty until
+    /// the first purge that needs it.
+    marks: Vec<u64>,
     /// The keys a purge keeps (tag, reduced count, slot), while the table is cleared;
     /// reused from purge to purge.
     survivors: Vec<(u8, u64, Slot<K>)>,
@@ -70,23 +75,6 @@ pub struct FrequentItems<K> {
 
 /// Slots a purge reads at once (the table has a power-of-two size of at least 32).
 const CHUNK: usize = 8;
-
-/// Counts below this have a median bin each.
-const SMALL_COUNTS: usize = 64;
-/// Median bins: one per count below [`SMALL_COUNTS`], then eight per power of two up to 2^64.
-const BINS: usize = SMALL_COUNTS + (64 - 6) * 8;
-
-/// The median bin of a count: bins are in the order of the counts they hold.
-#[inline]
-fn bin_of(count: u64) -> usize {
-    // The power of two (6 or more for a large count) and the three bits below its leading
-    // one. Both forms are computed and one is chosen without a branch: a table's counts
-    // (0 in its empty slots) are as random as its occupancy.
-    let exp = 63 - (count | 1).leading_zeros() as usize;
-    let large =
-        SMALL_COUNTS + exp.saturating_sub(6) * 8 + ((count >> exp.saturating_sub(3)) & 7) as usize;
-    std::hint::select_unpredictable(count < SMALL_COUNTS as u64, count as usize, large)
-}
 
 /// The tag of a hash: 7 high bits (independent of the low bits that pick the slot), never 0.
 #[inline]
@@ -110,7 +98,8 @@ impl<K: SketchKey> FrequentItems<K> {
             max_len,
             offset: 0,
             total: 0,
-            scratch: vec![0; max_len + 1],
+            scratch: Vec::new(),
+            marks: Vec::new(),
             survivors: Vec::new(),
         }
     }
@@ -146,7 +135,8 @@ impl<K: SketchKey> FrequentItems<K> {
             + self.tags.capacity()
             + self.counts.capacity() * 8
             + self.survivors.capacity() * std::mem::size_of::<(u8, u64, Slot<K>)>()
-            + self.scratch.capacity() * 8
+            + self.scratch.capacity() * 16
+            + self.marks.capacity() * 8
     }
 
     /// Adds `weight` (and a secondary weight) to `key`.
@@ -221,32 +211,25 @@ impl<K: SketchKey> FrequentItems<K> {
     /// Subtracts the median count from every key and drops those at or below zero.
     #[cold]
     fn purge(&mut self) {
-        let cut = self.median_count().max(1);
-        self.offset += cut;
         // The keys above the cut are set aside, the table cleared, and they go back in at
-        // their own hash (a table cleared in place: nothing is allocated per purge, and a
-        // flood of one-off keys leaves few survivors to move).
+        // their own hash, in slot order (a table cleared in place: nothing is allocated per
+        // purge after the first, and a flood of one-off keys leaves few survivors to move).
         let mut keep = std::mem::take(&mut self.survivors);
         keep.clear();
         // At most half the keys are above the median: one allocation per sketch, at most.
         keep.reserve(self.len / 2 + 1);
-        // The counts are read a chunk at a time: one vector compare passes over a chunk with
-        // no count above the cut (most of them, under a flood of one-off keys). An empty
-        // slot's count is 0, never above the cut (at least 1), so occupancy needs no test.
-        debug_assert_eq!(self.counts.len() % CHUNK, 0, "no slot is left out");
-        for (c, chunk) in self.counts.chunks_exact(CHUNK).enumerate() {
-            if !chunk.iter().fold(false, |any, &count| any | (count > cut)) {
-                continue;
-            }
-            for (k, &count) in chunk.iter().enumerate() {
-                let i = c * CHUNK + k;
-                if count > cut {
-                    if let Some(s) = self.slots[i] {
-                        keep.push((self.tags[i], count - cut, s));
-                    }
-                }
-            }
-        }
+        // A flood's keys, seen once each, fill most of a full table, and the median is 0
+        // or 1: the keys of count 0 and 1 are kept count of as they change, so that case
+        // needs no selection.
+        let mid = self.len / 2;
+        let [zeros, ones] = self.small;
+        let cut = if zeros + ones > mid {
+            self.keep_above(1, &mut keep);
+            1
+        } else {
+            self.select_above(&mut keep)
+        };
+        self.offset += cut;
         self.tags.fill(0);
         self.counts.fill(0);
         self.len = keep.len();
@@ -266,53 +249,74 @@ impl<K: SketchKey> FrequentItems<K> {
         self.survivors = keep;
     }
 
-    /// The median count of the tracked keys (the one at position `len / 2` in ascending
-    /// order). The counts are binned (one bin per small count, eight per power of two
-    /// above), and the median is selected among the counts of its bin only.
-    fn median_count(&mut self) -> u64 {
-        // A flood's keys, seen once each, fill most of a full table, and the median is 0
-        // or 1: the keys of count 0 and 1 are kept count of as they change, so that case
-        // needs no pass over the table.
-        let mid = self.len / 2;
-        let [zeros, ones] = self.small;
-        if zeros > mid {
-            return 0;
+    /// Collects the keys whose count is above `cut` (tag, count less the cut, slot), in
+    /// slot order: the purge of a table whose median count is 0 or 1.
+    fn keep_above(&self, cut: u64, keep: &mut Vec<(u8, u64, Slot<K>)>) {
+        // The counts are read a chunk at a time: one vector compare passes over a chunk with
+        // no count above the cut (most of them, under a flood of one-off keys). An empty
+        // slot's count is 0, never above the cut (at least 1), so occupancy needs no test.
+        debug_assert_eq!(self.counts.len() % CHUNK, 0, "no slot is left out");
+        for (c, chunk) in self.counts.chunks_exact(CHUNK).enumerate() {
+            if !chunk.iter().fold(false, |any, &count| any | (count > cut)) {
+                continue;
+            }
+            for (k, &count) in chunk.iter().enumerate() {
+                let i = c * CHUNK + k;
+                if count > cut {
+                    if let Some(s) = self.slots[i] {
+                        keep.push((self.tags[i], count - cut, s));
+                    }
+                }
+            }
         }
-        if zeros + ones > mid {
-            return 1;
+    }
+
+    /// Finds the median count of the tracked keys (the one at position `len / 2` in
+    /// ascending order) and collects the keys above it as [`FrequentItems::keep_above`]
+    /// does; returns the cut (the median, at least 1). One pass gathers the tracked keys'
+    /// counts with their slots, a selection puts the median in its place with every
+    /// larger count after it, and only those are looked at again: the purge of a table
+    /// counted by bytes, whose median is large.
+    fn select_above(&mut self, keep: &mut Vec<(u8, u64, Slot<K>)>) -> u64 {
+        let slots = self.counts.len();
+        if self.scratch.is_empty() {
+            self.scratch = vec![0; self.max_len + 1];
+            self.marks = vec![0; slots.div_ceil(64)];
         }
-        // Empty slots add 0 (no branch on occupancy, which is random).
-        let mut hist = [0usize; BINS];
-        for (&tag, &count) in self.tags.iter().zip(&self.counts) {
-            hist[bin_of(count)] += usize::from(tag != 0);
+        // Every slot is written, and kept (the next one written after it) when it is
+        // tracked: no branch on the random occupancy. At most `max_len` slots are tracked,
+        // so `max_len + 1` places hold every write.
+        let gathered = &mut self.scratch;
+        let mut n = 0;
+        for (i, (&tag, &count)) in self.tags.iter().zip(&self.counts).enumerate() {
+            gathered[n] = (u128::from(count) << 64) | i as u128;
+            n += usize::from(tag != 0);
         }
-        let n: usize = hist.iter().sum();
-        debug_assert!(n > 0, "a purge runs on a full table");
-        let mid = n / 2;
-        let mut below = 0;
-        let mut bin = 0;
-        while below + hist[bin] <= mid {
-            below += hist[bin];
-            bin += 1;
+        debug_assert_eq!(n, self.len, "every tracked key is gathered");
+        // Ordered by count, then slot: the median count is the one at `n / 2` either way.
+        let (_, median, above) = gathered[..n].select_nth_unstable(n / 2);
+        let cut = ((*median >> 64) as u64).max(1);
+        // Only keys after the median can be above the cut; they are marked by slot, and
+        // collected in slot order.
+        let marks = &mut self.marks;
+        marks.fill(0);
+        for &g in above.iter() {
+            if (g >> 64) as u64 > cut {
+                let i = g as u64 as usize;
+                marks[i / 64] |= 1 << (i % 64);
+            }
         }
-        if bin < SMALL_COUNTS {
-            // A bin of one count.
-            return bin as u64;
+        for (w, &word) in marks.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(s) = self.slots[i] {
+                    keep.push((self.tags[i], self.counts[i] - cut, s));
+                }
+            }
         }
-        // Every count is written, and kept (the next one written after it) when it is in
-        // the bin: no branch on the random occupancy and counts. At most `n` are kept, so
-        // `n + 1` places hold every write.
-        let within = &mut self.scratch;
-        debug_assert!(
-            n < within.len(),
-            "a place for every tracked key, and one more"
-        );
-        let mut kept = 0;
-        for (&tag, &count) in self.tags.iter().zip(&self.counts) {
-            within[kept] = count;
-            kept += usize::from((tag != 0) & (bin_of(count) == bin));
-        }
-        *within[..kept].select_nth_unstable(mid - below).1
+        cut
     }
 
     /// Entries in use.
@@ -461,52 +465,39 @@ mod tests {
         assert_eq!(top, truth.iter().take(5).map(|t| t.0).collect::<Vec<_>>());
     }
 
+    /// A purge subtracts the median count (the middle of the sorted counts, at least 1)
+    /// and keeps exactly the keys above it, with their counts less the median: byte-like
+    /// counts (the selection) and packet-like ones (the keys of count 0 and 1) alike.
     #[test]
-    fn the_median_count_is_the_middle_of_the_sorted_counts() {
+    fn a_purge_cuts_at_the_middle_of_the_sorted_counts() {
         let mut rng = Rng::new(9);
         for round in 0..300 {
-            let mut f = FrequentItems::new(4096);
-            let keys = 1 + rng.below(300) as u32;
+            let mut f = FrequentItems::new(64);
             // Packet counts, byte counts of single packets, of windows, of long runs.
             let spread = [2, 70, 1_500, 10_000, 1 << 40, 1 << 50][round % 6];
             // Zero weights in every other round (a key counted by bytes of empty frames).
             let least = u64::from(round % 2 == 0);
             let mut counts = Vec::new();
-            for k in 0..keys {
+            for k in 0..63u32 {
                 let c = least + rng.below(spread);
                 f.add(k, c, 0);
-                counts.push(c);
+                counts.push((k, c));
             }
-            counts.sort_unstable();
-            assert_eq!(f.median_count(), counts[counts.len() / 2], "round {round}");
-        }
-    }
-
-    /// The median's bins hold counts in order, and every count has one.
-    #[test]
-    fn median_bins_follow_the_counts() {
-        let mut edges = vec![0, 1, 62, 63, 64, 65, u64::MAX - 1, u64::MAX];
-        for exp in 6..64 {
-            for step in 0..8u64 {
-                let at = (8 + step) << (exp - 3);
-                edges.extend([at - 1, at, at + 1]);
+            let mut sorted: Vec<u64> = counts.iter().map(|c| c.1).collect();
+            sorted.sort_unstable();
+            // The 64th key fills the table: the purge sees every key but it counted too.
+            let last = least + rng.below(spread);
+            f.add(63, last, 0);
+            counts.push((63, last));
+            sorted.push(last);
+            sorted.sort_unstable();
+            let cut = sorted[sorted.len() / 2].max(1);
+            assert_eq!(f.error_bound(), cut, "round {round}");
+            for &(k, c) in &counts {
+                let kept = f.get(&k).map(|e| e.count);
+                assert_eq!(kept, (c > cut).then(|| c - cut), "round {round} key {k}");
             }
         }
-        edges.sort_unstable();
-        for pair in edges.windows(2) {
-            assert!(bin_of(pair[0]) <= bin_of(pair[1]), "{pair:?}");
-        }
-        assert_eq!(bin_of(u64::MAX), BINS - 1);
-        assert_eq!(bin_of(64) - bin_of(63), 1);
-        for count in 0..SMALL_COUNTS {
-            assert_eq!(bin_of(count as u64), count, "a small count is its own bin");
-        }
-        // Eight bins for each power of two from 64 on: 64..72 is the first, 120..128 the
-        // eighth, 128..144 the ninth.
-        assert_eq!(
-            [bin_of(71), bin_of(72), bin_of(127), bin_of(128)],
-            [64, 65, 71, 72]
-        );
     }
 
     /// The purge's passes read counts alone: every empty slot must hold 0, after purges
