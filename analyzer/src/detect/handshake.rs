@@ -10,7 +10,7 @@ use super::latency::Measure;
 use super::{PacketDetector, PacketHashes};
 use crate::finding::Finding;
 use crate::labels::Labels;
-use crate::table::{Align32, FlowMap};
+use crate::table::{Align64, FlowMap};
 use crate::window::{latency_histogram, WindowStats};
 
 /// TCP handshakes seen from the mirror point.
@@ -51,48 +51,25 @@ impl Default for HandshakeConfig {
     }
 }
 
-/// A TCP connection, client side first.
+/// A TCP connection by its [`flow_hash`](tapwatch_classifier::flow_hash), the same in
+/// both directions: all 64 bits stand for its endpoints, which every packet gives again,
+/// and which side is the client is kept in the entry ([`Pending::client_lower`]), so that
+/// an entry is one cache line instead of two. Two live connections would have to agree in
+/// all 64 bits to be taken for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ConnKey {
-    client: IpAddr,
-    server: IpAddr,
-    client_port: u16,
-    server_port: u16,
-}
+struct ConnId(u64);
 
-impl crate::table::TableKey for ConnKey {
+impl crate::table::TableKey for ConnId {
     #[inline]
     fn table_hash(&self) -> u64 {
-        tapwatch_classifier::flow_hash(
-            self.client,
-            self.client_port,
-            self.server,
-            self.server_port,
-            6,
-        )
+        self.0
     }
 }
 
-impl ConnKey {
-    /// The connection of a packet the client sent.
-    fn sent_by_client(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ConnKey {
-        ConnKey {
-            client: src,
-            server: dst,
-            client_port: m.src_port,
-            server_port: m.dst_port,
-        }
-    }
-
-    /// The connection of a packet the server sent.
-    fn sent_by_server(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ConnKey {
-        ConnKey {
-            client: dst,
-            server: src,
-            client_port: m.dst_port,
-            server_port: m.src_port,
-        }
-    }
+/// Whether a packet was sent by the lower of its two endpoints (address, then port).
+#[inline]
+fn sent_by_lower(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> bool {
+    tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,15 +84,17 @@ struct Pending {
     server_isn: u32,
     /// Tenant of the client.
     tenant: TenantId,
+    /// The client is the lower endpoint (address, then port): the sender of the SYN.
+    client_lower: bool,
 }
 
 /// [`Pending::syn_ack_at`] of a handshake not answered yet (no event time is that late).
 const UNANSWERED: u64 = u64::MAX;
 
-// Every SYN and answered ACK loads its handshake's whole entry: two cache lines.
+// Every SYN and answered ACK loads its handshake's whole entry: one cache line.
 const _: () = {
-    type Table = FlowMap<ConnKey, Pending, Align32>;
-    assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 2);
+    type Table = FlowMap<ConnId, Pending, Align64>;
+    assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 1);
 };
 
 impl Pending {
@@ -200,8 +179,8 @@ impl Answered {
 /// Half-open handshakes of one worker, bounded in number and age.
 pub struct HandshakeTracker {
     cfg: HandshakeConfig,
-    /// Entries of 96 bytes, aligned to lie in two cache lines each.
-    pending: FlowMap<ConnKey, Pending, Align32>,
+    /// Entries of 64 bytes, each one cache line.
+    pending: FlowMap<ConnId, Pending, Align64>,
     /// The pending handshakes that saw their SYN-ACK (a superset).
     answered: Answered,
     /// SYNs not tracked because the table was full.
@@ -244,7 +223,8 @@ impl HandshakeTracker {
         }
         match m.kind {
             ProtocolType::TcpSyn => {
-                let key = ConnKey::sent_by_client(m, src, dst);
+                let key = ConnId(hash);
+                let lower = sent_by_lower(m, src, dst);
                 let server = (dst, m.dst_port);
                 let fresh = || Pending {
                     first_syn: m.ts_ns,
@@ -254,13 +234,17 @@ impl HandshakeTracker {
                     syn_ack_at: UNANSWERED,
                     server_isn: 0,
                     tenant: m.tenant,
+                    client_lower: lower,
                 };
                 // One probe: the connection's handshake, or the slot a new one would take.
                 match self.pending.find(&key, hash) {
                     Ok(pos) => {
                         let p = self.pending.at_mut(pos);
                         let gap = m.ts_ns.saturating_sub(p.last_syn);
-                        if p.isn == m.tcp_seq && gap as f64 >= self.cfg.min_retransmit_gap_s * 1e9 {
+                        // The same client's SYN again, or a connection the other way round
+                        // on the same addresses and ports (a new one, below).
+                        let same = p.isn == m.tcp_seq && p.client_lower == lower;
+                        if same && gap as f64 >= self.cfg.min_retransmit_gap_s * 1e9 {
                             p.retransmits += 1;
                             p.last_syn = m.ts_ns;
                             let since = m.ts_ns.saturating_sub(p.first_syn) as f64 / 1e9;
@@ -272,7 +256,7 @@ impl HandshakeTracker {
                                 },
                             ));
                         }
-                        if p.isn == m.tcp_seq {
+                        if same {
                             return None; // a duplicate copy on the mirror, not a retransmission
                         }
                         // Another connection on the same addresses and ports.
@@ -289,9 +273,12 @@ impl HandshakeTracker {
                 Some((server, HandshakeEvent::Syn))
             }
             ProtocolType::TcpSynAck => {
-                let key = ConnKey::sent_by_server(m, src, dst);
-                let p = self.pending.get_mut(&key, hash)?;
-                if m.tcp_ack != p.isn.wrapping_add(1) || p.syn_ack().is_some() {
+                let p = self.pending.get_mut(&ConnId(hash), hash)?;
+                // Sent by the server: the receiver is the SYN's sender.
+                if p.client_lower == sent_by_lower(m, src, dst)
+                    || m.tcp_ack != p.isn.wrapping_add(1)
+                    || p.syn_ack().is_some()
+                {
                     return None;
                 }
                 (p.syn_ack_at, p.server_isn) = (m.ts_ns, m.tcp_seq);
@@ -311,26 +298,27 @@ impl HandshakeTracker {
                 } else {
                     (dst, m.dst_port)
                 };
-                let a = ConnKey::sent_by_client(m, src, dst);
-                let b = ConnKey::sent_by_server(m, src, dst);
-                let known = if let Some(p) = self.pending.remove(&a, hash) {
-                    Some(((a.server, a.server_port), p))
-                } else {
-                    self.pending
-                        .remove(&b, hash)
-                        .map(|p| ((b.server, b.server_port), p))
-                };
-                Some((known.map(|k| k.0).unwrap_or(server), HandshakeEvent::Rst))
+                // From either side: the handshake's own server, when it is known.
+                let known = self.pending.remove(&ConnId(hash), hash).map(|p| {
+                    if p.client_lower == sent_by_lower(m, src, dst) {
+                        (dst, m.dst_port)
+                    } else {
+                        (src, m.src_port)
+                    }
+                });
+                Some((known.unwrap_or(server), HandshakeEvent::Rst))
             }
             _ if m.tcp_flags & 0x10 != 0 => {
                 // The client's ACK of the SYN-ACK completes the handshake.
                 if !self.answered.may_hold(hash) {
                     return None;
                 }
-                let key = ConnKey::sent_by_client(m, src, dst);
+                let key = ConnId(hash);
                 let p = self.pending.get(&key, hash)?;
                 let (at, server_isn) = p.syn_ack()?;
-                if m.tcp_ack != server_isn.wrapping_add(1) {
+                if p.client_lower != sent_by_lower(m, src, dst)
+                    || m.tcp_ack != server_isn.wrapping_add(1)
+                {
                     return None;
                 }
                 self.pending.remove(&key, hash);
@@ -543,6 +531,41 @@ mod tests {
             Some((server(), HandshakeEvent::Ack { us: 3000 }))
         );
         assert_eq!(h.len(), 0, "a completed handshake is forgotten");
+    }
+
+    /// An entry is found by the connection's hash, the same both ways: which side sent the
+    /// SYN decides what counts. A SYN-ACK or final ACK from the wrong side completes
+    /// nothing; a RST from either side names the SYN's receiver as the server, also when
+    /// the client's port is the lower.
+    #[test]
+    fn the_syn_decides_the_sides() {
+        let mut h = HandshakeTracker::new(HandshakeConfig::default());
+        // The client on port 80, the server on 50000: not the lower port's side.
+        let (client, server) = ((addr(7), 80), (addr(8), 50000));
+        let syn = tcp(T, client, server, ProtocolType::TcpSyn, 100, 0);
+        assert_eq!(h.observe_alone(&syn), Some((server, HandshakeEvent::Syn)));
+        let backwards = tcp(T + 1_000, client, server, ProtocolType::TcpSynAck, 500, 101);
+        assert_eq!(h.observe_alone(&backwards), None, "the client sent it");
+        let syn_ack = tcp(T + 2_000, server, client, ProtocolType::TcpSynAck, 500, 101);
+        assert!(matches!(
+            h.observe_alone(&syn_ack),
+            Some((s, HandshakeEvent::SynAck { us: 2, .. })) if s == server
+        ));
+        let wrong_ack = tcp(T + 3_000, server, client, ProtocolType::TcpAck, 501, 101);
+        assert_eq!(h.observe_alone(&wrong_ack), None, "the server's ACK");
+        assert_eq!(h.len(), 1);
+        let rst = tcp(T + 4_000, server, client, ProtocolType::TcpRst, 501, 0);
+        assert_eq!(h.observe_alone(&rst), Some((server, HandshakeEvent::Rst)));
+        assert_eq!(h.len(), 0, "a reset handshake is forgotten");
+        // A SYN the other way round on the same addresses and ports is a new connection.
+        h.observe_alone(&syn);
+        let reverse = tcp(T + 5_000, server, client, ProtocolType::TcpSyn, 900, 0);
+        assert_eq!(
+            h.observe_alone(&reverse),
+            Some((client, HandshakeEvent::Syn))
+        );
+        let rst = tcp(T + 6_000, server, client, ProtocolType::TcpRst, 901, 0);
+        assert_eq!(h.observe_alone(&rst), Some((client, HandshakeEvent::Rst)));
     }
 
     /// The ACK filter (`Answered`) never hides a final ACK: handshakes answered before a
