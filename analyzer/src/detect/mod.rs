@@ -92,6 +92,23 @@ impl PacketHashes {
     }
 }
 
+/// A packet's two endpoints in flow order (`a` the lower (address, port)), and whether
+/// `a` sent it: the sides of the TCP tables' entries, which are found by the symmetric
+/// [`flow_hash`] and keep no endpoints.
+#[inline]
+pub(crate) fn flow_ends(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    m: &PacketMeta,
+) -> ((std::net::IpAddr, u16), (std::net::IpAddr, u16), bool) {
+    let (s, d) = ((src, m.src_port), (dst, m.dst_port));
+    if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
+        (s, d, true)
+    } else {
+        (d, s, false)
+    }
+}
+
 /// A detector fed every packet of its shard.
 pub(crate) trait PacketDetector {
     /// One packet with its hashes; `window` is the open window it counts in (`None` when it

@@ -6,8 +6,6 @@
 //! SYN flood never enters), or on a timestamped segment when it began before the capture
 //! (then the endpoint with the lower port is taken for the server). A flow seen from one
 //! side only can yield nothing but a RST sample, so it is forgotten after `rst_max_s`.
-use std::net::IpAddr;
-
 use tapwatch_classifier::{PacketMeta, ProtocolType, FLAG_TCP_TIMESTAMPS};
 
 use super::cells::Sample;
@@ -32,18 +30,6 @@ impl crate::table::TableKey for FlowId {
     #[inline]
     fn table_hash(&self) -> u64 {
         self.0
-    }
-}
-
-/// A packet's endpoints in flow order (`a` the lower (address, port)), and whether side a
-/// sent it.
-#[inline]
-fn ends(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> ((IpAddr, u16), (IpAddr, u16), bool) {
-    let (s, d) = ((src, m.src_port), (dst, m.dst_port));
-    if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
-        (s, d, true)
-    } else {
-        (d, s, false)
     }
 }
 
@@ -115,7 +101,7 @@ impl FlowTable {
             tapwatch_classifier::flow_hash(src, m.src_port, dst, m.dst_port, 6)
         );
         let key = FlowId(hash);
-        let (a, b, from_a) = ends(m, src, dst);
+        let (a, b, from_a) = crate::detect::flow_ends(src, dst, m);
         let side = usize::from(!from_a);
         let full = self.flows.len() >= self.max;
         match m.kind {
@@ -265,6 +251,7 @@ impl FlowState {
 mod tests {
     use super::*;
     use crate::testkit::{addr, tcp, SEC};
+    use std::net::IpAddr;
     use tapwatch_classifier::{Detail, HttpLine};
 
     const MS: u64 = 1_000_000;

@@ -43,7 +43,8 @@ struct Side {
     dup_run: u16,
 }
 
-/// One flow, both directions: sides indexed by endpoint order (`a` ≤ `b`, see [`ends`]).
+/// One flow, both directions: sides indexed by endpoint order (`a` ≤ `b`, see
+/// [`flow_ends`](crate::detect::flow_ends)).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     /// The flow's [`flow_hash`](tapwatch_classifier::flow_hash): all 64 bits, the same in
@@ -81,17 +82,6 @@ pub enum Segment {
 #[inline]
 fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
-}
-
-/// A flow's endpoints in order (`a` ≤ `b`), and whether the packet was sent by `a`.
-#[inline]
-fn ends(src: IpAddr, dst: IpAddr, m: &PacketMeta) -> ((IpAddr, u16), (IpAddr, u16), bool) {
-    let (s, d) = ((src, m.src_port), (dst, m.dst_port));
-    if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
-        (s, d, true)
-    } else {
-        (d, s, false)
-    }
 }
 
 /// The flow table of one worker.
@@ -160,7 +150,7 @@ impl FlowTable {
             hash,
             tapwatch_classifier::flow_hash(src, m.src_port, dst, m.dst_port, 6)
         );
-        let (a, b, from_a) = ends(src, dst, m);
+        let (a, b, from_a) = crate::detect::flow_ends(src, dst, m);
         let bucket = self.bucket(hash);
         // By reference: an entry is too big to copy per packet.
         let slot = match (&self.slots[bucket], &self.slots[bucket + 1]) {
