@@ -29,6 +29,21 @@ struct Entry<K, V, A> {
     _align: [A; 0],
 }
 
+/// A TCP connection by its [`flow_hash`](tapwatch_classifier::flow_hash), the same in
+/// both directions: all 64 bits stand for its endpoints, which every packet gives again,
+/// so a table keyed by it keeps no addresses (the latency and handshake tables; the
+/// retransmission table keeps the same hash in its buckets). Two live connections would
+/// have to agree in all 64 bits to be taken for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnHash(pub u64);
+
+impl TableKey for ConnHash {
+    #[inline]
+    fn table_hash(&self) -> u64 {
+        self.0
+    }
+}
+
 /// An entry alignment for a [`FlowMap`] whose entries are 64 bytes (each then one cache
 /// line), or whose first 128 bytes are all a packet reads
 /// ([`FlowMap::prefetch_entry_head`]): every entry starts a cache line, and those bytes

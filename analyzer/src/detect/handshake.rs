@@ -8,9 +8,10 @@ use tapwatch_classifier::{PacketMeta, ProtocolType, TenantId};
 use super::latency::cells::Sample;
 use super::latency::Measure;
 use super::{PacketDetector, PacketHashes};
+use crate::detect::sent_by_lower;
 use crate::finding::Finding;
 use crate::labels::Labels;
-use crate::table::{Align64, FlowMap};
+use crate::table::{Align64, ConnHash, FlowMap};
 use crate::window::{latency_histogram, WindowStats};
 
 /// TCP handshakes seen from the mirror point.
@@ -51,27 +52,6 @@ impl Default for HandshakeConfig {
     }
 }
 
-/// A TCP connection by its [`flow_hash`](tapwatch_classifier::flow_hash), the same in
-/// both directions: all 64 bits stand for its endpoints, which every packet gives again,
-/// and which side is the client is kept in the entry ([`Pending::client_lower`]), so that
-/// an entry is one cache line instead of two. Two live connections would have to agree in
-/// all 64 bits to be taken for one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ConnId(u64);
-
-impl crate::table::TableKey for ConnId {
-    #[inline]
-    fn table_hash(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Whether a packet was sent by the lower of its two endpoints (address, then port).
-#[inline]
-fn sent_by_lower(m: &PacketMeta, src: IpAddr, dst: IpAddr) -> bool {
-    tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port)
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     first_syn: u64,
@@ -93,7 +73,7 @@ const UNANSWERED: u64 = u64::MAX;
 
 // Every SYN and answered ACK loads its handshake's whole entry: one cache line.
 const _: () = {
-    type Table = FlowMap<ConnId, Pending, Align64>;
+    type Table = FlowMap<ConnHash, Pending, Align64>;
     assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 1);
 };
 
@@ -180,7 +160,7 @@ impl Answered {
 pub struct HandshakeTracker {
     cfg: HandshakeConfig,
     /// Entries of 64 bytes, each one cache line.
-    pending: FlowMap<ConnId, Pending, Align64>,
+    pending: FlowMap<ConnHash, Pending, Align64>,
     /// The pending handshakes that saw their SYN-ACK (a superset).
     answered: Answered,
     /// SYNs not tracked because the table was full.
@@ -223,8 +203,8 @@ impl HandshakeTracker {
         }
         match m.kind {
             ProtocolType::TcpSyn => {
-                let key = ConnId(hash);
-                let lower = sent_by_lower(m, src, dst);
+                let key = ConnHash(hash);
+                let lower = sent_by_lower(src, dst, m);
                 let server = (dst, m.dst_port);
                 let fresh = || Pending {
                     first_syn: m.ts_ns,
@@ -273,9 +253,9 @@ impl HandshakeTracker {
                 Some((server, HandshakeEvent::Syn))
             }
             ProtocolType::TcpSynAck => {
-                let p = self.pending.get_mut(&ConnId(hash), hash)?;
+                let p = self.pending.get_mut(&ConnHash(hash), hash)?;
                 // Sent by the server: the receiver is the SYN's sender.
-                if p.client_lower == sent_by_lower(m, src, dst)
+                if p.client_lower == sent_by_lower(src, dst, m)
                     || m.tcp_ack != p.isn.wrapping_add(1)
                     || p.syn_ack().is_some()
                 {
@@ -299,8 +279,8 @@ impl HandshakeTracker {
                     (dst, m.dst_port)
                 };
                 // From either side: the handshake's own server, when it is known.
-                let known = self.pending.remove(&ConnId(hash), hash).map(|p| {
-                    if p.client_lower == sent_by_lower(m, src, dst) {
+                let known = self.pending.remove(&ConnHash(hash), hash).map(|p| {
+                    if p.client_lower == sent_by_lower(src, dst, m) {
                         (dst, m.dst_port)
                     } else {
                         (src, m.src_port)
@@ -313,10 +293,10 @@ impl HandshakeTracker {
                 if !self.answered.may_hold(hash) {
                     return None;
                 }
-                let key = ConnId(hash);
+                let key = ConnHash(hash);
                 let p = self.pending.get(&key, hash)?;
                 let (at, server_isn) = p.syn_ack()?;
-                if p.client_lower != sent_by_lower(m, src, dst)
+                if p.client_lower != sent_by_lower(src, dst, m)
                     || m.tcp_ack != server_isn.wrapping_add(1)
                 {
                     return None;

@@ -92,6 +92,12 @@ impl PacketHashes {
     }
 }
 
+/// Whether a packet was sent by the lower of its two endpoints (address, then port).
+#[inline]
+pub(crate) fn sent_by_lower(src: std::net::IpAddr, dst: std::net::IpAddr, m: &PacketMeta) -> bool {
+    tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port)
+}
+
 /// A packet's two endpoints in flow order (`a` the lower (address, port)), and whether
 /// `a` sent it: the sides of the TCP tables' entries, which are found by the symmetric
 /// [`flow_hash`] and keep no endpoints.
@@ -102,7 +108,7 @@ pub(crate) fn flow_ends(
     m: &PacketMeta,
 ) -> ((std::net::IpAddr, u16), (std::net::IpAddr, u16), bool) {
     let (s, d) = ((src, m.src_port), (dst, m.dst_port));
-    if tapwatch_classifier::endpoint_le(src, m.src_port, dst, m.dst_port) {
+    if sent_by_lower(src, dst, m) {
         (s, d, true)
     } else {
         (d, s, false)

@@ -11,27 +11,13 @@ use tapwatch_classifier::{PacketMeta, ProtocolType, FLAG_TCP_TIMESTAMPS};
 use super::cells::Sample;
 use super::timestamps::TsMatch;
 use super::{LatencyConfig, Measure};
-use crate::table::{Align64, FlowMap};
+use crate::table::{Align64, ConnHash, FlowMap};
 
 // Every TCP packet of a known flow loads its whole entry: one cache line.
 const _: () = {
-    type Table = FlowMap<FlowId, FlowState, Align64>;
+    type Table = FlowMap<ConnHash, FlowState, Align64>;
     assert!(Table::lines_spanned(Table::ENTRY_BYTES) <= 1);
 };
-
-/// A flow by its [`flow_hash`](tapwatch_classifier::flow_hash), the same in both
-/// directions: all 64 bits stand for its endpoints, which every packet gives again (as in
-/// the retransmission table), so that an entry is one cache line instead of two. Two live
-/// flows would have to agree in all 64 bits to be taken for one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FlowId(u64);
-
-impl crate::table::TableKey for FlowId {
-    #[inline]
-    fn table_hash(&self) -> u64 {
-        self.0
-    }
-}
 
 const CLIENT_SPOKE: u8 = 1;
 const SERVER_SPOKE: u8 = 2;
@@ -57,7 +43,7 @@ struct FlowState {
 /// TCP flows of one worker, bounded in number and idle time.
 pub(crate) struct FlowTable {
     /// Entries of 64 bytes, each one cache line.
-    flows: FlowMap<FlowId, FlowState, Align64>,
+    flows: FlowMap<ConnHash, FlowState, Align64>,
     max: usize,
     idle_ns: u64,
     rst_max_ns: u64,
@@ -100,7 +86,7 @@ impl FlowTable {
             hash,
             tapwatch_classifier::flow_hash(src, m.src_port, dst, m.dst_port, 6)
         );
-        let key = FlowId(hash);
+        let key = ConnHash(hash);
         let (a, b, from_a) = crate::detect::flow_ends(src, dst, m);
         let side = usize::from(!from_a);
         let full = self.flows.len() >= self.max;
