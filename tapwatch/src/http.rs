@@ -152,6 +152,41 @@ impl Telemetry {
                 f64::from(u8::from(self.ready.load(Ordering::Relaxed))),
             )],
         );
+        let usage = crate::cpu::process();
+        family(
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of the whole process, seconds.",
+            vec![(String::new(), usage.cpu.as_secs_f64())],
+        );
+        family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the process, bytes.",
+            vec![(String::new(), crate::cpu::resident_bytes() as f64)],
+        );
+        family(
+            "tapwatch_peak_resident_memory_bytes",
+            "gauge",
+            "Largest resident memory of the process so far, bytes.",
+            vec![(String::new(), usage.peak_rss_bytes as f64)],
+        );
+        family(
+            "tapwatch_thread_cpu_seconds_total",
+            "counter",
+            "CPU time of each running thread, seconds, by name: tw-capture-N are the workers, \
+             tapwatch (the main thread) the merger stage; one that gains about 1 s a second is \
+             the limit.",
+            crate::cpu::running_threads()
+                .into_iter()
+                .map(|(name, cpu)| {
+                    (
+                        format!("{{thread=\"{}\"}}", escape(&name)),
+                        cpu.as_secs_f64(),
+                    )
+                })
+                .collect(),
+        );
         family(
             "tapwatch_packets_total",
             "counter",

@@ -13,6 +13,7 @@ use tapwatch_capture::live::{parse_bpf_program, sample_one_in, Backend, LiveCapt
 use tapwatch_capture::SourceStats;
 use tapwatch_classifier::Classifier;
 
+use crate::cpu::ThreadCpu;
 use crate::engine::{Coordinator, Worker, WorkerOutput};
 use crate::http::{Telemetry, WorkerCounters};
 use crate::sources::{SflowView, Source};
@@ -290,7 +291,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 crate::engine::spawn_named(
                     scope,
                     name,
-                    move || -> anyhow::Result<(Totals, Shard, SourceStats, Option<SflowView>)> {
+                    move || -> anyhow::Result<(Totals, Shard, SourceStats, Option<SflowView>, ThreadCpu)> {
                         let mut classifier = cell.get();
                         let mut generation = cell.generation();
                         let mut worker =
@@ -375,7 +376,10 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                         if let (Some(v), Ok(mut slot)) = (&view, counters.sflow.lock()) {
                             *slot = Some(v.clone());
                         }
-                        Ok((totals, shard, cap.stats(), view))
+                        let cpu = ThreadCpu::of_this_thread(
+                            "capturing and classifying its ring; its share of the flows",
+                        );
+                        Ok((totals, shard, cap.stats(), view, cpu))
                     },
                 )
             })
@@ -432,13 +436,16 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let mut stats = SourceStats::default();
     let mut shards = Vec::with_capacity(workers);
     let mut sflow_views = Vec::new();
+    let mut threads = Vec::with_capacity(workers + 1);
     for r in results {
-        let (t, shard, s, view) = r?;
+        let (t, shard, s, view, cpu) = r?;
         totals.merge(&t);
         stats.add(&s);
         shards.push(shard);
         sflow_views.extend(view);
+        threads.push(cpu);
     }
+    threads.push(ThreadCpu::of_this_thread("the merger stage"));
     output::print_summary(&output::Summary {
         classifier: &classifier,
         totals: &totals,
@@ -448,6 +455,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         common: &args.common,
         origin: output::Origin::Interface(label, workers),
         sflow: &sflow_views,
+        threads: &threads,
         shards: &shards,
         coordinator: &coordinator,
         report: &report,

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod alerts;
 mod config;
 mod console;
+mod cpu;
 mod engine;
 mod evidence;
 mod history;

@@ -9,6 +9,7 @@ use tapwatch_capture::SourceStats;
 use tapwatch_classifier::{Classifier, TenantId};
 
 use crate::alerts::human_line;
+use crate::cpu::ThreadCpu;
 use crate::engine::{Coordinator, RunReport};
 use crate::{CommonArgs, Format};
 
@@ -39,6 +40,8 @@ pub struct Summary<'a> {
     pub to_stderr: bool,
     /// The sFlow sources' counters (`run --sflow`).
     pub sflow: &'a [crate::sources::SflowView],
+    /// CPU time of the engine's threads, the caller's own last.
+    pub threads: &'a [ThreadCpu],
 }
 
 type Hist = Option<hdrhistogram::Histogram<u64>>;
@@ -164,6 +167,58 @@ fn detector_report(s: &Summary<'_>) -> serde_json::Value {
     })
 }
 
+/// The run's CPU time: in all, per million packets, and by thread.
+struct Cpu {
+    total_s: f64,
+    per_million: Option<f64>,
+    peak_rss_bytes: u64,
+    /// (name, work, CPU seconds): the engine's threads, then the rest of the process.
+    threads: Vec<(String, &'static str, f64)>,
+}
+
+impl Cpu {
+    fn of(s: &Summary<'_>) -> Cpu {
+        let usage = crate::cpu::process();
+        let counted: std::time::Duration = s.threads.iter().map(|t| t.cpu).sum();
+        let mut threads: Vec<(String, &'static str, f64)> = s
+            .threads
+            .iter()
+            .map(|t| (t.name.clone(), t.work, t.cpu.as_secs_f64()))
+            .collect();
+        threads.push((
+            "other".to_string(),
+            "sinks, storage, HTTP",
+            usage.cpu.saturating_sub(counted).as_secs_f64(),
+        ));
+        let total_s = usage.cpu.as_secs_f64();
+        Cpu {
+            total_s,
+            // Per record worked: a sampled source's records, not the packets they stand for.
+            per_million: (s.totals.samples > 0).then(|| total_s * 1e6 / s.totals.samples as f64),
+            peak_rss_bytes: usage.peak_rss_bytes,
+            threads,
+        }
+    }
+}
+
+/// The summary's `processing` object.
+fn processing_json(s: &Summary<'_>, secs: f64, rate: f64) -> serde_json::Value {
+    let cpu = Cpu::of(s);
+    let threads: Vec<serde_json::Value> = cpu
+        .threads
+        .iter()
+        .map(|(name, work, cpu_s)| serde_json::json!({"name": name, "work": work, "cpu_s": cpu_s}))
+        .collect();
+    serde_json::json!({
+        "elapsed_s": secs,
+        "packets_per_s": rate,
+        "cpu_s": cpu.total_s,
+        "cpu_s_per_million_packets": cpu.per_million,
+        "peak_rss_bytes": cpu.peak_rss_bytes,
+        "threads": threads,
+    })
+}
+
 /// Whether alerts or window summaries go to standard output (`-`): the summary then goes
 /// to standard error.
 pub fn stdout_taken(alerts_out: Option<&std::path::Path>, common: &CommonArgs) -> bool {
@@ -202,7 +257,7 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         if !s.sflow.is_empty() {
             v["capture"]["sflow"] = s.sflow.iter().map(sflow_json).collect();
         }
-        v["processing"] = serde_json::json!({ "elapsed_s": secs, "packets_per_s": rate });
+        v["processing"] = processing_json(s, secs, rate);
         v["detectors"] = detectors;
         let (tally, rules) = (&s.coordinator.tally, s.coordinator.rules());
         v["alerts"] = serde_json::json!({"events": tally.total, "open": rules.open_alerts(), "by_kind_state": crate::views::alert_counts(rules), "list": tally.kept, "webhooks": s.report.webhooks});
@@ -240,6 +295,22 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
         "processed in {secs:.3} s ({} packets/s)",
         group(rate as u64)
     )?;
+    let cpu = Cpu::of(s);
+    let per_million = cpu
+        .per_million
+        .map_or(String::new(), |c| format!(", {c:.2} s per million packets"));
+    writeln!(
+        out,
+        "CPU {:.2} s{per_million}; peak memory {}",
+        cpu.total_s,
+        bytes(cpu.peak_rss_bytes)
+    )?;
+    let threads: Vec<String> = cpu
+        .threads
+        .iter()
+        .map(|(name, work, s)| format!("{name} {s:.2} s ({work})"))
+        .collect();
+    writeln!(out, "  by thread: {}", threads.join(", "))?;
     if stats.kernel_packets > 0 || matches!(s.origin, Origin::Interface(..)) {
         writeln!(
             out,

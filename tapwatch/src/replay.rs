@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tapwatch_analyzer::Merger;
 use tapwatch_capture::{FileReader, FrameSource, MergedReader, Pace, Pacer};
 
+use crate::cpu::ThreadCpu;
 use crate::engine::{deal_files, Coordinator, DealOptions};
 use crate::{output, CommonArgs, ProgressMode};
 
@@ -147,6 +148,12 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    let mut threads = dealt.threads.clone();
+    threads.push(ThreadCpu::of_this_thread(if workers == 1 {
+        "reading, classifying, every flow; the merger stage"
+    } else {
+        "the merger stage"
+    }));
     output::print_summary(&output::Summary {
         classifier: &classifier,
         totals: &dealt.totals,
@@ -156,6 +163,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
         common,
         origin: output::Origin::Files(files.len(), workers),
         sflow: &[],
+        threads: &threads,
         shards: &dealt.shards,
         coordinator: &coordinator,
         report: &report,

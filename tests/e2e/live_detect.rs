@@ -227,6 +227,18 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
         "{metrics}"
     );
     assert!(value("tapwatch_windows_total") >= 5.0, "{metrics}");
+    // tapwatch's own CPU and memory: the process, and the worker's thread by name.
+    assert!(value("process_cpu_seconds_total") > 0.0, "{metrics}");
+    assert!(
+        metrics.contains("tapwatch_thread_cpu_seconds_total{thread=\"tw-capture-0\"}"),
+        "{metrics}"
+    );
+    let resident = value("process_resident_memory_bytes");
+    assert!(resident > f64::from(1 << 20), "{metrics}");
+    assert!(
+        value("tapwatch_peak_resident_memory_bytes") > f64::from(1 << 20),
+        "{metrics}"
+    );
     let top_body = top.split("\r\n\r\n").nth(1).unwrap_or("");
     let top: serde_json::Value =
         serde_json::from_str(top_body).unwrap_or_else(|e| panic!("{e}: {top_body}"));

@@ -397,6 +397,60 @@ fn log_lines_can_be_json() {
 }
 
 #[test]
+fn the_summary_says_what_cpu_each_thread_used() {
+    for workers in ["1", "2"] {
+        let s = replay_json(&[&demo(), "--workers", workers]);
+        let p = &s["processing"];
+        let cpu = p["cpu_s"].as_f64().unwrap_or_else(|| panic!("{p}"));
+        assert!(cpu > 0.0, "{p}");
+        let packets = s["packets"].as_f64().unwrap();
+        let per_million = p["cpu_s_per_million_packets"].as_f64().unwrap();
+        assert!((per_million - cpu * 1e6 / packets).abs() < 1e-9, "{p}");
+        assert!(p["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{p}");
+        let threads = p["threads"].as_array().unwrap();
+        let names: Vec<&str> = threads
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = if workers == "1" {
+            &["main", "other"]
+        } else {
+            &["tw-reader", "tw-worker-1", "main", "other"]
+        };
+        assert_eq!(names, expected, "{p}");
+        // Every thread is part of the process: together they are its CPU time.
+        let sum: f64 = threads.iter().map(|t| t["cpu_s"].as_f64().unwrap()).sum();
+        assert!(
+            threads.iter().all(|t| t["cpu_s"].as_f64().unwrap() >= 0.0),
+            "{p}"
+        );
+        assert!(
+            (sum - cpu).abs() < 0.01,
+            "threads {sum} s, process {cpu} s: {p}"
+        );
+        assert!(threads
+            .iter()
+            .all(|t| !t["work"].as_str().unwrap().is_empty()));
+    }
+    // The text summary says the same in a line per run and a line of threads.
+    let o = run(tapwatch().args(["replay", &demo(), "--workers", "2", "--no-store"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("CPU "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("s per million packets; peak memory"),
+        "{line}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  by thread: tw-reader ") && l.contains("tw-worker-1 ")),
+        "{text}"
+    );
+}
+
+#[test]
 fn window_summaries_add_up_to_the_run() {
     let tmp = TempDir::new("windows");
     let out = tmp.path("windows.jsonl");

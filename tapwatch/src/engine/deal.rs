@@ -19,6 +19,7 @@ use tapwatch_capture::{FrameSource, Pacer};
 use tapwatch_classifier::{Classifier, Fragment, PacketMeta};
 
 use super::{Coordinator, Worker, WorkerOutput};
+use crate::cpu::ThreadCpu;
 
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 1 << 14;
@@ -55,6 +56,9 @@ pub struct Dealt {
     pub totals: Totals,
     /// Every worker's shard, for its counters.
     pub shards: Vec<Shard>,
+    /// CPU time of the reader and worker threads (none with one worker: the caller's
+    /// thread did it all).
+    pub threads: Vec<ThreadCpu>,
 }
 
 /// The reader's event-time clock: tells when every worker must be told the time.
@@ -368,7 +372,12 @@ pub fn deal_files<S: FrameSource + Send>(
                     for out in w.drain() {
                         let _ = out_tx.send((id, out));
                     }
-                    w.into_parts()
+                    let (totals, shard) = w.into_parts();
+                    (
+                        totals,
+                        shard,
+                        ThreadCpu::of_this_thread("its share of the flows"),
+                    )
                 },
             )?);
             queues.push(tx);
@@ -428,7 +437,8 @@ pub fn deal_files<S: FrameSource + Send>(
             for out in own.drain() {
                 let _ = out_tx.send((0, out));
             }
-            (packets, own.into_parts())
+            let cpu = ThreadCpu::of_this_thread("reading, classifying, dealing; worker 0's flows");
+            (packets, own.into_parts(), cpu)
         })?;
         let mut failed = None;
         for (id, out) in out_rx {
@@ -439,25 +449,32 @@ pub fn deal_files<S: FrameSource + Send>(
                 }
             }
         }
-        let (read, own) = reader
+        let (read, own, reader_cpu) = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the replay reader panicked"))?;
         let mut totals = Totals::new(classifier.type_count());
         let mut shards = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
         totals.merge(&own.0);
         shards.push(own.1);
+        threads.push(reader_cpu);
         for h in handles {
-            let (t, s) = h
+            let (t, s, cpu) = h
                 .join()
                 .map_err(|_| anyhow::anyhow!("a replay worker panicked"))?;
             totals.merge(&t);
             shards.push(s);
+            threads.push(cpu);
         }
         if let Some(e) = failed {
             return Err(e);
         }
         read.context("reading the capture")?;
-        Ok(Dealt { totals, shards })
+        Ok(Dealt {
+            totals,
+            shards,
+            threads,
+        })
     })
 }
 
@@ -492,5 +509,6 @@ fn inline<S: FrameSource>(
     Ok(Dealt {
         totals,
         shards: vec![shard],
+        threads: Vec::new(),
     })
 }
