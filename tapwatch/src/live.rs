@@ -377,7 +377,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                             *slot = Some(v.clone());
                         }
                         let cpu = ThreadCpu::of_this_thread(
-                            "capturing and classifying its ring; its share of the flows",
+                            "capturing and classifying its source; its share of the flows",
                         );
                         Ok((totals, shard, cap.stats(), view, cpu))
                     },

@@ -148,7 +148,7 @@ pub fn run(o: ReplayOptions<'_>) -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let mut threads = dealt.threads.clone();
+    let mut threads = dealt.threads;
     threads.push(ThreadCpu::of_this_thread(if workers == 1 {
         "reading, classifying, every flow; the merger stage"
     } else {
