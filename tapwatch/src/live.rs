@@ -16,6 +16,7 @@ use tapwatch_classifier::Classifier;
 use crate::cpu::ThreadCpu;
 use crate::engine::{Coordinator, Worker, WorkerOutput};
 use crate::http::{Telemetry, WorkerCounters};
+use crate::keepup::KeepUp;
 use crate::sources::{SflowView, Source};
 use crate::views::wall_ns;
 use crate::{output, CommonArgs};
@@ -386,8 +387,22 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()
             .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
         drop(tx);
+        let mut keep_up = KeepUp::new(
+            Instant::now(),
+            crate::keepup::EVERY,
+            0,
+            crate::cpu::running_threads(),
+        );
         // The merger stage runs here until every worker has hung up.
         loop {
+            let drops = telemetry
+                .workers
+                .iter()
+                .map(|w| w.kernel_drops.load(Ordering::Relaxed))
+                .sum();
+            if let Some(w) = keep_up.check(Instant::now(), drops, crate::cpu::running_threads) {
+                tracing::warn!("{w}");
+            }
             if reload.swap(false, Ordering::Relaxed) {
                 match crate::config::load(&args.common) {
                     Ok((cfg, c)) => {

@@ -15,6 +15,7 @@ mod engine;
 mod evidence;
 mod history;
 mod http;
+mod keepup;
 mod live;
 mod output;
 mod packets;

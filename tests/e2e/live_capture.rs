@@ -418,3 +418,54 @@ pub(crate) fn wait_capturing(
         }
     }
 }
+
+/// A capture stalled while packets arrive (the whole process stopped for a moment, as a host
+/// under memory pressure stops it) overflows its ring: the kernel drops packets, and
+/// `tapwatch run` says so in its log within its 10-second look, with what to do.
+#[test]
+fn a_capture_that_drops_packets_says_so_in_the_log() {
+    let Some(ns) = Netns::create("k") else { return };
+    let mut child = ns
+        .tapwatch()
+        .args([
+            "run",
+            "--interface",
+            "twb",
+            "--ring-mib",
+            "1",
+            "--duration",
+            "13",
+        ])
+        .args(["--no-store", "--listen", "none", "--format", "json"])
+        .spawn()
+        .unwrap();
+    let (mut stderr, _) = wait_capturing(&mut child);
+    // `ip netns exec` execs tapwatch: the child's pid is tapwatch's.
+    let pid = child.id() as libc::pid_t;
+    let (frames, _, _) = test_frames();
+    let flood: Vec<Vec<u8>> = frames.iter().cycle().take(200_000).cloned().collect();
+    // SAFETY: signals to the child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    ns.within(|| send_frames("twa", &flood));
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let mut log = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+    assert!(out.status.success(), "{log}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drops = s["capture"]["kernel_drops"].as_u64().unwrap();
+    assert!(
+        drops > 100_000,
+        "a 1 MiB ring cannot hold 200 000 frames: {s}"
+    );
+    let warning = log
+        .lines()
+        .find(|l| l.contains("capture is not keeping up"))
+        .unwrap_or_else(|| panic!("no warning of {drops} drops: {log}"));
+    assert!(warning.contains("the kernel dropped "), "{warning}");
+    // Every thread was stopped, none was busy: the ring is what to grow.
+    assert!(
+        warning.contains("no worker is saturated") && warning.contains("--ring-mib"),
+        "{warning}"
+    );
+}
