@@ -43,17 +43,9 @@ pub fn this_thread() -> Duration {
     )
 }
 
-/// What the whole process used: every thread, ended ones included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcessUsage {
-    /// User and system time.
-    pub cpu: Duration,
-    /// Largest resident set so far, bytes.
-    pub peak_rss_bytes: u64,
-}
-
-/// The process's CPU time and peak resident set so far.
-pub fn process() -> ProcessUsage {
+/// The CPU time of the whole process so far (user and system, every thread, ended ones
+/// included).
+pub fn process() -> Duration {
     // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable rusage; RUSAGE_SELF never fails for a live process.
@@ -64,29 +56,34 @@ pub fn process() -> ProcessUsage {
             (t.tv_usec.clamp(0, 999_999) * 1000) as u32,
         )
     };
-    ProcessUsage {
-        cpu: tv(u.ru_utime) + tv(u.ru_stime),
-        // Linux counts it in KiB.
-        peak_rss_bytes: u.ru_maxrss.max(0) as u64 * 1024,
-    }
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// The process's resident set now, bytes (0 when `/proc` cannot tell).
-pub fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    pages * page_size()
+/// The process's resident memory, now and at its largest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident now, bytes.
+    pub resident_bytes: u64,
+    /// Largest resident so far, bytes (never below `resident_bytes`).
+    pub peak_bytes: u64,
 }
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as u64
-    } else {
-        4096
+/// The process's resident memory from `/proc/self/status` (`VmRSS`, `VmHWM`; zero where it
+/// cannot tell). Not `getrusage`'s `ru_maxrss`: that keeps the high-water mark of the
+/// process that started this one, as it was when it started it.
+pub fn memory() -> Memory {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Memory {
+        resident_bytes: kib("VmRSS:"),
+        peak_bytes: kib("VmHWM:"),
     }
 }
 
@@ -145,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_busy_thread_counts_its_own_time_and_the_process_counts_it_too() {
-        let before = process().cpu;
+        let before = process();
         let (own, named) = std::thread::Builder::new()
             .name("tw-test-spin".into())
             .spawn(|| {
@@ -164,11 +161,12 @@ mod tests {
         assert!(listed.is_some(), "{named:?}");
         let after = process();
         assert!(
-            after.cpu >= before + own.cpu / 2,
+            after >= before + own.cpu / 2,
             "{before:?} {after:?} {own:?}"
         );
-        assert!(after.peak_rss_bytes > 1 << 20, "{after:?}");
-        assert!(resident_bytes() > 1 << 20);
+        let m = memory();
+        assert!(m.resident_bytes > 1 << 20, "{m:?}");
+        assert!(m.peak_bytes >= m.resident_bytes, "{m:?}");
     }
 
     #[test]

@@ -152,24 +152,24 @@ impl Telemetry {
                 f64::from(u8::from(self.ready.load(Ordering::Relaxed))),
             )],
         );
-        let usage = crate::cpu::process();
         family(
             "process_cpu_seconds_total",
             "counter",
             "User and system CPU time of the whole process, seconds.",
-            vec![(String::new(), usage.cpu.as_secs_f64())],
+            vec![(String::new(), crate::cpu::process().as_secs_f64())],
         );
+        let memory = crate::cpu::memory();
         family(
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory of the process, bytes.",
-            vec![(String::new(), crate::cpu::resident_bytes() as f64)],
+            vec![(String::new(), memory.resident_bytes as f64)],
         );
         family(
             "tapwatch_peak_resident_memory_bytes",
             "gauge",
             "Largest resident memory of the process so far, bytes.",
-            vec![(String::new(), usage.peak_rss_bytes as f64)],
+            vec![(String::new(), memory.peak_bytes as f64)],
         );
         family(
             "tapwatch_thread_cpu_seconds_total",

@@ -178,7 +178,7 @@ struct Cpu {
 
 impl Cpu {
     fn of(s: &Summary<'_>) -> Cpu {
-        let usage = crate::cpu::process();
+        let process = crate::cpu::process();
         let counted: std::time::Duration = s.threads.iter().map(|t| t.cpu).sum();
         let mut threads: Vec<(String, &'static str, f64)> = s
             .threads
@@ -188,14 +188,14 @@ impl Cpu {
         threads.push((
             "other".to_string(),
             "sinks, storage, HTTP",
-            usage.cpu.saturating_sub(counted).as_secs_f64(),
+            process.saturating_sub(counted).as_secs_f64(),
         ));
-        let total_s = usage.cpu.as_secs_f64();
+        let total_s = process.as_secs_f64();
         Cpu {
             total_s,
             // Per record worked: a sampled source's records, not the packets they stand for.
             per_million: (s.totals.samples > 0).then(|| total_s * 1e6 / s.totals.samples as f64),
-            peak_rss_bytes: usage.peak_rss_bytes,
+            peak_rss_bytes: crate::cpu::memory().peak_bytes,
             threads,
         }
     }

@@ -236,7 +236,7 @@ fn live_bfd_silence_reaches_the_webhook_and_sigterm_drains() {
     let resident = value("process_resident_memory_bytes");
     assert!(resident > f64::from(1 << 20), "{metrics}");
     assert!(
-        value("tapwatch_peak_resident_memory_bytes") > f64::from(1 << 20),
+        value("tapwatch_peak_resident_memory_bytes") >= resident,
         "{metrics}"
     );
     let top_body = top.split("\r\n\r\n").nth(1).unwrap_or("");
