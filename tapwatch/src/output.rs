@@ -172,24 +172,20 @@ struct Cpu {
     total_s: f64,
     per_million: Option<f64>,
     peak_rss_bytes: u64,
-    /// (name, work, CPU seconds): the engine's threads, then the rest of the process.
-    threads: Vec<(String, &'static str, f64)>,
+    /// The engine's threads, then the rest of the process as `other`.
+    threads: Vec<ThreadCpu>,
 }
 
 impl Cpu {
     fn of(s: &Summary<'_>) -> Cpu {
         let process = crate::cpu::process();
         let counted: std::time::Duration = s.threads.iter().map(|t| t.cpu).sum();
-        let mut threads: Vec<(String, &'static str, f64)> = s
-            .threads
-            .iter()
-            .map(|t| (t.name.clone(), t.work, t.cpu.as_secs_f64()))
-            .collect();
-        threads.push((
-            "other".to_string(),
-            "sinks, storage, HTTP",
-            process.saturating_sub(counted).as_secs_f64(),
-        ));
+        let mut threads = s.threads.to_vec();
+        threads.push(ThreadCpu {
+            name: "other".to_string(),
+            work: "sinks, storage, HTTP",
+            cpu: process.saturating_sub(counted),
+        });
         let total_s = process.as_secs_f64();
         Cpu {
             total_s,
@@ -207,7 +203,7 @@ fn processing_json(s: &Summary<'_>, secs: f64, rate: f64) -> serde_json::Value {
     let threads: Vec<serde_json::Value> = cpu
         .threads
         .iter()
-        .map(|(name, work, cpu_s)| serde_json::json!({"name": name, "work": work, "cpu_s": cpu_s}))
+        .map(|t| serde_json::json!({"name": t.name, "work": t.work, "cpu_s": t.cpu.as_secs_f64()}))
         .collect();
     serde_json::json!({
         "elapsed_s": secs,
@@ -308,7 +304,7 @@ fn write_summary(s: &Summary<'_>) -> anyhow::Result<()> {
     let threads: Vec<String> = cpu
         .threads
         .iter()
-        .map(|(name, work, s)| format!("{name} {s:.2} s ({work})"))
+        .map(|t| format!("{} {:.2} s ({})", t.name, t.cpu.as_secs_f64(), t.work))
         .collect();
     writeln!(out, "  by thread: {}", threads.join(", "))?;
     if stats.kernel_packets > 0 || matches!(s.origin, Origin::Interface(..)) {
