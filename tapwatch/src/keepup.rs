@@ -5,15 +5,14 @@
 use std::time::{Duration, Instant};
 
 /// How often the counts are compared.
-pub const EVERY: Duration = Duration::from_secs(10);
+const EVERY: Duration = Duration::from_secs(10);
 /// A thread busy this share of the time holds a whole core.
 const SATURATED: f64 = 0.9;
-/// The capture workers' thread names start with this.
-const WORKER: &str = "tw-capture-";
+/// The capture workers' thread names: this and the worker's number.
+pub const WORKER: &str = "tw-capture-";
 
 /// The kernel's drop count and the threads' CPU time at the last look.
 pub struct KeepUp {
-    every: Duration,
     last_at: Instant,
     last_drops: u64,
     last_cpu: Vec<(String, Duration)>,
@@ -21,16 +20,15 @@ pub struct KeepUp {
 
 impl KeepUp {
     /// Starts watching at `now`, with the drop count and threads' CPU time then.
-    pub fn new(now: Instant, every: Duration, drops: u64, cpu: Vec<(String, Duration)>) -> KeepUp {
+    pub fn new(now: Instant, drops: u64, cpu: Vec<(String, Duration)>) -> KeepUp {
         KeepUp {
-            every,
             last_at: now,
             last_drops: drops,
             last_cpu: cpu,
         }
     }
 
-    /// Called often; once `every` has passed, compares the kernel's drop count with the last
+    /// Called often; once [`EVERY`] has passed, compares the kernel's drop count with the last
     /// look's and returns a warning when it grew. `cpu` (the threads' CPU time now, by
     /// name) is read only then.
     pub fn check(
@@ -40,7 +38,7 @@ impl KeepUp {
         cpu: impl FnOnce() -> Vec<(String, Duration)>,
     ) -> Option<String> {
         let span = now.checked_duration_since(self.last_at)?;
-        if span < self.every {
+        if span < EVERY {
             return None;
         }
         let cpu = cpu();
@@ -100,7 +98,7 @@ mod tests {
     #[test]
     fn no_drops_no_warning_however_busy_the_workers() {
         let t = Instant::now();
-        let mut k = KeepUp::new(t, EVERY, 7, cpu(&[("tw-capture-0", 0)]));
+        let mut k = KeepUp::new(t, 7, cpu(&[("tw-capture-0", 0)]));
         let warned = k.check(t + EVERY, 7, || cpu(&[("tw-capture-0", 10_000)]));
         assert_eq!(warned, None);
     }
@@ -113,7 +111,7 @@ mod tests {
             ("tw-capture-0", 1_000),
             ("tw-capture-1", 0),
         ]);
-        let mut k = KeepUp::new(t, EVERY, 100, start);
+        let mut k = KeepUp::new(t, 100, start);
         // Worker 1 was busy 9.7 s of 10; the main thread more, but it is not a worker.
         let now = cpu(&[
             ("tapwatch", 10_000),
@@ -135,7 +133,7 @@ mod tests {
     #[test]
     fn drops_with_no_saturated_worker_point_at_the_ring() {
         let t = Instant::now();
-        let mut k = KeepUp::new(t, EVERY, 0, cpu(&[("tw-capture-0", 0)]));
+        let mut k = KeepUp::new(t, 0, cpu(&[("tw-capture-0", 0)]));
         let w = k
             .check(t + EVERY, 3, || cpu(&[("tw-capture-0", 4_000)]))
             .expect("a warning");
@@ -149,7 +147,7 @@ mod tests {
     #[test]
     fn it_looks_once_a_period_and_compares_with_the_last_look() {
         let t = Instant::now();
-        let mut k = KeepUp::new(t, EVERY, 0, cpu(&[]));
+        let mut k = KeepUp::new(t, 0, cpu(&[]));
         let mut read = false;
         assert_eq!(
             k.check(t + EVERY / 2, 5, || {

@@ -288,7 +288,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 );
                 let telemetry = Arc::clone(&telemetry);
                 let count = args.count;
-                let name = format!("tw-capture-{id}");
+                let name = format!("{}{id}", crate::keepup::WORKER);
                 crate::engine::spawn_named(
                     scope,
                     name,
@@ -387,12 +387,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()
             .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
         drop(tx);
-        let mut keep_up = KeepUp::new(
-            Instant::now(),
-            crate::keepup::EVERY,
-            0,
-            crate::cpu::running_threads(),
-        );
+        let mut keep_up = KeepUp::new(Instant::now(), 0, crate::cpu::running_threads());
         // The merger stage runs here until every worker has hung up.
         loop {
             let drops = telemetry
