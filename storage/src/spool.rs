@@ -427,10 +427,26 @@ mod tests {
         }
     }
 
-    fn tmp(name: &str) -> PathBuf {
+    /// A test's spool directory, removed when the test ends (pass or fail).
+    struct TmpDir(PathBuf);
+
+    impl std::ops::Deref for TmpDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> TmpDir {
         let d = std::env::temp_dir().join(format!("tw-spool-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
-        d
+        TmpDir(d)
     }
 
     #[test]
@@ -468,7 +484,6 @@ mod tests {
             s.take(p).unwrap();
             assert!(s.peek().unwrap().is_none());
         }
-        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -493,7 +508,6 @@ mod tests {
         }
         assert_eq!(got, vec![0, 10, 11]);
         assert_eq!(fs::read_dir(d.join(WRITERS)).unwrap().count(), 0);
-        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -505,16 +519,8 @@ mod tests {
         }
         let seg = d.join(segment_name(0));
         let mut bytes = fs::read(&seg).unwrap();
-        let second = bytes
-            .windows(5)
-            .enumerate()
-            .filter(|(_, w)| w == b"TWSP1")
-            .nth(1)
-            .unwrap()
-            .0;
         let last = bytes.len() - 3;
         bytes[last] ^= 0xff; // damage the third record's payload
-        let _ = second;
         fs::write(&seg, bytes).unwrap();
         let mut got = Vec::new();
         while let Some((b, p)) = s.peek().unwrap() {
